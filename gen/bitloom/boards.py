@@ -1,0 +1,172 @@
+"""Target boards: FPGA part, PS type, clocks and fabric capacity.
+
+One TOML file per board lives in the repository's ``boards/`` folder, which ships as the
+data package ``bitloom.boards``. The planner sizes designs against ``Board.resources``,
+``bitloom synth`` reports utilization against them, and the board build picks the part,
+PS and AXI ports from here, so adding a board is adding a file.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass, field
+from importlib import resources
+from importlib.resources.abc import Traversable
+from pathlib import Path
+from typing import Any
+
+import tomllib
+
+from bitloom.errors import BitloomError
+
+#: Where the board files ship; see :func:`_board_dir` for the source-checkout fallback.
+_DATA_PACKAGE = "bitloom.boards"
+
+#: Capacity keys every board file lists, in the order utilization tables show them.
+#: LUT counts all LUTs, LUTMEM the SLICEM LUTs usable as distributed RAM or shift register,
+#: CARRY the carry-chain sites (CARRY4 per slice on xc7, CARRY8 per CLB on xcup), BRAM36
+#: the 36 Kb block RAMs (a RAMB18 is half of one) and URAM the UltraRAM blocks.
+RESOURCE_KEYS = ("LUT", "LUTMEM", "FF", "CARRY", "DSP", "BRAM36", "URAM")
+
+_Kind = type | tuple[type, ...]
+
+#: The PS each Yosys family comes with on the Zynq boards we target.
+_PS_OF_FAMILY = {"xc7": "PS7", "xcup": "PS8"}
+
+
+@dataclass(frozen=True)
+class AxiPorts:
+    """The PS ports the accelerator attaches to in the board's block design."""
+
+    control: str  # PS master that drives the accelerator's AXI4-Lite registers
+    control_base: int  # address the first AXI4-Lite slave gets on that master
+    data: tuple[str, ...]  # PS slaves the accelerator's AXI masters move frames through
+    data_width: int  # widest data bus those slaves accept, in bits
+
+
+@dataclass(frozen=True)
+class Board:
+    """One board as the compiler sees it; capacities are Vivado's "Available" counts."""
+
+    name: str
+    title: str
+    part: str
+    family: str  # Yosys `synth_xilinx -family`: "xc7" or "xcup"
+    package: str
+    speed_grade: str
+    ps: str  # "PS7" (Zynq-7000) or "PS8" (Zynq UltraScale+)
+    default_clock_mhz: float
+    pl_clocks_mhz: tuple[float, ...]
+    resources: dict[str, float] = field(hash=False)
+    axi: AxiPorts
+
+
+def _board_dir() -> Traversable:
+    """The folder of board files.
+
+    Installed, it is the ``bitloom.boards`` data package. Run from a source checkout with
+    ``PYTHONPATH=gen``, that name resolves to this module instead of a package, so the
+    repository's ``boards/`` folder next to ``gen/`` is used.
+    """
+    spec = importlib.util.find_spec(_DATA_PACKAGE)
+    if spec is not None and spec.submodule_search_locations is not None:
+        return resources.files(_DATA_PACKAGE)
+    return Path(__file__).resolve().parents[2] / "boards"
+
+
+def list_boards() -> list[str]:
+    """Names `load_board` accepts, sorted."""
+    return sorted(
+        entry.name.removesuffix(".toml")
+        for entry in _board_dir().iterdir()
+        if entry.name.endswith(".toml")
+    )
+
+
+def load_board(name: str) -> Board:
+    """The board called ``name`` (e.g. ``"pynq-z2"``), or one described by a ``.toml`` path."""
+    if name.endswith(".toml"):
+        path = Path(name)
+        if not path.is_file():
+            raise BitloomError(f"board file {name} does not exist")
+        return _parse(path.stem, path.read_text(encoding="utf-8"), str(path))
+    entry = _board_dir() / f"{name}.toml"
+    if not entry.is_file():
+        known = ", ".join(list_boards())
+        raise BitloomError(
+            f"unknown board {name!r}; known boards: {known}. "
+            "A board file of your own can be given as a path ending in .toml."
+        )
+    return _parse(name, entry.read_text(encoding="utf-8"), f"board file {name}.toml")
+
+
+def _parse(name: str, text: str, where: str) -> Board:
+    """Validate a board file so mistakes surface here, not deep inside a build."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise BitloomError(f"{where} is not valid TOML: {exc}") from exc
+
+    def get(table: dict[str, Any], key: str, kind: _Kind, prefix: str = "") -> Any:
+        value = table.get(key)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise BitloomError(f"{where}: `{prefix}{key}` is missing or not a {_kind_name(kind)}")
+        return value
+
+    family = get(data, "family", str)
+    if family not in _PS_OF_FAMILY:
+        raise BitloomError(f"{where}: family {family!r} is not one of {sorted(_PS_OF_FAMILY)}")
+    ps = get(data, "ps", str)
+    if ps != _PS_OF_FAMILY[family]:
+        raise BitloomError(f"{where}: family {family} comes with {_PS_OF_FAMILY[family]}, not {ps}")
+    part, package, speed = (get(data, key, str) for key in ("part", "package", "speed_grade"))
+    if f"{package}{speed}" not in part:
+        raise BitloomError(f"{where}: part {part} does not match package {package}{speed}")
+
+    clocks = get(data, "pl_clocks_mhz", list)
+    if not clocks or not all(_is_number(c) and c > 0 for c in clocks):
+        raise BitloomError(f"{where}: `pl_clocks_mhz` must be a non-empty list of positive numbers")
+    clocks = tuple(float(c) for c in clocks)
+    default_clock = float(get(data, "default_clock_mhz", (int, float)))
+    if default_clock not in clocks:
+        raise BitloomError(f"{where}: default_clock_mhz {default_clock} is not in pl_clocks_mhz")
+
+    table = get(data, "resources", dict)
+    if set(table) != set(RESOURCE_KEYS):
+        raise BitloomError(f"{where}: [resources] must list exactly {', '.join(RESOURCE_KEYS)}")
+    capacity = {key: get(table, key, (int, float), "resources.") for key in RESOURCE_KEYS}
+    if any(value < 0 for value in capacity.values()):
+        raise BitloomError(f"{where}: [resources] counts cannot be negative")
+
+    axi = get(data, "axi", dict)
+    if not all(isinstance(port, str) for port in axi.get("data", ())):
+        raise BitloomError(f"{where}: `axi.data` must list PS port names")
+    ports = AxiPorts(
+        control=get(axi, "control", str, "axi."),
+        control_base=get(axi, "control_base", int, "axi."),
+        data=tuple(get(axi, "data", list, "axi.")),
+        data_width=get(axi, "data_width", int, "axi."),
+    )
+    return Board(
+        name=name,
+        title=get(data, "title", str),
+        part=part,
+        family=family,
+        package=package,
+        speed_grade=speed,
+        ps=ps,
+        default_clock_mhz=default_clock,
+        pl_clocks_mhz=clocks,
+        resources=capacity,
+        axi=ports,
+    )
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _kind_name(kind: _Kind) -> str:
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    names = {str: "string", int: "integer", float: "number", list: "list", dict: "table"}
+    return " or ".join(names[k] for k in kinds)

@@ -1,0 +1,193 @@
+"""The matrix-vector unit: PE x SIMD folded dot products, exact accumulation, thresholds.
+
+Schedule (FINN's): a frame is ``K`` input elements arriving ``SIMD`` per beat and ``N``
+outputs leaving ``PE`` per beat. For each of ``NF = N/PE`` neuron folds the unit walks the
+``SF = K/SIMD`` synapse folds; during the first neuron fold it takes the input from the
+stream and keeps it in a small buffer for the others. One step per cycle, so a frame takes
+``NF * SF`` cycles.
+
+Pipeline (every register advances together when the output register can move):
+
+    issue: counters, weight/buffer addresses -> dot: SIMD products per PE, adder tree,
+    accumulate -> requant: threshold compares (or the raw accumulator) -> output register
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import memory, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from bitloom.formats import Int
+from bitloom.ir import MatrixVector
+
+
+@dataclass(frozen=True)
+class Folding:
+    """How a layer is laid onto hardware: ``pe`` output channels x ``simd`` inputs per cycle."""
+
+    pe: int
+    simd: int
+
+
+def element_value(code, fmt: Int):
+    """The integer value of one element's code, as an Amaranth expression."""
+    if fmt.bipolar:
+        return Mux(code, Const(1, signed(2)), Const(-1, signed(2)))
+    return code.as_signed() if fmt.signed else code.as_unsigned()
+
+
+def adder_tree(terms: list):
+    """Balanced sum (log depth; Amaranth widens every addition, so nothing overflows)."""
+    while len(terms) > 1:
+        pairs = [terms[i] + terms[i + 1] for i in range(0, len(terms) - 1, 2)]
+        terms = pairs + ([terms[-1]] if len(terms) % 2 else [])
+    return terms[0]
+
+
+def pack(values: np.ndarray, bits: int) -> int:
+    """Pack integers (two's complement, ``bits`` each) into one word, element 0 lowest."""
+    word = 0
+    for i, v in enumerate(values.reshape(-1).tolist()):
+        word |= (int(v) & ((1 << bits) - 1)) << (i * bits)
+    return word
+
+
+def weight_words(weights: np.ndarray, fold: Folding, w_fmt: Int) -> list[int]:
+    """Weight memory contents: word ``nf * SF + sf`` holds ``W[sf*SIMD + s, nf*PE + p]``
+    at element ``p * SIMD + s``."""
+    k, n = weights.shape
+    sf_count, nf_count = k // fold.simd, n // fold.pe
+    codes = w_fmt.encode(weights)
+    blocks = codes.reshape(sf_count, fold.simd, nf_count, fold.pe)  # [sf, s, nf, p]
+    return [pack(blocks[sf, :, nf, :].T, w_fmt.bits)
+            for nf in range(nf_count) for sf in range(sf_count)]
+
+
+def threshold_bits(layer: MatrixVector) -> int:
+    """Width of a threshold: one more than the accumulator (thresholds reach lo-1 / hi+1)."""
+    return layer.acc_fmt.bits + 1
+
+
+class MatrixVectorUnit(wiring.Component):
+    """Streams ``K``-vectors in and ``N``-vectors out, computing one MatrixVector layer."""
+
+    def __init__(self, layer: MatrixVector, fold: Folding) -> None:
+        k, n = layer.weights.shape
+        if k % fold.simd or n % fold.pe:
+            raise ValueError(f"{layer.name}: SIMD {fold.simd} must divide {k}, PE {fold.pe} {n}")
+        self.layer, self.fold = layer, fold
+        self.sf_count, self.nf_count = k // fold.simd, n // fold.pe
+        super().__init__({
+            "i": In(stream.Signature(unsigned(fold.simd * layer.in_fmt.bits))),
+            "o": Out(stream.Signature(unsigned(fold.pe * layer.out_fmt.bits))),
+        })
+
+    @property
+    def cycles_per_frame(self) -> int:
+        return self.sf_count * self.nf_count
+
+    def elaborate(self, platform) -> Module:
+        m = Module()
+        layer, fold = self.layer, self.fold
+        sf_n, nf_n = self.sf_count, self.nf_count
+        in_fmt, w_fmt, acc_fmt = layer.in_fmt, layer.w_fmt, layer.acc_fmt
+
+        en = Signal()  # the whole pipeline advances together
+        m.d.comb += en.eq(~self.o.valid | self.o.ready)
+
+        # -- issue ------------------------------------------------------------------------
+        sf = Signal(range(sf_n))
+        nf = Signal(range(nf_n))
+        step = Signal(range(sf_n * nf_n))
+        from_input = nf == 0
+        issue = Signal()
+        m.d.comb += [
+            self.i.ready.eq(en & from_input),
+            issue.eq(en & (~from_input | self.i.valid)),
+        ]
+        with m.If(issue):
+            m.d.sync += [
+                sf.eq(Mux(sf == sf_n - 1, 0, sf + 1)),
+                step.eq(Mux(step == sf_n * nf_n - 1, 0, step + 1)),
+            ]
+            with m.If(sf == sf_n - 1):
+                m.d.sync += nf.eq(Mux(nf == nf_n - 1, 0, nf + 1))
+
+        m.submodules.weights = wmem = memory.Memory(
+            shape=unsigned(fold.pe * fold.simd * w_fmt.bits), depth=sf_n * nf_n,
+            init=weight_words(layer.weights, fold, w_fmt))
+        w_rd = wmem.read_port()
+        m.submodules.inbuf = bmem = memory.Memory(
+            shape=unsigned(fold.simd * in_fmt.bits), depth=sf_n, init=[])
+        b_rd, b_wr = bmem.read_port(), bmem.write_port()
+        m.d.comb += [
+            w_rd.addr.eq(step), w_rd.en.eq(en),
+            b_rd.addr.eq(sf), b_rd.en.eq(en),
+            b_wr.addr.eq(sf), b_wr.data.eq(self.i.payload), b_wr.en.eq(issue & from_input),
+        ]
+        a_valid, a_first, a_last, a_from_input = Signal(), Signal(), Signal(), Signal()
+        a_nf = Signal(range(nf_n))
+        a_data = Signal(len(self.i.payload))
+        with m.If(en):
+            m.d.sync += [
+                a_valid.eq(issue), a_first.eq(sf == 0), a_last.eq(sf == sf_n - 1),
+                a_from_input.eq(from_input), a_nf.eq(nf), a_data.eq(self.i.payload),
+            ]
+
+        # -- dot products and accumulation -------------------------------------------------
+        x = Mux(a_from_input, a_data, b_rd.data)
+        xs = [element_value(x.word_select(s, in_fmt.bits), in_fmt) for s in range(fold.simd)]
+        acc_shape = signed(acc_fmt.bits) if acc_fmt.signed else unsigned(acc_fmt.bits)
+        accs = [Signal(acc_shape, name=f"acc{p}") for p in range(fold.pe)]
+        b_valid = Signal()
+        for p, acc in enumerate(accs):
+            ws = [element_value(w_rd.data.word_select(p * fold.simd + s, w_fmt.bits), w_fmt)
+                  for s in range(fold.simd)]
+            dot = adder_tree([xv * wv for xv, wv in zip(xs, ws, strict=True)])
+            with m.If(en & a_valid):
+                m.d.sync += acc.eq(Mux(a_first, 0, acc) + dot)
+        with m.If(en):
+            m.d.sync += b_valid.eq(a_valid & a_last)
+
+        # -- requantization into the output register ---------------------------------------
+        if layer.requant is None:
+            result = Cat(*[acc.as_unsigned() for acc in accs])
+        else:
+            result = self._thresholds(m, accs, a_nf, en)
+        with m.If(en):
+            m.d.sync += self.o.valid.eq(b_valid)
+            with m.If(b_valid):
+                m.d.sync += self.o.payload.eq(result)
+        return m
+
+    def _thresholds(self, m: Module, accs: list[Signal], a_nf: Signal, en: Signal):
+        """Output codes from per-channel threshold compares; tables in a ROM per neuron fold."""
+        layer, fold = self.layer, self.fold
+        req = layer.requant
+        tbits = threshold_bits(layer)
+        levels = req.table.shape[1]
+        words = []
+        for nf in range(self.nf_count):
+            chans = range(nf * fold.pe, (nf + 1) * fold.pe)
+            table = np.stack([req.table[c] for c in chans])
+            directions = np.array([int(req.increasing[c]) for c in chans])
+            words.append(pack(table, tbits) | (pack(directions, 1) << (fold.pe * levels * tbits)))
+        m.submodules.thresholds = tmem = memory.Memory(
+            shape=unsigned(fold.pe * (levels * tbits + 1)), depth=self.nf_count, init=words)
+        t_rd = tmem.read_port()
+        m.d.comb += [t_rd.addr.eq(a_nf), t_rd.en.eq(en)]
+        out_fmt = req.out_fmt
+        offset = 0 if out_fmt.bipolar else out_fmt.min_int
+        codes = []
+        for p, acc in enumerate(accs):
+            rising = t_rd.data[fold.pe * levels * tbits + p]
+            hits = []
+            for i in range(levels):
+                t = t_rd.data.word_select(p * levels + i, tbits).as_signed()
+                hits.append(Mux(rising, acc >= t, acc <= t))
+            codes.append((adder_tree(hits) + offset)[:out_fmt.bits])
+        return Cat(*codes)

@@ -1,0 +1,92 @@
+"""Stimulus and expectations as stream beats: the bridge between golden values and wires.
+
+A *beat* is one transfer's payload as a Python int (element 0 in the lowest bits). The
+vectors file is JSON with hex strings so beats of any width survive the trip into the
+simulator process.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from bitloom.formats import Int
+from bitloom.hw.mvu import pack
+from bitloom.plan import Plan
+
+
+def to_beats(values: np.ndarray, fmt: Int, per_beat: int) -> list[int]:
+    """Integer values ``(frames, elements)`` -> beats, frame after frame."""
+    codes = fmt.encode(values).reshape(-1, per_beat)
+    return [pack(row, fmt.bits) for row in codes]
+
+
+def from_beats(beats: list[int], fmt: Int, per_beat: int) -> np.ndarray:
+    """Beats -> integer values, flat, in stream order."""
+    mask = (1 << fmt.bits) - 1
+    codes = [(b >> (i * fmt.bits)) & mask for b in beats for i in range(per_beat)]
+    return fmt.decode(np.array(codes, dtype=np.int64)).astype(np.int64)
+
+
+@dataclass
+class Vectors:
+    """Everything the testbench needs, and nothing it would have to compute."""
+
+    in_beats: list[int]
+    in_beats_per_frame: int
+    out_beats_per_frame: int
+    probes: list[list[int]]  # expected beats at every layer output; the last is the output
+    probe_names: list[str]
+    frames: int
+    in_pause: float
+    out_pause: float
+    seed: int
+
+    def save(self, path: Path) -> None:
+        data = {k: v for k, v in self.__dict__.items()}
+        data["in_beats"] = [hex(b) for b in self.in_beats]
+        data["probes"] = [[hex(b) for b in p] for p in self.probes]
+        path.write_text(json.dumps(data))
+
+    @classmethod
+    def load(cls, path: Path) -> Vectors:
+        data = json.loads(Path(path).read_text())
+        data["in_beats"] = [int(b, 16) for b in data["in_beats"]]
+        data["probes"] = [[int(b, 16) for b in p] for p in data["probes"]]
+        return cls(**data)
+
+
+def make_vectors(plan: Plan, trace: list[np.ndarray], in_pause: float, out_pause: float,
+                 seed: int) -> Vectors:
+    """Beats for a batch whose golden integer values per layer are ``trace``."""
+    first = plan.layers[0]
+    in_beats = to_beats(trace[0], first.layer.in_fmt, first.fold.simd)
+    probes = [to_beats(values, lp.layer.out_fmt, lp.fold.pe)
+              for lp, values in zip(plan.layers, trace[1:], strict=True)]
+    return Vectors(
+        in_beats=in_beats,
+        in_beats_per_frame=first.in_beats,
+        out_beats_per_frame=plan.layers[-1].out_beats,
+        probes=probes,
+        probe_names=[lp.layer.name for lp in plan.layers],
+        frames=int(trace[0].shape[0]),
+        in_pause=in_pause,
+        out_pause=out_pause,
+        seed=seed,
+    )
+
+
+def first_mismatch(expected: list[list[int]], got: list[list[int]], names: list[str],
+                   beats_per_frame: list[int]) -> str | None:
+    """Names the first layer (in stream order) whose output differs, with frame and beat."""
+    for name, exp, act, per_frame in zip(names, expected, got, beats_per_frame, strict=True):
+        for i, (e, a) in enumerate(zip(exp, act, strict=False)):
+            if e != a:
+                return (f"layer {name}: first difference in frame {i // per_frame}, output "
+                        f"beat {i % per_frame}: expected {e:#x}, hardware gave {a:#x}")
+        if len(act) != len(exp):
+            return f"layer {name}: produced {len(act)} beats, expected {len(exp)}"
+    return None
