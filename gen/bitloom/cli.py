@@ -1,0 +1,211 @@
+"""The ``bitloom`` command: inspect, run, compile, verify, synth.
+
+Exit status: 0 success, 1 a verification found hardware that differs from golden, 2 a user
+error (bad file, unsupported op, bad option) with a one-paragraph message and no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from bitloom.errors import BitloomError
+
+console = Console(stderr=False, highlight=False)
+errors = Console(stderr=True, highlight=False)
+
+
+@contextmanager
+def progress(message: str):
+    """A spinner on a terminal, a plain line otherwise (CI logs)."""
+    if console.is_terminal:
+        with console.status(message) as status:
+            yield status
+    else:
+        console.print(message)
+
+        class Plain:
+            def update(self, text: str) -> None:
+                console.print(text)
+
+        yield Plain()
+
+
+def load_array(path: str) -> np.ndarray:
+    p = Path(path)
+    if not p.is_file():
+        raise BitloomError(f"{p}: no such input file. Pass a .npy array batched on axis 0.")
+    try:
+        data = np.load(p, allow_pickle=False)
+    except Exception as exc:
+        raise BitloomError(f"{p}: not a NumPy .npy/.npz file ({exc}).") from None
+    if isinstance(data, np.lib.npyio.NpzFile):
+        if len(data.files) != 1 and "x" not in data.files:
+            raise BitloomError(f"{p}: an .npz must hold one array (or one named 'x'); it "
+                               f"holds {', '.join(data.files)}.")
+        data = data["x"] if "x" in data.files else data[data.files[0]]
+    if not np.issubdtype(data.dtype, np.number):
+        raise BitloomError(f"{p}: holds {data.dtype} data; expected numbers.")
+    return data
+
+
+def layer_table(plan, report: dict | None = None) -> Table:
+    table = Table(title="layers", title_justify="left")
+    for col in ("layer", "K x N", "in", "weight", "acc", "out", "PE", "SIMD", "cycles",
+                "est. LUT"):
+        table.add_column(col, justify="right" if col not in ("layer",) else "left")
+    from bitloom.plan.cost import estimate_layer
+
+    for lp in plan.layers:
+        ly = lp.layer
+        table.add_row(ly.name, f"{ly.in_features}x{ly.out_features}", ly.in_fmt.name,
+                      ly.w_fmt.name, ly.acc_fmt.name, ly.out_fmt.name, str(lp.fold.pe),
+                      str(lp.fold.simd), str(lp.cycles), str(estimate_layer(lp)["LUT"]))
+    return table
+
+
+# -- commands ------------------------------------------------------------------------------
+def cmd_inspect(args) -> int:
+    from bitloom import load
+
+    net = load(args.model)
+    console.print(net.summary(), soft_wrap=True, markup=False)
+    return 0
+
+
+def cmd_run(args) -> int:
+    from bitloom import load
+
+    net = load(args.model)
+    x = load_array(args.input)
+    options = {}
+    if args.engine == "rtl":
+        from bitloom.boards import load_board
+        from bitloom.plan import plan_for_board
+
+        options["plan"] = plan_for_board(net, load_board(args.board))
+        with progress(f"Running {len(x)} frames on the RTL...") as status:
+            y = net.run(x, engine="rtl", status=status, **options)
+    else:
+        y = net.run(x, engine=args.engine)
+    try:
+        np.save(args.output, y)
+    except OSError as exc:
+        raise BitloomError(f"cannot write {args.output}: {exc.strerror}.") from None
+    console.print(f"{args.engine}: {len(x)} frames -> {args.output} {tuple(y.shape)} float32")
+    return 0
+
+
+def cmd_compile(args) -> int:
+    from bitloom import load
+    from bitloom.boards import load_board
+    from bitloom.emit.design import emit_design
+    from bitloom.plan import plan_for_board
+
+    if args.backend != "amaranth":
+        raise BitloomError(f"backend {args.backend!r} is not available yet; use amaranth.")
+    board = load_board(args.board)
+    net = load(args.model)
+    plan = plan_for_board(net, board, target_fps=args.target_fps)
+    with progress("Generating Verilog with Amaranth..."):
+        design = emit_design(plan, board, Path(args.out), args.model)
+    console.print(layer_table(plan))
+    r = design.report
+    console.print(f"{board.title} ({board.part}) at {plan.clock_mhz:g} MHz: "
+                  f"{r['cycles_per_frame']} cycles/frame, {r['frames_per_second']:,.0f} frames/s"
+                  f"; wrote {args.out}/rtl, {args.out}/sim, {args.out}/report.json")
+    return 0
+
+
+def cmd_verify(args) -> int:
+    from bitloom.emit.design import load_design
+    from bitloom.sim.verify import verify
+
+    design = load_design(args.dir)
+    with progress("Verifying on Verilator...") as status:
+        result = verify(design, samples=args.samples, seed=args.seed, status=status)
+    design.report["verification"] = result.as_dict()
+    design.save_report()
+    measured = result.measured_cycles_per_frame
+    console.print(
+        f"{result.frames} frames with random back-pressure: "
+        f"{'bit-exact' if result.bit_exact else 'MISMATCH'}; cycles/frame measured "
+        f"{measured if measured is not None else 'n/a'} vs planned "
+        f"{result.expected_cycles_per_frame}")
+    if not result.bit_exact:
+        errors.print(f"bitloom: hardware differs from golden: {result.mismatch}")
+        return 1
+    return 0
+
+
+def cmd_synth(args) -> int:
+    from bitloom.emit.design import load_design
+    from bitloom.flows import synthesize_design
+
+    design = load_design(args.dir)
+    measured = synthesize_design(design, console)
+    if args.json:
+        print(json.dumps(measured, indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bitloom", description="Compile quantized ONNX models into verified FPGA "
+        "accelerators.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("inspect", help="layers, shapes, formats, MACs")
+    p.add_argument("model")
+    p.set_defaults(func=cmd_inspect)
+
+    p = sub.add_parser("run", help="run a batch through an engine")
+    p.add_argument("model")
+    p.add_argument("--input", required=True, help=".npy batched along axis 0")
+    p.add_argument("--output", required=True, help=".npy to write (float32)")
+    p.add_argument("--engine", choices=("golden", "rtl"), default="golden")
+    p.add_argument("--board", default="pynq-z2", help="board whose folding rtl uses")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("compile", help="model -> RTL, testbench and report")
+    p.add_argument("model")
+    p.add_argument("--board", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--target-fps", type=float, default=None)
+    p.add_argument("--backend", default="amaranth")
+    p.set_defaults(func=cmd_compile)
+
+    p = sub.add_parser("verify", help="cocotb on Verilator, bit-exact against golden")
+    p.add_argument("dir")
+    p.add_argument("--samples", type=int, default=100)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser("synth", help="Yosys synthesis and utilization")
+    p.add_argument("dir")
+    p.add_argument("--json", action="store_true", help="print the measured resources as JSON")
+    p.set_defaults(func=cmd_synth)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except BitloomError as exc:
+        errors.print(f"bitloom: error: {exc}", markup=False, soft_wrap=True)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        errors.print("bitloom: interrupted")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,103 @@
+"""Small QONNX models built in the tests, so every frontend feature meets qonnx's executor.
+
+With power-of-two scales and biases on a coarse grid, every float32 operation in the ONNX
+model is exact, so qonnx's executor must agree with bitloom's golden model bit for bit,
+ties (which such grids produce often) included.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+QONNX = "qonnx.custom_op.general"
+
+
+@dataclass
+class Builder:
+    nodes: list = field(default_factory=list)
+    inits: list = field(default_factory=list)
+    count: int = 0
+
+    def name(self, base: str) -> str:
+        self.count += 1
+        return f"{base}{self.count}"
+
+    def const(self, value, base: str = "c") -> str:
+        n = self.name(base)
+        self.inits.append(numpy_helper.from_array(np.asarray(value, dtype=np.float32), n))
+        return n
+
+    def node(self, op: str, inputs: list[str], domain: str = "", **attrs) -> str:
+        out = self.name(op.lower())
+        self.nodes.append(helper.make_node(op, inputs, [out], name=self.name(f"n_{op}"),
+                                           domain=domain, **attrs))
+        return out
+
+    def quant(self, x: str, scale, bits: int, signed: bool, narrow: bool = False,
+              rounding: str = "ROUND", zero_point: float = 0.0, domain: str = QONNX) -> str:
+        return self.node("Quant", [x, self.const(scale), self.const(zero_point),
+                                   self.const(bits)], domain=domain, signed=int(signed),
+                         narrow=int(narrow), rounding_mode=rounding)
+
+    def model(self, inp: str, shape: list[int], out: str, out_shape: list[int]):
+        graph = helper.make_graph(
+            self.nodes, "test",
+            [helper.make_tensor_value_info(inp, TensorProto.FLOAT, shape)],
+            [helper.make_tensor_value_info(out, TensorProto.FLOAT, out_shape)],
+            self.inits)
+        return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13),
+                                                       helper.make_opsetid(QONNX, 1)])
+
+
+def random_mlp(seed: int, sizes=(16, 12, 8), in_bits=4, in_signed=False, w_bits=4,
+               act_bits=4, act_signed=False, rounding="ROUND", narrow=False,
+               bipolar_weights=False, negative_scales=False, clip=False, gemm=False,
+               in_zero_point=0.0) -> onnx.ModelProto:
+    """An MLP with power-of-two scales: exactly representable arithmetic throughout."""
+    rng = np.random.default_rng(seed)
+    b = Builder()
+    x = b.quant("inp", 2.0 ** -3, in_bits, in_signed, rounding=rounding,
+                zero_point=in_zero_point)
+    for i, (k, n) in enumerate(zip(sizes, sizes[1:], strict=False)):
+        last = i == len(sizes) - 2
+        w = rng.normal(size=(k, n)).astype(np.float32)
+        if bipolar_weights:
+            wq = b.node("BipolarQuant", [b.const(w), b.const(2.0 ** -2)], domain=QONNX)
+        else:
+            wscale = 2.0 ** -int(rng.integers(1, 3))
+            wq = b.quant(b.const(w * 2), wscale, w_bits, True, narrow=narrow)
+        bias = rng.integers(-16, 16, size=n).astype(np.float32) / 16
+        if gemm:
+            y = b.node("Gemm", [x, b.node("Transpose", [wq], perm=[1, 0]), b.const(bias)],
+                       transB=1)
+        else:
+            y = b.node("Add", [b.node("MatMul", [x, wq]), b.const(bias)])
+        if last:
+            return b.model("inp", [1, sizes[0]], y, [1, n])
+        if negative_scales:  # a BatchNorm-like per-channel scale, some channels negative
+            y = b.node("Mul", [y, b.const(rng.choice([-0.5, 0.25, 1.0, -2.0], size=n))])
+        if clip:
+            y = b.node("Clip", [y, b.const(-1.0), b.const(3.0)])
+        else:
+            y = b.node("Relu", [y])
+        x = b.quant(y, 2.0 ** -int(rng.integers(0, 3)), act_bits, act_signed,
+                    rounding=rounding)
+    raise AssertionError("unreachable")
+
+
+def run_qonnx(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
+    """qonnx's reference executor, frame by frame."""
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.core.onnx_exec import execute_onnx
+
+    from qonnx.transformation.infer_shapes import InferShapes
+
+    wrapped = ModelWrapper(model).transform(InferShapes())
+    inp = model.graph.input[0].name
+    out = model.graph.output[0].name
+    return np.concatenate([execute_onnx(wrapped, {inp: x[i:i + 1]})[out]
+                           for i in range(len(x))])
