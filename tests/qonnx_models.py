@@ -7,6 +7,7 @@ ties (which such grids produce often) included.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -62,7 +63,7 @@ def random_mlp(seed: int, sizes=(16, 12, 8), in_bits=4, in_signed=False, w_bits=
     b = Builder()
     x = b.quant("inp", 2.0 ** -3, in_bits, in_signed, rounding=rounding,
                 zero_point=in_zero_point)
-    for i, (k, n) in enumerate(zip(sizes, sizes[1:], strict=False)):
+    for i, (k, n) in enumerate(itertools.pairwise(sizes)):
         last = i == len(sizes) - 2
         w = rng.normal(size=(k, n)).astype(np.float32)
         if bipolar_weights:
@@ -80,10 +81,7 @@ def random_mlp(seed: int, sizes=(16, 12, 8), in_bits=4, in_signed=False, w_bits=
             return b.model("inp", [1, sizes[0]], y, [1, n])
         if negative_scales:  # a BatchNorm-like per-channel scale, some channels negative
             y = b.node("Mul", [y, b.const(rng.choice([-0.5, 0.25, 1.0, -2.0], size=n))])
-        if clip:
-            y = b.node("Clip", [y, b.const(-1.0), b.const(3.0)])
-        else:
-            y = b.node("Relu", [y])
+        y = b.node("Clip", [y, b.const(-1.0), b.const(3.0)]) if clip else b.node("Relu", [y])
         x = b.quant(y, 2.0 ** -int(rng.integers(0, 3)), act_bits, act_signed,
                     rounding=rounding)
     raise AssertionError("unreachable")
@@ -93,7 +91,6 @@ def run_qonnx(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
     """qonnx's reference executor, frame by frame."""
     from qonnx.core.modelwrapper import ModelWrapper
     from qonnx.core.onnx_exec import execute_onnx
-
     from qonnx.transformation.infer_shapes import InferShapes
 
     wrapped = ModelWrapper(model).transform(InferShapes())

@@ -121,7 +121,7 @@ def test_bad_board_file(tmp_path: Path, change: tuple[str, str], complaint: str)
     assert old in GOOD
     path = tmp_path / "bad.toml"
     path.write_text(GOOD.replace(old, new))
-    with pytest.raises(BitloomError, match="bad.toml") as info:
+    with pytest.raises(BitloomError, match=r"bad\.toml") as info:
         load_board(str(path))
     assert complaint in str(info.value)
 

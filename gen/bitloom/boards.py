@@ -20,7 +20,7 @@ import tomllib
 from bitloom.errors import BitloomError
 
 #: Where the board files ship; see :func:`_board_dir` for the source-checkout fallback.
-_DATA_PACKAGE = "bitloom.boards"
+_DATA_PACKAGE = "bitloom.board_files"
 
 #: Capacity keys every board file lists, in the order utilization tables show them.
 #: LUT counts all LUTs, LUTMEM the SLICEM LUTs usable as distributed RAM or shift register,
@@ -62,14 +62,13 @@ class Board:
 
 
 def _board_dir() -> Traversable:
-    """The folder of board files.
-
-    Installed, it is the ``bitloom.boards`` data package. Run from a source checkout with
-    ``PYTHONPATH=gen``, that name resolves to this module instead of a package, so the
-    repository's ``boards/`` folder next to ``gen/`` is used.
-    """
-    spec = importlib.util.find_spec(_DATA_PACKAGE)
-    if spec is not None and spec.submodule_search_locations is not None:
+    """The folder of board files: the ``bitloom.board_files`` data package once installed,
+    the repository's ``boards/`` folder when run from a checkout with ``PYTHONPATH=gen``."""
+    try:
+        spec = importlib.util.find_spec(_DATA_PACKAGE)
+    except ModuleNotFoundError:
+        spec = None
+    if spec is not None:
         return resources.files(_DATA_PACKAGE)
     return Path(__file__).resolve().parents[2] / "boards"
 

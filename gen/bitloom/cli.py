@@ -150,7 +150,7 @@ def cmd_synth(args) -> int:
     from bitloom.flows import synthesize_design
 
     design = load_design(args.dir)
-    measured = synthesize_design(design, console)
+    measured = synthesize_design(design, errors if args.json else console)
     if args.json:
         print(json.dumps(measured, indent=2))
     return 0

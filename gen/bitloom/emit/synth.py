@@ -78,7 +78,15 @@ _IO_CELLS = frozenset(
     ("IBUF", "IBUFG", "OBUF", "OBUFT", "IOBUF", "BUFG", "BUFGCTRL", "BUFHCE", "VCC", "GND")
 )
 _KNOWN = frozenset().union(
-    _LOGIC_LUTS, _LUTRAM_LUTS, _SRL_LUTS, _FLOPS, _BRAM_TILES, _DSPS, _URAMS, _MUXES, _CARRIES,
+    _LOGIC_LUTS,
+    _LUTRAM_LUTS,
+    _SRL_LUTS,
+    _FLOPS,
+    _BRAM_TILES,
+    _DSPS,
+    _URAMS,
+    _MUXES,
+    _CARRIES,
     _IO_CELLS,
 )
 
@@ -101,7 +109,7 @@ class SynthResult:
 
     @property
     def unmapped(self) -> dict[str, int]:
-        """Cells no resource accounts for: a blackbox or a primitive this module misses."""
+        """Cells no resource accounts for: a blackbox, or a primitive missing from the tables."""
         return {cell: n for cell, n in self.cells.items() if cell not in _KNOWN}
 
 
@@ -119,7 +127,8 @@ def count_resources(cells: Mapping[str, int], family: str) -> dict[str, float]:
     lutram = sum(n * _LUTRAM_LUTS.get(cell, 0) for cell, n in cells.items())
     srl = sum(n * _SRL_LUTS.get(cell, 0) for cell, n in cells.items())
     logic = sum(n * _LOGIC_LUTS.get(cell, 0) for cell, n in cells.items())
-    # Yosys emits CARRY4 on UltraScale+ too; Vivado packs two of them into one CARRY8.
+    # Yosys emits CARRY4 on UltraScale+ too; Vivado retargets them onto CARRY8 sites, which
+    # hold two 4-bit steps of a chain (rounded up, as chains rarely share a site).
     carry4 = cells.get("CARRY4", 0)
     if family == "xcup":
         carry4 = math.ceil(carry4 / 2)

@@ -21,7 +21,6 @@ from onnx import numpy_helper
 from bitloom.errors import BitloomError
 from bitloom.formats import Int, accumulator_format, normalize_rounding, round_exact
 from bitloom.frontend.loader import read_model
-from bitloom.ir.elementwise import as_fractions
 from bitloom.ir import (
     Affine,
     Chain,
@@ -32,6 +31,7 @@ from bitloom.ir import (
     OutputDequantizer,
     derive_thresholds,
 )
+from bitloom.ir.elementwise import as_fractions
 
 QONNX_DOMAINS = {"qonnx.custom_op.general", "onnx.brevitas", "finn.custom_op.general"}
 LAYOUT_OPS = {"Reshape", "Flatten"}
@@ -353,7 +353,8 @@ class QonnxImporter:
                 bias = self._const_input(node, ins[2], "bias C")
                 if bias.size not in (1, n):
                     raise self.fail(node, "bias C must be per output channel.")
-                chain = chain.then(Affine([Fraction(1)] * n, as_fractions(np.float32(beta) * bias, n)))
+                shift = as_fractions(np.float32(beta) * bias, n)
+                chain = chain.then(Affine([Fraction(1)] * n, shift))
         index = len(self.layers)
         acc = accumulator_format(w.fmt, x.fmt, k)
         name = f"mvu{index}"

