@@ -84,7 +84,7 @@ def build(sources: list[Path], status=None) -> Path:
         # enough for Verilator to use a precompiled header; pass gcc's flag on make's line.
         os.environ["MAKEFLAGS"] = "CFG_CXXFLAGS_PCH_I=-include"
         try:
-            runner.build(verilog_sources=[str(s) for s in sources], hdl_toplevel=TOP,
+            runner.build(sources=[str(s) for s in sources], hdl_toplevel=TOP,
                          build_dir=str(build_dir), build_args=VERILATOR_ARGS,
                          log_file=str(log))
         except (SystemExit, Exception) as exc:

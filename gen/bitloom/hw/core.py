@@ -42,14 +42,21 @@ class Core(wiring.Component):
         m = Module()
         upstream = wiring.flipped(self.i)
         for n, lp in enumerate(self.plan.layers):
-            unit = MatrixVectorUnit(lp.layer, lp.fold)
-            m.submodules[lp.layer.name] = unit
+            name = lp.layer.name
             if n > 0:
+                # converter first, FIFO second: the FIFO then holds whole input beats, so a
+                # layer can burst through its first neuron fold at one beat per cycle even
+                # when its producer trickles out fewer elements per cycle.
                 prev = self.plan.layers[n - 1]
                 conv = WidthConverter(lp.layer.in_fmt.bits, prev.fold.pe, lp.fold.simd)
-                m.submodules[f"{lp.layer.name}_in_width"] = conv
+                m.submodules[f"{name}_in_width"] = conv
                 wiring.connect(m, upstream, conv.i)
-                upstream = conv.o
+                buf = StreamFifo(lp.in_beat_bits, lp.fifo_depth)
+                m.submodules[f"{name}_in_fifo"] = buf
+                wiring.connect(m, conv.o, buf.i)
+                upstream = buf.o
+            unit = MatrixVectorUnit(lp.layer, lp.fold)
+            m.submodules[name] = unit
             wiring.connect(m, upstream, unit.i)
             probe = getattr(self, f"probe{n}")
             m.d.comb += [
@@ -58,10 +65,5 @@ class Core(wiring.Component):
                 probe.ready.eq(unit.o.ready),
             ]
             upstream = unit.o
-            if n < len(self.plan.layers) - 1:
-                buf = StreamFifo(lp.out_beat_bits, lp.fifo_depth)
-                m.submodules[f"{lp.layer.name}_out_fifo"] = buf
-                wiring.connect(m, upstream, buf.i)
-                upstream = buf.o
         wiring.connect(m, upstream, wiring.flipped(self.o))
         return m

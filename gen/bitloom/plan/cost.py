@@ -43,7 +43,7 @@ def estimate_layer(lp) -> dict[str, float]:
         levels = ly.requant.table.shape[1]
         luts += fold.pe * levels * (acc + 1) * LUT_PER_COMPARE_BIT
         luts += memory_cost(ly.out_features // fold.pe, fold.pe * levels * (acc + 1))["LUT"]
-    fifo = memory_cost(lp.fifo_depth, lp.out_beat_bits)
+    fifo = memory_cost(lp.fifo_depth, lp.in_beat_bits)
     return {"LUT": round(luts + fifo["LUT"]), "FF": round(ffs), "DSP": 0,
             "BRAM36": bram + fifo["BRAM36"]}
 

@@ -20,7 +20,7 @@ from bitloom.ir import MatrixVector, Network
 class LayerPlan:
     layer: MatrixVector
     fold: Folding
-    fifo_depth: int
+    fifo_depth: int  # input FIFO in beats of in_beat_bits (0: the first layer has none)
 
     @property
     def cycles(self) -> int:
@@ -98,8 +98,9 @@ def make_plan(net: Network, target_cycles: int, clock_mhz: float = 100.0) -> Pla
     prev_pe = None
     for layer in net.layers:
         fold = fold_layer(layer, target_cycles, prev_pe)
-        # A FIFO of two output frames decouples bursty producers from their consumers.
-        depth = max(2, 2 * (layer.out_features // fold.pe))
+        # Two input frames: a layer takes its input in a burst during its first neuron fold
+        # and not at all during the others, while its producer delivers at an even rate.
+        depth = 0 if prev_pe is None else max(2, 2 * (layer.in_features // fold.simd))
         layers.append(LayerPlan(layer, fold, depth))
         prev_pe = fold.pe
     return Plan(net, layers, clock_mhz)

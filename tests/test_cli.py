@@ -1,0 +1,93 @@
+"""The command line: useful output, and exit 2 with a clear message for bad input."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import pytest
+
+from qonnx_models import random_mlp
+
+
+def bitloom(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "bitloom.cli", *args], capture_output=True,
+                          text=True, timeout=300)
+
+
+def assert_user_error(proc: subprocess.CompletedProcess, *needles: str) -> None:
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
+    for needle in needles:
+        assert needle in proc.stderr, proc.stderr
+
+
+def test_inspect_lists_layers_and_formats(example_model):
+    proc = bitloom("inspect", str(example_model))
+    assert proc.returncode == 0, proc.stderr
+    for text in ("mvu0", "64x32", "uint4", "int4n", "int14", "total MACs per frame: 3392"):
+        assert text in proc.stdout
+
+
+def test_run_golden_writes_outputs(example_model, example_net, digits, tmp_path):
+    x, _ = digits
+    np.save(tmp_path / "x.npy", x[:20])
+    proc = bitloom("run", str(example_model), "--input", str(tmp_path / "x.npy"),
+                   "--output", str(tmp_path / "y.npy"))
+    assert proc.returncode == 0, proc.stderr
+    np.testing.assert_array_equal(np.load(tmp_path / "y.npy"), example_net.run(x[:20]))
+
+
+def test_not_onnx(tmp_path):
+    path = tmp_path / "notes.onnx"
+    path.write_text("this is not a model\n")
+    assert_user_error(bitloom("inspect", str(path)), str(path), "not a readable ONNX model")
+
+
+def test_truncated_model(example_model, tmp_path):
+    path = tmp_path / "cut.onnx"
+    path.write_bytes(example_model.read_bytes()[:5000])
+    assert_user_error(bitloom("inspect", str(path)), str(path), "truncated")
+
+
+def test_missing_file(tmp_path):
+    assert_user_error(bitloom("inspect", str(tmp_path / "nope.onnx")), "no such file")
+
+
+def test_unsupported_op_is_named(tmp_path):
+    model = random_mlp(2)
+    relu = next(n for n in model.graph.node if n.op_type == "Relu")
+    relu.op_type, relu.name = "Softplus", "my_softplus"
+    path = tmp_path / "softplus.onnx"
+    onnx.save(model, str(path))
+    assert_user_error(bitloom("inspect", str(path)), "my_softplus", "Softplus")
+
+
+@pytest.mark.parametrize("content", ["shape", "text"])
+def test_bad_run_input(example_model, tmp_path, content):
+    inp = tmp_path / "x.npy"
+    if content == "shape":
+        np.save(inp, np.zeros((3, 64), dtype=np.float32))
+    else:
+        inp.write_text("1,2,3")
+    proc = bitloom("run", str(example_model), "--input", str(inp), "--output",
+                   str(tmp_path / "y.npy"))
+    assert_user_error(proc, str(inp) if content == "text" else "shape")
+
+
+def test_unknown_board_lists_the_known_ones(example_model, tmp_path):
+    proc = bitloom("compile", str(example_model), "--board", "de10-nano", "--out",
+                   str(tmp_path / "d"))
+    assert_user_error(proc, "de10-nano", "pynq-z2")
+
+
+def test_verify_needs_a_design_folder(tmp_path):
+    assert_user_error(bitloom("verify", str(tmp_path)), "not a bitloom design folder")
+
+
+def test_impossible_target_fps(example_model, tmp_path):
+    proc = bitloom("compile", str(example_model), "--board", "pynq-z2", "--out",
+                   str(tmp_path / "d"), "--target-fps", "1e12")
+    assert_user_error(proc, "frames/s")
