@@ -143,6 +143,9 @@ def simulate(sources: list[Path], vectors: Vectors, work_dir: Path, status=None)
     probes = [[int(b, 16) for b in p] for p in data["probes"]]
     per_frame = [len(p) // vectors.frames for p in vectors.probes]
     mismatch = first_mismatch(vectors.probes, probes, vectors.probe_names, per_frame)
+    if data.get("stalled_after_cycles") is not None:
+        mismatch = (f"the design stalled: no output for {data['stalled_after_cycles']} cycles; "
+                    f"{mismatch or 'all layer outputs so far were correct'}")
     if mismatch is None and outputs != vectors.probes[-1]:
         mismatch = "the AXI output stream differs from the last layer's output"
     return SimResult(mismatch is None, outputs, probes, data["frame_done_cycle"], mismatch, log)
@@ -164,5 +167,8 @@ def run_rtl(net, x: np.ndarray, plan=None, in_pause: float = 0.3, out_pause: flo
         result = simulate(sources, vectors, base / "sim", status)
     last = plan.layers[-1]
     values = from_beats(result.outputs, last.layer.out_fmt, last.fold.pe)
+    if values.size != trace[-1].size:
+        raise BitloomError(f"the RTL simulation returned {values.size} of {trace[-1].size} "
+                           f"output values: {result.mismatch}")
     values = values.reshape(trace[-1].shape)
     return net.output.apply(values)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import cocotb
 from cocotb.clock import Clock
-from cocotb.triggers import ClockCycles, RisingEdge
+from cocotb.triggers import ClockCycles, RisingEdge, SimTimeoutError, with_timeout
 from cocotbext.axi import AxiStreamBus, AxiStreamFrame, AxiStreamSink, AxiStreamSource
 
 from bitloom.sim.vectors import Vectors, first_mismatch
@@ -80,19 +80,30 @@ async def stream_batch(dut) -> None:
     out_bytes = len(dut.m_axis_tdata) // 8
     outputs: list[int] = []
     frame_done: list[int] = []
-    for _ in range(vec.frames):
-        frame = await sink.recv()
-        data = bytes(frame.tdata)
-        outputs += [int.from_bytes(data[i:i + out_bytes], "little")
-                    for i in range(0, len(data), out_bytes)]
-        frame_done.append(cycles[0])
+
+    async def receive() -> None:
+        for _ in range(vec.frames):
+            frame = await sink.recv()
+            data = bytes(frame.tdata)
+            outputs.extend(int.from_bytes(data[i:i + out_bytes], "little")
+                           for i in range(0, len(data), out_bytes))
+            frame_done.append(cycles[0])
+
+    # A design that stalls must fail with a diagnosis, not hang the run.
+    stalled = False
+    try:
+        await with_timeout(receive(), vec.timeout_cycles * 10, "ns")
+    except SimTimeoutError:
+        stalled = True
     await ClockCycles(dut.ap_clk, 2)
 
     result_path.write_text(json.dumps({
         "outputs": [hex(b) for b in outputs],
         "probes": [[hex(b) for b in p] for p in captured],
         "frame_done_cycle": frame_done,
+        "stalled_after_cycles": cycles[0] if stalled else None,
     }))
     layer_beats = [len(p) // vec.frames for p in vec.probes]
     problem = first_mismatch(vec.probes, captured, vec.probe_names, layer_beats)
+    assert not stalled, f"no progress after {cycles[0]} cycles; {problem}"
     assert outputs == vec.probes[-1] and problem is None, problem or "output stream differs"

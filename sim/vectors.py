@@ -44,6 +44,7 @@ class Vectors:
     in_pause: float
     out_pause: float
     seed: int
+    timeout_cycles: int  # generous bound; a run still going then is reported as a stall
 
     def save(self, path: Path) -> None:
         data = {k: v for k, v in self.__dict__.items()}
@@ -76,6 +77,8 @@ def make_vectors(plan: Plan, trace: list[np.ndarray], in_pause: float, out_pause
         in_pause=in_pause,
         out_pause=out_pause,
         seed=seed,
+        timeout_cycles=int(20 * (int(trace[0].shape[0]) + 4) * plan.cycles_per_frame
+                           / (1 - max(in_pause, out_pause, 0.0) + 1e-9)) + 20_000,
     )
 
 

@@ -69,3 +69,16 @@ def test_a_wrong_layer_is_named(tmp_path):
     result = simulate(sources, make_vectors(plan, trace, 0.2, 0.2, 3), tmp_path / "sim")
     assert not result.passed
     assert result.mismatch.startswith("layer mvu1:"), result.mismatch
+
+
+def test_a_stall_is_reported_not_hung(tmp_path):
+    """A run that makes no progress within its bound ends with a diagnosis."""
+    net = bitloom.load(random_mlp(12, sizes=(16, 12, 8, 6)))
+    plan = make_plan(net, 16)
+    sources = emit_rtl(plan, tmp_path / "rtl")
+    trace = net.trace(np.random.default_rng(0).uniform(-1, 3, size=(8, 16)).astype(np.float32))
+    vectors = make_vectors(plan, trace, 0.0, 0.0, 3)
+    vectors.timeout_cycles = 30  # far too short for 8 frames
+    result = simulate(sources, vectors, tmp_path / "sim")
+    assert not result.passed
+    assert "stalled" in result.mismatch and "produced" in result.mismatch, result.mismatch

@@ -96,10 +96,10 @@ class Format(ABC):
         return g.hi / 2**g.frac_bits
 
     def values(self) -> np.ndarray:
-        """Every value of the format, in code order (only for formats of <= 16 bits)."""
+        """Every distinct value of the format, ascending (formats of <= 16 bits)."""
         if self.bits > 16:
             raise ValueError(f"{self.name}: refusing to enumerate 2**{self.bits} codes")
-        return self.decode(np.arange(2**self.bits, dtype=np.int64))
+        return np.unique(self.decode(np.arange(2**self.bits, dtype=np.int64)))
 
     def __str__(self) -> str:
         return self.name

@@ -88,4 +88,6 @@ class Int(Format):
         return c.astype(np.float64)
 
     def values(self) -> np.ndarray:
-        return np.unique(self.decode(np.arange(2**self.bits)).clip(self.min_int, self.max_int))
+        if self.bipolar:
+            return np.array([-1.0, 1.0])
+        return np.arange(self.min_int, self.max_int + 1, dtype=np.float64)
