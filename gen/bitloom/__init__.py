@@ -18,9 +18,9 @@ __version__ = "0.1.0"
 
 def load(source: str | Path | onnx.ModelProto) -> Network:
     """Read a quantized ONNX model into bitloom's IR (raises :class:`BitloomError`)."""
-    from bitloom.frontend import load_qonnx
+    from bitloom.frontend import load_model
 
-    return load_qonnx(source)
+    return load_model(source)
 
 
 __all__ = ["BitloomError", "Network", "load"]

@@ -8,7 +8,8 @@ from bitloom.ir import Network
 def summary_text(net: Network) -> str:
     """A plain-text table of layers, shapes, formats and MACs."""
     lines = [f"{net.source}", f"  input  {net.input.name}: {net.input.shape} -> quantized to "
-             f"{net.input.fmt} (scale {net.input.scale:g}, zero point {net.input.zero_point})"]
+             f"{net.input.fmt} (scale {net.input.quantizer.scale:g}, zero point "
+             f"{net.input.quantizer.zero_point})"]
     header = f"  {'layer':8} {'op':12} {'K x N':>10} {'in':>7} {'weight':>7} {'acc':>7} " \
              f"{'out':>7} {'MACs':>8}  requant"
     lines.append(header)

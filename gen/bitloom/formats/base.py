@@ -4,11 +4,13 @@ A format is a finite set of values plus a bit encoding. Callers (frontend, golde
 hardware generators) talk to formats only through this interface, so fixed-point, minifloat
 and block formats slot in beside :class:`~bitloom.formats.integer.Int` without touching them.
 
-The key to exact hardware is :meth:`Format.grid`: every value of every format we support is
-an integer multiple of a power of two, ``value = n * 2**-frac_bits`` with ``n`` in
+The key to exact hardware is :meth:`Format.grid`: every finite value of every format we
+support is an integer multiple of a power of two, ``value = n * 2**-frac_bits`` with ``n`` in
 ``[lo, hi]``. Products and sums of such values are again on a (finer, wider) grid, so an
 accumulator that can never overflow or round follows from the grids alone
-(:func:`accumulator_format`).
+(:func:`accumulator_grid`). For a minifloat the grid spans its whole exponent range (LSB = the
+smallest subnormal, top = the largest finite value), so the accumulator is an exact "Kulisch"
+register. NaN and inf codes lie outside every grid: they are not values an accumulator holds.
 """
 
 from __future__ import annotations
@@ -96,24 +98,43 @@ class Format(ABC):
         return g.hi / 2**g.frac_bits
 
     def values(self) -> np.ndarray:
-        """Every distinct value of the format, ascending (formats of <= 16 bits)."""
+        """Every distinct finite value in ``[min, max]``, ascending (formats of <= 16 bits).
+
+        Decoded from every code, so NaN/inf codes (and codes a ``max_val`` excludes) drop out.
+        """
         if self.bits > 16:
             raise ValueError(f"{self.name}: refusing to enumerate 2**{self.bits} codes")
-        return np.unique(self.decode(np.arange(2**self.bits, dtype=np.int64)))
+        v = self.decode(np.arange(2**self.bits, dtype=np.int64))
+        return np.unique(v[(v >= self.min) & (v <= self.max)]) + 0.0  # one zero, +0
 
     def __str__(self) -> str:
         return self.name
 
 
-def accumulator_format(weights: Format, inputs: Format, length: int, extra: Grid | None = None):
-    """The integer accumulator that holds any dot product of ``length`` terms exactly.
+def accumulator_grid(
+    weights: Format, inputs: Format, length: int, extra: Grid | None = None
+) -> Grid:
+    """The grid holding any dot product of ``length`` terms ``w * x`` exactly.
 
-    ``extra`` widens it for a constant added into the sum (e.g. a folded bias). The result
-    is an :class:`~bitloom.formats.integer.Int` in units of the product grid's LSB.
+    ``length=1`` is the exact product. ``extra`` widens it for a constant added into the sum
+    (e.g. a folded bias).
     """
+    grid = weights.grid().product(inputs.grid()).sum_of(length)
+    return grid if extra is None else grid.plus(extra)
+
+
+def accumulator_format(
+    weights: Format, inputs: Format, length: int, extra: Grid | None = None
+) -> Format:
+    """The register that holds any dot product of ``length`` terms exactly.
+
+    An :class:`~bitloom.formats.integer.Int` when the product grid is integral (integer
+    operands), else a :class:`~bitloom.formats.fixed.Fixed` with the grid's binary point.
+    """
+    from bitloom.formats.fixed import Fixed
     from bitloom.formats.integer import Int
 
-    grid = weights.grid().product(inputs.grid()).sum_of(length)
-    if extra is not None:
-        grid = grid.plus(extra)
-    return Int.spanning(grid.lo, grid.hi)
+    grid = accumulator_grid(weights, inputs, length, extra)
+    if grid.frac_bits == 0:
+        return Int.spanning(grid.lo, grid.hi)
+    return Fixed.spanning(grid)

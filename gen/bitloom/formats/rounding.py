@@ -2,7 +2,12 @@
 
 Names follow QONNX's ``rounding_mode`` attribute (``ROUND`` is half-to-even, ``UP``/``DOWN``
 are away from/toward zero, ``HALF_UP``/``HALF_DOWN`` break ties away from/toward zero), in
-lower case; ``half_even`` is an alias of ``round``.
+lower case; ``half_even`` is an alias of ``round``. ``half_ceil``/``half_floor`` break ties
+toward +inf/-inf: ``half_ceil`` is the "add half an LSB, then truncate" rounding that fixed-point
+hardware gets for free (APyFixed's ``RND``).
+
+:func:`round_with` is exact for every float64 input: it never forms ``x + 0.5`` (which itself
+rounds for ``x`` just below a tie or above 2**52), so a format's quantizer rounds exactly once.
 """
 
 from __future__ import annotations
@@ -12,7 +17,8 @@ from fractions import Fraction
 
 import numpy as np
 
-ROUNDING_MODES = ("round", "half_even", "ceil", "floor", "up", "down", "half_up", "half_down")
+ROUNDING_MODES = ("round", "half_even", "ceil", "floor", "up", "down", "half_up", "half_down",
+                  "half_ceil", "half_floor")
 
 
 def normalize_rounding(mode: str) -> str:
@@ -25,9 +31,16 @@ def normalize_rounding(mode: str) -> str:
     return m
 
 
+def _half_toward_pos(x: np.ndarray) -> np.ndarray:
+    # x - floor(x) is exact whenever it is below 0.5, so the tie test never misfires.
+    f = np.floor(x)
+    return np.copysign(f + (x - f >= 0.5), x)
+
+
 def round_with(x: np.ndarray, mode: str) -> np.ndarray:
-    """Round a float array to integers (as floats) with ``mode``."""
+    """Round a float array to integers (as floats) with ``mode``; the sign of zero is kept."""
     m = normalize_rounding(mode)
+    x = np.asarray(x)
     if m == "round":
         return np.round(x)
     if m == "ceil":
@@ -35,12 +48,18 @@ def round_with(x: np.ndarray, mode: str) -> np.ndarray:
     if m == "floor":
         return np.floor(x)
     if m == "up":
-        return np.sign(x) * np.ceil(np.abs(x))
+        return np.copysign(np.ceil(np.abs(x)), x)
     if m == "down":
-        return np.fix(x)
-    if m == "half_up":
-        return np.sign(x) * np.floor(np.abs(x) + 0.5)
-    return np.sign(x) * np.ceil(np.abs(x) - 0.5)
+        return np.trunc(x)
+    if m == "half_ceil":
+        return _half_toward_pos(x)
+    if m == "half_floor":
+        return -_half_toward_pos(-x)
+    a = np.abs(x)
+    f = np.floor(a)
+    frac = a - f  # exact for a >= 0
+    up = (frac > 0.5) | ((frac == 0.5) & (m == "half_up"))
+    return np.copysign(f + up, x)
 
 
 def round_exact(x: Fraction, mode: str) -> int:
@@ -52,6 +71,10 @@ def round_exact(x: Fraction, mode: str) -> int:
         return math.ceil(x)
     if m == "floor":
         return math.floor(x)
+    if m == "half_ceil":
+        return math.floor(x + Fraction(1, 2))
+    if m == "half_floor":
+        return math.ceil(x - Fraction(1, 2))
     sign = 1 if x >= 0 else -1
     a = abs(x)
     if m == "up":

@@ -1,6 +1,28 @@
-"""Frontends: quantized ONNX dialects -> :class:`~bitloom.ir.Network`."""
+"""Frontends: quantized ONNX dialects -> :class:`~bitloom.ir.Network`.
 
+One importer walks the graph; each dialect contributes its quantization ops as a mixin
+(QONNX ``Quant``/``BipolarQuant``; ONNX ``QuantizeLinear``/``DequantizeLinear``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import onnx
+
+from bitloom.frontend.importer import Importer
 from bitloom.frontend.loader import read_model
-from bitloom.frontend.qonnx import load_qonnx
+from bitloom.frontend.qonnx import QonnxOps
+from bitloom.ir import Network
 
-__all__ = ["load_qonnx", "read_model"]
+
+class ModelImporter(QonnxOps, Importer):
+    """The importer with every dialect bitloom reads."""
+
+
+def load_model(source: str | Path | onnx.ModelProto) -> Network:
+    model, name = read_model(source)
+    return ModelImporter(model, name).run()
+
+
+__all__ = ["ModelImporter", "load_model", "read_model"]

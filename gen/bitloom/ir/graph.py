@@ -8,30 +8,27 @@ in a :class:`~bitloom.formats.Format` (never floats), laid out channel-last.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from fractions import Fraction
 
 import numpy as np
 
-from bitloom.formats import Int, round_exact, round_with
+from bitloom.formats import Int
 from bitloom.ir.elementwise import Chain
+from bitloom.ir.quantizer import Quantizer
 from bitloom.ir.requant import Thresholds
 
 
 @dataclass
 class InputQuantizer:
-    """Host side: float model input -> integer values (QONNX ``Quant`` semantics).
-
-    ``value = clip(x / scale + zero_point)`` then rounded, exactly: in float64, with the few
-    elements that land within float error of a rounding boundary redone in rationals.
-    """
+    """Host side: float model input -> integer values, with the source's exact semantics."""
 
     name: str  # the ONNX graph input
     shape: tuple[int, ...]  # per-sample shape of the ONNX input (batch axis dropped)
     flat_shape: tuple[int, ...]  # per-sample shape after host-side reshapes
-    fmt: Int
-    scale: float
-    zero_point: int
-    rounding: str
+    quantizer: Quantizer
+
+    @property
+    def fmt(self) -> Int:
+        return self.quantizer.fmt
 
     def apply(self, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x, dtype=np.float32)
@@ -42,24 +39,7 @@ class InputQuantizer:
                 f"input {self.name!r} must have shape (batch, {', '.join(map(str, self.shape))})"
                 f", got {x.shape}"
             )
-        x = x.reshape((x.shape[0], *self.flat_shape))
-        if self.fmt.bipolar:
-            return np.where(x >= 0, 1, -1).astype(np.int64)
-        t = x.astype(np.float64) / self.scale + self.zero_point
-        t = np.clip(t, self.fmt.min_int, self.fmt.max_int)
-        y = round_with(t, self.rounding)
-        # Only ties matter to the half-way modes, only integers to the directed ones.
-        boundary = 0.5 if self.rounding in ("round", "half_up", "half_down") else 0.0
-        frac = t - np.floor(t)
-        near = np.abs(frac - boundary) < 1e-9
-        if boundary == 0.0:
-            near |= frac > 1 - 1e-9
-        scale = Fraction(self.scale)
-        for idx in zip(*np.nonzero(near), strict=True):
-            exact = Fraction(float(x[idx])) / scale + self.zero_point
-            exact = min(max(exact, Fraction(self.fmt.min_int)), Fraction(self.fmt.max_int))
-            y[idx] = round_exact(exact, self.rounding)
-        return y.astype(np.int64)
+        return self.quantizer.apply(x.reshape((x.shape[0], *self.flat_shape)))
 
 
 @dataclass

@@ -1,0 +1,439 @@
+"""The dialect-independent part of reading a quantized ONNX graph into the IR.
+
+The graph is walked once in topological order while every tensor is tracked as one of a few
+symbolic kinds (:class:`FloatInput`, :class:`Constant`, :class:`QuantConstant`,
+:class:`Stream`, :class:`Derived`). Integer layers are created at ``MatMul``/``Gemm``;
+every float op after them is folded into a per-channel :class:`~bitloom.ir.Chain`; the next
+quantizer turns that chain into exact thresholds. What cannot be mapped exactly is refused,
+naming the node. Dialects (QONNX, ONNX Q/DQ, QOperator) add their quantization ops as
+mixins with an ``OPS`` table (see :mod:`bitloom.frontend.qonnx`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import ClassVar
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from bitloom.errors import BitloomError
+from bitloom.formats import Int, accumulator_format
+from bitloom.ir import (
+    Affine,
+    Chain,
+    Clamp,
+    InputQuantizer,
+    MatrixVector,
+    Network,
+    OutputDequantizer,
+    Quantizer,
+    derive_thresholds,
+)
+from bitloom.ir.elementwise import as_fractions
+
+ONNX_DOMAINS = ("", "ai.onnx")
+#: op type -> handler method, for ops of the standard domain every dialect shares
+CORE_OPS = {
+    "MatMul": "_matmul", "Gemm": "_matmul",
+    "Add": "_arith", "Sub": "_arith", "Mul": "_arith", "Div": "_arith",
+    "Relu": "_clamp", "Clip": "_clamp",
+    "Reshape": "_layout", "Flatten": "_layout",
+    "Identity": "_pass_through", "Dropout": "_pass_through",
+    "Transpose": "_transpose",
+}
+#: ops accepted only where they compute constants (shapes, folded initializers)
+CONSTANT_OPS = {"Constant", "Shape", "Gather", "Unsqueeze", "Squeeze", "Concat", "Cast",
+                "Slice", "ConstantOfShape", "Range", "Transpose"}
+
+
+@dataclass
+class Constant:
+    value: np.ndarray
+
+
+@dataclass
+class QuantConstant:
+    """Quantized constant (weights): ``real = scale * values``."""
+
+    values: np.ndarray  # integer values of fmt
+    scale: np.ndarray
+    fmt: Int
+
+
+@dataclass
+class FloatInput:
+    """The float graph input, possibly reshaped on the host before it is quantized."""
+
+    name: str
+    shape: tuple[int, ...]
+    flat_shape: tuple[int, ...]
+
+
+@dataclass
+class Stream:
+    """Integer values flowing in hardware: ``real = scale * (value - zero_point)``."""
+
+    producer: int  # index of the producing layer, -1 for the input quantizer
+    fmt: Int
+    scale: np.ndarray
+    zero_point: int
+    shape: tuple[int, ...]
+
+
+@dataclass
+class Derived:
+    """A float tensor that is a per-channel monotone function of a layer's accumulator."""
+
+    producer: int
+    chain: Chain
+    shape: tuple[int, ...]
+
+
+Value = Constant | QuantConstant | FloatInput | Stream | Derived
+
+
+def attributes(node: onnx.NodeProto) -> dict:
+    """Node attributes as Python values (strings decoded)."""
+    out = {}
+    for a in node.attribute:
+        v = onnx.helper.get_attribute_value(a)
+        out[a.name] = v.decode() if isinstance(v, bytes) else v
+    return out
+
+
+def _node_label(node: onnx.NodeProto) -> str:
+    return f"node {node.name!r} ({node.op_type})" if node.name else f"a {node.op_type} node"
+
+
+class Importer:
+    """One pass over a graph; see the module docstring. Dialect mixins add ``OPS``
+    (``{(domain_set, op_type): method_name}``) for their quantization ops."""
+
+    OPS: ClassVar[dict[tuple[frozenset[str], str], str]] = {}
+
+    def __init__(self, model: onnx.ModelProto, source: str) -> None:
+        self.model = model
+        self.source = source
+        self.values: dict[str, Value] = {}
+        self.layers: list[MatrixVector] = []
+        self.input_quant: InputQuantizer | None = None
+        self.layer_nodes: list[list[str]] = []
+
+    # -- errors ---------------------------------------------------------------------------
+    def fail(self, node: onnx.NodeProto, message: str) -> BitloomError:
+        return BitloomError(f"{self.source}: {_node_label(node)}: {message}")
+
+    # -- driver ---------------------------------------------------------------------------
+    @classmethod
+    def dialect_ops(cls) -> dict[tuple[frozenset[str], str], str]:
+        table: dict[tuple[frozenset[str], str], str] = {}
+        for klass in reversed(cls.__mro__):
+            table.update(getattr(klass, "OPS", {}))
+        return table
+
+    def handler(self, node: onnx.NodeProto) -> str | None:
+        """The method handling ``node``, or None when bitloom does not support it."""
+        for (domains, op), method in self.dialect_ops().items():
+            if node.op_type == op and node.domain in domains:
+                return method
+        if node.domain in ONNX_DOMAINS:
+            if node.op_type in CORE_OPS:
+                return CORE_OPS[node.op_type]
+            if node.op_type in CONSTANT_OPS:
+                return "_fold_constant"
+        return None
+
+    def check_supported(self) -> None:
+        unsupported = [n for n in self.model.graph.node if self.handler(n) is None]
+        if unsupported:
+            listing = "; ".join(
+                f"{n.name or '?'} ({n.op_type}{', domain ' + n.domain if n.domain else ''})"
+                for n in unsupported
+            )
+            known = sorted({op for _, op in self.dialect_ops()} | set(CORE_OPS))
+            raise BitloomError(
+                f"{self.source}: unsupported op(s): {listing}. bitloom maps "
+                f"{', '.join(known)} and constant shape expressions; remove or replace the "
+                "others."
+            )
+
+    def run(self) -> Network:
+        graph = self.model.graph
+        self.check_supported()
+        initializers = {t.name for t in graph.initializer}
+        for t in graph.initializer:
+            self.values[t.name] = Constant(numpy_helper.to_array(t))
+        inputs = [i for i in graph.input if i.name not in initializers]
+        if len(inputs) != 1 or len(graph.output) != 1:
+            raise BitloomError(
+                f"{self.source}: the model has {len(inputs)} inputs and {len(graph.output)} "
+                "outputs; this version of bitloom compiles models with exactly one of each."
+            )
+        graph_input = inputs[0]
+        shape = self._static_shape(graph_input)
+        self.values[graph_input.name] = FloatInput(graph_input.name, shape[1:], shape[1:])
+        for node in graph.node:
+            self._visit(node)
+        return self._finish(graph.output[0].name)
+
+    def _static_shape(self, info: onnx.ValueInfoProto) -> tuple[int, ...]:
+        dims = info.type.tensor_type.shape.dim
+        shape = []
+        for i, d in enumerate(dims):
+            if d.HasField("dim_value"):
+                shape.append(d.dim_value)
+            elif i == 0:
+                shape.append(1)  # a symbolic batch axis
+            else:
+                raise BitloomError(
+                    f"{self.source}: input {info.name!r} has a dynamic dimension {i} "
+                    f"({d.dim_param or '?'}); export the model with fixed shapes."
+                )
+        if not shape:
+            raise BitloomError(f"{self.source}: input {info.name!r} has no shape.")
+        return tuple(shape)
+
+    # -- per-op handlers --------------------------------------------------------------------
+    def _visit(self, node: onnx.NodeProto) -> None:
+        ins = [self.values.get(name) if name else None for name in node.input]
+        for name, v in zip(node.input, ins, strict=True):
+            if name and v is None:
+                raise self.fail(node, f"input {name!r} is produced by no node we know.")
+        op = node.op_type
+        method = self.handler(node)
+        core = method in CORE_OPS.values() or method == "_fold_constant"
+        if core and (all(isinstance(v, Constant) or v is None for v in ins) or op == "Shape"):
+            method = "_fold_constant"
+        elif method == "_fold_constant":
+            raise self.fail(node, f"{op} on a non-constant tensor is not supported yet.")
+        out = getattr(self, method)(node, ins)
+        self.values[node.output[0]] = out
+        if isinstance(out, (Stream, Derived)) and out.producer >= 0:
+            self.layer_nodes[out.producer].append(node.name or op)
+
+    def _fold_constant(self, node: onnx.NodeProto, ins: list[Value | None]) -> Constant:
+        if node.op_type == "Shape":
+            v = ins[0]
+            shape = (1, *v.shape) if isinstance(v, (Stream, Derived)) else None
+            if isinstance(v, FloatInput):
+                shape = (1, *v.flat_shape)
+            elif isinstance(v, Constant):
+                shape = v.value.shape
+            elif isinstance(v, QuantConstant):
+                shape = v.values.shape
+            return Constant(np.array(shape, dtype=np.int64))
+        from onnx.reference import ReferenceEvaluator
+
+        feeds = {name: v.value for name, v in zip(node.input, ins, strict=True) if name}
+        graph = onnx.helper.make_graph(
+            [node], "fold",
+            [onnx.helper.make_tensor_value_info(n, onnx.TensorProto.UNDEFINED, None)
+             for n in feeds],
+            [onnx.helper.make_tensor_value_info(node.output[0], onnx.TensorProto.UNDEFINED,
+                                                None)],
+        )
+        opsets = [o for o in self.model.opset_import if o.domain in ("", "ai.onnx")]
+        folder = onnx.helper.make_model(graph, opset_imports=opsets or None)
+        try:
+            (result,) = ReferenceEvaluator(folder).run(None, feeds)[:1]
+        except Exception as exc:
+            raise self.fail(node, f"cannot fold this constant expression ({exc}).") from None
+        return Constant(np.asarray(result))
+
+    def _const_input(self, node: onnx.NodeProto, v: Value | None, what: str) -> np.ndarray:
+        if not isinstance(v, Constant):
+            raise self.fail(node, f"its {what} must be a constant initializer.")
+        return v.value
+
+    # -- quantization, shared by the dialects ------------------------------------------------
+    def _quantize(self, node, x: Value, quantizer: Quantizer, per_tensor_scale) -> Value:
+        """A quantizer applied to ``x``: input quantizer, requantization or (weights) folded."""
+        if isinstance(x, FloatInput):
+            if self.input_quant is not None:
+                raise self.fail(node, "the model input is quantized twice.")
+            self.input_quant = InputQuantizer(x.name, x.shape, x.flat_shape, quantizer)
+            return Stream(-1, quantizer.fmt, np.array([quantizer.scale]),
+                          quantizer.zero_point, x.flat_shape)
+        if isinstance(x, Derived):
+            layer = self.layers[x.producer]
+            if layer.requant is not None:
+                raise self.fail(node, "a layer output is quantized twice.")
+            layer.requant = derive_thresholds(
+                x.chain, lambda v, c: quantizer.exact(v), layer.acc_fmt, quantizer.fmt)
+            return Stream(x.producer, quantizer.fmt, np.array([quantizer.scale]),
+                          quantizer.zero_point, x.shape)
+        raise self.fail(node, "re-quantizing an already quantized tensor is not supported yet.")
+
+    def _pass_through(self, node, ins: list[Value | None]) -> Value:
+        return ins[0]
+
+    def _transpose(self, node, ins: list[Value | None]) -> QuantConstant:
+        w = ins[0]
+        if not isinstance(w, QuantConstant):
+            raise self.fail(node, "Transpose of an activation is not supported yet.")
+        perm = attributes(node).get("perm") or list(range(w.values.ndim))[::-1]
+        scale = np.asarray(w.scale)
+        if scale.ndim == w.values.ndim:
+            scale = scale.transpose(perm)
+        elif scale.size != 1:
+            raise self.fail(node, "cannot transpose weights with this scale shape.")
+        return QuantConstant(w.values.transpose(perm), scale, w.fmt)
+
+    def _weights_of(self, node, v: Value | None) -> QuantConstant:
+        if isinstance(v, QuantConstant):
+            return v
+        if isinstance(v, Constant):
+            raise self.fail(node, "its weights are float; quantize them (e.g. a QONNX Quant).")
+        raise self.fail(node, "multiplying two activation tensors is not supported.")
+
+    def _matmul(self, node, ins: list[Value | None]) -> Derived:
+        attrs = attributes(node)
+        x = ins[0]
+        if not isinstance(x, Stream):
+            raise self.fail(node, "its input is not quantized; put a Quant node before it.")
+        if len(x.shape) != 1:
+            raise self.fail(node, f"input of per-sample shape {x.shape}: only vectors map.")
+        if x.scale.size != 1:
+            raise self.fail(node, "the input needs a per-tensor scale.")
+        if attrs.get("transA", 0):
+            raise self.fail(node, "transA=1 is not supported.")
+        w = self._weights_of(node, ins[1])
+        values, wscale = w.values, np.asarray(w.scale, dtype=np.float32)
+        if values.ndim != 2:
+            raise self.fail(node, f"weights of rank {values.ndim}: expected a 2-D matrix.")
+        if attrs.get("transB", 0):
+            values = values.T
+            wscale = wscale.T if wscale.ndim == 2 else wscale
+        k, n = values.shape
+        if k != x.shape[0]:
+            raise self.fail(node, f"weights have {k} rows for an input of {x.shape[0]}.")
+        if wscale.size not in (1, n) or (wscale.ndim == 2 and wscale.shape[0] != 1):
+            raise self.fail(node, "weight scales must be per-tensor or per output channel.")
+        a = [Fraction(float(x.scale[0])) * s for s in as_fractions(wscale, n)]
+        colsum = values.sum(axis=0)
+        b = [-ai * x.zero_point * int(cs) for ai, cs in zip(a, colsum, strict=True)]
+        chain = Chain(n).then(Affine(a, b))
+        if node.op_type == "Gemm":
+            alpha, beta = attrs.get("alpha", 1.0), attrs.get("beta", 1.0)
+            chain = chain.then(Affine(as_fractions(alpha, n), [Fraction(0)] * n))
+            if len(ins) > 2 and ins[2] is not None:
+                bias = self._const_input(node, ins[2], "bias C")
+                if bias.size not in (1, n):
+                    raise self.fail(node, "bias C must be per output channel.")
+                shift = as_fractions(np.float32(beta) * bias, n)
+                chain = chain.then(Affine([Fraction(1)] * n, shift))
+        index = len(self.layers)
+        acc = accumulator_format(w.fmt, x.fmt, k)
+        name = f"mvu{index}"
+        self.layers.append(MatrixVector(name, values.astype(np.int64), x.fmt, w.fmt, acc))
+        self.layer_nodes.append([node.name or node.op_type])
+        return Derived(index, chain, (n,))
+
+    def _per_channel(self, node, c: np.ndarray, x: Derived) -> list[Fraction]:
+        c = np.asarray(c, dtype=np.float32)
+        n = x.chain.channels
+        if c.size not in (1, n) or (c.size == n and c.shape[-1:] != (n,)):
+            raise self.fail(node, f"constant of shape {c.shape} is not per-channel ({n}).")
+        return as_fractions(c, n)
+
+    def _arith(self, node, ins: list[Value | None]) -> Derived:
+        op = node.op_type
+        x, c = ins
+        swapped = False
+        if isinstance(x, Constant) and isinstance(c, Derived):
+            x, c, swapped = c, x, True
+        if not (isinstance(x, Derived) and isinstance(c, Constant)):
+            if isinstance(x, Stream) or isinstance(c, Stream):
+                raise self.fail(node, f"{op} on a quantized tensor needs a Quant after the "
+                                "float op; adding two branches is not supported yet.")
+            raise self.fail(node, f"{op} of these operands cannot be folded exactly.")
+        k = self._per_channel(node, c.value, x)
+        n = x.chain.channels
+        one, zero = [Fraction(1)] * n, [Fraction(0)] * n
+        if op == "Add":
+            step = Affine(one, k)
+        elif op == "Sub":
+            step = Affine([Fraction(-1)] * n, k) if swapped else Affine(one, [-v for v in k])
+        elif op == "Mul":
+            step = Affine(k, zero)
+        else:
+            if swapped:
+                raise self.fail(node, "dividing a constant by a tensor is not monotone-exact.")
+            if any(v == 0 for v in k):
+                raise self.fail(node, "division by zero.")
+            step = Affine([1 / v for v in k], zero)
+        return Derived(x.producer, x.chain.then(step), x.shape)
+
+    def _clamp(self, node, ins: list[Value | None]) -> Derived:
+        x = ins[0]
+        if not isinstance(x, Derived):
+            raise self.fail(node, f"{node.op_type} must follow a MatMul/Gemm here.")
+        if node.op_type == "Relu":
+            return Derived(x.producer, x.chain.then(Clamp(Fraction(0), None)), x.shape)
+        attrs = attributes(node)
+        lo = attrs.get("min")
+        hi = attrs.get("max")
+        if len(ins) > 1 and ins[1] is not None:
+            lo = float(self._const_input(node, ins[1], "min"))
+        if len(ins) > 2 and ins[2] is not None:
+            hi = float(self._const_input(node, ins[2], "max"))
+        clamp = Clamp(None if lo is None else Fraction(float(lo)),
+                      None if hi is None else Fraction(float(hi)))
+        return Derived(x.producer, x.chain.then(clamp), x.shape)
+
+    def _layout(self, node, ins: list[Value | None]) -> Value:
+        x = ins[0]
+        old = x.flat_shape if isinstance(x, FloatInput) else x.shape
+        if node.op_type == "Flatten":
+            attrs = attributes(node)
+            if attrs.get("axis", 1) != 1:
+                raise self.fail(node, "only Flatten(axis=1) keeps the batch axis.")
+            new = (int(np.prod(old)),)
+        else:
+            target = [int(v) for v in self._const_input(node, ins[1], "shape")]
+            if not target or target[0] not in (1, -1, 0):
+                raise self.fail(node, f"reshape to {target} would mix samples of a batch.")
+            try:
+                new = np.empty((1, *old)).reshape([1, *target[1:]] if target[0] != -1
+                                                  else [-1, *target[1:]]).shape[1:]
+            except ValueError:
+                raise self.fail(node, f"cannot reshape {old} to {target}.") from None
+        if isinstance(x, FloatInput):
+            return FloatInput(x.name, x.shape, tuple(new))
+        if isinstance(x, (Stream, Derived)):
+            if len(new) != 1 and tuple(new) != old:
+                raise self.fail(node, f"reshape of a layer output to {new} is not supported.")
+            return type(x)(**{**x.__dict__, "shape": tuple(new)})
+        raise self.fail(node, "reshape of this tensor is not supported.")
+
+    # -- the end ------------------------------------------------------------------------------
+    def _finish(self, output_name: str) -> Network:
+        out = self.values.get(output_name)
+        if self.input_quant is None or not self.layers:
+            raise BitloomError(
+                f"{self.source}: found no quantized layer. bitloom needs a quantized model "
+                "(QONNX Quant nodes on the input and the weights); export one with Brevitas."
+            )
+        if not isinstance(out, Derived) or out.producer != len(self.layers) - 1:
+            raise BitloomError(
+                f"{self.source}: the output {output_name!r} must be the float result of the "
+                "last MatMul/Gemm (with bias, scales or ReLU); other outputs are not supported."
+            )
+        for i, layer in enumerate(self.layers[:-1]):
+            if layer.requant is None:
+                raise BitloomError(
+                    f"{self.source}: layer {i} ({', '.join(self.layer_nodes[i])}) feeds "
+                    "another layer without a Quant in between; quantize its output."
+                )
+        for i, layer in enumerate(self.layers):
+            layer.source_nodes = self.layer_nodes[i]
+        return Network(
+            self.source, self.input_quant, self.layers,
+            OutputDequantizer(output_name, out.shape, out.chain),
+        )
+
+
+
