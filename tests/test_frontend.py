@@ -11,7 +11,15 @@ import pytest
 import bitloom
 from bitloom.errors import BitloomError
 from bitloom.formats import Int
-from bitloom.ir import Affine, Chain, Clamp, derive_thresholds
+from bitloom.ir import (
+    CLIP_THEN_ROUND,
+    ROUND_THEN_SHIFT,
+    Affine,
+    Chain,
+    Clamp,
+    Quantizer,
+    derive_thresholds,
+)
 
 from qonnx_models import Builder, random_mlp, run_qonnx
 
@@ -76,23 +84,25 @@ def test_bipolar_activations_and_brevitas_domain():
     np.testing.assert_array_equal(net.run(x), expected.astype(np.float32))
 
 
-def test_thresholds_equal_brute_force_for_every_accumulator_value():
+@pytest.mark.parametrize("order", [CLIP_THEN_ROUND, ROUND_THEN_SHIFT])
+def test_thresholds_equal_brute_force_for_every_accumulator_value(order):
     rng = np.random.default_rng(0)
-    acc_fmt, out_fmt = Int(9, True), Int(3, False)
-    for _ in range(20):
+    acc_fmt = Int(9, True)
+    for trial in range(20):
         a = [Fraction(float(v)) for v in rng.choice([-0.75, -0.1, 0.05, 0.3, 1.5], 4)]
         b = [Fraction(float(v)) for v in rng.uniform(-3, 3, 4)]
-        chain = Chain(4).then(Affine(a, b)).then(Clamp(Fraction(0), None))
-        scale = Fraction(float(rng.choice([0.125, 0.3, 1.0])))
-
-        def quantize(v, c, scale=scale):
-            return min(max(round(v / scale), 0), 7)
-
-        table = derive_thresholds(chain, quantize, acc_fmt, out_fmt)
+        chain = Chain(4).then(Affine(a, b))
+        if trial % 2:
+            chain = chain.then(Clamp(Fraction(0), None))
+        out_fmt = Int(3, signed=bool(trial % 3 == 0))
+        quantizer = Quantizer(out_fmt, float(rng.choice([0.125, 0.3, 1.0])),
+                              int(rng.integers(-1, 2)), ["round", "floor", "half_up"][trial % 3],
+                              order)
+        table = derive_thresholds(chain, quantizer, acc_fmt)
         accs = np.arange(acc_fmt.min_int, acc_fmt.max_int + 1)
         got = table.apply(np.repeat(accs[:, None], 4, axis=1))
         for c in range(4):
-            want = [quantize(chain.exact(Fraction(int(v)), c), c) for v in accs]
+            want = [quantizer.exact(chain.exact(Fraction(int(v)), c)) for v in accs]
             np.testing.assert_array_equal(got[:, c], want)
 
 

@@ -82,3 +82,18 @@ def test_a_stall_is_reported_not_hung(tmp_path):
     result = simulate(sources, vectors, tmp_path / "sim")
     assert not result.passed
     assert "stalled" in result.mismatch and "produced" in result.mismatch, result.mismatch
+
+
+def test_onnxruntime_qdq_int8_model_in_hardware(tmp_path):
+    """An onnxruntime-quantized int8 MLP (uint8 activations, odd zero points) on the RTL."""
+    from float_models import float_mlp, ort_quantize
+
+    rng = np.random.default_rng(0)
+    path = ort_quantize(float_mlp(4, (16, 6, 4)), rng.normal(size=(32, 16)).astype(np.float32),
+                        tmp_path / "qdq.onnx", per_channel=True)
+    net = bitloom.load(path)
+    x = rng.normal(scale=1.5, size=(80, 16)).astype(np.float32)
+    from bitloom.sim.runner import run_rtl
+
+    rtl = run_rtl(net, x, plan=make_plan(net, 96), work_dir=tmp_path / "work")
+    np.testing.assert_array_equal(rtl, net.run(x))

@@ -12,11 +12,12 @@ import onnx
 
 from bitloom.frontend.importer import Importer
 from bitloom.frontend.loader import read_model
+from bitloom.frontend.qdq import QdqOps
 from bitloom.frontend.qonnx import QonnxOps
 from bitloom.ir import Network
 
 
-class ModelImporter(QonnxOps, Importer):
+class ModelImporter(QonnxOps, QdqOps, Importer):
     """The importer with every dialect bitloom reads."""
 
 

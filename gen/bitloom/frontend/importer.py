@@ -32,7 +32,7 @@ from bitloom.ir import (
     Quantizer,
     derive_thresholds,
 )
-from bitloom.ir.elementwise import as_fractions
+from bitloom.ir.elementwise import Requantize, as_fractions
 
 ONNX_DOMAINS = ("", "ai.onnx")
 #: op type -> handler method, for ops of the standard domain every dialect shares
@@ -52,6 +52,7 @@ CONSTANT_OPS = {"Constant", "Shape", "Gather", "Unsqueeze", "Squeeze", "Concat",
 @dataclass
 class Constant:
     value: np.ndarray
+    onnx_type: int | None = None  # the initializer's element type, where known
 
 
 @dataclass
@@ -61,6 +62,11 @@ class QuantConstant:
     values: np.ndarray  # integer values of fmt
     scale: np.ndarray
     fmt: Int
+
+    def dequantized(self) -> np.ndarray:
+        """The float32 tensor the model computes from it (ONNX rounds once, in float32)."""
+        return (self.values.astype(np.float64) * self.scale.astype(np.float64)).astype(
+            np.float32)
 
 
 @dataclass
@@ -121,6 +127,8 @@ class Importer:
         self.layers: list[MatrixVector] = []
         self.input_quant: InputQuantizer | None = None
         self.layer_nodes: list[list[str]] = []
+        # per layer with thresholds: the chain and quantizer they were derived from
+        self.requant_sources: dict[int, tuple[Chain, Quantizer]] = {}
 
     # -- errors ---------------------------------------------------------------------------
     def fail(self, node: onnx.NodeProto, message: str) -> BitloomError:
@@ -165,7 +173,7 @@ class Importer:
         self.check_supported()
         initializers = {t.name for t in graph.initializer}
         for t in graph.initializer:
-            self.values[t.name] = Constant(numpy_helper.to_array(t))
+            self.values[t.name] = Constant(numpy_helper.to_array(t), t.data_type)
         inputs = [i for i in graph.input if i.name not in initializers]
         if len(inputs) != 1 or len(graph.output) != 1:
             raise BitloomError(
@@ -244,11 +252,17 @@ class Importer:
         return Constant(np.asarray(result))
 
     def _const_input(self, node: onnx.NodeProto, v: Value | None, what: str) -> np.ndarray:
+        if isinstance(v, QuantConstant):  # e.g. an int32 bias behind a DequantizeLinear
+            return v.dequantized()
         if not isinstance(v, Constant):
             raise self.fail(node, f"its {what} must be a constant initializer.")
         return v.value
 
     # -- quantization, shared by the dialects ------------------------------------------------
+    #: thresholds grow as 2**bits per channel; wider requantization needs a
+    #: scale-round-clip unit, which the hardware does not have yet
+    MAX_THRESHOLD_BITS = 8
+
     def _quantize(self, node, x: Value, quantizer: Quantizer, per_tensor_scale) -> Value:
         """A quantizer applied to ``x``: input quantizer, requantization or (weights) folded."""
         if isinstance(x, FloatInput):
@@ -261,11 +275,27 @@ class Importer:
             layer = self.layers[x.producer]
             if layer.requant is not None:
                 raise self.fail(node, "a layer output is quantized twice.")
-            layer.requant = derive_thresholds(
-                x.chain, lambda v, c: quantizer.exact(v), layer.acc_fmt, quantizer.fmt)
+            if quantizer.fmt.bits > self.MAX_THRESHOLD_BITS:
+                raise self.fail(node, f"requantizing a layer output to {quantizer.fmt} is not "
+                                f"supported yet (at most {self.MAX_THRESHOLD_BITS} bits); "
+                                "quantize activations to 8 bits or fewer.")
+            layer.requant = derive_thresholds(x.chain, quantizer, layer.acc_fmt)
+            self.requant_sources[x.producer] = (x.chain, quantizer)
             return Stream(x.producer, quantizer.fmt, np.array([quantizer.scale]),
                           quantizer.zero_point, x.shape)
         raise self.fail(node, "re-quantizing an already quantized tensor is not supported yet.")
+
+    def _reopen(self, node, x: Stream) -> Derived:
+        """Float math on a layer's quantized output: that quantizer joins the chain, and the
+        layer's thresholds will come from the next quantizer instead."""
+        if x.producer < 0 or x.producer not in self.requant_sources:
+            raise self.fail(node, f"{node.op_type} on the quantized model input is not "
+                            "supported; apply it before the input quantizer.")
+        chain, quantizer = self.requant_sources.pop(x.producer)
+        self.layers[x.producer].requant = None
+        n, s = chain.channels, as_fractions(x.scale, 1)[0]
+        chain = chain.then(Requantize(quantizer)).then(Affine([s] * n, [-s * x.zero_point] * n))
+        return Derived(x.producer, chain, x.shape)
 
     def _pass_through(self, node, ins: list[Value | None]) -> Value:
         return ins[0]
@@ -341,7 +371,11 @@ class Importer:
 
     def _arith(self, node, ins: list[Value | None]) -> Derived:
         op = node.op_type
-        x, c = ins
+        x, c = (Constant(v.dequantized()) if isinstance(v, QuantConstant) else v for v in ins)
+        if isinstance(x, Stream) and isinstance(c, Constant):
+            x = self._reopen(node, x)
+        elif isinstance(c, Stream) and isinstance(x, Constant):
+            c = self._reopen(node, c)
         swapped = False
         if isinstance(x, Constant) and isinstance(c, Derived):
             x, c, swapped = c, x, True
@@ -369,6 +403,8 @@ class Importer:
 
     def _clamp(self, node, ins: list[Value | None]) -> Derived:
         x = ins[0]
+        if isinstance(x, Stream):
+            x = self._reopen(node, x)
         if not isinstance(x, Derived):
             raise self.fail(node, f"{node.op_type} must follow a MatMul/Gemm here.")
         if node.op_type == "Relu":
@@ -417,7 +453,13 @@ class Importer:
                 f"{self.source}: found no quantized layer. bitloom needs a quantized model "
                 "(QONNX Quant nodes on the input and the weights); export one with Brevitas."
             )
-        if not isinstance(out, Derived) or out.producer != len(self.layers) - 1:
+        if isinstance(out, Stream) and out.producer == len(self.layers) - 1:
+            # a quantized output: the host dequantizes (value - zero_point) * scale
+            s = as_fractions(out.scale, 1)[0]
+            n = self.layers[-1].out_features
+            out = Derived(out.producer, Chain(n).then(Affine([s] * n, [-s * out.zero_point] * n)),
+                          out.shape)
+        elif not isinstance(out, Derived) or out.producer != len(self.layers) - 1:
             raise BitloomError(
                 f"{self.source}: the output {output_name!r} must be the float result of the "
                 "last MatMul/Gemm (with bias, scales or ReLU); other outputs are not supported."

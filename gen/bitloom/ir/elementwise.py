@@ -13,6 +13,8 @@ from fractions import Fraction
 
 import numpy as np
 
+from bitloom.ir.quantizer import Quantizer
+
 
 def as_fractions(values: np.ndarray | float, channels: int) -> list[Fraction]:
     """Broadcast a scalar or per-channel float array to ``channels`` exact rationals."""
@@ -67,13 +69,34 @@ class Clamp:
 
 
 @dataclass
+class Requantize:
+    """An intermediate quantizer inside a chain, output as its integer value.
+
+    A model may quantize a layer's output and then keep computing in float before the next
+    quantizer (onnxruntime writes MatMul -> Q -> DQ -> Add(bias) -> Q). Rounding is
+    monotone, so the whole composition still folds into one threshold table.
+    """
+
+    quantizer: Quantizer
+
+    def exact(self, x: Fraction, c: int) -> Fraction:
+        return Fraction(self.quantizer.exact(x))
+
+    def approx(self, x: np.ndarray) -> np.ndarray:
+        return self.quantizer.apply_exactly(x).astype(np.float64)
+
+    def slope_sign(self, c: int) -> int:
+        return 1
+
+
+@dataclass
 class Chain:
     """A composition of monotone per-channel ops, applied left to right."""
 
     channels: int
-    ops: list[Affine | Clamp] = field(default_factory=list)
+    ops: list[Affine | Clamp | Requantize] = field(default_factory=list)
 
-    def then(self, op: Affine | Clamp) -> Chain:
+    def then(self, op: Affine | Clamp | Requantize) -> Chain:
         """A new chain with ``op`` appended; adjacent affine ops are merged."""
         ops = list(self.ops)
         if isinstance(op, Affine) and ops and isinstance(ops[-1], Affine):
@@ -109,6 +132,8 @@ class Chain:
         for op in self.ops:
             if isinstance(op, Affine):
                 names.append("scale+bias")
+            elif isinstance(op, Requantize):
+                names.append(f"quantize({op.quantizer.fmt})")
             elif op.lo == 0 and op.hi is None:
                 names.append("relu")
             else:

@@ -41,8 +41,11 @@ class Quantizer:
         return int(min(max(round_exact(t, self.rounding) + self.zero_point, lo), hi))
 
     def apply(self, x: np.ndarray) -> np.ndarray:
-        """Integer values (int64) for a float array, exactly as :meth:`exact` would."""
-        x = np.asarray(x, dtype=np.float32)
+        """Integer values (int64) for a float32 array, exactly as :meth:`exact` would."""
+        return self.apply_exactly(np.asarray(x, dtype=np.float32))
+
+    def apply_exactly(self, x: np.ndarray) -> np.ndarray:
+        """As :meth:`apply`, for float32 or float64 input (no conversion)."""
         fmt = self.fmt
         if fmt.bipolar:
             return np.where(x >= 0, 1, -1).astype(np.int64)
@@ -52,12 +55,10 @@ class Quantizer:
             y = round_with(t, self.rounding)
         else:
             y = np.clip(round_with(t, self.rounding) + self.zero_point, fmt.min_int, fmt.max_int)
-        # Only ties matter to the half-way modes, only integers to the directed ones.
-        boundary = 0.5 if self.rounding in ("round", "half_up", "half_down") else 0.0
+        # Elements within float error of an integer or a tie are redone exactly, whatever the
+        # rounding mode (each mode cares about one of the two).
         frac = t - np.floor(t)
-        near = np.abs(frac - boundary) < 1e-9
-        if boundary == 0.0:
-            near |= frac > 1 - 1e-9
+        near = (np.abs(frac - 0.5) < 1e-9) | (frac < 1e-9) | (frac > 1 - 1e-9)
         for idx in zip(*np.nonzero(near), strict=True):
             y[idx] = self.exact(Fraction(float(x[idx])))
         return y.astype(np.int64)

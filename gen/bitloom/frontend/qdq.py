@@ -1,0 +1,131 @@
+"""ONNX ``QuantizeLinear``/``DequantizeLinear`` (QDQ), as onnxruntime's quantizer writes it.
+
+``QuantizeLinear`` rounds ``x / scale`` half to even, adds the zero point and saturates to
+the type of the zero point (or ``output_dtype``); ``DequantizeLinear`` is
+``(q - zero_point) * scale``. A Q on a layer's float output becomes that layer's thresholds;
+a DQ of an integer initializer is a quantized weight (or bias) tensor, per tensor or per
+axis; a DQ after a Q is the float view of the same integers.
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from typing import ClassVar
+
+import numpy as np
+from onnx import TensorProto
+
+from bitloom.formats import Int
+from bitloom.frontend.importer import (
+    Constant,
+    Derived,
+    FloatInput,
+    QuantConstant,
+    Stream,
+    Value,
+    attributes,
+)
+from bitloom.ir import ROUND_THEN_SHIFT, Quantizer
+
+QDQ_DOMAINS = frozenset({"", "ai.onnx", "com.microsoft"})
+
+#: ONNX integer element types -> formats
+ONNX_INT_FORMATS = {
+    TensorProto.INT8: Int(8, True), TensorProto.UINT8: Int(8, False),
+    TensorProto.INT16: Int(16, True), TensorProto.UINT16: Int(16, False),
+    TensorProto.INT4: Int(4, True), TensorProto.UINT4: Int(4, False),
+    TensorProto.INT2: Int(2, True), TensorProto.UINT2: Int(2, False),
+}
+NUMPY_INT_FORMATS = {"int8": Int(8, True), "uint8": Int(8, False), "int16": Int(16, True),
+                     "uint16": Int(16, False), "int4": Int(4, True), "uint4": Int(4, False),
+                     "int2": Int(2, True), "uint2": Int(2, False)}
+
+
+class QdqOps:
+    """Handlers for ONNX Q/DQ (a mixin of the importer)."""
+
+    OPS: ClassVar[dict[tuple[frozenset[str], str], str]] = {
+        (QDQ_DOMAINS, "QuantizeLinear"): "_quantize_linear",
+        (QDQ_DOMAINS, "DequantizeLinear"): "_dequantize_linear",
+    }
+
+    def _qdq_params(self, node, ins: list[Value | None], stored: Value | None = None):
+        """(scale, zero point, format, axis) of a Q or DQ node."""
+        attrs = attributes(node)
+        if attrs.get("block_size", 0):
+            raise self.fail(node, "blocked quantization (block_size) is not supported yet.")
+        scale = self._const_input(node, ins[1], "scale").astype(np.float32)
+        if np.any(scale <= 0) or not np.all(np.isfinite(scale)):
+            raise self.fail(node, "its scale must be positive and finite.")
+        zp_value = ins[2] if len(ins) > 2 else None
+        typed = zp_value if isinstance(zp_value, Constant) else stored
+        fmt = self._int_format(node, typed, attrs)
+        zero_point = (self._const_input(node, zp_value, "zero point").astype(np.int64)
+                      if zp_value is not None else np.zeros(1, dtype=np.int64))
+        return scale, zero_point, fmt, int(attrs.get("axis", 1))
+
+    def _int_format(self, node, typed: Constant | None, attrs: dict) -> Int:
+        if typed is None:
+            code = attrs.get("output_dtype", 0) or TensorProto.UINT8
+            if code not in ONNX_INT_FORMATS:
+                raise self.fail(node, f"quantized type {code} is not an integer type we map.")
+            return ONNX_INT_FORMATS[code]
+        if typed.onnx_type in ONNX_INT_FORMATS:
+            return ONNX_INT_FORMATS[typed.onnx_type]
+        name = typed.value.dtype.name
+        if name in NUMPY_INT_FORMATS:
+            return NUMPY_INT_FORMATS[name]
+        if name == "int32":
+            return Int(32, True)
+        raise self.fail(node, f"quantized type {name} is not supported (integers only for now).")
+
+    def _along_axis(self, node, values: np.ndarray, v: np.ndarray, axis: int) -> np.ndarray:
+        """A per-axis parameter reshaped to broadcast against ``values``."""
+        if v.size == 1:
+            return v.reshape(())
+        axis = axis % max(values.ndim, 1)
+        if v.ndim != 1 or values.shape[axis] != v.size:
+            raise self.fail(node, f"per-axis parameter of {v.size} values does not match axis "
+                            f"{axis} of shape {values.shape}.")
+        shape = [1] * values.ndim
+        shape[axis] = v.size
+        return v.reshape(shape)
+
+    def _quantize_linear(self, node, ins: list[Value | None]) -> Value:
+        scale, zero_point, fmt, axis = self._qdq_params(node, ins)
+        x = ins[0]
+        if isinstance(x, Constant):  # float weights quantized in the graph
+            w = x.value.astype(np.float32)
+            s = np.broadcast_to(self._along_axis(node, w, scale, axis), w.shape)
+            z = np.broadcast_to(self._along_axis(node, w, zero_point, axis), w.shape)
+            codes = np.empty(w.shape, dtype=np.int64)
+            for idx in np.ndindex(w.shape):
+                q = Quantizer(fmt, float(s[idx]), int(z[idx]), "round", ROUND_THEN_SHIFT)
+                codes[idx] = q.exact(Fraction(float(w[idx])))
+            return Constant(codes, next(k for k, f in ONNX_INT_FORMATS.items() if f == fmt))
+        if scale.size != 1 or zero_point.size != 1:
+            raise self.fail(node, "activations need a per-tensor scale and zero point.")
+        if not isinstance(x, (FloatInput, Derived)):
+            raise self.fail(node, "re-quantizing an already quantized tensor is not supported.")
+        quantizer = Quantizer(fmt, float(scale.reshape(-1)[0]), int(zero_point.reshape(-1)[0]),
+                              "round", ROUND_THEN_SHIFT)
+        return self._quantize(node, x, quantizer, scale)
+
+    def _dequantize_linear(self, node, ins: list[Value | None]) -> Value:
+        x = ins[0]
+        scale, zero_point, fmt, axis = self._qdq_params(
+            node, ins, x if isinstance(x, Constant) else None)
+        if isinstance(x, Constant):
+            q = x.value.astype(np.int64)
+            z = self._along_axis(node, q, zero_point, axis)
+            values = q - z
+            lo, hi = fmt.min_int - int(zero_point.max()), fmt.max_int - int(zero_point.min())
+            wfmt = fmt if not zero_point.any() else Int.spanning(lo, hi)
+            return QuantConstant(values, self._along_axis(node, q, scale, axis), wfmt)
+        if isinstance(x, Stream):
+            if scale.size != 1 or zero_point.size != 1:
+                raise self.fail(node, "activations need a per-tensor scale and zero point.")
+            return Stream(x.producer, x.fmt, scale.reshape(-1), int(zero_point.reshape(-1)[0]),
+                          x.shape)
+        raise self.fail(node, "DequantizeLinear needs a QuantizeLinear or an integer "
+                        "initializer as its input.")
