@@ -39,7 +39,7 @@ def float_mlp(seed: int, sizes=(16, 12, 8), gemm: bool = True) -> onnx.ModelProt
 
 def ort_quantize(model: onnx.ModelProto, calib: np.ndarray, path: Path, fmt: str = "QDQ",
                  per_channel: bool = False, activation: str = "QUInt8",
-                 weight: str = "QInt8") -> Path:
+                 weight: str = "QInt8", reduce_range: bool = False) -> Path:
     """onnxruntime.quantization.quantize_static on ``model`` with ``calib`` samples."""
     from onnxruntime.quantization import (
         CalibrationDataReader,
@@ -59,7 +59,7 @@ def ort_quantize(model: onnx.ModelProto, calib: np.ndarray, path: Path, fmt: str
     onnx.save(model, str(src))
     quantize_static(str(src), str(path), Reader(), quant_format=getattr(QuantFormat, fmt),
                     per_channel=per_channel, activation_type=getattr(QuantType, activation),
-                    weight_type=getattr(QuantType, weight))
+                    weight_type=getattr(QuantType, weight), reduce_range=reduce_range)
     return path
 
 

@@ -83,3 +83,60 @@ def test_blocked_quantization_is_refused_by_name(tmp_path):
     dq.attribute.append(onnx.helper.make_attribute("block_size", 4))
     with pytest.raises(BitloomError, match="block_size"):
         bitloom.load(model)
+
+
+@pytest.mark.parametrize("per_channel", [False, True])
+def test_qoperator_qgemm_equals_onnxruntime(tmp_path, per_channel):
+    """QOperator form (QGemm). reduce_range keeps onnxruntime's u8s8 kernels from
+    saturating on CPUs without VNNI, so its result is exact and must equal ours."""
+    rng = np.random.default_rng(2)
+    path = ort_quantize(float_mlp(2, (16, 12, 10, 8)), rng.normal(size=(32, 16)).astype(
+        np.float32), tmp_path / "qop.onnx", fmt="QOperator", per_channel=per_channel,
+        reduce_range=True)
+    assert any(n.op_type == "QGemm" for n in onnx.load(str(path)).graph.node)
+    x = rng.normal(scale=1.5, size=(150, 16)).astype(np.float32)
+    np.testing.assert_array_equal(bitloom.load(path).run(x), run_ort(path, x, fused=True))
+
+
+def _qlinear_model(kind: str) -> onnx.ModelProto:
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(4)
+    w = rng.integers(-127, 128, size=(8, 5)).astype(np.int8)
+    inits = [numpy_helper.from_array(np.float32(0.05), "xs"),
+             numpy_helper.from_array(np.uint8(131), "xz"),
+             numpy_helper.from_array(w, "w"),
+             numpy_helper.from_array(np.float32(0.01), "ws"),
+             numpy_helper.from_array(np.int8(0), "wz"),
+             numpy_helper.from_array(np.float32(0.3), "ys"),
+             numpy_helper.from_array(np.uint8(7), "yz"),
+             numpy_helper.from_array(rng.normal(size=5).astype(np.float32), "bias"),
+             numpy_helper.from_array(np.float32(0.05 * 0.01), "accs")]
+    nodes = [helper.make_node("QuantizeLinear", ["x", "xs", "xz"], ["xq"])]
+    if kind == "QLinearMatMul":
+        nodes += [helper.make_node("QLinearMatMul", ["xq", "xs", "xz", "w", "ws", "wz", "ys",
+                                                     "yz"], ["yq"]),
+                  helper.make_node("DequantizeLinear", ["yq", "ys", "yz"], ["y"])]
+    else:
+        nodes += [helper.make_node("MatMulInteger", ["xq", "w", "xz", "wz"], ["acc"]),
+                  helper.make_node("Cast", ["acc"], ["accf"], to=TensorProto.FLOAT),
+                  helper.make_node("Mul", ["accf", "accs"], ["scaled"]),
+                  helper.make_node("Add", ["scaled", "bias"], ["y"])]
+    graph = helper.make_graph(nodes, kind, [helper.make_tensor_value_info(
+        "x", TensorProto.FLOAT, [1, 8])], [helper.make_tensor_value_info(
+        "y", TensorProto.FLOAT, [1, 5])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
+
+
+@pytest.mark.parametrize("kind", ["QLinearMatMul", "MatMulInteger"])
+def test_qlinear_ops_against_onnx_reference(kind):
+    model = _qlinear_model(kind)
+    x = np.random.default_rng(5).normal(scale=2, size=(200, 8)).astype(np.float32)
+    golden = bitloom.load(model).run(x)
+    ref = ReferenceEvaluator(model)
+    expected = np.concatenate([ref.run(None, {"x": x[i:i + 1]})[0] for i in range(len(x))])
+    if kind == "QLinearMatMul":  # the reference requantizes in float32: allow one output step
+        assert np.abs(golden - expected).max() <= 0.3 + 1e-6
+        assert (golden == expected).mean() > 0.95
+    else:
+        np.testing.assert_allclose(golden, expected, rtol=1e-6, atol=1e-6)

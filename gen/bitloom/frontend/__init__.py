@@ -1,7 +1,8 @@
 """Frontends: quantized ONNX dialects -> :class:`~bitloom.ir.Network`.
 
 One importer walks the graph; each dialect contributes its quantization ops as a mixin
-(QONNX ``Quant``/``BipolarQuant``; ONNX ``QuantizeLinear``/``DequantizeLinear``).
+(QONNX ``Quant``/``BipolarQuant``; ONNX ``QuantizeLinear``/``DequantizeLinear``;
+onnxruntime's QOperator ``QGemm``/``QLinearMatMul``/``MatMulInteger``).
 """
 
 from __future__ import annotations
@@ -14,10 +15,11 @@ from bitloom.frontend.importer import Importer
 from bitloom.frontend.loader import read_model
 from bitloom.frontend.qdq import QdqOps
 from bitloom.frontend.qonnx import QonnxOps
+from bitloom.frontend.qoperator import QOperatorOps
 from bitloom.ir import Network
 
 
-class ModelImporter(QonnxOps, QdqOps, Importer):
+class ModelImporter(QonnxOps, QOperatorOps, QdqOps, Importer):
     """The importer with every dialect bitloom reads."""
 
 

@@ -43,6 +43,7 @@ CORE_OPS = {
     "Reshape": "_layout", "Flatten": "_layout",
     "Identity": "_pass_through", "Dropout": "_pass_through",
     "Transpose": "_transpose",
+    "Cast": "_cast",
 }
 #: ops accepted only where they compute constants (shapes, folded initializers)
 CONSTANT_OPS = {"Constant", "Shape", "Gather", "Unsqueeze", "Squeeze", "Concat", "Cast",
@@ -297,6 +298,17 @@ class Importer:
         chain = chain.then(Requantize(quantizer)).then(Affine([s] * n, [-s * x.zero_point] * n))
         return Derived(x.producer, chain, x.shape)
 
+    def _cast(self, node, ins: list[Value | None]) -> Value:
+        """Casting an integer accumulator to float is exact while it fits float32's 24-bit
+        significand (or float64's 53)."""
+        x, to = ins[0], attributes(node).get("to")
+        limits = {onnx.TensorProto.FLOAT: 24, onnx.TensorProto.DOUBLE: 53}
+        if isinstance(x, Derived) and to in limits:
+            if self.layers[x.producer].acc_fmt.bits - 1 > limits[to]:
+                raise self.fail(node, "the accumulator is too wide to cast to float exactly.")
+            return x
+        raise self.fail(node, "Cast is supported from an integer accumulator to float only.")
+
     def _pass_through(self, node, ins: list[Value | None]) -> Value:
         return ins[0]
 
@@ -321,20 +333,35 @@ class Importer:
 
     def _matmul(self, node, ins: list[Value | None]) -> Derived:
         attrs = attributes(node)
-        x = ins[0]
+        if attrs.get("transA", 0):
+            raise self.fail(node, "transA=1 is not supported.")
+        w = self._weights_of(node, ins[1])
+        x = self._dense(node, ins[0], w, bool(attrs.get("transB", 0)))
+        n = x.chain.channels
+        if node.op_type == "Gemm":
+            alpha, beta = attrs.get("alpha", 1.0), attrs.get("beta", 1.0)
+            chain = x.chain.then(Affine(as_fractions(alpha, n), [Fraction(0)] * n))
+            if len(ins) > 2 and ins[2] is not None:
+                bias = self._const_input(node, ins[2], "bias C")
+                if bias.size not in (1, n):
+                    raise self.fail(node, "bias C must be per output channel.")
+                shift = as_fractions(np.float32(beta) * bias, n)
+                chain = chain.then(Affine([Fraction(1)] * n, shift))
+            x = Derived(x.producer, chain, x.shape)
+        return x
+
+    def _dense(self, node, x: Value | None, w: QuantConstant, trans_b: bool) -> Derived:
+        """A new MatrixVector layer; its float output is ``scale_x * scale_w * (acc - zp)``."""
         if not isinstance(x, Stream):
-            raise self.fail(node, "its input is not quantized; put a Quant node before it.")
+            raise self.fail(node, "its input is not quantized; put a quantizer before it.")
         if len(x.shape) != 1:
             raise self.fail(node, f"input of per-sample shape {x.shape}: only vectors map.")
         if x.scale.size != 1:
             raise self.fail(node, "the input needs a per-tensor scale.")
-        if attrs.get("transA", 0):
-            raise self.fail(node, "transA=1 is not supported.")
-        w = self._weights_of(node, ins[1])
         values, wscale = w.values, np.asarray(w.scale, dtype=np.float32)
         if values.ndim != 2:
             raise self.fail(node, f"weights of rank {values.ndim}: expected a 2-D matrix.")
-        if attrs.get("transB", 0):
+        if trans_b:
             values = values.T
             wscale = wscale.T if wscale.ndim == 2 else wscale
         k, n = values.shape
@@ -345,22 +372,12 @@ class Importer:
         a = [Fraction(float(x.scale[0])) * s for s in as_fractions(wscale, n)]
         colsum = values.sum(axis=0)
         b = [-ai * x.zero_point * int(cs) for ai, cs in zip(a, colsum, strict=True)]
-        chain = Chain(n).then(Affine(a, b))
-        if node.op_type == "Gemm":
-            alpha, beta = attrs.get("alpha", 1.0), attrs.get("beta", 1.0)
-            chain = chain.then(Affine(as_fractions(alpha, n), [Fraction(0)] * n))
-            if len(ins) > 2 and ins[2] is not None:
-                bias = self._const_input(node, ins[2], "bias C")
-                if bias.size not in (1, n):
-                    raise self.fail(node, "bias C must be per output channel.")
-                shift = as_fractions(np.float32(beta) * bias, n)
-                chain = chain.then(Affine([Fraction(1)] * n, shift))
         index = len(self.layers)
         acc = accumulator_format(w.fmt, x.fmt, k)
-        name = f"mvu{index}"
-        self.layers.append(MatrixVector(name, values.astype(np.int64), x.fmt, w.fmt, acc))
+        self.layers.append(MatrixVector(f"mvu{index}", values.astype(np.int64), x.fmt, w.fmt,
+                                        acc))
         self.layer_nodes.append([node.name or node.op_type])
-        return Derived(index, chain, (n,))
+        return Derived(index, Chain(n).then(Affine(a, b)), (n,))
 
     def _per_channel(self, node, c: np.ndarray, x: Derived) -> list[Fraction]:
         c = np.asarray(c, dtype=np.float32)

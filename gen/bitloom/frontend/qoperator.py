@@ -1,0 +1,105 @@
+"""onnxruntime's QOperator form: integer-in, integer-out operators.
+
+``QGemm`` (com.microsoft) and ``QLinearMatMul`` take quantized tensors with their scales
+and zero points and produce a requantized tensor (or, for QGemm without an output scale,
+float); ``MatMulInteger`` produces the raw int32 accumulator that later float ops scale.
+All of them become the same MatrixVector layer with a per-channel chain as Q/DQ models do.
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from typing import ClassVar
+
+import numpy as np
+
+from bitloom.frontend.importer import (
+    Constant,
+    Derived,
+    QuantConstant,
+    Stream,
+    Value,
+    attributes,
+)
+from bitloom.frontend.qdq import QDQ_DOMAINS
+from bitloom.ir import ROUND_THEN_SHIFT, Affine, Quantizer
+from bitloom.ir.elementwise import as_fractions
+
+
+class QOperatorOps:
+    """Handlers for QOperator ops (a mixin of the importer; needs :class:`QdqOps`)."""
+
+    OPS: ClassVar[dict[tuple[frozenset[str], str], str]] = {
+        (QDQ_DOMAINS, "QGemm"): "_qlinear_dense",
+        (QDQ_DOMAINS, "QLinearMatMul"): "_qlinear_dense",
+        (QDQ_DOMAINS, "MatMulInteger"): "_matmul_integer",
+    }
+
+    def _operand(self, node, x: Value | None, scale: Value | None, zp: Value | None) -> Stream:
+        """An integer activation input with the scale/zero point the op states for it."""
+        if not isinstance(x, Stream):
+            raise self.fail(node, "its input must be a quantized tensor (QuantizeLinear or "
+                            "another QLinear op).")
+        s = self._const_input(node, scale, "input scale").astype(np.float32).reshape(-1)
+        z = (self._const_input(node, zp, "input zero point").astype(np.int64).reshape(-1)
+             if zp is not None else np.zeros(1, dtype=np.int64))
+        if s.size != 1 or z.size != 1:
+            raise self.fail(node, "activations need a per-tensor scale and zero point.")
+        return Stream(x.producer, x.fmt, s, int(z[0]), x.shape)
+
+    def _int_weights(self, node, b: Value | None, scale: Value | None, zp: Value | None,
+                     axis: int) -> QuantConstant:
+        if not isinstance(b, Constant):
+            raise self.fail(node, "its weights must be an integer initializer.")
+        fake = type("DQ", (), {"attribute": [], "op_type": node.op_type, "name": node.name})
+        ins = [b, scale if scale is not None else Constant(np.ones(1, np.float32)), zp]
+        scale_v, zero_point, fmt, _ = self._qdq_params(fake, ins, b)
+        q = b.value.astype(np.int64)
+        values = q - self._along_axis(node, q, zero_point, axis)
+        wfmt = fmt if not zero_point.any() else type(fmt).spanning(
+            fmt.min_int - int(zero_point.max()), fmt.max_int - int(zero_point.min()))
+        return QuantConstant(values, self._along_axis(node, q, scale_v, axis), wfmt)
+
+    def _qlinear_dense(self, node, ins: list[Value | None]) -> Value:
+        attrs = attributes(node)
+        ins = ins + [None] * (9 - len(ins))
+        if attrs.get("transA", 0):
+            raise self.fail(node, "transA=1 is not supported.")
+        trans_b = bool(attrs.get("transB", 0))
+        x = self._operand(node, ins[0], ins[1], ins[2])
+        w = self._int_weights(node, ins[3], ins[4], ins[5], axis=0 if trans_b else 1)
+        out = self._dense(node, x, w, trans_b)
+        n = out.chain.channels
+        if node.op_type == "QGemm":
+            alpha = attrs.get("alpha", 1.0)
+            chain = out.chain.then(Affine(as_fractions(alpha, n), [Fraction(0)] * n))
+            if ins[6] is not None:  # int32 bias in units of scale_a * scale_b
+                bias = self._const_input(node, ins[6], "bias C").astype(np.int64).reshape(-1)
+                unit = [Fraction(float(x.scale[0])) * s
+                        for s in as_fractions(np.asarray(w.scale, np.float32), n)]
+                chain = chain.then(Affine([Fraction(1)] * n, [
+                    u * int(c) for u, c in zip(unit, np.broadcast_to(bias, (n,)), strict=True)]))
+            out = Derived(out.producer, chain, out.shape)
+            y_scale, y_zp = ins[7], ins[8]
+        else:
+            y_scale, y_zp = ins[6], ins[7]
+        if y_scale is None:
+            return out
+        fake = type("Q", (), {"attribute": [], "op_type": node.op_type, "name": node.name})
+        scale, zero_point, fmt, _ = self._qdq_params(fake, [None, y_scale, y_zp])
+        quantizer = Quantizer(fmt, float(scale.reshape(-1)[0]), int(zero_point.reshape(-1)[0]),
+                              "round", ROUND_THEN_SHIFT)
+        return self._quantize(node, out, quantizer, scale)
+
+    def _matmul_integer(self, node, ins: list[Value | None]) -> Derived:
+        ins = ins + [None] * (4 - len(ins))
+        x = ins[0]
+        if not isinstance(x, Stream):
+            raise self.fail(node, "its input must be a quantized tensor.")
+        zp = (self._const_input(node, ins[2], "A zero point").astype(np.int64).reshape(-1)
+              if ins[2] is not None else np.zeros(1, dtype=np.int64))
+        if zp.size != 1:
+            raise self.fail(node, "A needs a per-tensor zero point.")
+        x = Stream(x.producer, x.fmt, np.ones(1, np.float32), int(zp[0]), x.shape)
+        w = self._int_weights(node, ins[1], None, ins[3], axis=1)
+        return self._dense(node, x, w, trans_b=False)
