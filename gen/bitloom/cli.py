@@ -156,6 +156,26 @@ def cmd_synth(args) -> int:
     return 0
 
 
+def cmd_build(args) -> int:
+    from bitloom.emit.build import build_design
+    from bitloom.emit.design import load_design
+
+    design = load_design(args.dir)
+    console.print(f"Build scripts for {design.report['board']} in {design.path / 'build'}:",
+                  markup=False)
+    with progress("Writing the scripts, then running the flows whose tools are installed...") \
+            as status:
+        result = build_design(design, console, run=not args.scripts_only, status=status)
+    for note in result.notes:
+        console.print(note, markup=False, highlight=False, soft_wrap=True)
+    if result.bitstreams:
+        console.print("Bitstream(s): " + ", ".join(map(str, result.bitstreams)), markup=False,
+                      soft_wrap=True)
+    else:
+        console.print("No bitstream was built; the scripts above are ready to run.")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bitloom", description="Compile quantized ONNX models into verified FPGA "
@@ -192,6 +212,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dir")
     p.add_argument("--json", action="store_true", help="print the measured resources as JSON")
     p.set_defaults(func=cmd_synth)
+
+    p = sub.add_parser("build", help="bitstream, PYNQ overlay and driver, FuseSoC core")
+    p.add_argument("dir")
+    p.add_argument("--scripts-only", action="store_true",
+                   help="write the scripts without running Vivado or the open flow")
+    p.set_defaults(func=cmd_build)
     return parser
 
 
