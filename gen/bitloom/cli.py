@@ -176,6 +176,38 @@ def cmd_build(args) -> int:
     return 0
 
 
+def cmd_bench(args) -> int:
+    from bitloom.bench import DEFAULT_PAIRS, measure, write_results
+
+    if args.what != "pe":
+        raise BitloomError(f"unknown benchmark {args.what!r}; available: pe")
+    pairs = DEFAULT_PAIRS
+    if args.pair:
+        pairs = []
+        for text in args.pair:
+            parts = text.split("x")
+            if len(parts) != 2:
+                raise BitloomError(f"--pair {text!r}: write WEIGHTxACTIVATION, e.g. int4xuint4")
+            pairs.append((parts[0], parts[1], args.dsp))
+    costs = []
+    work = Path(args.work)
+    for family in args.family:
+        for weight, activation, dsp in pairs:
+            try:
+                cost = measure(weight, activation, family, args.simd, dsp,
+                               work / f"{family}-{weight}-{activation}-{'dsp' if dsp else 'lut'}",
+                               console)
+            except ValueError as exc:
+                raise BitloomError(f"--pair {weight}x{activation}: {exc}") from None
+            console.print(f"{family} {cost.weight} x {cost.activation} "
+                          f"({'DSP' if dsp else 'LUT'}): {cost.lut_per_mac:g} LUT/MAC, "
+                          f"{cost.dsp:g} DSP, {cost.seconds:g} s")
+            costs.append(cost)
+    md, js = write_results(costs, Path(args.out))
+    console.print(f"wrote {md} and {js}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bitloom", description="Compile quantized ONNX models into verified FPGA "
@@ -218,6 +250,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scripts-only", action="store_true",
                    help="write the scripts without running Vivado or the open flow")
     p.set_defaults(func=cmd_build)
+
+    p = sub.add_parser("bench", help="benchmarks: `bench pe` measures dot-product units")
+    p.add_argument("what", choices=("pe",))
+    p.add_argument("--simd", type=int, default=16)
+    p.add_argument("--family", nargs="+", default=["xc7", "xcup"], choices=("xc7", "xcup"))
+    p.add_argument("--pair", nargs="+", help="WEIGHTxACTIVATION, e.g. int4xuint4 bipolarxbipolar")
+    p.add_argument("--dsp", action="store_true", help="allow DSPs for --pair units")
+    p.add_argument("--out", default="docs/results", help="folder for pe_costs.md/.json")
+    p.add_argument("--work", default="build/bench-pe", help="scratch folder for synthesis")
+    p.set_defaults(func=cmd_bench)
     return parser
 
 

@@ -155,12 +155,14 @@ def synthesize(
     *,
     family: str,
     uram: bool = False,
+    dsp: bool = True,
     console: Console | None = None,
 ) -> SynthResult:
     """Run ``synth_xilinx`` on Verilog ``sources`` and count what ``top`` uses.
 
     The script, log and ``stat -json`` output are left in ``work_dir``. The hierarchy is
-    kept so `SynthResult.modules` can say which layer uses what. ``uram`` lets Yosys put
+    kept so `SynthResult.modules` can say which layer uses what. ``dsp=False`` keeps
+    multipliers in LUTs. ``uram`` lets Yosys put
     large memories into UltraRAM (xcup boards that have it). While Yosys runs, a terminal
     ``console`` shows a spinner with the current pass and the elapsed time.
     """
@@ -177,7 +179,8 @@ def synthesize(
     work.mkdir(parents=True, exist_ok=True)
     for stale in (_LOG, _STAT, _OUTPUT):
         (work / stale).unlink(missing_ok=True)
-    (work / _SCRIPT).write_text(_script(sources, top, work, family, uram), encoding="utf-8")
+    (work / _SCRIPT).write_text(_script(sources, top, work, family, uram, dsp),
+                                 encoding="utf-8")
 
     returncode, seconds = _run_yosys(work, f"{top} for {family}", console or Console(stderr=True))
     if returncode != 0 or not (work / _STAT).is_file():
@@ -189,7 +192,8 @@ def synthesize(
 
 
 def _script(
-    sources: Sequence[str | os.PathLike[str]], top: str, work: Path, family: str, uram: bool
+    sources: Sequence[str | os.PathLike[str]], top: str, work: Path, family: str, uram: bool,
+    dsp: bool = True,
 ) -> str:
     """The Yosys script.
 
@@ -203,7 +207,7 @@ def _script(
         path = Path(src).resolve()
         flag = "-sv " if path.suffix == ".sv" else ""
         lines.append(f'read_verilog {flag}"{os.path.relpath(path, work)}"')
-    options = " -uram" if uram else ""
+    options = (" -uram" if uram else "") + ("" if dsp else " -nodsp")
     lines.append(f"synth_xilinx -family {family} -top {top} -noiopad -noclkbuf{options}")
     lines.append(f"tee -q -o {_STAT} stat -json")
     return "\n".join(lines) + "\n"

@@ -17,11 +17,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from bitloom.formats import Int
+from bitloom.hw.pe import adder_tree, dot_product
 from bitloom.ir import MatrixVector
 
 
@@ -31,21 +32,6 @@ class Folding:
 
     pe: int
     simd: int
-
-
-def element_value(code, fmt: Int):
-    """The integer value of one element's code, as an Amaranth expression."""
-    if fmt.bipolar:
-        return Mux(code, Const(1, signed(2)), Const(-1, signed(2)))
-    return code.as_signed() if fmt.signed else code.as_unsigned()
-
-
-def adder_tree(terms: list):
-    """Balanced sum (log depth; Amaranth widens every addition, so nothing overflows)."""
-    while len(terms) > 1:
-        pairs = [terms[i] + terms[i + 1] for i in range(0, len(terms) - 1, 2)]
-        terms = pairs + ([terms[-1]] if len(terms) % 2 else [])
-    return terms[0]
 
 
 def pack(values: np.ndarray, bits: int) -> int:
@@ -140,14 +126,13 @@ class MatrixVectorUnit(wiring.Component):
 
         # -- dot products and accumulation -------------------------------------------------
         x = Mux(a_from_input, a_data, b_rd.data)
-        xs = [element_value(x.word_select(s, in_fmt.bits), in_fmt) for s in range(fold.simd)]
+        xs = [x.word_select(s, in_fmt.bits) for s in range(fold.simd)]
         acc_shape = signed(acc_fmt.bits) if acc_fmt.signed else unsigned(acc_fmt.bits)
         accs = [Signal(acc_shape, name=f"acc{p}") for p in range(fold.pe)]
         b_valid = Signal()
         for p, acc in enumerate(accs):
-            ws = [element_value(w_rd.data.word_select(p * fold.simd + s, w_fmt.bits), w_fmt)
-                  for s in range(fold.simd)]
-            dot = adder_tree([xv * wv for xv, wv in zip(xs, ws, strict=True)])
+            ws = [w_rd.data.word_select(p * fold.simd + s, w_fmt.bits) for s in range(fold.simd)]
+            dot = dot_product(ws, xs, w_fmt, in_fmt)
             with m.If(en & a_valid):
                 m.d.sync += acc.eq(Mux(a_first, 0, acc) + dot)
         with m.If(en):
