@@ -5,7 +5,7 @@ truncation: Amaranth widens each addition), so the accumulator sized from the fo
 bounds can never overflow. The strategies differ only in what the hardware is made of:
 
 - bipolar x bipolar: XNOR and popcount, ``sum = 2 * popcount(xnor) - SIMD``;
-- bipolar x integer: conditional negation of the integer operand;
+- bipolar x integer: ``2 * sum(kept) - sum(all)``, two adder trees and no negation;
 - integer x integer: LUT multipliers (Yosys maps them; DSP packing comes later).
 """
 
@@ -40,12 +40,11 @@ def dot_product(w_codes: list[Value], a_codes: list[Value], w_fmt: Int, a_fmt: I
         agree = [~(w ^ a) for w, a in zip(w_codes, a_codes, strict=True)]
         return (adder_tree([bit.as_unsigned() for bit in agree]) << 1) - len(agree)
     if w_fmt.bipolar or a_fmt.bipolar:
+        # sum(+-v) = 2 * sum(v where +1) - sum(v): two plain adder trees, no negations
         signs, other, fmt = (w_codes, a_codes, a_fmt) if w_fmt.bipolar else \
             (a_codes, w_codes, w_fmt)
-        terms = []
-        for sign, code in zip(signs, other, strict=True):
-            v = element_value(code, fmt)
-            terms.append(Mux(sign, v, -v))
-        return adder_tree(terms)
+        values = [element_value(code, fmt) for code in other]
+        kept = [Mux(sign, v, 0) for sign, v in zip(signs, values, strict=True)]
+        return (adder_tree(kept) << 1) - adder_tree(values)
     return adder_tree([element_value(w, w_fmt) * element_value(a, a_fmt)
                        for w, a in zip(w_codes, a_codes, strict=True)])
