@@ -77,7 +77,8 @@ class Format(ABC):
 
     @abstractmethod
     def quantize(self, x: np.ndarray, rounding: str = "half_even") -> np.ndarray:
-        """Nearest representable values (float64) under ``rounding``; saturates."""
+        """Nearest representable values (float64) under ``rounding``; integers saturate,
+        minifloats follow their overflow/NaN policy."""
 
     @abstractmethod
     def encode(self, values: np.ndarray) -> np.ndarray:

@@ -13,7 +13,7 @@ import numpy as np
 
 from bitloom.formats.base import Format, Grid, integer_width
 from bitloom.formats.integer import decode_int, encode_int, fit_range, int_range
-from bitloom.formats.rounding import round_with
+from bitloom.formats.rounding import round_scaled
 
 
 @dataclass(frozen=True)
@@ -55,7 +55,8 @@ class Fixed(Format):
         self, x: np.ndarray, rounding: str = "half_even", overflow: str = "saturate"
     ) -> np.ndarray:
         """Nearest multiples of ``2**-frac_bits`` under ``rounding``; saturate or wrap."""
-        n = round_with(np.ldexp(np.asarray(x, dtype=np.float64), self.frac_bits), rounding)
+        x = np.asarray(x, dtype=np.float64)
+        n = round_scaled(x, self.frac_bits, rounding, may_underflow=self.frac_bits < 0)
         n = fit_range(n, self.bits, self.signed, self.narrow, overflow)
         return np.ldexp(n, -self.frac_bits)
 

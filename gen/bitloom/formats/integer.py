@@ -24,16 +24,20 @@ def int_range(bits: int, signed: bool, narrow: bool) -> tuple[int, int]:
 
 
 def fit_range(n: np.ndarray, bits: int, signed: bool, narrow: bool, overflow: str) -> np.ndarray:
-    """Bring rounded integers ``n`` (floats) into range: clip, or wrap modulo ``2**bits``."""
+    """Bring rounded integers ``n`` (floats) into range: clip, or wrap modulo ``2**bits``.
+
+    Integers have one zero: the result never holds -0.
+    """
     lo, hi = int_range(bits, signed, narrow)
     if overflow == "saturate":
-        return np.clip(n, lo, hi)
+        return np.clip(n, lo, hi) + 0.0
     if overflow != "wrap":
         raise ValueError(f"unknown overflow mode {overflow!r}; known: {', '.join(OVERFLOW_MODES)}")
     if narrow:
         raise ValueError("wrapping needs every two's-complement code; a narrow format saturates")
-    # fmod of an integer-valued float by a power of two is exact, even for huge n.
-    return np.mod(n - lo, float(2**bits)) + lo
+    # fmod of an integer-valued float by a power of two is exact, even for huge n; ±inf -> NaN.
+    with np.errstate(invalid="ignore"):
+        return np.mod(n - lo, float(2**bits)) + lo
 
 
 def encode_int(n: np.ndarray, bits: int, lo: int, hi: int, name: str) -> np.ndarray:
@@ -76,6 +80,8 @@ class Int(Format):
     def __post_init__(self) -> None:
         if self.bits < 1:
             raise ValueError(f"integer width must be >= 1, got {self.bits}")
+        if self.bipolar:
+            object.__setattr__(self, "narrow", False)  # {-1, +1} has nothing to narrow
 
     @classmethod
     def spanning(cls, lo: int, hi: int) -> Int:

@@ -34,7 +34,8 @@ def normalize_rounding(mode: str) -> str:
 def _half_toward_pos(x: np.ndarray) -> np.ndarray:
     # x - floor(x) is exact whenever it is below 0.5, so the tie test never misfires.
     f = np.floor(x)
-    return np.copysign(f + (x - f >= 0.5), x)
+    with np.errstate(invalid="ignore"):  # inf - inf: the comparison is False, inf stays
+        return np.copysign(f + (x - f >= 0.5), x)
 
 
 def round_with(x: np.ndarray, mode: str) -> np.ndarray:
@@ -57,9 +58,25 @@ def round_with(x: np.ndarray, mode: str) -> np.ndarray:
         return -_half_toward_pos(-x)
     a = np.abs(x)
     f = np.floor(a)
-    frac = a - f  # exact for a >= 0
-    up = (frac > 0.5) | ((frac == 0.5) & (m == "half_up"))
+    with np.errstate(invalid="ignore"):
+        frac = a - f  # exact for a >= 0
+        up = (frac > 0.5) | ((frac == 0.5) & (m == "half_up"))
     return np.copysign(f + up, x)
+
+
+def round_scaled(
+    x: np.ndarray, shift: np.ndarray | int, mode: str, may_underflow: bool = True
+) -> np.ndarray:
+    """``round_with(x * 2**shift, mode)``, exact even where the scaled value underflows.
+
+    Scaling by a power of two is exact unless it lands below float64's subnormals; a nonzero
+    ``x`` then keeps a nonzero (tiny) stand-in, which every mode rounds like the true value.
+    Callers that never scale small values down pass ``may_underflow=False`` to skip that pass.
+    """
+    y = np.ldexp(x, shift)
+    if may_underflow:
+        y = np.where((y == 0) & (x != 0), np.copysign(2.0**-1074, x), y)
+    return round_with(y, mode)
 
 
 def round_exact(x: Fraction, mode: str) -> int:
