@@ -13,22 +13,22 @@ from pathlib import Path
 
 import numpy as np
 
-from bitloom.formats import Int
+from bitloom.formats import Format
 from bitloom.hw.mvu import pack
 from bitloom.plan import Plan
 
 
-def to_beats(values: np.ndarray, fmt: Int, per_beat: int) -> list[int]:
-    """Integer values ``(frames, elements)`` -> beats, frame after frame."""
-    codes = fmt.encode(values).reshape(-1, per_beat)
+def to_beats(values: np.ndarray, fmt: Format, per_beat: int) -> list[int]:
+    """Grid integers ``(frames, elements)`` -> beats, frame after frame."""
+    codes = fmt.encode(fmt.from_grid(values)).reshape(-1, per_beat)
     return [pack(row, fmt.bits) for row in codes]
 
 
-def from_beats(beats: list[int], fmt: Int, per_beat: int) -> np.ndarray:
-    """Beats -> integer values, flat, in stream order."""
+def from_beats(beats: list[int], fmt: Format, per_beat: int) -> np.ndarray:
+    """Beats -> grid integers, flat, in stream order."""
     mask = (1 << fmt.bits) - 1
     codes = [(b >> (i * fmt.bits)) & mask for b in beats for i in range(per_beat)]
-    return fmt.decode(np.array(codes, dtype=np.int64)).astype(np.int64)
+    return fmt.to_grid(fmt.decode(np.array(codes, dtype=np.int64)))
 
 
 @dataclass

@@ -44,6 +44,17 @@ class Builder:
                                    self.const(bits)], domain=domain, signed=int(signed),
                          narrow=int(narrow), rounding_mode=rounding)
 
+    def float_quant(self, x: str, scale, exp_bits: int, man_bits: int, bias: int | None = None,
+                    max_val: float | None = None, rounding: str = "ROUND") -> str:
+        bias = 2 ** (exp_bits - 1) - 1 if bias is None else bias
+        if max_val is None:  # every code a number (QONNX's default)
+            max_val = (2 - 2.0 ** -man_bits) * 2.0 ** (2 ** exp_bits - 1 - bias)
+        return self.node("FloatQuant", [x, self.const(scale), self.const(exp_bits),
+                                        self.const(man_bits), self.const(bias),
+                                        self.const(max_val)],
+                         domain=QONNX, rounding_mode=rounding, has_inf=0, has_nan=0,
+                         has_subnormal=1, saturation=1)
+
     def model(self, inp: str, shape: list[int], out: str, out_shape: list[int]):
         graph = helper.make_graph(
             self.nodes, "test",
@@ -98,3 +109,22 @@ def run_qonnx(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
     out = model.graph.output[0].name
     return np.concatenate([execute_onnx(wrapped, {inp: x[i:i + 1]})[out]
                            for i in range(len(x))])
+
+
+def minifloat_mlp(seed: int, exp_bits: int, man_bits: int, sizes=(16, 12, 8),
+                  rounding: str = "ROUND", act_max: float | None = None) -> onnx.ModelProto:
+    """An MLP whose input, weights and activations are minifloats (QONNX FloatQuant) with
+    power-of-two scales, so qonnx's float32 executor is exact too."""
+    rng = np.random.default_rng(seed)
+    b = Builder()
+    x = b.float_quant("inp", 2.0 ** -2, exp_bits, man_bits, rounding=rounding)
+    for i, (k, n) in enumerate(itertools.pairwise(sizes)):
+        w = b.float_quant(b.const(rng.normal(size=(k, n)) * 2), 2.0 ** -1, exp_bits, man_bits,
+                          rounding=rounding)
+        y = b.node("Add", [b.node("MatMul", [x, w]), b.const(
+            rng.integers(-8, 8, size=n).astype(np.float32) / 8)])
+        if i == len(sizes) - 2:
+            return b.model("inp", [1, sizes[0]], y, [1, n])
+        x = b.float_quant(b.node("Relu", [y]), 2.0 ** -int(rng.integers(0, 3)), exp_bits,
+                          man_bits, max_val=act_max, rounding=rounding)
+    raise AssertionError("unreachable")

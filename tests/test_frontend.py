@@ -151,3 +151,28 @@ def test_dict_input_and_output(example_net, digits):
     x, _ = digits
     out = example_net.run({"input": x[:3]})
     assert list(out) == ["linear_2"] and out["linear_2"].shape == (3, 10)
+
+
+@pytest.mark.parametrize(("exp_bits", "man_bits", "rounding"), [
+    (4, 3, "ROUND"), (3, 2, "ROUND"), (2, 1, "ROUND"), (2, 3, "FLOOR"), (3, 2, "CEIL"),
+    (5, 2, "ROUND")])
+def test_float_quant_models_are_bit_exact_to_qonnx(exp_bits, man_bits, rounding):
+    """QONNX FloatQuant (minifloat) input, weights and activations: golden == qonnx."""
+    from qonnx_models import minifloat_mlp
+
+    model = minifloat_mlp(1, exp_bits, man_bits, rounding=rounding)
+    net = bitloom.load(model)
+    x = np.random.default_rng(0).normal(scale=2, size=(64, 16)).astype(np.float32)
+    np.testing.assert_array_equal(net.run(x), run_qonnx(model, x))
+
+
+def test_non_saturating_float_quant_is_refused():
+    from qonnx_models import minifloat_mlp
+
+    model = minifloat_mlp(1, 4, 3)
+    fq = [n for n in model.graph.node if n.op_type == "FloatQuant"][-1]
+    for a in fq.attribute:
+        if a.name == "saturation":
+            a.i = 0
+    with pytest.raises(BitloomError, match="saturation"):
+        bitloom.load(model)

@@ -13,7 +13,7 @@ from bitloom.hw.glue import WidthConverter
 from bitloom.hw.mvu import Folding, MatrixVectorUnit
 from bitloom.sim.vectors import from_beats, to_beats
 
-from qonnx_models import random_mlp
+from qonnx_models import minifloat_mlp, random_mlp
 
 
 def stream_through(dut, beats_in: list[int], expected_beats: int, seed: int,
@@ -71,14 +71,20 @@ def test_width_converter_keeps_every_element_in_order(n_in, n_out):
     (Folding(2, 4), {"bipolar_weights": True}),
     (Folding(4, 16), {"negative_scales": True, "rounding": "HALF_UP"}),
     (Folding(3, 8), {"in_signed": True, "in_bits": 8, "act_signed": True, "clip": True}),
+    (Folding(2, 4), {"minifloat": (2, 1)}),
+    (Folding(1, 8), {"minifloat": (4, 3)}),  # 255 wide thresholds: keep PE small
 ])
 def test_matrix_vector_unit_is_bit_exact(fold, variant):
-    net = bitloom.load(random_mlp(7, sizes=(16, 12, 4), **variant))
+    if "minifloat" in variant:
+        net = bitloom.load(minifloat_mlp(7, *variant["minifloat"], sizes=(16, 12, 4)))
+    else:
+        net = bitloom.load(random_mlp(7, sizes=(16, 12, 4), **variant))
     layer = net.layers[0]
     rng = np.random.default_rng(1)
     fmt = layer.in_fmt
-    values = fmt.values()[rng.integers(0, len(fmt.values()), size=(5, 16))].astype(np.int64)
-    values[0], values[1] = fmt.min_int, fmt.max_int  # corner frames
+    levels = fmt.grid_levels()
+    values = levels[rng.integers(0, len(levels), size=(5, 16))]
+    values[0], values[1] = levels[0], levels[-1]  # corner frames
     expected = layer.golden(values)
     dut = MatrixVectorUnit(layer, fold)
     beats = to_beats(values, fmt, fold.simd)

@@ -10,11 +10,12 @@ import pytest
 from amaranth import Module, Signal
 from amaranth.sim import Simulator
 
-from bitloom.formats import Int
+from bitloom.formats import Int, parse_format
 from bitloom.hw.pe import dot_product
 
 SMALL = [Int(1, True), Int(2, True), Int(2, False), Int(3, True), Int(4, True),
-         Int(4, False), Int(4, True, narrow=True)]
+         Int(4, False), Int(4, True, narrow=True), parse_format("float4_e2m1fn"),
+         parse_format("e1m2"), parse_format("ue2m2")]
 
 
 def evaluate(w_fmt: Int, a_fmt: Int, lanes: int, cases: list[tuple[list[int], list[int]]]):
@@ -28,9 +29,9 @@ def evaluate(w_fmt: Int, a_fmt: Int, lanes: int, cases: list[tuple[list[int], li
 
     async def bench(ctx):
         for wv, av in cases:
-            for sig, code in zip(ws, w_fmt.encode(np.array(wv)), strict=True):
+            for sig, code in zip(ws, w_fmt.encode(w_fmt.from_grid(wv)), strict=True):
                 ctx.set(sig, int(code))
-            for sig, code in zip(xs, a_fmt.encode(np.array(av)), strict=True):
+            for sig, code in zip(xs, a_fmt.encode(a_fmt.from_grid(av)), strict=True):
                 ctx.set(sig, int(code))
             results.append(ctx.get(out))
 
@@ -43,7 +44,7 @@ def evaluate(w_fmt: Int, a_fmt: Int, lanes: int, cases: list[tuple[list[int], li
 @pytest.mark.parametrize(("w_fmt", "a_fmt"), list(itertools.product(SMALL, SMALL)),
                          ids=lambda f: f.name)
 def test_every_operand_pair_is_exact(w_fmt, a_fmt):
-    pairs = list(itertools.product(w_fmt.values().astype(int), a_fmt.values().astype(int)))
+    pairs = list(itertools.product(w_fmt.grid_levels().tolist(), a_fmt.grid_levels().tolist()))
     cases = [([w], [a]) for w, a in pairs]
     assert evaluate(w_fmt, a_fmt, 1, cases) == [w * a for w, a in pairs]
 
@@ -51,15 +52,18 @@ def test_every_operand_pair_is_exact(w_fmt, a_fmt):
 @pytest.mark.parametrize(("w_fmt", "a_fmt"), [(Int(1, True), Int(1, True)),
                                               (Int(1, True), Int(4, False)),
                                               (Int(8, True), Int(8, False)),
-                                              (Int(4, True), Int(4, True))], ids=str)
+                                              (Int(4, True), Int(4, True)),
+                                              (parse_format("float8_e4m3fn"),
+                                               parse_format("float8_e4m3fn")),
+                                              (parse_format("e3m2"), Int(4, False))], ids=str)
 @pytest.mark.parametrize("lanes", [3, 16])
 def test_random_vectors_with_extremes(w_fmt, a_fmt, lanes):
     rng = np.random.default_rng(lanes)
-    wv, av = w_fmt.values().astype(int), a_fmt.values().astype(int)
+    wv, av = w_fmt.grid_levels(), a_fmt.grid_levels()
     cases = [([int(wv[0])] * lanes, [int(av[-1])] * lanes),  # most negative sum
              ([int(wv[-1])] * lanes, [int(av[-1])] * lanes)]  # most positive sum
     cases += [(list(rng.choice(wv, lanes)), list(rng.choice(av, lanes))) for _ in range(200)]
-    expected = [int(np.dot(w, a)) for w, a in cases]
+    expected = [sum(int(x) * int(y) for x, y in zip(w, a, strict=True)) for w, a in cases]
     assert evaluate(w_fmt, a_fmt, lanes, cases) == expected
 
 

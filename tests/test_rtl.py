@@ -97,3 +97,16 @@ def test_onnxruntime_qdq_int8_model_in_hardware(tmp_path):
 
     rtl = run_rtl(net, x, plan=make_plan(net, 96), work_dir=tmp_path / "work")
     np.testing.assert_array_equal(rtl, net.run(x))
+
+
+@pytest.mark.parametrize(("exp_bits", "man_bits"), [(4, 3), (2, 1)])
+def test_minifloat_model_in_hardware(tmp_path, exp_bits, man_bits):
+    """QONNX FloatQuant minifloats end to end on Verilator, exact accumulation."""
+    from bitloom.sim.runner import run_rtl
+
+    from qonnx_models import minifloat_mlp
+
+    net = bitloom.load(minifloat_mlp(2, exp_bits, man_bits, sizes=(16, 8, 6)))
+    x = np.random.default_rng(0).normal(scale=2, size=(70, 16)).astype(np.float32)
+    rtl = run_rtl(net, x, plan=make_plan(net, 32), work_dir=tmp_path / "work")
+    np.testing.assert_array_equal(rtl, net.run(x))

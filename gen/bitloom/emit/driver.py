@@ -59,18 +59,26 @@ def _items(values: list) -> str:
 
 
 def _module_body(module) -> str:
-    """A module's code without its docstring and imports: what the driver copies verbatim.
+    """A module's code without its docstring and bitloom imports: what the driver copies.
 
-    The driver imports math, Fraction and numpy itself and defines the ``Int`` the quantizer
-    names, so whole modules travel and new helpers in them travel too.
+    Its other imports (standard library, numpy) travel with it; the driver defines the
+    ``Int`` the quantizer names, so whole modules travel and new helpers in them travel too.
     """
     source = inspect.getsource(module)
     lines = source.splitlines()
     tree = ast.parse(source)
+
+    def foreign_import(node: ast.stmt) -> bool:
+        if isinstance(node, ast.ImportFrom):
+            return node.module not in ("__future__",) and not node.module.startswith("bitloom")
+        return isinstance(node, ast.Import) and not any(
+            a.name.startswith("bitloom") for a in node.names)
+
+    imports = [ast.unparse(node) for node in tree.body if foreign_import(node)]
     body = [node for node in tree.body
             if not isinstance(node, ast.Import | ast.ImportFrom)
             and not (isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant))]
-    text = ""
+    text = "\n".join(imports) + "\n\n" if imports else ""
     for previous, node in zip([None, *body], body, strict=False):
         if previous is not None:
             blocks = (ast.FunctionDef, ast.ClassDef)

@@ -108,6 +108,25 @@ class Format(ABC):
         v = self.decode(np.arange(2**self.bits, dtype=np.int64))
         return np.unique(v[(v >= self.min) & (v <= self.max)]) + 0.0  # one zero, +0
 
+    def to_grid(self, values: np.ndarray) -> np.ndarray:
+        """Finite values -> their integers on :meth:`grid` (``value * 2**frac_bits``, exact).
+
+        Hardware and the golden model carry these integers: products and sums of them are
+        exact integer arithmetic for every format.
+        """
+        n = np.ldexp(np.asarray(values, dtype=np.float64), self.grid().frac_bits)
+        if not np.all(n == np.round(n)):
+            raise ValueError(f"value not on the grid of {self.name}")
+        return n.astype(np.int64)
+
+    def from_grid(self, n: np.ndarray) -> np.ndarray:
+        """Grid integers -> values (float64)."""
+        return np.ldexp(np.asarray(n, dtype=np.float64), -self.grid().frac_bits)
+
+    def grid_levels(self) -> np.ndarray:
+        """Every finite value as a grid integer, ascending."""
+        return self.to_grid(self.values())
+
     def __str__(self) -> str:
         return self.name
 

@@ -20,7 +20,7 @@ import onnx
 from onnx import numpy_helper
 
 from bitloom.errors import BitloomError
-from bitloom.formats import Int, accumulator_format
+from bitloom.formats import Format, Int, accumulator_grid
 from bitloom.ir import (
     Affine,
     Chain,
@@ -58,15 +58,15 @@ class Constant:
 
 @dataclass
 class QuantConstant:
-    """Quantized constant (weights): ``real = scale * values``."""
+    """Quantized constant (weights): ``real = scale * fmt.from_grid(values)``."""
 
-    values: np.ndarray  # integer values of fmt
+    values: np.ndarray  # grid integers of fmt
     scale: np.ndarray
-    fmt: Int
+    fmt: Format
 
     def dequantized(self) -> np.ndarray:
         """The float32 tensor the model computes from it (ONNX rounds once, in float32)."""
-        return (self.values.astype(np.float64) * self.scale.astype(np.float64)).astype(
+        return (self.fmt.from_grid(self.values) * self.scale.astype(np.float64)).astype(
             np.float32)
 
 
@@ -81,10 +81,10 @@ class FloatInput:
 
 @dataclass
 class Stream:
-    """Integer values flowing in hardware: ``real = scale * (value - zero_point)``."""
+    """Grid integers flowing in hardware: ``real = scale * (fmt.from_grid(n) - zero_point)``."""
 
     producer: int  # index of the producing layer, -1 for the input quantizer
-    fmt: Int
+    fmt: Format
     scale: np.ndarray
     zero_point: int
     shape: tuple[int, ...]
@@ -295,7 +295,9 @@ class Importer:
         chain, quantizer = self.requant_sources.pop(x.producer)
         self.layers[x.producer].requant = None
         n, s = chain.channels, as_fractions(x.scale, 1)[0]
-        chain = chain.then(Requantize(quantizer)).then(Affine([s] * n, [-s * x.zero_point] * n))
+        step = s / 2 ** x.fmt.grid().frac_bits
+        chain = chain.then(Requantize(quantizer)).then(Affine([step] * n,
+                                                              [-s * x.zero_point] * n))
         return Derived(x.producer, chain, x.shape)
 
     def _cast(self, node, ins: list[Value | None]) -> Value:
@@ -369,11 +371,16 @@ class Importer:
             raise self.fail(node, f"weights have {k} rows for an input of {x.shape[0]}.")
         if wscale.size not in (1, n) or (wscale.ndim == 2 and wscale.shape[0] != 1):
             raise self.fail(node, "weight scales must be per-tensor or per output channel.")
-        a = [Fraction(float(x.scale[0])) * s for s in as_fractions(wscale, n)]
+        # acc counts units of the product grid: 2**-(frac_w + frac_x)
+        unit = Fraction(1, 2 ** (w.fmt.grid().frac_bits + x.fmt.grid().frac_bits))
+        a = [Fraction(float(x.scale[0])) * s * unit for s in as_fractions(wscale, n)]
+        if x.zero_point and x.fmt.grid().frac_bits:
+            raise self.fail(node, "a zero point on a non-integer input is not supported.")
         colsum = values.sum(axis=0)
         b = [-ai * x.zero_point * int(cs) for ai, cs in zip(a, colsum, strict=True)]
         index = len(self.layers)
-        acc = accumulator_format(w.fmt, x.fmt, k)
+        grid = accumulator_grid(w.fmt, x.fmt, k)
+        acc = Int.spanning(grid.lo, grid.hi)
         self.layers.append(MatrixVector(f"mvu{index}", values.astype(np.int64), x.fmt, w.fmt,
                                         acc))
         self.layer_nodes.append([node.name or node.op_type])
@@ -473,9 +480,10 @@ class Importer:
         if isinstance(out, Stream) and out.producer == len(self.layers) - 1:
             # a quantized output: the host dequantizes (value - zero_point) * scale
             s = as_fractions(out.scale, 1)[0]
+            step = s / 2 ** out.fmt.grid().frac_bits
             n = self.layers[-1].out_features
-            out = Derived(out.producer, Chain(n).then(Affine([s] * n, [-s * out.zero_point] * n)),
-                          out.shape)
+            out = Derived(out.producer,
+                          Chain(n).then(Affine([step] * n, [-s * out.zero_point] * n)), out.shape)
         elif not isinstance(out, Derived) or out.producer != len(self.layers) - 1:
             raise BitloomError(
                 f"{self.source}: the output {output_name!r} must be the float result of the "

@@ -13,7 +13,8 @@ from typing import ClassVar
 
 import numpy as np
 
-from bitloom.formats import Int, normalize_rounding
+from bitloom.formats import Format, Int, normalize_rounding
+from bitloom.formats.minifloat import float_quant_format
 from bitloom.frontend.importer import (
     Constant,
     QuantConstant,
@@ -32,7 +33,40 @@ class QonnxOps:
         (QONNX_DOMAINS, "Quant"): "_qonnx_quant",
         (QONNX_DOMAINS, "IntQuant"): "_qonnx_quant",
         (QONNX_DOMAINS, "BipolarQuant"): "_qonnx_quant",
+        (QONNX_DOMAINS, "FloatQuant"): "_qonnx_float_quant",
     }
+
+    def _qonnx_float_quant(self, node, ins: list[Value | None]) -> Value:
+        """``FloatQuant(x, scale, exponent_bitwidth, mantissa_bitwidth, exponent_bias,
+        max_val)``: a minifloat per QONNX's reference ``float_quant``."""
+        attrs = attributes(node)
+        ins = ins + [None] * (6 - len(ins))
+        scale = self._const_input(node, ins[1], "scale").astype(np.float32)
+        if np.any(scale <= 0) or not np.all(np.isfinite(scale)):
+            raise self.fail(node, "its scale must be positive and finite.")
+        params = [self._const_input(node, v, what) for v, what in
+                  ((ins[2], "exponent bit width"), (ins[3], "mantissa bit width"),
+                   (ins[4], "exponent bias"))]
+        if any(p.size != 1 or float(p) != int(p) for p in params):
+            raise self.fail(node, "exponent/mantissa widths and bias must be single integers.")
+        max_val = None if ins[5] is None else float(self._const_input(node, ins[5], "max_val"))
+        if not attrs.get("saturation", 1):
+            raise self.fail(node, "non-saturating FloatQuant (overflow to inf/NaN) cannot be "
+                            "mapped to hardware; export with saturation=1.")
+        try:
+            fmt = float_quant_format(int(params[0]), int(params[1]), int(params[2]), max_val,
+                                     bool(attrs.get("has_inf", 0)),
+                                     bool(attrs.get("has_nan", 0)), True)
+            rounding = normalize_rounding(str(attrs.get("rounding_mode", "ROUND")))
+        except ValueError as exc:
+            raise self.fail(node, str(exc)) from None
+        x = ins[0]
+        if isinstance(x, Constant):
+            return self._qonnx_weights(x.value.astype(np.float32), scale, fmt, rounding)
+        if scale.size != 1:
+            raise self.fail(node, "activation quantizers need a per-tensor scale.")
+        quantizer = Quantizer(fmt, float(scale.reshape(-1)[0]), 0, rounding, CLIP_THEN_ROUND)
+        return self._quantize(node, x, quantizer, scale)
 
     def _qonnx_quant(self, node, ins: list[Value | None]) -> Value:
         attrs = attributes(node)
@@ -66,8 +100,9 @@ class QonnxOps:
         return self._quantize(node, x, quantizer, scale)
 
     @staticmethod
-    def _qonnx_weights(w: np.ndarray, scale: np.ndarray, fmt: Int, rounding: str):
-        """Weights are few: quantize each exactly (clip, then round, as QONNX does)."""
+    def _qonnx_weights(w: np.ndarray, scale: np.ndarray, fmt: Format, rounding: str):
+        """Weights are few: quantize each exactly (clip, then round, as QONNX does) to grid
+        integers."""
         s = np.broadcast_to(scale, w.shape)
         values = np.empty(w.shape, dtype=np.int64)
         for idx in np.ndindex(w.shape):

@@ -17,11 +17,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from amaranth import Cat, Module, Mux, Signal, signed, unsigned
+from amaranth import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from bitloom.formats import Int
+from bitloom.formats import Format, Int
 from bitloom.hw.pe import adder_tree, dot_product
 from bitloom.ir import MatrixVector
 
@@ -42,12 +42,12 @@ def pack(values: np.ndarray, bits: int) -> int:
     return word
 
 
-def weight_words(weights: np.ndarray, fold: Folding, w_fmt: Int) -> list[int]:
+def weight_words(weights: np.ndarray, fold: Folding, w_fmt: Format) -> list[int]:
     """Weight memory contents: word ``nf * SF + sf`` holds ``W[sf*SIMD + s, nf*PE + p]``
     at element ``p * SIMD + s``."""
     k, n = weights.shape
     sf_count, nf_count = k // fold.simd, n // fold.pe
-    codes = w_fmt.encode(weights)
+    codes = w_fmt.encode(w_fmt.from_grid(weights))
     blocks = codes.reshape(sf_count, fold.simd, nf_count, fold.pe)  # [sf, s, nf, p]
     return [pack(blocks[sf, :, nf, :].T, w_fmt.bits)
             for nf in range(nf_count) for sf in range(sf_count)]
@@ -166,7 +166,7 @@ class MatrixVectorUnit(wiring.Component):
         t_rd = tmem.read_port()
         m.d.comb += [t_rd.addr.eq(a_nf), t_rd.en.eq(en)]
         out_fmt = req.out_fmt
-        offset = 0 if out_fmt.bipolar else out_fmt.min_int
+        level_codes = out_fmt.encode(out_fmt.values())  # output code of each level index
         codes = []
         for p, acc in enumerate(accs):
             rising = t_rd.data[fold.pe * levels * tbits + p]
@@ -174,5 +174,11 @@ class MatrixVectorUnit(wiring.Component):
             for i in range(levels):
                 t = t_rd.data.word_select(p * levels + i, tbits).as_signed()
                 hits.append(Mux(rising, acc >= t, acc <= t))
-            codes.append((adder_tree(hits) + offset)[:out_fmt.bits])
+            index = adder_tree(hits)
+            if isinstance(out_fmt, Int):  # codes are consecutive: index + min (mod 2**bits)
+                offset = 0 if out_fmt.bipolar else out_fmt.min_int
+                codes.append((index + offset)[:out_fmt.bits])
+            else:
+                table = Array(Const(int(c), out_fmt.bits) for c in level_codes)
+                codes.append(table[index])
         return Cat(*codes)

@@ -47,7 +47,7 @@ class MatrixVector:
     """``acc = x @ weights`` on integer values, then thresholds (or the raw accumulator)."""
 
     name: str
-    weights: np.ndarray  # int64 [K, N] values of w_fmt
+    weights: np.ndarray  # int64 [K, N] grid integers of w_fmt
     in_fmt: Int
     w_fmt: Int
     acc_fmt: Int
@@ -71,7 +71,10 @@ class MatrixVector:
         return self.in_features * self.out_features
 
     def golden(self, x: np.ndarray) -> np.ndarray:
-        acc = x.astype(np.int64) @ self.weights
+        if self.acc_fmt.bits > 62:  # exact beyond int64 (wide minifloat accumulators)
+            acc = x.astype(object) @ self.weights.astype(object)
+        else:
+            acc = x.astype(np.int64) @ self.weights
         return acc if self.requant is None else self.requant.apply(acc)
 
 

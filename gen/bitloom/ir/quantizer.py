@@ -3,28 +3,70 @@
 QONNX ``Quant``: ``clip(x / scale + zero_point)`` then round with its ``rounding_mode``.
 ONNX ``QuantizeLinear``: round half to even of ``x / scale``, then add ``zero_point``, then
 saturate. The two differ at ties when the zero point is odd, so the order is explicit.
-Values are computed as exact rationals (array inputs take a float64 fast path and redo only
-the elements that land within float error of a rounding boundary).
+QONNX ``FloatQuant``: ``x / scale`` clipped to the format's range, rounded to the nearest
+minifloat. Values are computed as exact rationals (array inputs take a float64 fast path
+and redo only the elements that land within float error of a rounding boundary). Results
+are grid integers (:meth:`~bitloom.formats.Format.to_grid`): the value itself for integers.
 """
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from dataclasses import dataclass
 from fractions import Fraction
+from functools import lru_cache
 
 import numpy as np
 
-from bitloom.formats import Int, round_exact, round_with
+from bitloom.formats import Format, Int, normalize_rounding, round_exact, round_with
 
 CLIP_THEN_ROUND = "clip_then_round"  # QONNX Quant / IntQuant
 ROUND_THEN_SHIFT = "round_then_shift"  # ONNX QuantizeLinear
 
 
+@lru_cache(maxsize=64)
+def finite_levels(fmt: Format) -> tuple[tuple[Fraction, ...], tuple[int, ...], tuple[int, ...]]:
+    """Ascending finite values of ``fmt`` as rationals, their grid integers and code parity."""
+    values = fmt.values()
+    codes = fmt.encode(values)
+    return (tuple(Fraction(float(v)) for v in values), tuple(int(n) for n in fmt.to_grid(values)),
+            tuple(int(c) & 1 for c in codes))
+
+
+def round_to_levels(t: Fraction, fmt: Format, rounding: str) -> int:
+    """The grid integer of ``fmt``'s value nearest ``t`` under ``rounding``, saturating.
+
+    Ties of the half-even mode go to the even code (the even mantissa for minifloats, the
+    even integer for integers)."""
+    values, grid, odd = finite_levels(fmt)
+    if t <= values[0]:
+        return grid[0]
+    if t >= values[-1]:
+        return grid[-1]
+    i = bisect_right(values, t) - 1
+    if values[i] == t:
+        return grid[i]
+    lo, hi = values[i], values[i + 1]
+    towards_zero = i + 1 if hi <= 0 else i
+    away = i if hi <= 0 else i + 1
+    mode = normalize_rounding(rounding)
+    if mode in ("floor", "ceil", "down", "up"):
+        return grid[{"floor": i, "ceil": i + 1, "down": towards_zero, "up": away}[mode]]
+    mid = (lo + hi) / 2
+    if t != mid:
+        return grid[i if t < mid else i + 1]
+    tie = {"round": i if odd[i] == 0 else i + 1, "half_up": away, "half_down": towards_zero,
+           "half_ceil": i + 1, "half_floor": i}
+    if mode not in tie:
+        raise ValueError(f"rounding mode {rounding!r} is not defined for {fmt.name}")
+    return grid[tie[mode]]
+
+
 @dataclass(frozen=True)
 class Quantizer:
-    """Real -> integer value of ``fmt``: per-tensor ``scale`` and integer ``zero_point``."""
+    """Real -> grid integer of ``fmt``: per-tensor ``scale`` and integer ``zero_point``."""
 
-    fmt: Int
+    fmt: Format
     scale: float
     zero_point: int = 0
     rounding: str = "round"
@@ -32,6 +74,9 @@ class Quantizer:
 
     def exact(self, v: Fraction) -> int:
         fmt = self.fmt
+        if not isinstance(fmt, Int):
+            return round_to_levels(v / Fraction(self.scale) + self.zero_point, fmt,
+                                   self.rounding)
         if fmt.bipolar:
             return 1 if v >= 0 else -1
         t = v / Fraction(self.scale)
@@ -47,6 +92,11 @@ class Quantizer:
     def apply_exactly(self, x: np.ndarray) -> np.ndarray:
         """As :meth:`apply`, for float32 or float64 input (no conversion)."""
         fmt = self.fmt
+        if not isinstance(fmt, Int):
+            out = np.empty(np.shape(x), dtype=np.int64)
+            for idx in np.ndindex(out.shape):
+                out[idx] = self.exact(Fraction(float(x[idx])))
+            return out
         if fmt.bipolar:
             return np.where(x >= 0, 1, -1).astype(np.int64)
         t = x.astype(np.float64) / self.scale

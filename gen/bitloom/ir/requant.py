@@ -10,7 +10,7 @@ scale-round-clip unit alongside.
 
 Semantics (shared by golden and hardware): for channel ``c`` the output index is
 ``count(acc >= T[c, i])`` when ``increasing[c]``, else ``count(acc <= T[c, i])``; the output
-value is ``out_fmt`` value number ``index`` in ascending order.
+value is ``out_fmt``'s finite value number ``index`` in ascending order (as a grid integer).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from fractions import Fraction
 
 import numpy as np
 
-from bitloom.formats import Int
+from bitloom.formats import Format, Int
 from bitloom.ir.elementwise import Chain
 from bitloom.ir.quantizer import Quantizer
 
@@ -29,9 +29,9 @@ from bitloom.ir.quantizer import Quantizer
 class Thresholds:
     """Per-channel sorted integer thresholds on the accumulator."""
 
-    table: np.ndarray  # int64 [channels, levels - 1]
+    table: np.ndarray  # [channels, levels - 1], int64 or Python ints (wide accumulators)
     increasing: np.ndarray  # bool [channels]
-    out_fmt: Int
+    out_fmt: Format
 
     @property
     def channels(self) -> int:
@@ -43,8 +43,7 @@ class Thresholds:
         up = np.sum(a >= self.table, axis=-1)
         down = np.sum(a <= self.table, axis=-1)
         index = np.where(self.increasing, up, down)
-        levels = self.out_fmt.values().astype(np.int64)
-        return levels[index]
+        return self.out_fmt.grid_levels()[index]
 
 
 def derive_thresholds(chain: Chain, quantizer: Quantizer, acc_fmt: Int) -> Thresholds:
@@ -55,17 +54,18 @@ def derive_thresholds(chain: Chain, quantizer: Quantizer, acc_fmt: Int) -> Thres
     rational evaluation, so the table is exact while costing two exact evaluations per entry.
     """
     out_fmt = quantizer.fmt
-    levels = out_fmt.values()[1:].astype(np.int64)[:, None]  # [L, 1]
+    levels = out_fmt.grid_levels()[1:][:, None]  # [L, 1]
     channels = chain.channels
-    sign = np.array([1 if chain.direction(c) >= 0 else -1 for c in range(channels)])
     lo, hi = acc_fmt.min_int, acc_fmt.max_int
+    wide = np.int64 if acc_fmt.bits <= 62 else object  # Python ints beyond 64 bits
+    sign = np.array([1 if chain.direction(c) >= 0 else -1 for c in range(channels)], dtype=wide)
     # Search a' = sign * acc upward: rising channels in [lo, hi + 1], falling in [-hi, -lo + 1];
     # the upper end means "never reached".
-    start = np.where(sign > 0, lo, -hi)
-    end = np.where(sign > 0, hi + 1, -lo + 1)
+    start = np.array([lo if sg > 0 else -hi for sg in sign], dtype=wide)
+    end = np.array([hi + 1 if sg > 0 else -lo + 1 for sg in sign], dtype=wide)
     shape = (len(levels), channels)
-    a = np.broadcast_to(start, shape).astype(np.int64)
-    b = np.broadcast_to(end, shape).astype(np.int64)
+    a = np.broadcast_to(start, shape).astype(wide)
+    b = np.broadcast_to(end, shape).astype(wide)
 
     def reaches(candidate: np.ndarray) -> np.ndarray:
         real = chain.approx((candidate * sign).astype(np.float64))
@@ -81,7 +81,7 @@ def derive_thresholds(chain: Chain, quantizer: Quantizer, acc_fmt: Int) -> Thres
     def exact_reaches(candidate: int, level: int, c: int) -> bool:
         if candidate >= end[c]:
             return True
-        return quantizer.exact(chain.exact(Fraction(int(candidate * sign[c])), c)) >= level
+        return quantizer.exact(chain.exact(Fraction(candidate * int(sign[c])), c)) >= level
 
     for (i, c), t in np.ndenumerate(a):
         level = int(levels[i, 0])
@@ -92,4 +92,4 @@ def derive_thresholds(chain: Chain, quantizer: Quantizer, acc_fmt: Int) -> Thres
             t += 1
         a[i, c] = t
     table = (a * sign).T  # back to accumulator units, [channels, levels]
-    return Thresholds(np.ascontiguousarray(table), sign > 0, out_fmt)
+    return Thresholds(np.ascontiguousarray(table), (sign > 0).astype(bool), out_fmt)
