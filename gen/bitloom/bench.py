@@ -19,7 +19,7 @@ from amaranth.back import verilog
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from bitloom.formats import Int, accumulator_format, parse_format
+from bitloom.formats import Format, Int, accumulator_grid, parse_format
 from bitloom.hw.pe import dot_product
 
 ACCUMULATED_BEATS = 64
@@ -29,15 +29,18 @@ DEFAULT_PAIRS = [
     ("bipolar", "bipolar", False), ("bipolar", "uint4", False), ("int2", "int2", False),
     ("int4", "uint4", False), ("int4", "int4", False), ("int8", "int8", False),
     ("int8", "int8", True), ("int4", "int4", True),
+    ("float4_e2m1fn", "float4_e2m1fn", False), ("float6_e3m2fn", "float6_e3m2fn", False),
+    ("float8_e4m3fn", "float8_e4m3fn", False),
 ]
 
 
 class DotProductBench(wiring.Component):
     """Registered lanes -> dot product -> accumulator: one PE as a layer uses it."""
 
-    def __init__(self, w_fmt: Int, a_fmt: Int, simd: int) -> None:
+    def __init__(self, w_fmt: Format, a_fmt: Format, simd: int) -> None:
         self.w_fmt, self.a_fmt, self.simd = w_fmt, a_fmt, simd
-        self.acc_fmt = accumulator_format(w_fmt, a_fmt, simd * ACCUMULATED_BEATS)
+        grid = accumulator_grid(w_fmt, a_fmt, simd * ACCUMULATED_BEATS)
+        self.acc_fmt = Int.spanning(grid.lo, grid.hi)  # in units of the product grid
         shape = signed(self.acc_fmt.bits) if self.acc_fmt.signed else unsigned(self.acc_fmt.bits)
         super().__init__({"w": In(simd * w_fmt.bits), "a": In(simd * a_fmt.bits),
                           "first": In(1), "acc": Out(shape)})
