@@ -7,11 +7,14 @@ bounds can never overflow. The strategies differ only in what the hardware is ma
 - bipolar x bipolar: XNOR and popcount, ``sum = 2 * popcount(xnor) - SIMD``;
 - bipolar x integer: ``2 * sum(kept) - sum(all)``, two adder trees and no negation;
 - integer x integer: LUT multipliers (Yosys maps them; DSP packing comes later);
-- minifloat operands: decoded to their grid integers (significand shifted by exponent), then
-  multiplied exactly; the accumulator is wide enough for the full exponent range (Kulisch).
+- minifloat operands: significands (hidden bit included) multiplied, exponents added into one
+  shift, signs XORed: exact on the product grid; the accumulator is wide enough for the full
+  exponent range (Kulisch).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from amaranth import Cat, Const, Mux, signed
 from amaranth.hdl import Value
@@ -20,28 +23,58 @@ from bitloom.formats import Format, Int
 from bitloom.formats.minifloat import Minifloat
 
 
-def element_value(code: Value, fmt: Format) -> Value:
-    """The grid integer of one element's code (:meth:`~bitloom.formats.Format.to_grid`).
+@dataclass
+class Decoded:
+    """An element as ``(-1)**negative * significand << shift`` (its grid integer).
 
-    For a minifloat this is the significand (hidden bit for normal numbers) shifted by the
-    exponent: ``e == 0 ? m : (1 << M | m) << (e - 1)``, negated by the sign. NaN/inf codes
-    never reach the datapath (bitloom's quantizers saturate).
+    Integers are their own significand (signed, ``shift`` 0, ``negative`` constant 0);
+    minifloats split into an unsigned significand with the hidden bit, the exponent as a
+    shift, and the sign bit, so a product is a small significand multiply and one shift.
     """
+
+    significand: Value
+    shift: Value | int
+    negative: Value | int
+
+    def value(self) -> Value:
+        magnitude = self.significand << self.shift
+        return magnitude if isinstance(self.negative, int) and not self.negative else \
+            Mux(self.negative, -magnitude, magnitude)
+
+
+def decode(code: Value, fmt: Format) -> Decoded:
+    """Split one element's code; NaN/inf codes never reach the datapath (quantizers
+    saturate)."""
     if isinstance(fmt, Minifloat):
         if not fmt.subnormals:
             raise ValueError(f"{fmt.name}: formats without zero are scales, not operands")
         mant = code[:fmt.man_bits]
         exp = code[fmt.man_bits:fmt.man_bits + fmt.exp_bits]
-        normal = Cat(mant, Const(1, 1)) << (exp - 1)[:len(exp)]  # unused when exp == 0
-        magnitude = Mux(exp == 0, mant, normal)
-        if not fmt.signed:
-            return magnitude
-        return Mux(code[-1], -magnitude, magnitude)
+        subnormal = exp == 0
+        significand = Mux(subnormal, mant, Cat(mant, Const(1, 1)))
+        shift = Mux(subnormal, 0, (exp - 1)[:len(exp)])
+        return Decoded(significand, shift, code[-1] if fmt.signed else 0)
     if not isinstance(fmt, Int):
         raise ValueError(f"{fmt.name}: no hardware datapath for this format yet")
     if fmt.bipolar:
-        return Mux(code, Const(1, signed(2)), Const(-1, signed(2)))
-    return code.as_signed() if fmt.signed else code.as_unsigned()
+        return Decoded(Mux(code, Const(1, signed(2)), Const(-1, signed(2))), 0, 0)
+    return Decoded(code.as_signed() if fmt.signed else code.as_unsigned(), 0, 0)
+
+
+def element_value(code: Value, fmt: Format) -> Value:
+    """The grid integer of one element's code (:meth:`~bitloom.formats.Format.to_grid`)."""
+    return decode(code, fmt).value()
+
+
+def product(w: Decoded, a: Decoded) -> Value:
+    """Exact ``w * a``: significands multiplied, exponents added, signs combined."""
+    magnitude = (w.significand * a.significand) << (w.shift + a.shift) \
+        if not (isinstance(w.shift, int) and isinstance(a.shift, int)) else \
+        w.significand * a.significand
+    negative = w.negative ^ a.negative if not (
+        isinstance(w.negative, int) and isinstance(a.negative, int)) else 0
+    return magnitude if isinstance(negative, int) and not negative else \
+        Mux(negative, -magnitude, magnitude)
 
 
 def adder_tree(terms: list) -> Value:
@@ -71,5 +104,5 @@ def dot_product(w_codes: list[Value], a_codes: list[Value], w_fmt: Format,
         values = [element_value(code, fmt) for code in other]
         kept = [Mux(sign, v, 0) for sign, v in zip(signs, values, strict=True)]
         return (adder_tree(kept) << 1) - adder_tree(values)
-    return adder_tree([element_value(w, w_fmt) * element_value(a, a_fmt)
+    return adder_tree([product(decode(w, w_fmt), decode(a, a_fmt))
                        for w, a in zip(w_codes, a_codes, strict=True)])
