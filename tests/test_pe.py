@@ -79,3 +79,14 @@ def test_bench_pe_writes_its_table(tmp_path):
 
     cost = json.loads((tmp_path / "pe_costs.json").read_text())["costs"][0]
     assert 0 < cost["lut_per_mac"] <= 4  # XNOR-popcount: the goal is 4 LUT per MAC
+
+
+def test_e4m3_times_e4m3_exhaustive():
+    """Every product of two finite float8_e4m3fn values (253 x 253)."""
+    fmt = parse_format("float8_e4m3fn")
+    codes = np.arange(256)
+    finite = codes[np.isfinite(fmt.decode(codes))]
+    grid = fmt.to_grid(fmt.decode(finite))
+    cases = [([int(w)], [int(a)]) for w in grid for a in grid]
+    got = evaluate(fmt, fmt, 1, cases)
+    assert got == [w[0] * a[0] for w, a in cases]
