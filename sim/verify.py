@@ -12,21 +12,22 @@ from pathlib import Path
 
 import numpy as np
 
-from bitloom.formats import Int
+from bitloom.formats import Format
 from bitloom.sim.runner import SimResult, simulate
 from bitloom.sim.vectors import make_vectors
 
 
-def stimulus(fmt: Int, features: int, samples: int, seed: int) -> np.ndarray:
-    """Integer input values: corner frames (min, max, zero, alternating) then random ones."""
+def stimulus(fmt: Format, features: int, samples: int, seed: int) -> np.ndarray:
+    """Grid integers of input frames: corner frames (lowest, highest, alternating, zero)
+    then random ones."""
     rng = np.random.default_rng(seed)
-    lo, hi = fmt.min_int, fmt.max_int
+    levels = fmt.grid_levels()
+    lo, hi = int(levels[0]), int(levels[-1])
     corners = [np.full(features, lo), np.full(features, hi),
                np.where(np.arange(features) % 2 == 0, lo, hi)]
-    if lo < 0 < hi and not fmt.bipolar:
+    if lo < 0 < hi and 0 in levels:
         corners.append(np.zeros(features))
-    values = fmt.values().astype(np.int64)
-    random = values[rng.integers(0, len(values), size=(max(samples, 0), features))]
+    random = levels[rng.integers(0, len(levels), size=(max(samples, 0), features))]
     frames = np.concatenate([np.stack(corners), random])[:max(samples, len(corners))]
     return frames.astype(np.int64)
 

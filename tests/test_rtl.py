@@ -110,3 +110,18 @@ def test_minifloat_model_in_hardware(tmp_path, exp_bits, man_bits):
     x = np.random.default_rng(0).normal(scale=2, size=(70, 16)).astype(np.float32)
     rtl = run_rtl(net, x, plan=make_plan(net, 32), work_dir=tmp_path / "work")
     np.testing.assert_array_equal(rtl, net.run(x))
+
+
+def test_verify_minifloat_design_with_corner_frames(tmp_path):
+    """`bitloom verify` drives minifloat inputs (lowest, highest, alternating, zero, random)."""
+    import onnx
+
+    from qonnx_models import minifloat_mlp
+
+    onnx.save(minifloat_mlp(5, 2, 1, sizes=(16, 8, 6)), str(tmp_path / "mf.onnx"))
+    out = tmp_path / "design"
+    assert main(["compile", str(tmp_path / "mf.onnx"), "--board", "kv260", "--out", str(out),
+                 "--target-fps", "3000000"]) == 0
+    assert main(["verify", str(out), "--samples", "40"]) == 0
+    check = json.loads((out / "report.json").read_text())["verification"]
+    assert check["bit_exact"] and abs(check["cycle_error"]) <= 0.10
