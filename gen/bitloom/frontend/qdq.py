@@ -9,7 +9,6 @@ axis; a DQ after a Q is the float view of the same integers.
 
 from __future__ import annotations
 
-from fractions import Fraction
 from typing import ClassVar
 
 import numpy as np
@@ -99,9 +98,11 @@ class QdqOps:
             s = np.broadcast_to(self._along_axis(node, w, scale, axis), w.shape)
             z = np.broadcast_to(self._along_axis(node, w, zero_point, axis), w.shape)
             codes = np.empty(w.shape, dtype=np.int64)
-            for idx in np.ndindex(w.shape):
-                q = Quantizer(fmt, float(s[idx]), int(z[idx]), "round", ROUND_THEN_SHIFT)
-                codes[idx] = q.exact(Fraction(float(w[idx])))
+            for step, zero in {(float(a), int(b)) for a, b in zip(s.ravel(), z.ravel(),
+                                                                     strict=True)}:
+                mask = (s == step) & (z == zero)
+                codes[mask] = Quantizer(fmt, step, zero, "round",
+                                        ROUND_THEN_SHIFT).apply_exactly(w[mask])
             return Constant(codes, next(k for k, f in ONNX_INT_FORMATS.items() if f == fmt))
         if scale.size != 1 or zero_point.size != 1:
             raise self.fail(node, "activations need a per-tensor scale and zero point.")

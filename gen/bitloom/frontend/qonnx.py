@@ -8,7 +8,6 @@ a layer's float output, that layer's thresholds.
 
 from __future__ import annotations
 
-from fractions import Fraction
 from typing import ClassVar
 
 import numpy as np
@@ -105,7 +104,8 @@ class QonnxOps:
         integers."""
         s = np.broadcast_to(scale, w.shape)
         values = np.empty(w.shape, dtype=np.int64)
-        for idx in np.ndindex(w.shape):
-            q = Quantizer(fmt, float(s[idx]), 0, rounding, CLIP_THEN_ROUND)
-            values[idx] = q.exact(Fraction(float(w[idx])))
+        for step in np.unique(s):  # one vectorized exact quantizer per distinct scale
+            mask = s == step
+            values[mask] = Quantizer(fmt, float(step), 0, rounding,
+                                     CLIP_THEN_ROUND).apply_exactly(w[mask])
         return QuantConstant(values, scale, fmt)

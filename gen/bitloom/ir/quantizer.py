@@ -85,26 +85,52 @@ class Quantizer:
             return round_exact(min(max(t + self.zero_point, lo), hi), self.rounding)
         return int(min(max(round_exact(t, self.rounding) + self.zero_point, lo), hi))
 
+    def certain(self, real: np.ndarray) -> np.ndarray:
+        """Where a float64 ``real`` (itself within ~1e-15 relative of the exact value) is far
+        enough from every rounding boundary that quantizing it in float64 cannot differ
+        from :meth:`exact`. Only integer formats are judged; others are never certain."""
+        if not isinstance(self.fmt, Int) or self.fmt.bipolar:
+            return np.zeros(np.shape(real), dtype=bool)
+        t = np.asarray(real, dtype=np.float64) / self.scale
+        if self.order == CLIP_THEN_ROUND:
+            t = t + self.zero_point
+        tolerance = np.abs(t) * 1e-12 + 1e-12
+        frac = t - np.floor(t)
+        return (np.abs(frac - 0.5) > tolerance) & (frac > tolerance) & (1 - frac > tolerance)
+
     def apply(self, x: np.ndarray) -> np.ndarray:
         """Integer values (int64) for a float32 array, exactly as :meth:`exact` would."""
         return self.apply_exactly(np.asarray(x, dtype=np.float32))
 
     def apply_exactly(self, x: np.ndarray) -> np.ndarray:
         """As :meth:`apply`, for float32 or float64 input (no conversion)."""
+        return self._apply(x, exact_ties=True)
+
+    def apply_float(self, x: np.ndarray) -> np.ndarray:
+        """Float64 quantization with no exact redo near boundaries: a fast estimate (the
+        threshold search refines it exactly)."""
+        return self._apply(x, exact_ties=False)
+
+    def _apply(self, x: np.ndarray, exact_ties: bool) -> np.ndarray:
         fmt = self.fmt
         if not isinstance(fmt, Int):
+            if not exact_ties and self.order == CLIP_THEN_ROUND and self.zero_point == 0:
+                return fmt.to_grid(fmt.quantize(np.asarray(x, np.float64) / self.scale,
+                                                self.rounding))
             out = np.empty(np.shape(x), dtype=np.int64)
             for idx in np.ndindex(out.shape):
                 out[idx] = self.exact(Fraction(float(x[idx])))
             return out
         if fmt.bipolar:
             return np.where(x >= 0, 1, -1).astype(np.int64)
-        t = x.astype(np.float64) / self.scale
+        t = np.asarray(x, dtype=np.float64) / self.scale
         if self.order == CLIP_THEN_ROUND:
             t = np.clip(t + self.zero_point, fmt.min_int, fmt.max_int)
             y = round_with(t, self.rounding)
         else:
             y = np.clip(round_with(t, self.rounding) + self.zero_point, fmt.min_int, fmt.max_int)
+        if not exact_ties:
+            return y.astype(np.int64)
         # Elements within float error of an integer or a tie are redone exactly, whatever the
         # rounding mode (each mode cares about one of the two).
         frac = t - np.floor(t)

@@ -21,7 +21,7 @@ from fractions import Fraction
 import numpy as np
 
 from bitloom.formats import Format, Int
-from bitloom.ir.elementwise import Chain
+from bitloom.ir.elementwise import Chain, Requantize
 from bitloom.ir.quantizer import Quantizer
 
 
@@ -69,7 +69,7 @@ def derive_thresholds(chain: Chain, quantizer: Quantizer, acc_fmt: Int) -> Thres
 
     def reaches(candidate: np.ndarray) -> np.ndarray:
         real = chain.approx((candidate * sign).astype(np.float64))
-        return quantizer.apply_exactly(real) >= levels
+        return quantizer.apply_float(real) >= levels
 
     while np.any(a < b):
         mid = (a + b) // 2
@@ -83,7 +83,18 @@ def derive_thresholds(chain: Chain, quantizer: Quantizer, acc_fmt: Int) -> Thres
             return True
         return quantizer.exact(chain.exact(Fraction(candidate * int(sign[c])), c)) >= level
 
+    # Float64 is trusted where both T and T - 1 are clearly away from rounding boundaries and
+    # no intermediate quantizer sits in the chain; everything else is settled exactly.
+    plain = not any(isinstance(op, Requantize) for op in chain.ops)
+    trusted = np.zeros(shape, dtype=bool)
+    if plain:
+        at = quantizer.certain(chain.approx((a * sign).astype(np.float64)))
+        below = quantizer.certain(chain.approx(((a - 1) * sign).astype(np.float64)))
+        inside = (a > start) & (a < end)
+        trusted = at & below & inside
     for (i, c), t in np.ndenumerate(a):
+        if trusted[i, c]:
+            continue
         level = int(levels[i, 0])
         t = int(t)
         while t > start[c] and exact_reaches(t - 1, level, c):
