@@ -91,3 +91,25 @@ def test_impossible_target_fps(example_model, tmp_path):
     proc = bitloom("compile", str(example_model), "--board", "pynq-z2", "--out",
                    str(tmp_path / "d"), "--target-fps", "1e12")
     assert_user_error(proc, "frames/s")
+
+
+def test_model_too_large_for_the_board_is_refused_naming_the_resource(tmp_path):
+    path = tmp_path / "big.onnx"
+    onnx.save(random_mlp(0, sizes=(1024, 1024, 10), w_bits=8, act_bits=8, in_bits=8), str(path))
+    proc = bitloom("compile", str(path), "--board", "pynq-z2", "--out", str(tmp_path / "d"))
+    assert_user_error(proc, "does not fit", "BRAM36")
+
+
+def test_a_larger_model_is_folded_to_fit(tmp_path):
+    import json
+
+    path = tmp_path / "mid.onnx"
+    onnx.save(random_mlp(1, sizes=(256, 256, 10), w_bits=8, act_bits=8, in_bits=8), str(path))
+    out = tmp_path / "d"
+    proc = bitloom("compile", str(path), "--board", "pynq-z2", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads((out / "report.json").read_text())
+    assert report["layers"][0]["pe"] * report["layers"][0]["simd"] < 256 * 256  # folded
+    for resource in ("LUT", "BRAM36"):
+        assert report["totals"]["estimated"][resource] <= 0.5 * {"LUT": 53200,
+                                                                   "BRAM36": 140}[resource]
