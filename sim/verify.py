@@ -39,6 +39,7 @@ class Verification:
     mismatch: str | None
     measured_cycles_per_frame: float | None
     expected_cycles_per_frame: int
+    measured_first_frame_cycles: int | None  # reset release to the first frame's last beat
 
     @property
     def cycle_error(self) -> float | None:
@@ -50,7 +51,8 @@ class Verification:
         return {"frames": self.frames, "bit_exact": self.bit_exact, "mismatch": self.mismatch,
                 "measured_cycles_per_frame": self.measured_cycles_per_frame,
                 "expected_cycles_per_frame": self.expected_cycles_per_frame,
-                "cycle_error": self.cycle_error}
+                "cycle_error": self.cycle_error,
+                "measured_first_frame_cycles": self.measured_first_frame_cycles}
 
 
 def verify(design, samples: int = 100, seed: int = 0, pause: float = 0.3,
@@ -72,4 +74,6 @@ def verify(design, samples: int = 100, seed: int = 0, pause: float = 0.3,
         mismatch=checked.mismatch or timing.mismatch,
         measured_cycles_per_frame=timing.cycles_per_frame(),
         expected_cycles_per_frame=plan.cycles_per_frame,
+        measured_first_frame_cycles=(timing.frame_done_cycle[0]
+                                     if timing.frame_done_cycle else None),
     )

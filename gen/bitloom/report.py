@@ -75,6 +75,6 @@ def report_dict(plan, board) -> dict:
         "totals": {"estimated": est_total,
                    "macs_per_frame": sum(lp.layer.macs for lp in plan.layers)},
         "cycles_per_frame": plan.cycles_per_frame,
-        "latency_cycles": plan.latency_cycles,
+        "latency_cycles_estimate": plan.latency_cycles,
         "frames_per_second": plan.frames_per_second,
     }

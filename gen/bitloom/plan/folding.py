@@ -61,7 +61,9 @@ class Plan:
 
     @property
     def latency_cycles(self) -> int:
-        """First input beat to last output beat of one frame, with an idle pipeline."""
+        """Estimate of first input beat to last output beat of one frame, idle pipeline:
+        each layer's cycles plus its unit pipeline (3) and FIFO/converter (2). ``bitloom
+        verify`` measures the real figure."""
         total = 0
         for lp in self.layers:
             total += lp.cycles + 3 + 2  # unit pipeline + FIFO/converter
