@@ -2,7 +2,8 @@
 
 One importer walks the graph; each dialect contributes its quantization ops as a mixin
 (QONNX ``Quant``/``BipolarQuant``; ONNX ``QuantizeLinear``/``DequantizeLinear``;
-onnxruntime's QOperator ``QGemm``/``QLinearMatMul``/``MatMulInteger``).
+onnxruntime's QOperator ``QGemm``/``QLinearMatMul``/``MatMulInteger``); the CNN layers
+(Conv, pooling, residual Add, Concat) are one more mixin.
 """
 
 from __future__ import annotations
@@ -16,10 +17,11 @@ from bitloom.frontend.loader import read_model
 from bitloom.frontend.qdq import QdqOps
 from bitloom.frontend.qonnx import QonnxOps
 from bitloom.frontend.qoperator import QOperatorOps
+from bitloom.frontend.spatial import SpatialOps
 from bitloom.ir import Network
 
 
-class ModelImporter(QonnxOps, QOperatorOps, QdqOps, Importer):
+class ModelImporter(QonnxOps, QOperatorOps, QdqOps, SpatialOps, Importer):
     """The importer with every dialect bitloom reads."""
 
 

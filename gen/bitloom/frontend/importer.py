@@ -11,7 +11,7 @@ mixins with an ``OPS`` table (see :mod:`bitloom.frontend.qonnx`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from typing import ClassVar
 
@@ -23,13 +23,16 @@ from bitloom.errors import BitloomError
 from bitloom.formats import Format, Int, accumulator_grid
 from bitloom.ir import (
     Affine,
+    AnyLayer,
     Chain,
     Clamp,
+    HostOp,
     InputQuantizer,
     MatrixVector,
     Network,
     OutputDequantizer,
     Quantizer,
+    Thresholding,
     derive_thresholds,
 )
 from bitloom.ir.elementwise import Requantize, as_fractions
@@ -40,11 +43,15 @@ CORE_OPS = {
     "MatMul": "_matmul", "Gemm": "_matmul",
     "Add": "_arith", "Sub": "_arith", "Mul": "_arith", "Div": "_arith",
     "Relu": "_clamp", "Clip": "_clamp",
-    "Reshape": "_layout", "Flatten": "_layout",
+    "Reshape": "_layout", "Flatten": "_layout", "Squeeze": "_layout", "Unsqueeze": "_layout",
     "Identity": "_pass_through", "Dropout": "_pass_through",
     "Transpose": "_transpose",
     "Cast": "_cast",
+    "Softmax": "_host_op", "LogSoftmax": "_host_op", "ArgMax": "_host_op",
+    "ArgMin": "_host_op",
 }
+#: standard-domain ops that are never constant-folded: they turn constants into weights
+NOT_FOLDED = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"}
 #: ops accepted only where they compute constants (shapes, folded initializers)
 CONSTANT_OPS = {"Constant", "Shape", "Gather", "Unsqueeze", "Squeeze", "Concat", "Cast",
                 "Slice", "ConstantOfShape", "Range", "Transpose"}
@@ -54,6 +61,7 @@ CONSTANT_OPS = {"Constant", "Shape", "Gather", "Unsqueeze", "Squeeze", "Concat",
 class Constant:
     value: np.ndarray
     onnx_type: int | None = None  # the initializer's element type, where known
+    code_range: tuple[int, int] | None = None  # integer codes clipped to this range (QCDQ)
 
 
 @dataclass
@@ -81,13 +89,19 @@ class FloatInput:
 
 @dataclass
 class Stream:
-    """Grid integers flowing in hardware: ``real = scale * (fmt.from_grid(n) - zero_point)``."""
+    """Grid integers flowing in hardware: ``real = scale * (fmt.from_grid(n) - zero_point)``.
+
+    ``shape`` is the per-sample ONNX shape (``(C, H, W)`` for a feature map, which the
+    hardware streams channel-last). A feature map flattened to a vector keeps the hardware's
+    element order; ``order[i]`` is then the ONNX index of hardware element ``i``.
+    """
 
     producer: int  # index of the producing layer, -1 for the input quantizer
     fmt: Format
     scale: np.ndarray
     zero_point: int
     shape: tuple[int, ...]
+    order: np.ndarray | None = None
 
 
 @dataclass
@@ -99,7 +113,20 @@ class Derived:
     shape: tuple[int, ...]
 
 
-Value = Constant | QuantConstant | FloatInput | Stream | Derived
+@dataclass
+class HostResult:
+    """Float ops at the graph output (Softmax, ArgMax) that the host computes."""
+
+    base: Stream | Derived
+    ops: list[HostOp]
+
+
+Value = Constant | QuantConstant | FloatInput | Stream | Derived | HostResult
+
+
+def channel_last(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The hardware (stream) shape of a per-sample ONNX shape."""
+    return (*shape[1:], shape[0]) if len(shape) == 3 else shape
 
 
 def attributes(node: onnx.NodeProto) -> dict:
@@ -125,9 +152,10 @@ class Importer:
         self.model = model
         self.source = source
         self.values: dict[str, Value] = {}
-        self.layers: list[MatrixVector] = []
+        self.layers: list[AnyLayer] = []
         self.input_quant: InputQuantizer | None = None
         self.layer_nodes: list[list[str]] = []
+        self.consumed: set[int] = set()  # producers read by some layer
         # per layer with thresholds: the chain and quantizer they were derived from
         self.requant_sources: dict[int, tuple[Chain, Quantizer]] = {}
 
@@ -213,15 +241,21 @@ class Importer:
                 raise self.fail(node, f"input {name!r} is produced by no node we know.")
         op = node.op_type
         method = self.handler(node)
-        core = method in CORE_OPS.values() or method == "_fold_constant"
-        if core and (all(isinstance(v, Constant) or v is None for v in ins) or op == "Shape"):
+        foldable = node.domain in ONNX_DOMAINS and op not in NOT_FOLDED and not (
+            op == "Clip" and self._integer_clip(ins))
+        if foldable and (all(isinstance(v, Constant) or v is None for v in ins) or op == "Shape"):
             method = "_fold_constant"
         elif method == "_fold_constant":
             raise self.fail(node, f"{op} on a non-constant tensor is not supported yet.")
+        if method != "_host_op" and any(isinstance(v, HostResult) for v in ins):
+            raise self.fail(node, "only Softmax/ArgMax-like ops may follow a host-side output "
+                            "op; bitloom runs them on the host at the graph output.")
         out = getattr(self, method)(node, ins)
         self.values[node.output[0]] = out
         if isinstance(out, (Stream, Derived)) and out.producer >= 0:
-            self.layer_nodes[out.producer].append(node.name or op)
+            names = self.layer_nodes[out.producer]
+            if names[-1] != (node.name or op):
+                names.append(node.name or op)
 
     def _fold_constant(self, node: onnx.NodeProto, ins: list[Value | None]) -> Constant:
         if node.op_type == "Shape":
@@ -266,6 +300,9 @@ class Importer:
 
     def _quantize(self, node, x: Value, quantizer: Quantizer, per_tensor_scale) -> Value:
         """A quantizer applied to ``x``: input quantizer, requantization or (weights) folded."""
+        if isinstance(x, Stream) and x.fmt == quantizer.fmt and x.scale.size == 1 and \
+                float(x.scale[0]) == quantizer.scale and x.zero_point == quantizer.zero_point:
+            return x  # values already on this grid and in range: the quantizer is the identity
         if isinstance(x, FloatInput):
             if self.input_quant is not None:
                 raise self.fail(node, "the model input is quantized twice.")
@@ -284,14 +321,30 @@ class Importer:
             self.requant_sources[x.producer] = (x.chain, quantizer)
             return Stream(x.producer, quantizer.fmt, np.array([quantizer.scale]),
                           quantizer.zero_point, x.shape)
-        raise self.fail(node, "re-quantizing an already quantized tensor is not supported yet.")
+        if isinstance(x, Stream):  # onto another scale or format: a thresholding layer
+            if x.scale.size != 1:
+                raise self.fail(node, "re-quantizing needs a per-tensor input scale.")
+            grid = x.fmt.grid()
+            shape = channel_last(x.shape)
+            index = self._add_layer(node, Thresholding(
+                f"requant{len(self.layers)}", (x.producer,), shape,
+                acc_fmt=Int.spanning(grid.lo, grid.hi), in_fmt=x.fmt))
+            s = as_fractions(x.scale, 1)[0]
+            n = shape[-1]
+            chain = Chain(n).then(Affine([s / 2 ** grid.frac_bits] * n, [-s * x.zero_point] * n))
+            return self._quantize(node, Derived(index, chain, x.shape), quantizer,
+                                  per_tensor_scale)
+        raise self.fail(node, "this quantizer's input is not a tensor bitloom can quantize.")
 
     def _reopen(self, node, x: Stream) -> Derived:
         """Float math on a layer's quantized output: that quantizer joins the chain, and the
         layer's thresholds will come from the next quantizer instead."""
-        if x.producer < 0 or x.producer not in self.requant_sources:
+        if x.producer < 0:
             raise self.fail(node, f"{node.op_type} on the quantized model input is not "
                             "supported; apply it before the input quantizer.")
+        if x.producer not in self.requant_sources or x.producer in self.consumed:
+            raise self.fail(node, f"{node.op_type} on a quantized tensor that is not the fresh "
+                            "output of a layer with an accumulator; put a quantizer after it.")
         chain, quantizer = self.requant_sources.pop(x.producer)
         self.layers[x.producer].requant = None
         n, s = chain.channels, as_fractions(x.scale, 1)[0]
@@ -357,9 +410,8 @@ class Importer:
         if not isinstance(x, Stream):
             raise self.fail(node, "its input is not quantized; put a quantizer before it.")
         if len(x.shape) != 1:
-            raise self.fail(node, f"input of per-sample shape {x.shape}: only vectors map.")
-        if x.scale.size != 1:
-            raise self.fail(node, "the input needs a per-tensor scale.")
+            raise self.fail(node, f"input of per-sample shape {x.shape}: only vectors map "
+                            "onto MatMul/Gemm; flatten the tensor first.")
         values, wscale = w.values, np.asarray(w.scale, dtype=np.float32)
         if values.ndim != 2:
             raise self.fail(node, f"weights of rank {values.ndim}: expected a 2-D matrix.")
@@ -371,31 +423,54 @@ class Importer:
             raise self.fail(node, f"weights have {k} rows for an input of {x.shape[0]}.")
         if wscale.size not in (1, n) or (wscale.ndim == 2 and wscale.shape[0] != 1):
             raise self.fail(node, "weight scales must be per-tensor or per output channel.")
+        if x.order is not None:  # the input is a flattened feature map, streamed channel-last
+            values = values[x.order]
+        return self._weighted(
+            node, x, values, as_fractions(wscale, n), w.fmt, (n,),
+            lambda index, acc: MatrixVector(f"mvu{index}", (x.producer,), channel_last(x.shape),
+                                            acc_fmt=acc, weights=values.astype(np.int64),
+                                            in_fmt=x.fmt, w_fmt=w.fmt))
+
+    def _weighted(self, node, x: Stream, values: np.ndarray, wscale: list[Fraction],
+                  w_fmt: Format, shape: tuple[int, ...], make) -> Derived:
+        """A layer summing ``values[k, c] * x[k]`` over ``k`` (dense, conv and depthwise):
+        its float output is ``scale_x * scale_w[c] * (acc - zp * colsum[c])``."""
+        if x.scale.size != 1:
+            raise self.fail(node, "the input needs a per-tensor scale.")
         # acc counts units of the product grid: 2**-(frac_w + frac_x)
-        unit = Fraction(1, 2 ** (w.fmt.grid().frac_bits + x.fmt.grid().frac_bits))
-        a = [Fraction(float(x.scale[0])) * s * unit for s in as_fractions(wscale, n)]
+        unit = Fraction(1, 2 ** (w_fmt.grid().frac_bits + x.fmt.grid().frac_bits))
+        a = [Fraction(float(x.scale[0])) * s * unit for s in wscale]
         if x.zero_point and x.fmt.grid().frac_bits:
             raise self.fail(node, "a zero point on a non-integer input is not supported.")
         colsum = values.sum(axis=0)
         b = [-ai * x.zero_point * int(cs) for ai, cs in zip(a, colsum, strict=True)]
-        index = len(self.layers)
-        grid = accumulator_grid(w.fmt, x.fmt, k)
-        acc = Int.spanning(grid.lo, grid.hi)
-        self.layers.append(MatrixVector(f"mvu{index}", values.astype(np.int64), x.fmt, w.fmt,
-                                        acc))
+        grid = accumulator_grid(w_fmt, x.fmt, values.shape[0])
+        index = self._add_layer(node, make(len(self.layers), Int.spanning(grid.lo, grid.hi)))
+        return Derived(index, Chain(len(a)).then(Affine(a, b)), shape)
+
+    def _add_layer(self, node, layer: AnyLayer) -> int:
+        """Append ``layer`` (created by ``node``) and return its index."""
+        self.layers.append(layer)
         self.layer_nodes.append([node.name or node.op_type])
-        return Derived(index, Chain(n).then(Affine(a, b)), (n,))
+        self.consumed.update(layer.inputs)
+        return len(self.layers) - 1
 
     def _per_channel(self, node, c: np.ndarray, x: Derived) -> list[Fraction]:
+        """A constant that broadcasts per channel (axis 1 of ``(N, C, ...)``) as rationals."""
         c = np.asarray(c, dtype=np.float32)
-        n = x.chain.channels
-        if c.size not in (1, n) or (c.size == n and c.shape[-1:] != (n,)):
-            raise self.fail(node, f"constant of shape {c.shape} is not per-channel ({n}).")
+        n, full = x.chain.channels, (1, *x.shape)
+        shape = (1,) * (len(full) - c.ndim) + c.shape
+        if c.ndim > len(full) or c.size not in (1, n) or any(
+                d != 1 for i, d in enumerate(shape) if i != 1):
+            raise self.fail(node, f"constant of shape {c.shape} is not per-channel ({n}) for a "
+                            f"tensor of shape {full}.")
         return as_fractions(c, n)
 
     def _arith(self, node, ins: list[Value | None]) -> Derived:
         op = node.op_type
         x, c = (Constant(v.dequantized()) if isinstance(v, QuantConstant) else v for v in ins)
+        if op == "Add" and isinstance(x, Stream) and isinstance(c, Stream):
+            return self._add_streams(node, x, c)
         if isinstance(x, Stream) and isinstance(c, Constant):
             x = self._reopen(node, x)
         elif isinstance(c, Stream) and isinstance(x, Constant):
@@ -405,8 +480,8 @@ class Importer:
             x, c, swapped = c, x, True
         if not (isinstance(x, Derived) and isinstance(c, Constant)):
             if isinstance(x, Stream) or isinstance(c, Stream):
-                raise self.fail(node, f"{op} on a quantized tensor needs a Quant after the "
-                                "float op; adding two branches is not supported yet.")
+                raise self.fail(node, f"{op} of these tensors is not supported: an Add of two "
+                                "branches needs both quantized; other ops need one constant.")
             raise self.fail(node, f"{op} of these operands cannot be folded exactly.")
         k = self._per_channel(node, c.value, x)
         n = x.chain.channels
@@ -425,12 +500,52 @@ class Importer:
             step = Affine([1 / v for v in k], zero)
         return Derived(x.producer, x.chain.then(step), x.shape)
 
+    @staticmethod
+    def _integer_clip(ins: list[Value | None]) -> bool:
+        """A Clip with integer bounds clips quantized codes (Brevitas' QCDQ pattern)."""
+        bounds = [v for v in ins[1:] if v is not None]
+        return bool(bounds) and all(isinstance(v, Constant) and v.value.dtype.kind in "iu"
+                                    for v in bounds)
+
+    def _clip_codes(self, node, ins: list[Value | None]) -> Value:
+        """``QuantizeLinear -> Clip -> DequantizeLinear``: the Clip narrows the format."""
+        x = ins[0]
+        info = np.iinfo(ins[1].value.dtype if ins[1] is not None else ins[2].value.dtype)
+        lo = int(ins[1].value) if ins[1] is not None else info.min
+        hi = int(ins[2].value) if len(ins) > 2 and ins[2] is not None else info.max
+        if isinstance(x, Constant):
+            return Constant(np.clip(x.value, lo, hi), x.onnx_type, (lo, hi))
+        if not isinstance(x, Stream) or not isinstance(x.fmt, Int):
+            raise self.fail(node, "an integer Clip must follow a QuantizeLinear.")
+        fmt = next((f for bits in range(1, 17) for signed in (True, False)
+                    for narrow in (False, True)
+                    if (f := Int(bits, signed, narrow)).min_int == lo and f.max_int == hi
+                    and not f.bipolar), None)
+        if fmt is None:
+            raise self.fail(node, f"Clip to [{lo}, {hi}] is not the range of an integer format.")
+        if x.producer < 0 and self.input_quant is not None and -1 not in self.consumed:
+            q = self.input_quant.quantizer
+            self.input_quant.quantizer = Quantizer(fmt, q.scale, q.zero_point, q.rounding,
+                                                   q.order)
+        elif x.producer in self.requant_sources and x.producer not in self.consumed:
+            chain, q = self.requant_sources[x.producer]
+            q = Quantizer(fmt, q.scale, q.zero_point, q.rounding, q.order)
+            self.layers[x.producer].requant = derive_thresholds(
+                chain, q, self.layers[x.producer].acc_fmt)
+            self.requant_sources[x.producer] = (chain, q)
+        else:
+            raise self.fail(node, "an integer Clip must directly follow a QuantizeLinear.")
+        return replace(x, fmt=fmt)
+
     def _clamp(self, node, ins: list[Value | None]) -> Derived:
         x = ins[0]
+        if node.op_type == "Clip" and self._integer_clip(ins):
+            return self._clip_codes(node, ins)
         if isinstance(x, Stream):
             x = self._reopen(node, x)
         if not isinstance(x, Derived):
-            raise self.fail(node, f"{node.op_type} must follow a MatMul/Gemm here.")
+            raise self.fail(node, f"{node.op_type} must follow a layer (MatMul, Conv, pool, "
+                            "Add) or a quantizer here.")
         if node.op_type == "Relu":
             return Derived(x.producer, x.chain.then(Clamp(Fraction(0), None)), x.shape)
         attrs = attributes(node)
@@ -445,14 +560,15 @@ class Importer:
         return Derived(x.producer, x.chain.then(clamp), x.shape)
 
     def _layout(self, node, ins: list[Value | None]) -> Value:
-        x = ins[0]
+        x, op, attrs = ins[0], node.op_type, attributes(node)
+        if not isinstance(x, (FloatInput, Stream, Derived)):
+            raise self.fail(node, f"{op} of this tensor is not supported.")
         old = x.flat_shape if isinstance(x, FloatInput) else x.shape
-        if node.op_type == "Flatten":
-            attrs = attributes(node)
+        if op == "Flatten":
             if attrs.get("axis", 1) != 1:
                 raise self.fail(node, "only Flatten(axis=1) keeps the batch axis.")
             new = (int(np.prod(old)),)
-        else:
+        elif op == "Reshape":
             target = [int(v) for v in self._const_input(node, ins[1], "shape")]
             if not target or target[0] not in (1, -1, 0):
                 raise self.fail(node, f"reshape to {target} would mix samples of a batch.")
@@ -461,36 +577,99 @@ class Importer:
                                                   else [-1, *target[1:]]).shape[1:]
             except ValueError:
                 raise self.fail(node, f"cannot reshape {old} to {target}.") from None
+        else:  # Squeeze / Unsqueeze: axes from the attribute (opset < 13) or the 2nd input
+            axes = attrs.get("axes")
+            if axes is None and len(ins) > 1 and ins[1] is not None:
+                axes = [int(v) for v in self._const_input(node, ins[1], "axes").reshape(-1)]
+            full = np.empty((1, *old))
+            try:
+                if op == "Squeeze":
+                    axes = axes if axes is not None else [i for i, d in enumerate(full.shape)
+                                                          if d == 1 and i > 0]
+                    new = np.squeeze(full, axis=tuple(axes)).shape[1:]
+                else:
+                    new = np.expand_dims(full, axis=tuple(axes)).shape[1:]
+            except (ValueError, TypeError, np.exceptions.AxisError):
+                raise self.fail(node, f"cannot {op.lower()} axes {axes} of {old}.") from None
+            if 0 in [a % full.ndim for a in axes] if op == "Squeeze" else 0 in axes:
+                raise self.fail(node, f"{op} of the batch axis is not supported.")
+        return self._reshaped(node, x, tuple(int(d) for d in new))
+
+    def _reshaped(self, node, x: FloatInput | Stream | Derived, new: tuple[int, ...]) -> Value:
+        """``x`` with a new per-sample ONNX shape; the hardware order must survive it."""
         if isinstance(x, FloatInput):
-            return FloatInput(x.name, x.shape, tuple(new))
-        if isinstance(x, (Stream, Derived)):
-            if len(new) != 1 and tuple(new) != old:
-                raise self.fail(node, f"reshape of a layer output to {new} is not supported.")
-            return type(x)(**{**x.__dict__, "shape": tuple(new)})
-        raise self.fail(node, "reshape of this tensor is not supported.")
+            return FloatInput(x.name, x.shape, new)
+        old = x.shape
+        if channel_last(old) == channel_last(new) or (len(old) == len(new) == 1):
+            return replace(x, shape=new)
+        spatial = int(np.prod(old[1:])) if len(old) == 3 else 1
+        if len(old) == 3 and len(new) == 1 and spatial == 1:
+            return replace(x, shape=new)  # (C, 1, 1) -> (C,): same order
+        if len(old) == 3 and len(new) == 1 and isinstance(x, Stream) and x.order is None:
+            c, h, w = old  # hardware element i is ONNX element order[i]
+            order = np.arange(c * h * w).reshape(c, h, w).transpose(1, 2, 0).reshape(-1)
+            return replace(x, shape=new, order=order)
+        if len(new) == 3 and new[1:] == (1, 1) and len(old) == 1 and getattr(x, "order",
+                                                                              None) is None:
+            return replace(x, shape=new)
+        what = "a quantized feature map" if isinstance(x, Stream) else \
+            "a feature map before its quantizer"
+        raise self.fail(node, f"reshaping {what} from {old} to {new} is not supported; "
+                        "flatten after quantizing, or reshape only (C, H, W) -> (C*H*W,).")
+
+    def _host_op(self, node, ins: list[Value | None]) -> HostResult:
+        """Softmax/ArgMax after the last layer: computed by the host in float32."""
+        x, attrs, op = ins[0], attributes(node), node.op_type
+        if isinstance(x, HostResult):
+            base, ops = x.base, list(x.ops)
+        elif isinstance(x, (Stream, Derived)) and x.producer >= 0:
+            base, ops = x, []
+        else:
+            raise self.fail(node, f"{op} is supported only at the graph output, after the "
+                            "last layer.")
+        if op in ("Softmax", "LogSoftmax"):
+            opset = next((o.version for o in self.model.opset_import
+                          if o.domain in ONNX_DOMAINS), 13)
+            ops.append(HostOp(op, int(attrs.get("axis", -1 if opset >= 13 else 1))))
+        else:
+            if attrs.get("select_last_index", 0):
+                raise self.fail(node, "select_last_index=1 is not supported.")
+            ops.append(HostOp(op, int(attrs.get("axis", 0)), bool(attrs.get("keepdims", 1))))
+        return HostResult(base, ops)
 
     # -- the end ------------------------------------------------------------------------------
     def _finish(self, output_name: str) -> Network:
         out = self.values.get(output_name)
+        host_ops: list[HostOp] = []
+        if isinstance(out, HostResult):
+            out, host_ops = out.base, out.ops
         if self.input_quant is None or not self.layers:
             raise BitloomError(
                 f"{self.source}: found no quantized layer. bitloom needs a quantized model "
                 "(QONNX Quant nodes on the input and the weights); export one with Brevitas."
             )
-        if isinstance(out, Stream) and out.producer == len(self.layers) - 1:
+        last = len(self.layers) - 1
+        if isinstance(out, Stream) and out.producer == last and out.order is None:
             # a quantized output: the host dequantizes (value - zero_point) * scale
             s = as_fractions(out.scale, 1)[0]
             step = s / 2 ** out.fmt.grid().frac_bits
-            n = self.layers[-1].out_features
+            n = self.layers[-1].out_shape[-1]
             out = Derived(out.producer,
                           Chain(n).then(Affine([step] * n, [-s * out.zero_point] * n)), out.shape)
-        elif not isinstance(out, Derived) or out.producer != len(self.layers) - 1:
+        elif not isinstance(out, Derived) or out.producer != last:
             raise BitloomError(
-                f"{self.source}: the output {output_name!r} must be the float result of the "
-                "last MatMul/Gemm (with bias, scales or ReLU); other outputs are not supported."
+                f"{self.source}: the output {output_name!r} must be the result of the last "
+                "layer (MatMul/Gemm/Conv/pool/Add, with bias, scales or ReLU, or quantized); "
+                "other outputs are not supported."
             )
-        for i, layer in enumerate(self.layers[:-1]):
-            if layer.requant is None:
+        for i, layer in enumerate(self.layers):
+            if i != last and i not in self.consumed:
+                raise BitloomError(
+                    f"{self.source}: layer {i} ({', '.join(self.layer_nodes[i])}) does not "
+                    "reach the graph output; remove the dead branch."
+                )
+            if i in self.consumed and getattr(layer, "acc_fmt", None) is not None and \
+                    layer.requant is None:
                 raise BitloomError(
                     f"{self.source}: layer {i} ({', '.join(self.layer_nodes[i])}) feeds "
                     "another layer without a Quant in between; quantize its output."
@@ -499,8 +678,5 @@ class Importer:
             layer.source_nodes = self.layer_nodes[i]
         return Network(
             self.source, self.input_quant, self.layers,
-            OutputDequantizer(output_name, out.shape, out.chain),
+            OutputDequantizer(output_name, out.shape, out.chain, host_ops),
         )
-
-
-

@@ -9,6 +9,7 @@ axis; a DQ after a Q is the float view of the same integers.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import ClassVar
 
 import numpy as np
@@ -106,8 +107,8 @@ class QdqOps:
             return Constant(codes, next(k for k, f in ONNX_INT_FORMATS.items() if f == fmt))
         if scale.size != 1 or zero_point.size != 1:
             raise self.fail(node, "activations need a per-tensor scale and zero point.")
-        if not isinstance(x, (FloatInput, Derived)):
-            raise self.fail(node, "re-quantizing an already quantized tensor is not supported.")
+        if not isinstance(x, (FloatInput, Derived, Stream)):
+            raise self.fail(node, "QuantizeLinear of this tensor is not supported.")
         quantizer = Quantizer(fmt, float(scale.reshape(-1)[0]), int(zero_point.reshape(-1)[0]),
                               "round", ROUND_THEN_SHIFT)
         return self._quantize(node, x, quantizer, scale)
@@ -120,13 +121,17 @@ class QdqOps:
             q = x.value.astype(np.int64)
             z = self._along_axis(node, q, zero_point, axis)
             values = q - z
+            if x.code_range is not None:  # QCDQ: a Clip narrowed the codes
+                code_lo, code_hi = x.code_range
+                fmt = Int.spanning(code_lo, code_hi)
+                if not zero_point.any() and code_lo == -code_hi and code_lo < 0:
+                    fmt = Int(fmt.bits, True, narrow=True)
             lo, hi = fmt.min_int - int(zero_point.max()), fmt.max_int - int(zero_point.min())
             wfmt = fmt if not zero_point.any() else Int.spanning(lo, hi)
             return QuantConstant(values, self._along_axis(node, q, scale, axis), wfmt)
         if isinstance(x, Stream):
             if scale.size != 1 or zero_point.size != 1:
                 raise self.fail(node, "activations need a per-tensor scale and zero point.")
-            return Stream(x.producer, x.fmt, scale.reshape(-1), int(zero_point.reshape(-1)[0]),
-                          x.shape)
+            return replace(x, scale=scale.reshape(-1), zero_point=int(zero_point.reshape(-1)[0]))
         raise self.fail(node, "DequantizeLinear needs a QuantizeLinear or an integer "
                         "initializer as its input.")

@@ -8,6 +8,7 @@ All of them become the same MatrixVector layer with a per-channel chain as Q/DQ 
 
 from __future__ import annotations
 
+from dataclasses import replace
 from fractions import Fraction
 from typing import ClassVar
 
@@ -45,7 +46,7 @@ class QOperatorOps:
              if zp is not None else np.zeros(1, dtype=np.int64))
         if s.size != 1 or z.size != 1:
             raise self.fail(node, "activations need a per-tensor scale and zero point.")
-        return Stream(x.producer, x.fmt, s, int(z[0]), x.shape)
+        return replace(x, scale=s, zero_point=int(z[0]))
 
     def _int_weights(self, node, b: Value | None, scale: Value | None, zp: Value | None,
                      axis: int) -> QuantConstant:
@@ -100,6 +101,6 @@ class QOperatorOps:
               if ins[2] is not None else np.zeros(1, dtype=np.int64))
         if zp.size != 1:
             raise self.fail(node, "A needs a per-tensor zero point.")
-        x = Stream(x.producer, x.fmt, np.ones(1, np.float32), int(zp[0]), x.shape)
+        x = replace(x, scale=np.ones(1, np.float32), zero_point=int(zp[0]))
         w = self._int_weights(node, ins[1], None, ins[3], axis=1)
         return self._dense(node, x, w, trans_b=False)

@@ -1,21 +1,41 @@
 """The intermediate representation: typed integer layers between host-side quantizers."""
 
 from bitloom.ir.elementwise import Affine, Chain, Clamp
-from bitloom.ir.graph import InputQuantizer, MatrixVector, Network, OutputDequantizer
+from bitloom.ir.graph import HostOp, InputQuantizer, Network, OutputDequantizer
+from bitloom.ir.layers import (
+    AddStreams,
+    AnyLayer,
+    Concat,
+    DepthwiseConv,
+    MatrixVector,
+    MaxPool,
+    SumPool,
+    Thresholding,
+    Window,
+)
 from bitloom.ir.quantizer import CLIP_THEN_ROUND, ROUND_THEN_SHIFT, Quantizer
 from bitloom.ir.requant import Thresholds, derive_thresholds
 
 __all__ = [
     "CLIP_THEN_ROUND",
     "ROUND_THEN_SHIFT",
+    "AddStreams",
     "Affine",
+    "AnyLayer",
     "Chain",
     "Clamp",
+    "Concat",
+    "DepthwiseConv",
+    "HostOp",
     "InputQuantizer",
     "MatrixVector",
+    "MaxPool",
     "Network",
     "OutputDequantizer",
     "Quantizer",
+    "SumPool",
+    "Thresholding",
     "Thresholds",
+    "Window",
     "derive_thresholds",
 ]

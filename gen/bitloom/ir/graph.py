@@ -1,8 +1,9 @@
-"""The typed graph bitloom compiles: host-side quantizers around a chain of integer layers.
+"""The typed graph bitloom compiles: host-side quantizers around a DAG of integer layers.
 
 The frontend produces a :class:`Network`; the golden executor runs it exactly; the planner
 folds it; the hardware backends build it. Tensors between layers carry integer *values*
-in a :class:`~bitloom.formats.Format` (never floats), laid out channel-last.
+in a :class:`~bitloom.formats.Format` (never floats), laid out channel-last: an ONNX
+``(N, C, H, W)`` input is transposed to ``(N, H, W, C)`` on the host, and back at the output.
 """
 
 from __future__ import annotations
@@ -11,10 +12,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from bitloom.formats import Int
+from bitloom.formats import Format
 from bitloom.ir.elementwise import Chain
+from bitloom.ir.layers import AnyLayer
 from bitloom.ir.quantizer import Quantizer
-from bitloom.ir.requant import Thresholds
 
 
 @dataclass
@@ -23,12 +24,20 @@ class InputQuantizer:
 
     name: str  # the ONNX graph input
     shape: tuple[int, ...]  # per-sample shape of the ONNX input (batch axis dropped)
-    flat_shape: tuple[int, ...]  # per-sample shape after host-side reshapes
+    flat_shape: tuple[int, ...]  # per-sample ONNX shape after host-side reshapes
     quantizer: Quantizer
 
     @property
-    def fmt(self) -> Int:
+    def fmt(self) -> Format:
         return self.quantizer.fmt
+
+    @property
+    def stream_shape(self) -> tuple[int, ...]:
+        """Per-sample shape of the values the hardware receives (channel-last)."""
+        if len(self.flat_shape) == 3:
+            c, h, w = self.flat_shape
+            return (h, w, c)
+        return (int(np.prod(self.flat_shape)),)
 
     def apply(self, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x, dtype=np.float32)
@@ -39,56 +48,52 @@ class InputQuantizer:
                 f"input {self.name!r} must have shape (batch, {', '.join(map(str, self.shape))})"
                 f", got {x.shape}"
             )
-        return self.quantizer.apply(x.reshape((x.shape[0], *self.flat_shape)))
-
-
-@dataclass
-class MatrixVector:
-    """``acc = x @ weights`` on integer values, then thresholds (or the raw accumulator)."""
-
-    name: str
-    weights: np.ndarray  # int64 [K, N] grid integers of w_fmt
-    in_fmt: Int
-    w_fmt: Int
-    acc_fmt: Int
-    requant: Thresholds | None = None
-    source_nodes: list[str] = field(default_factory=list)
-
-    @property
-    def in_features(self) -> int:
-        return self.weights.shape[0]
-
-    @property
-    def out_features(self) -> int:
-        return self.weights.shape[1]
-
-    @property
-    def out_fmt(self) -> Int:
-        return self.acc_fmt if self.requant is None else self.requant.out_fmt
-
-    @property
-    def macs(self) -> int:
-        return self.in_features * self.out_features
-
-    def golden(self, x: np.ndarray) -> np.ndarray:
-        if self.acc_fmt.bits > 62:  # exact beyond int64 (wide minifloat accumulators)
-            acc = x.astype(object) @ self.weights.astype(object)
-        else:
-            acc = x.astype(np.int64) @ self.weights
-        return acc if self.requant is None else self.requant.apply(acc)
+        values = self.quantizer.apply(x.reshape((x.shape[0], *self.flat_shape)))
+        if len(self.flat_shape) == 3:
+            return values.transpose(0, 2, 3, 1)
+        return values.reshape(x.shape[0], -1)
 
 
 @dataclass
 class OutputDequantizer:
-    """Host side: integer values of the last layer -> the float32 the ONNX model returns."""
+    """Host side: integer values of the last layer -> the float32 the ONNX model returns,
+    then the output ops that run on the host (Softmax, ArgMax, ...)."""
 
     name: str  # the ONNX graph output
-    shape: tuple[int, ...]  # per-sample output shape
+    shape: tuple[int, ...]  # per-sample ONNX shape of the dequantized tensor
     chain: Chain
+    host_ops: list[HostOp] = field(default_factory=list)
 
     def apply(self, values: np.ndarray) -> np.ndarray:
-        y = self.chain.approx(values.astype(np.float64))
-        return y.reshape((values.shape[0], *self.shape)).astype(np.float32)
+        y = self.chain.approx(values.astype(np.float64)).astype(np.float32)
+        if y.ndim == 4:  # channel-last feature map back to ONNX's NCHW
+            y = y.transpose(0, 3, 1, 2)
+        y = y.reshape((values.shape[0], *self.shape))
+        for op in self.host_ops:
+            y = op.apply(y)
+        return y
+
+
+@dataclass
+class HostOp:
+    """A float op after the last quantized layer that the host computes (like ONNX would)."""
+
+    op_type: str  # Softmax, LogSoftmax, ArgMax, ArgMin, Identity
+    axis: int = -1
+    keepdims: bool = True
+
+    def apply(self, y: np.ndarray) -> np.ndarray:
+        if self.op_type in ("Softmax", "LogSoftmax"):
+            z = y - y.max(axis=self.axis, keepdims=True)
+            e = np.exp(z)
+            s = e.sum(axis=self.axis, keepdims=True)
+            out = z - np.log(s) if self.op_type == "LogSoftmax" else e / s
+            return out.astype(np.float32)
+        if self.op_type in ("ArgMax", "ArgMin"):
+            pick = np.argmax if self.op_type == "ArgMax" else np.argmin
+            r = pick(y, axis=self.axis).astype(np.int64)
+            return np.expand_dims(r, self.axis) if self.keepdims else r
+        raise ValueError(self.op_type)
 
 
 @dataclass
@@ -97,18 +102,30 @@ class Network:
 
     source: str
     input: InputQuantizer
-    layers: list[MatrixVector]
+    layers: list[AnyLayer]
     output: OutputDequantizer
+
+    def values_of(self, producer: int, values: list[np.ndarray]) -> np.ndarray:
+        """The output of ``producer`` (-1: the input) in a :meth:`trace` list."""
+        return values[producer + 1]
+
+    def consumers(self, producer: int) -> list[int]:
+        return [i for i, ly in enumerate(self.layers) if producer in ly.inputs]
+
+    @property
+    def is_chain(self) -> bool:
+        """Whether every layer reads only the one before it (an MLP-shaped pipeline)."""
+        return all(ly.inputs == (i - 1,) for i, ly in enumerate(self.layers))
 
     def trace(self, x: np.ndarray) -> list[np.ndarray]:
         """Integer values at the input and after every layer, for a float batch ``x``."""
         return self.trace_values(self.input.apply(x))
 
     def trace_values(self, values: np.ndarray) -> list[np.ndarray]:
-        """Integer values after every layer, starting from quantized input ``values``."""
+        """Integer values of the input and after every layer, from quantized input ``values``."""
         values = [np.asarray(values, dtype=np.int64)]
         for layer in self.layers:
-            values.append(layer.golden(values[-1]))
+            values.append(layer.golden(*(values[p + 1] for p in layer.inputs)))
         return values
 
     def run(self, x: np.ndarray | dict[str, np.ndarray], engine: str = "golden", **options):

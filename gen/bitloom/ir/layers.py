@@ -1,0 +1,276 @@
+"""Integer layers of the IR and their exact golden semantics.
+
+Every layer reads the integer values of its producers and writes integer values; tensors
+are channel-last: a vector is ``(batch, channels)``, a feature map ``(batch, H, W, C)``
+(the stream order of the hardware: pixels in raster order, channels fastest). Layers with
+an accumulator end in an optional :class:`~bitloom.ir.Thresholds` requantization; without
+one, the accumulator itself is the output (the last layer, dequantized on the host).
+
+``inputs`` holds producer indices: ``-1`` is the input quantizer, ``i`` is layer ``i`` of
+the network, which lists layers in a topological (stream) order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from bitloom.formats import Format, Int
+from bitloom.ir.requant import Thresholds
+
+
+@dataclass(frozen=True)
+class Window:
+    """A 2-D sliding window over a ``(H, W, C)`` map, with ONNX's Conv/Pool geometry."""
+
+    in_hw: tuple[int, int]
+    kernel: tuple[int, int]
+    stride: tuple[int, int] = (1, 1)
+    pads: tuple[int, int, int, int] = (0, 0, 0, 0)  # top, left, bottom, right
+    dilation: tuple[int, int] = (1, 1)
+    pad_value: int = 0  # the grid integer padding holds (real zero, or -inf-like for max)
+
+    @property
+    def out_hw(self) -> tuple[int, int]:
+        (h, w), (kh, kw), (sh, sw), (dh, dw) = self.in_hw, self.kernel, self.stride, self.dilation
+        top, left, bottom, right = self.pads
+        return ((h + top + bottom - dh * (kh - 1) - 1) // sh + 1,
+                (w + left + right - dw * (kw - 1) - 1) // sw + 1)
+
+    @property
+    def size(self) -> int:
+        return self.kernel[0] * self.kernel[1]
+
+    def patches(self, x: np.ndarray) -> np.ndarray:
+        """``(B, H, W, C)`` -> ``(B, OH, OW, KH*KW, C)``: every window, kernel rows first."""
+        top, left, bottom, right = self.pads
+        padded = np.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)),
+                        constant_values=self.pad_value)
+        (oh, ow), (kh, kw), (sh, sw), (dh, dw) = self.out_hw, self.kernel, self.stride, \
+            self.dilation
+        taps = [padded[:, i * dh: i * dh + sh * (oh - 1) + 1: sh,
+                       j * dw: j * dw + sw * (ow - 1) + 1: sw, :]
+                for i in range(kh) for j in range(kw)]
+        return np.stack(taps, axis=3)
+
+
+def _exact_matmul(x: np.ndarray, w: np.ndarray, acc_fmt: Int) -> np.ndarray:
+    if acc_fmt.bits > 62:  # beyond int64 (wide minifloat accumulators): Python integers
+        return x.astype(object) @ w.astype(object)
+    return x.astype(np.int64) @ w.astype(np.int64)
+
+
+@dataclass
+class Layer:
+    """What every layer has: a name, its producers, shapes and the ONNX nodes it came from."""
+
+    name: str
+    inputs: tuple[int, ...]
+    in_shape: tuple[int, ...]  # per-sample, channel-last, of the first input
+    source_nodes: list[str] = field(default_factory=list, kw_only=True)
+
+    kind = "layer"
+
+    @property
+    def out_shape(self) -> tuple[int, ...]:
+        raise NotImplementedError
+
+    @property
+    def out_fmt(self) -> Format:
+        raise NotImplementedError
+
+    @property
+    def macs(self) -> int:
+        return 0
+
+    def golden(self, *xs: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+
+@dataclass
+class Accumulating(Layer):
+    """A layer that sums into an exact accumulator, then (usually) requantizes."""
+
+    acc_fmt: Int = field(kw_only=True)
+    requant: Thresholds | None = field(default=None, kw_only=True)
+
+    @property
+    def out_fmt(self) -> Format:
+        return self.acc_fmt if self.requant is None else self.requant.out_fmt
+
+    def finish(self, acc: np.ndarray) -> np.ndarray:
+        return acc if self.requant is None else self.requant.apply(acc)
+
+
+@dataclass
+class MatrixVector(Accumulating):
+    """``acc = x @ weights`` per vector, or per window of a convolution (im2col order:
+    kernel row, kernel column, input channel) when ``window`` is set."""
+
+    weights: np.ndarray = field(kw_only=True)  # int64 [K, N] grid integers of w_fmt
+    in_fmt: Format = field(kw_only=True)
+    w_fmt: Format = field(kw_only=True)
+    window: Window | None = field(default=None, kw_only=True)
+
+    @property
+    def kind(self) -> str:
+        return "Conv" if self.window else "MatMul"
+
+    @property
+    def in_features(self) -> int:
+        return self.weights.shape[0]
+
+    @property
+    def out_features(self) -> int:
+        return self.weights.shape[1]
+
+    @property
+    def pixels(self) -> int:
+        return 1 if self.window is None else int(np.prod(self.window.out_hw))
+
+    @property
+    def out_shape(self) -> tuple[int, ...]:
+        if self.window is None:
+            return (self.out_features,)
+        return (*self.window.out_hw, self.out_features)
+
+    @property
+    def macs(self) -> int:
+        return self.in_features * self.out_features * self.pixels
+
+    def golden(self, x: np.ndarray) -> np.ndarray:
+        if self.window is None:
+            return self.finish(_exact_matmul(x, self.weights, self.acc_fmt))
+        p = self.window.patches(x)
+        b, oh, ow = p.shape[:3]
+        acc = _exact_matmul(p.reshape(b * oh * ow, -1), self.weights, self.acc_fmt)
+        return self.finish(acc.reshape(b, oh, ow, -1))
+
+
+@dataclass
+class DepthwiseConv(Accumulating):
+    """One kernel per channel: ``acc[c] = sum_k window[k, c] * weights[k, c]``."""
+
+    weights: np.ndarray = field(kw_only=True)  # int64 [KH*KW, C]
+    in_fmt: Format = field(kw_only=True)
+    w_fmt: Format = field(kw_only=True)
+    window: Window = field(kw_only=True)
+
+    kind = "DepthwiseConv"
+
+    @property
+    def channels(self) -> int:
+        return self.weights.shape[1]
+
+    @property
+    def out_shape(self) -> tuple[int, ...]:
+        return (*self.window.out_hw, self.channels)
+
+    @property
+    def macs(self) -> int:
+        return self.weights.size * int(np.prod(self.window.out_hw))
+
+    def golden(self, x: np.ndarray) -> np.ndarray:
+        p = self.window.patches(x)  # (B, OH, OW, K, C)
+        dtype = object if self.acc_fmt.bits > 62 else np.int64
+        acc = np.sum(p.astype(dtype) * self.weights.astype(dtype), axis=3)
+        return self.finish(acc)
+
+
+@dataclass
+class MaxPool(Layer):
+    """Maximum over each window; values keep the input's format (max commutes with it)."""
+
+    fmt: Format = field(kw_only=True)
+    window: Window = field(kw_only=True)
+
+    kind = "MaxPool"
+
+    @property
+    def out_fmt(self) -> Format:
+        return self.fmt
+
+    @property
+    def out_shape(self) -> tuple[int, ...]:
+        return (*self.window.out_hw, self.in_shape[-1])
+
+    def golden(self, x: np.ndarray) -> np.ndarray:
+        return self.window.patches(x).max(axis=3)
+
+
+@dataclass
+class SumPool(Accumulating):
+    """Sum over each window (average pooling: the division joins the requantization)."""
+
+    in_fmt: Format = field(kw_only=True)
+    window: Window = field(kw_only=True)
+
+    kind = "AveragePool"
+
+    @property
+    def out_shape(self) -> tuple[int, ...]:
+        return (*self.window.out_hw, self.in_shape[-1])
+
+    def golden(self, x: np.ndarray) -> np.ndarray:
+        return self.finish(self.window.patches(x).astype(np.int64).sum(axis=3))
+
+
+@dataclass
+class AddStreams(Accumulating):
+    """``acc = multipliers[0] * a + multipliers[1] * b``: two branches brought onto one
+    exact grid (integer multipliers from the ratio of their scales)."""
+
+    in_fmts: tuple[Format, Format] = field(kw_only=True)
+    multipliers: tuple[int, int] = field(kw_only=True)
+
+    kind = "Add"
+
+    @property
+    def out_shape(self) -> tuple[int, ...]:
+        return self.in_shape
+
+    def golden(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        ka, kb = self.multipliers
+        return self.finish(a.astype(np.int64) * ka + b.astype(np.int64) * kb)
+
+
+@dataclass
+class Concat(Layer):
+    """Channel concatenation of streams in one format (same scale and zero point)."""
+
+    fmt: Format = field(kw_only=True)
+    channels: tuple[int, ...] = field(kw_only=True)
+
+    kind = "Concat"
+
+    @property
+    def out_fmt(self) -> Format:
+        return self.fmt
+
+    @property
+    def out_shape(self) -> tuple[int, ...]:
+        return (*self.in_shape[:-1], sum(self.channels))
+
+    def golden(self, *xs: np.ndarray) -> np.ndarray:
+        return np.concatenate(xs, axis=-1)
+
+
+@dataclass
+class Thresholding(Accumulating):
+    """Requantization of a stream on its own (FINN's Thresholding): the input values are
+    the "accumulator" of the thresholds, e.g. a skip branch moved onto another scale."""
+
+    in_fmt: Format = field(kw_only=True)
+
+    kind = "Requantize"
+
+    @property
+    def out_shape(self) -> tuple[int, ...]:
+        return self.in_shape
+
+    def golden(self, x: np.ndarray) -> np.ndarray:
+        return self.finish(x.astype(np.int64))
+
+
+AnyLayer = MatrixVector | DepthwiseConv | MaxPool | SumPool | AddStreams | Concat | Thresholding
