@@ -10,3 +10,7 @@ class BitloomError(Exception):
     """A user-facing error: the message says what is wrong, where, and what to do."""
 
     exit_code = 2
+
+
+class BitloomWarning(UserWarning):
+    """Something bitloom accepted but the user should know (e.g. a non-conforming file)."""

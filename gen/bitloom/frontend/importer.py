@@ -11,6 +11,7 @@ mixins with an ``OPS`` table (see :mod:`bitloom.frontend.qonnx`).
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, replace
 from fractions import Fraction
 from typing import ClassVar
@@ -19,7 +20,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from bitloom.errors import BitloomError
+from bitloom.errors import BitloomError, BitloomWarning
 from bitloom.formats import Format, Int, accumulator_grid
 from bitloom.ir import (
     Affine,
@@ -62,6 +63,7 @@ class Constant:
     value: np.ndarray
     onnx_type: int | None = None  # the initializer's element type, where known
     code_range: tuple[int, int] | None = None  # integer codes clipped to this range (QCDQ)
+    fmt: Format | None = None  # grid integers of this format (weights a QuantizeLinear made)
 
 
 @dataclass
@@ -156,12 +158,25 @@ class Importer:
         self.input_quant: InputQuantizer | None = None
         self.layer_nodes: list[list[str]] = []
         self.consumed: set[int] = set()  # producers read by some layer
+        self.warned: set[str] = set()
         # per layer with thresholds: the chain and quantizer they were derived from
         self.requant_sources: dict[int, tuple[Chain, Quantizer]] = {}
 
     # -- errors ---------------------------------------------------------------------------
     def fail(self, node: onnx.NodeProto, message: str) -> BitloomError:
         return BitloomError(f"{self.source}: {_node_label(node)}: {message}")
+
+    def warn(self, node: onnx.NodeProto, message: str) -> None:
+        """Warn once per distinct message, naming the first node it concerns."""
+        if message not in self.warned:
+            self.warned.add(message)
+            warnings.warn(f"{self.source}: {_node_label(node)}: {message}", BitloomWarning,
+                          stacklevel=2)
+
+    @property
+    def opset(self) -> int:
+        return next((o.version for o in self.model.opset_import if o.domain in ONNX_DOMAINS),
+                    1)
 
     # -- driver ---------------------------------------------------------------------------
     @classmethod
@@ -628,9 +643,7 @@ class Importer:
             raise self.fail(node, f"{op} is supported only at the graph output, after the "
                             "last layer.")
         if op in ("Softmax", "LogSoftmax"):
-            opset = next((o.version for o in self.model.opset_import
-                          if o.domain in ONNX_DOMAINS), 13)
-            ops.append(HostOp(op, int(attrs.get("axis", -1 if opset >= 13 else 1))))
+            ops.append(HostOp(op, int(attrs.get("axis", -1 if self.opset >= 13 else 1))))
         else:
             if attrs.get("select_last_index", 0):
                 raise self.fail(node, "select_last_index=1 is not supported.")

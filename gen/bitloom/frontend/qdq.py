@@ -15,7 +15,7 @@ from typing import ClassVar
 import numpy as np
 from onnx import TensorProto
 
-from bitloom.formats import Int
+from bitloom.formats import Format, Int, parse_format
 from bitloom.frontend.importer import (
     Constant,
     Derived,
@@ -35,6 +35,19 @@ ONNX_INT_FORMATS = {
     TensorProto.INT16: Int(16, True), TensorProto.UINT16: Int(16, False),
     TensorProto.INT4: Int(4, True), TensorProto.UINT4: Int(4, False),
     TensorProto.INT2: Int(2, True), TensorProto.UINT2: Int(2, False),
+}
+#: ONNX float element types -> formats (QuantizeLinear rounds half to even and, with the
+#: default saturate=1, clips to the largest finite value)
+ONNX_FLOAT_FORMATS = {
+    code: parse_format(name) for code, name in (
+        (TensorProto.FLOAT8E4M3FN, "float8_e4m3fn"),
+        (TensorProto.FLOAT8E4M3FNUZ, "float8_e4m3fnuz"),
+        (TensorProto.FLOAT8E5M2, "float8_e5m2"),
+        (TensorProto.FLOAT8E5M2FNUZ, "float8_e5m2fnuz"),
+        (TensorProto.FLOAT4E2M1, "float4_e2m1fn"),
+        (getattr(TensorProto, "FLOAT6E3M2", -1), "float6_e3m2fn"),
+        (getattr(TensorProto, "FLOAT6E2M3", -1), "float6_e2m3fn"),
+    ) if code >= 0
 }
 NUMPY_INT_FORMATS = {"int8": Int(8, True), "uint8": Int(8, False), "int16": Int(16, True),
                      "uint16": Int(16, False), "int4": Int(4, True), "uint4": Int(4, False),
@@ -64,20 +77,32 @@ class QdqOps:
                       if zp_value is not None else np.zeros(1, dtype=np.int64))
         return scale, zero_point, fmt, int(attrs.get("axis", 1))
 
-    def _int_format(self, node, typed: Constant | None, attrs: dict) -> Int:
+    def _int_format(self, node, typed: Constant | None, attrs: dict) -> Format:
+        """The quantized type: from the zero point (or stored codes), else output_dtype."""
+        known = {**ONNX_INT_FORMATS, **ONNX_FLOAT_FORMATS}
         if typed is None:
             code = attrs.get("output_dtype", 0) or TensorProto.UINT8
-            if code not in ONNX_INT_FORMATS:
-                raise self.fail(node, f"quantized type {code} is not an integer type we map.")
-            return ONNX_INT_FORMATS[code]
-        if typed.onnx_type in ONNX_INT_FORMATS:
-            return ONNX_INT_FORMATS[typed.onnx_type]
-        name = typed.value.dtype.name
-        if name in NUMPY_INT_FORMATS:
-            return NUMPY_INT_FORMATS[name]
-        if name == "int32":
-            return Int(32, True)
-        raise self.fail(node, f"quantized type {name} is not supported (integers only for now).")
+            if code not in known:
+                raise self.fail(node, f"quantized type {code} is not a type bitloom maps.")
+            fmt = known[code]
+        elif typed.onnx_type in known:
+            fmt = known[typed.onnx_type]
+        else:
+            name = typed.value.dtype.name
+            by_name = {**NUMPY_INT_FORMATS, "int32": Int(32, True),
+                       **{f.name: f for f in ONNX_FLOAT_FORMATS.values()},
+                       "float8_e4m3fn": ONNX_FLOAT_FORMATS[TensorProto.FLOAT8E4M3FN]}
+            if name not in by_name:
+                raise self.fail(node, f"quantized type {name} is not supported.")
+            fmt = by_name[name]
+        if not isinstance(fmt, Int) and self.opset < 19 and node.domain != "com.microsoft":
+            self.warn(node, f"{fmt.name} Q/DQ needs opset 19 or newer, the model declares "
+                      f"{self.opset}; reading it with opset 19 semantics.")
+        if not isinstance(fmt, Int) and node.op_type == "QuantizeLinear" and \
+                attrs.get("saturate", 1) == 0:
+            raise self.fail(node, "saturate=0 turns out-of-range values into NaN/inf, which "
+                            "bitloom does not carry through layers; export with saturate=1.")
+        return fmt
 
     def _along_axis(self, node, values: np.ndarray, v: np.ndarray, axis: int) -> np.ndarray:
         """A per-axis parameter reshaped to broadcast against ``values``."""
@@ -104,7 +129,8 @@ class QdqOps:
                 mask = (s == step) & (z == zero)
                 codes[mask] = Quantizer(fmt, step, zero, "round",
                                         ROUND_THEN_SHIFT).apply_exactly(w[mask])
-            return Constant(codes, next(k for k, f in ONNX_INT_FORMATS.items() if f == fmt))
+            return Constant(codes, next((k for k, f in ONNX_INT_FORMATS.items() if f == fmt),
+                                        None), fmt=fmt)
         if scale.size != 1 or zero_point.size != 1:
             raise self.fail(node, "activations need a per-tensor scale and zero point.")
         if not isinstance(x, (FloatInput, Derived, Stream)):
@@ -118,6 +144,13 @@ class QdqOps:
         scale, zero_point, fmt, axis = self._qdq_params(
             node, ins, x if isinstance(x, Constant) else None)
         if isinstance(x, Constant):
+            if x.fmt is not None:
+                fmt = x.fmt
+            if not isinstance(fmt, Int):  # float8/float4 weights: grid integers, no zero point
+                q = x.value if x.value.dtype.kind == "i" else fmt.to_grid(
+                    x.value.astype(np.float64))
+                return QuantConstant(q.astype(np.int64), self._along_axis(node, q, scale, axis),
+                                     fmt)
             q = x.value.astype(np.int64)
             z = self._along_axis(node, q, zero_point, axis)
             values = q - z
