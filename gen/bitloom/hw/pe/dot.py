@@ -6,10 +6,15 @@ bounds can never overflow. The strategies differ only in what the hardware is ma
 
 - bipolar x bipolar: XNOR and popcount, ``sum = 2 * popcount(xnor) - SIMD``;
 - bipolar x integer: ``2 * sum(kept) - sum(all)``, two adder trees and no negation;
-- integer x integer: LUT multipliers (Yosys maps them; DSP packing comes later);
+- integer x integer: LUT multipliers (Yosys maps them), or with ``dsp=FAMILY`` several PEs'
+  products packed into each DSP multiplier (:mod:`bitloom.hw.pe.dsp`);
 - minifloat operands: significands (hidden bit included) multiplied, exponents added into one
   shift, signs XORed: exact on the product grid; the accumulator is wide enough for the full
   exponent range (Kulisch).
+
+``stages`` (:class:`~bitloom.hw.pe.stages.Stages`) registers the products (level 0) and
+rows of the adder trees; parallel trees are padded to equal depth so every output of one
+call has the same latency.
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ from amaranth.hdl import Value
 
 from bitloom.formats import Format, Int
 from bitloom.formats.minifloat import Minifloat
+from bitloom.hw.pe import dsp as packing_
+from bitloom.hw.pe.stages import Stages
 
 
 @dataclass
@@ -77,11 +84,25 @@ def product(w: Decoded, a: Decoded) -> Value:
         Mux(negative, -magnitude, magnitude)
 
 
-def adder_tree(terms: list) -> Value:
-    """Balanced sum (log depth; Amaranth widens every addition, so nothing overflows)."""
-    while len(terms) > 1:
+def tree_depth(terms: int) -> int:
+    """Rows of adders in a balanced tree over ``terms`` inputs."""
+    return (terms - 1).bit_length()
+
+
+def adder_tree(terms: list, stages: Stages | None = None, level: int = 1,
+               depth: int | None = None) -> Value:
+    """Balanced sum (log depth; Amaranth widens every addition, so nothing overflows).
+
+    Row ``r`` of adders is level ``level + r`` for ``stages``; ``depth`` rows in all (default:
+    as many as the terms need) keeps a small tree in step with a larger one beside it.
+    """
+    stages = stages or Stages()
+    rows = tree_depth(len(terms)) if depth is None else depth
+    if rows < tree_depth(len(terms)):
+        raise ValueError(f"{len(terms)} terms need {tree_depth(len(terms))} adder rows")
+    for row in range(rows):
         pairs = [terms[i] + terms[i + 1] for i in range(0, len(terms) - 1, 2)]
-        terms = pairs + ([terms[-1]] if len(terms) % 2 else [])
+        terms = stages.at(level + row, pairs + ([terms[-1]] if len(terms) % 2 else []))
     return terms[0]
 
 
@@ -90,19 +111,84 @@ def is_bipolar(fmt: Format) -> bool:
 
 
 def dot_product(w_codes: list[Value], a_codes: list[Value], w_fmt: Format,
-                a_fmt: Format) -> Value:
-    """``sum(w[i] * a[i])`` over the lanes, exactly, from raw element codes."""
-    if len(w_codes) != len(a_codes) or not w_codes:
+                a_fmt: Format, dsp: str | None = None, stages: Stages | None = None) -> Value:
+    """``sum(w[i] * a[i])`` over the lanes, exactly, from raw element codes.
+
+    ``dsp`` names a family (``xc7``/``xcup``) whose DSP multipliers take the integer products
+    (one per multiplier: packing needs several PEs, see :func:`dot_products`).
+    """
+    return dot_products([w_codes], a_codes, w_fmt, a_fmt, dsp, stages)[0]
+
+
+def dot_products(w_rows: list[list[Value]], a_codes: list[Value], w_fmt: Format,
+                 a_fmt: Format, dsp: str | None = None,
+                 stages: Stages | None = None) -> list[Value]:
+    """One exact dot product per weight row (PE), all rows sharing the activation lanes."""
+    if not w_rows or any(len(ws) != len(a_codes) for ws in w_rows) or not a_codes:
         raise ValueError("dot product needs equally many (>= 1) weight and activation lanes")
+    stages = stages or Stages()
+    if dsp is not None and packing_.packable(w_fmt, a_fmt):
+        return packed_dot_products(w_rows, a_codes, w_fmt, a_fmt, dsp, stages)
+    return [lut_dot_product(ws, a_codes, w_fmt, a_fmt, stages) for ws in w_rows]
+
+
+def lut_dot_product(w_codes: list[Value], a_codes: list[Value], w_fmt: Format,
+                    a_fmt: Format, stages: Stages) -> Value:
+    """The fabric strategies: XNOR-popcount, sign-select, or products and one adder tree."""
     if is_bipolar(w_fmt) and is_bipolar(a_fmt):
-        agree = [~(w ^ a) for w, a in zip(w_codes, a_codes, strict=True)]
-        return (adder_tree([bit.as_unsigned() for bit in agree]) << 1) - len(agree)
+        agree = stages.at(0, [(~(w ^ a)).as_unsigned() for w, a in zip(w_codes, a_codes,
+                                                                     strict=True)])
+        return (adder_tree(agree, stages) << 1) - len(agree)
     if is_bipolar(w_fmt) or is_bipolar(a_fmt):
         # sum(+-v) = 2 * sum(v where +1) - sum(v): two plain adder trees, no negations
         signs, other, fmt = (w_codes, a_codes, a_fmt) if is_bipolar(w_fmt) else \
             (a_codes, w_codes, w_fmt)
         values = [element_value(code, fmt) for code in other]
         kept = [Mux(sign, v, 0) for sign, v in zip(signs, values, strict=True)]
-        return (adder_tree(kept) << 1) - adder_tree(values)
-    return adder_tree([product(decode(w, w_fmt), decode(a, a_fmt))
-                       for w, a in zip(w_codes, a_codes, strict=True)])
+        both = stages.at(0, kept + values)
+        return (adder_tree(both[:len(kept)], stages) << 1) - adder_tree(both[len(kept):], stages)
+    return adder_tree(stages.at(0, [product(decode(w, w_fmt), decode(a, a_fmt))
+                                    for w, a in zip(w_codes, a_codes, strict=True)]), stages)
+
+
+def packed_dot_products(w_rows: list[list[Value]], a_codes: list[Value], w_fmt: Format,
+                        a_fmt: Format, family: str, stages: Stages) -> list[Value]:
+    """Integer dot products with ``ways`` PEs per DSP multiplier (:mod:`~.dsp`).
+
+    Per lane, one multiply of the packed weights by the shared activation (level 0); per
+    group of lanes, one adder tree over the packed products plus the bias; per PE, one tree
+    over its field of every group plus the constant that removes the bias.
+    """
+    lanes = len(a_codes)
+    plan = packing_.plan(w_fmt, a_fmt, family, len(w_rows), lanes)
+    acts = [element_value(a, a_fmt) for a in a_codes]
+    if plan.ways == 1:
+        return [adder_tree(stages.at(0, [element_value(w, w_fmt) * x
+                                         for w, x in zip(ws, acts, strict=True)]), stages)
+                for ws in w_rows]
+    lo = packing_.field_span(w_fmt, a_fmt, plan.group)[0]
+    starts = range(0, lanes, plan.group)
+    last_lo = packing_.field_span(w_fmt, a_fmt, lanes - starts[-1])[0]
+    group_rows = tree_depth(plan.group + 1)  # the bias is one more term
+    field_rows = tree_depth(len(starts) + 1)  # the constant is one more term
+    results: list[Value] = []
+    for first in range(0, len(w_rows), plan.ways):
+        chunk = w_rows[first:first + plan.ways]
+        ways = len(chunk)
+        products = stages.at(0, [
+            packing_.pack_weights([element_value(row[i], w_fmt) for row in chunk], plan,
+                                  w_fmt) * acts[i] for i in range(lanes)])
+        per_group = []
+        for start in starts:
+            # the last group may be shorter: its own (smaller) bound keeps the fields apart
+            g_lo = lo if start + plan.group <= lanes else last_lo
+            terms = [*products[start:start + plan.group], packing_.bias(plan, ways, g_lo)]
+            packed = adder_tree(terms, stages, 1, group_rows)
+            per_group.append(packing_.unpack(packed, plan, ways, g_lo))
+        offsets = [lo * (len(starts) - 1) + last_lo] * (ways - 1) + [0]
+        for f in range(ways):
+            terms = [fields[f] for fields in per_group]
+            if offsets[f]:
+                terms.append(packing_.offset_constant(offsets[f]))
+            results.append(adder_tree(terms, stages, 1 + group_rows, field_rows))
+    return results

@@ -1,0 +1,50 @@
+"""Pipeline registers inside a dot product, placed by level.
+
+A dot product is a stack of levels: level 0 is the products (the multipliers' outputs), level
+``j`` the ``j``-th row of adders. :class:`Stages` registers the values leaving the levels it
+was asked for, so one description serves both the combinational unit (no module, no levels)
+and any pipeline depth; the unit first counts the levels, then spreads the registers evenly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from amaranth import Const, Module, Signal
+from amaranth.hdl import Value
+
+
+class Stages:
+    """Registers after the given levels (in ``m.d.sync``); records how deep the datapath is."""
+
+    def __init__(self, m: Module | None = None, levels: Iterable[int] = ()) -> None:
+        self.m = m
+        self.levels = frozenset(levels)
+        if self.levels and m is None:
+            raise ValueError("pipeline registers need a module")
+        self.deepest = 0
+
+    def at(self, level: int, values: list[Value | int]) -> list[Value | int]:
+        """``values`` leaving ``level``: registered there if asked, passed through otherwise
+        (constants always pass: they have no timing to keep in step)."""
+        self.deepest = max(self.deepest, level)
+        if level not in self.levels:
+            return values
+        return [v if isinstance(v, int | Const) else self.register(level, v) for v in values]
+
+    def register(self, level: int, value: Value) -> Signal:
+        reg = Signal(value.shape(), name=f"stage{level}")
+        self.m.d.sync += reg.eq(value)
+        return reg
+
+
+def spread(depth: int, levels: int) -> list[int]:
+    """``depth`` of the levels ``0..levels-1``, evenly apart (the products' level first).
+
+    Even spacing balances the logic between registers (at most one register per level).
+    """
+    if depth < 0:
+        raise ValueError(f"pipeline depth must be >= 0, got {depth}")
+    if depth > levels:
+        raise ValueError(f"a dot product of {levels} levels takes at most {levels} registers")
+    return sorted({(i * levels) // depth for i in range(depth)}) if depth else []
