@@ -9,7 +9,8 @@ stream and keeps it in a small buffer for the others. One step per cycle, so a f
 Pipeline (every register advances together when the output register can move):
 
     issue: counters, weight/buffer addresses -> dot: SIMD products per PE, adder tree,
-    accumulate -> requant: threshold compares (or the raw accumulator) -> output register
+    accumulate -> requant: threshold compares (or the raw accumulator), shared with every
+    unit in :mod:`~bitloom.hw.thresholds` -> output register
 """
 
 from __future__ import annotations
@@ -17,12 +18,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from amaranth import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth import Module, Mux, Signal, unsigned
 from amaranth.lib import memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from bitloom.formats import Format, Int
-from bitloom.hw.pe import adder_tree, dot_product
+from bitloom.formats import Format
+from bitloom.hw.pe import dot_product
+from bitloom.hw.thresholds import acc_shape, pack, requantize
 from bitloom.ir import MatrixVector
 
 
@@ -34,14 +36,6 @@ class Folding:
     simd: int
 
 
-def pack(values: np.ndarray, bits: int) -> int:
-    """Pack integers (two's complement, ``bits`` each) into one word, element 0 lowest."""
-    word = 0
-    for i, v in enumerate(values.reshape(-1).tolist()):
-        word |= (int(v) & ((1 << bits) - 1)) << (i * bits)
-    return word
-
-
 def weight_words(weights: np.ndarray, fold: Folding, w_fmt: Format) -> list[int]:
     """Weight memory contents: word ``nf * SF + sf`` holds ``W[sf*SIMD + s, nf*PE + p]``
     at element ``p * SIMD + s``."""
@@ -51,11 +45,6 @@ def weight_words(weights: np.ndarray, fold: Folding, w_fmt: Format) -> list[int]
     blocks = codes.reshape(sf_count, fold.simd, nf_count, fold.pe)  # [sf, s, nf, p]
     return [pack(blocks[sf, :, nf, :].T, w_fmt.bits)
             for nf in range(nf_count) for sf in range(sf_count)]
-
-
-def threshold_bits(layer: MatrixVector) -> int:
-    """Width of a threshold: one more than the accumulator (thresholds reach lo-1 / hi+1)."""
-    return layer.acc_fmt.bits + 1
 
 
 class MatrixVectorUnit(wiring.Component):
@@ -127,8 +116,7 @@ class MatrixVectorUnit(wiring.Component):
         # -- dot products and accumulation -------------------------------------------------
         x = Mux(a_from_input, a_data, b_rd.data)
         xs = [x.word_select(s, in_fmt.bits) for s in range(fold.simd)]
-        acc_shape = signed(acc_fmt.bits) if acc_fmt.signed else unsigned(acc_fmt.bits)
-        accs = [Signal(acc_shape, name=f"acc{p}") for p in range(fold.pe)]
+        accs = [Signal(acc_shape(acc_fmt), name=f"acc{p}") for p in range(fold.pe)]
         b_valid = Signal()
         for p, acc in enumerate(accs):
             ws = [w_rd.data.word_select(p * fold.simd + s, w_fmt.bits) for s in range(fold.simd)]
@@ -139,46 +127,9 @@ class MatrixVectorUnit(wiring.Component):
             m.d.sync += b_valid.eq(a_valid & a_last)
 
         # -- requantization into the output register ---------------------------------------
-        if layer.requant is None:
-            result = Cat(*[acc.as_unsigned() for acc in accs])
-        else:
-            result = self._thresholds(m, accs, a_nf, en)
+        result = requantize(m, "thresholds", accs, layer.requant, acc_fmt, a_nf, en)
         with m.If(en):
             m.d.sync += self.o.valid.eq(b_valid)
             with m.If(b_valid):
                 m.d.sync += self.o.payload.eq(result)
         return m
-
-    def _thresholds(self, m: Module, accs: list[Signal], a_nf: Signal, en: Signal):
-        """Output codes from per-channel threshold compares; tables in a ROM per neuron fold."""
-        layer, fold = self.layer, self.fold
-        req = layer.requant
-        tbits = threshold_bits(layer)
-        levels = req.table.shape[1]
-        words = []
-        for nf in range(self.nf_count):
-            chans = range(nf * fold.pe, (nf + 1) * fold.pe)
-            table = np.stack([req.table[c] for c in chans])
-            directions = np.array([int(req.increasing[c]) for c in chans])
-            words.append(pack(table, tbits) | (pack(directions, 1) << (fold.pe * levels * tbits)))
-        m.submodules.thresholds = tmem = memory.Memory(
-            shape=unsigned(fold.pe * (levels * tbits + 1)), depth=self.nf_count, init=words)
-        t_rd = tmem.read_port()
-        m.d.comb += [t_rd.addr.eq(a_nf), t_rd.en.eq(en)]
-        out_fmt = req.out_fmt
-        level_codes = out_fmt.encode(out_fmt.values())  # output code of each level index
-        codes = []
-        for p, acc in enumerate(accs):
-            rising = t_rd.data[fold.pe * levels * tbits + p]
-            hits = []
-            for i in range(levels):
-                t = t_rd.data.word_select(p * levels + i, tbits).as_signed()
-                hits.append(Mux(rising, acc >= t, acc <= t))
-            index = adder_tree(hits)
-            if isinstance(out_fmt, Int):  # codes are consecutive: index + min (mod 2**bits)
-                offset = 0 if out_fmt.bipolar else out_fmt.min_int
-                codes.append((index + offset)[:out_fmt.bits])
-            else:
-                table = Array(Const(int(c), out_fmt.bits) for c in level_codes)
-                codes.append(table[index])
-        return Cat(*codes)

@@ -1,0 +1,49 @@
+"""A convolution as one streaming unit: sliding window -> matrix-vector unit.
+
+Why: the core wires every layer from its producer's map stream; a convolution's MVU needs
+the im2col frames instead, and the window generator must match the MVU's SIMD.
+"""
+
+from __future__ import annotations
+
+from amaranth import Module, unsigned
+from amaranth.lib import stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from bitloom.hw.mvu import Folding, MatrixVectorUnit
+from bitloom.hw.window import SlidingWindow
+from bitloom.ir import MatrixVector
+
+
+class ConvolutionUnit(wiring.Component):
+    """``MatrixVector(window=...)``: in the ``(H, W, C)`` map at ``fold.simd`` channels per
+    beat, out the ``(OH, OW, N)`` map at ``fold.pe`` channels per beat.
+
+    ``fold.simd`` must divide ``C`` (a beat never straddles two taps). An output pixel takes
+    ``SF * NF`` cycles (:attr:`cycles_per_frame` per image); the window generator delivers
+    the ``SF`` input beats of a pixel during its first neuron fold.
+    """
+
+    def __init__(self, layer: MatrixVector, fold: Folding) -> None:
+        if layer.window is None:
+            raise ValueError(f"{layer.name}: a ConvolutionUnit needs a windowed layer")
+        self.layer, self.fold = layer, fold
+        self.window = SlidingWindow(layer.window, layer.in_shape[-1], fold.simd, layer.in_fmt)
+        self.mvu = MatrixVectorUnit(layer, fold)
+        super().__init__({
+            "i": In(stream.Signature(unsigned(fold.simd * layer.in_fmt.bits))),
+            "o": Out(stream.Signature(unsigned(fold.pe * layer.out_fmt.bits))),
+        })
+
+    @property
+    def cycles_per_frame(self) -> int:
+        return self.layer.pixels * self.mvu.cycles_per_frame
+
+    def elaborate(self, platform) -> Module:
+        m = Module()
+        m.submodules.window = self.window
+        m.submodules.mvu = self.mvu
+        wiring.connect(m, wiring.flipped(self.i), self.window.i)
+        wiring.connect(m, self.window.o, self.mvu.i)
+        wiring.connect(m, self.mvu.o, wiring.flipped(self.o))
+        return m

@@ -1,0 +1,104 @@
+"""Per-channel threshold requantization: the one implementation every unit ends in.
+
+Why one: the matrix-vector unit, the depthwise/pool reducers and the pointwise units
+(:class:`~bitloom.hw.pointwise.ThresholdUnit`, :class:`~bitloom.hw.pointwise.AddUnit`) all
+turn exact integer accumulators into the next layer's codes with the semantics of
+:class:`~bitloom.ir.Thresholds`; sharing the compare stage keeps them bit-exact together.
+
+Hardware: the tables of ``lanes`` consecutive channels (one *group*) form one word of a ROM;
+the group's address is presented one pipeline stage before the accumulators, so the
+compares, a count adder and the level-to-code map sit between the accumulator and the
+output register. Without thresholds the accumulator itself is the output element.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from amaranth import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Value
+from amaranth.lib import memory
+
+from bitloom.formats import Int
+from bitloom.hw.pe import adder_tree
+from bitloom.ir import Thresholds
+
+
+def pack(values: np.ndarray, bits: int) -> int:
+    """Pack integers (two's complement, ``bits`` each) into one word, element 0 lowest."""
+    word = 0
+    for i, v in enumerate(values.reshape(-1).tolist()):
+        word |= (int(v) & ((1 << bits) - 1)) << (i * bits)
+    return word
+
+
+def acc_shape(acc_fmt: Int):
+    """The register shape of an accumulator format."""
+    return signed(acc_fmt.bits) if acc_fmt.signed else unsigned(acc_fmt.bits)
+
+
+def threshold_bits(acc_fmt: Int) -> int:
+    """Width of a threshold: one more than the accumulator (thresholds reach lo-1 / hi+1)."""
+    return acc_fmt.bits + 1
+
+
+def threshold_words(req: Thresholds, lanes: int, tbits: int) -> list[int]:
+    """ROM contents: word ``g`` holds channel ``g*lanes + p``'s table at elements
+    ``p*levels ...`` and its direction bit above all tables."""
+    levels = req.table.shape[1]
+    words = []
+    for g in range(req.channels // lanes):
+        chans = slice(g * lanes, (g + 1) * lanes)
+        directions = req.increasing[chans].astype(np.int64)
+        words.append(pack(req.table[chans], tbits)
+                      | (pack(directions, 1) << (lanes * levels * tbits)))
+    return words
+
+
+def out_bits(req: Thresholds | None, acc_fmt: Int) -> int:
+    """Bits of one output element: the thresholds' format, or the raw accumulator."""
+    return acc_fmt.bits if req is None else req.out_fmt.bits
+
+
+def requantize(m: Module, name: str, values: Sequence[Value], req: Thresholds | None,
+               acc_fmt: Int, group: Value, en: Value) -> Value:
+    """Output codes (element 0 lowest) for the accumulators ``values`` of one channel group.
+
+    ``group`` is the group index one stage *before* ``values`` (the ROM read is registered
+    and advances with ``en``). ``values`` are exact integers within ``acc_fmt``.
+    """
+    lanes = len(values)
+    accs = []
+    for p, v in enumerate(values):
+        acc = Signal(acc_shape(acc_fmt), name=f"{name}_acc{p}")
+        m.d.comb += acc.eq(v)
+        accs.append(acc)
+    if req is None:
+        return Cat(*[acc.as_unsigned() for acc in accs])
+    if req.channels % lanes:
+        raise ValueError(f"{name}: {lanes} lanes must divide {req.channels} channels")
+    tbits = threshold_bits(acc_fmt)
+    levels = req.table.shape[1]
+    m.submodules[name] = tmem = memory.Memory(
+        shape=unsigned(lanes * (levels * tbits + 1)), depth=req.channels // lanes,
+        init=threshold_words(req, lanes, tbits))
+    t_rd = tmem.read_port()
+    m.d.comb += [t_rd.addr.eq(group), t_rd.en.eq(en)]
+    out_fmt = req.out_fmt
+    codes = []
+    for p, acc in enumerate(accs):
+        rising = t_rd.data[lanes * levels * tbits + p]
+        hits = []
+        for i in range(levels):
+            t = t_rd.data.word_select(p * levels + i, tbits).as_signed()
+            hits.append(Mux(rising, acc >= t, acc <= t))
+        index = adder_tree(hits)
+        if isinstance(out_fmt, Int):  # codes are consecutive: index + min (mod 2**bits)
+            offset = 0 if out_fmt.bipolar else out_fmt.min_int
+            codes.append((index + offset)[:out_fmt.bits])
+        else:
+            level_codes = out_fmt.encode(out_fmt.values())  # output code of each level index
+            table = Array(Const(int(c), out_fmt.bits) for c in level_codes)
+            codes.append(table[index])
+    return Cat(*codes)

@@ -1,0 +1,198 @@
+"""CNN hardware blocks in the Amaranth simulator, bit-exact against the IR's golden.
+
+Random small geometries (kernel 1-3, stride 1-2, pad 0-1, dilation 1-2, C 1-4, H/W 3-7),
+corner input codes, several frames back to back, random gaps on every input and random
+back-pressure on every output.
+"""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+from amaranth.sim import Simulator
+
+from bitloom.formats import Format, Int, accumulator_grid, parse_format
+from bitloom.hw.conv import ConvolutionUnit
+from bitloom.hw.mvu import Folding
+from bitloom.hw.window import SlidingWindow
+from bitloom.ir import MatrixVector, Thresholds, Window
+from bitloom.sim.vectors import from_beats, to_beats
+
+
+def simulate(dut, inputs: dict[str, list[int]], outputs: dict[str, int], seed: int,
+             pause: float = 0.3, max_cycles: int = 30_000) -> dict[str, list[tuple[int, int]]]:
+    """Drive the input ports with random gaps, drain the outputs with random ready; returns
+    per output port its ``(cycle, beat)`` transfers (stops at the expected counts)."""
+    received: dict[str, list[tuple[int, int]]] = {name: [] for name in outputs}
+
+    def producer(port, beats: list[int], rng: random.Random):
+        async def run(ctx):
+            for beat in beats:
+                while rng.random() < pause:
+                    await ctx.tick()
+                ctx.set(port.payload, beat)
+                ctx.set(port.valid, 1)
+                while not (await ctx.tick().sample(port.ready))[2]:
+                    pass
+                ctx.set(port.valid, 0)
+        return run
+
+    def consumer(port, rng: random.Random):
+        async def run(ctx):
+            while True:
+                ctx.set(port.ready, rng.random() >= pause)
+                await ctx.tick()
+        return run
+
+    def monitor(name: str, port, count: int):
+        async def run(ctx):
+            cycle = 0
+            async for _, _, valid, ready, payload in ctx.tick().sample(
+                    port.valid, port.ready, port.payload):
+                if valid and ready:
+                    received[name].append((cycle, payload))
+                cycle += 1
+                if len(received[name]) >= count or cycle >= max_cycles:
+                    return
+        return run
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    for n, (name, beats) in enumerate(inputs.items()):
+        sim.add_testbench(producer(getattr(dut, name), beats, random.Random(seed + n)),
+                          background=True)
+    for n, (name, count) in enumerate(outputs.items()):
+        port = getattr(dut, name)
+        sim.add_testbench(consumer(port, random.Random(seed + 100 + n)), background=True)
+        sim.add_testbench(monitor(name, port, count))
+    sim.run()
+    for name, count in outputs.items():
+        assert len(received[name]) == count, f"{name}: {len(received[name])} of {count} beats"
+    return received
+
+
+def beats(transfers: list[tuple[int, int]]) -> list[int]:
+    return [b for _, b in transfers]
+
+
+def random_codes(rng: np.random.Generator, fmt: Format, shape: tuple[int, ...]) -> np.ndarray:
+    """Grid integers of ``fmt``, with its minimum, maximum and zero planted up front."""
+    levels = fmt.grid_levels()
+    values = levels[rng.integers(0, len(levels), size=shape)]
+    flat = values.reshape(-1)
+    corners = [levels[0], levels[-1]] + ([0] if 0 in levels else [])
+    flat[:len(corners)] = corners[:flat.size]
+    return values
+
+
+def random_window(rng: np.random.Generator, pad_value: int = 0) -> tuple[Window, int, int]:
+    """A random geometry whose windows fit: ``(window, channels, simd)``."""
+    while True:
+        h, w = (int(v) for v in rng.integers(3, 8, size=2))
+        k = tuple(int(v) for v in rng.integers(1, 4, size=2))
+        window = Window((h, w), k, tuple(int(v) for v in rng.integers(1, 3, size=2)),
+                        tuple(int(v) for v in rng.integers(0, 2, size=4)),
+                        tuple(int(v) for v in rng.integers(1, 3, size=2)), pad_value)
+        if min(window.out_hw) >= 1:
+            c = int(rng.integers(1, 5))
+            simd = int(rng.choice([d for d in range(1, c + 1) if c % d == 0]))
+            return window, c, simd
+
+
+def random_thresholds(rng: np.random.Generator, acc: np.ndarray, out_fmt: Format) -> Thresholds:
+    """Sorted thresholds drawn from accumulator values that occur (so outputs spread)."""
+    channels = acc.shape[-1]
+    levels = len(out_fmt.grid_levels()) - 1
+    per_channel = acc.reshape(-1, channels)
+    table = np.stack([np.sort(rng.choice(per_channel[:, c], size=levels)) for c in
+                      range(channels)]).astype(np.int64)
+    return Thresholds(table, rng.random(channels) < 0.7, out_fmt)
+
+
+def acc_format(w_fmt: Format, in_fmt: Format, length: int) -> Int:
+    grid = accumulator_grid(w_fmt, in_fmt, length)
+    return Int.spanning(grid.lo, grid.hi)
+
+
+# -- sliding window ------------------------------------------------------------------------
+
+def window_order(patches: np.ndarray, simd: int, order: str) -> np.ndarray:
+    """``(B, OH, OW, K, C)`` patches -> the stream of elements in ``order``."""
+    b, oh, ow, k, c = patches.shape
+    if order == "conv":
+        return patches.reshape(-1)
+    chunks = patches.reshape(b, oh, ow, k, c // simd, simd).transpose(0, 1, 2, 4, 3, 5)
+    return chunks.reshape(-1)
+
+
+def test_sliding_window_streams_every_window_in_both_orders():
+    fmt = Int(4, signed=True)
+    for seed in range(6):
+        rng = np.random.default_rng(seed)
+        window, c, simd = random_window(rng, pad_value=int(rng.integers(-8, 8)))
+        order = ("conv", "depthwise")[seed % 2]
+        x = random_codes(rng, fmt, (2, *window.in_hw, c))
+        dut = SlidingWindow(window, c, simd, fmt, order)
+        expected = window_order(window.patches(x), simd, order)
+        out = simulate(dut, {"i": to_beats(x, fmt, simd)}, {"o": expected.size // simd},
+                       seed=seed)
+        got = from_beats(beats(out["o"]), fmt, simd)
+        np.testing.assert_array_equal(got, expected, err_msg=f"{window} C={c} SIMD={simd}")
+
+
+# -- convolution: sliding window + matrix-vector unit -------------------------------------
+
+def random_conv(rng: np.random.Generator, in_fmt: Format, w_fmt: Format, requant: bool,
+                frames: int) -> tuple[MatrixVector, np.ndarray, Folding]:
+    window, c, simd = random_window(rng)
+    n = int(rng.integers(1, 5))
+    pe = int(rng.choice([d for d in range(1, n + 1) if n % d == 0]))
+    k = window.size * c
+    weights = random_codes(rng, w_fmt, (k, n))
+    layer = MatrixVector("conv", (-1,), (*window.in_hw, c), acc_fmt=acc_format(w_fmt, in_fmt, k),
+                         weights=weights, in_fmt=in_fmt, w_fmt=w_fmt, window=window)
+    x = random_codes(rng, in_fmt, (frames, *window.in_hw, c))
+    if requant:
+        layer.requant = random_thresholds(rng, layer.golden(x), Int(3, signed=False))
+    return layer, x, Folding(pe, simd)
+
+
+def test_convolution_unit_is_bit_exact():
+    cases = [("int4", "int3", True), ("uint4", "bipolar", False), ("float6_e2m3fn", "int4", True),
+             ("int8", "int8", False)]
+    for seed, (in_name, w_name, requant) in enumerate(cases):
+        rng = np.random.default_rng(10 + seed)
+        in_fmt, w_fmt = parse_format(in_name), parse_format(w_name)
+        layer, x, fold = random_conv(rng, in_fmt, w_fmt, requant, frames=2)
+        expected = layer.golden(x).reshape(-1)
+        dut = ConvolutionUnit(layer, fold)
+        out = simulate(dut, {"i": to_beats(x, in_fmt, fold.simd)}, {"o": expected.size // fold.pe},
+                       seed=seed)
+        got = from_beats(beats(out["o"]), layer.out_fmt, fold.pe)
+        np.testing.assert_array_equal(got, expected, err_msg=f"{layer.window} {fold}")
+
+
+def test_convolution_keeps_the_mac_array_busy():
+    """3x3, stride 1, pad 1, one neuron fold: the window must deliver a beat every cycle."""
+    rng = np.random.default_rng(0)
+    fmt = Int(4, signed=True)
+    window = Window((6, 6), (3, 3), pads=(1, 1, 1, 1))
+    c, n, frames = 4, 4, 3
+    weights = random_codes(rng, fmt, (9 * c, n))
+    layer = MatrixVector("conv", (-1,), (6, 6, c), acc_fmt=acc_format(fmt, fmt, 9 * c),
+                         weights=weights, in_fmt=fmt, w_fmt=fmt, window=window)
+    fold = Folding(pe=4, simd=2)
+    x = random_codes(rng, fmt, (frames, 6, 6, c))
+    dut = ConvolutionUnit(layer, fold)
+    per_frame = 36 * n // fold.pe
+    out = simulate(dut, {"i": to_beats(x, fmt, fold.simd)}, {"o": frames * per_frame}, seed=0,
+                   pause=0.0)
+    np.testing.assert_array_equal(
+        from_beats(beats(out["o"]), layer.out_fmt, fold.pe), layer.golden(x).reshape(-1))
+    last = [out["o"][f * per_frame - 1][0] for f in range(1, frames + 1)]
+    steady = (last[-1] - last[0]) / (frames - 1)
+    ideal = dut.cycles_per_frame  # OH * OW * SF * NF
+    assert ideal == 36 * 18
+    print(f"conv 3x3/1 pad 1, 6x6x4, SF 18 NF 1: {steady:.0f} cycles per image, ideal {ideal}")
+    assert steady <= 1.1 * ideal, f"{steady} cycles per image, ideal {ideal}"
