@@ -30,10 +30,12 @@ from bitloom.ir import (
     HostOp,
     InputQuantizer,
     MatrixVector,
+    MaxPool,
     Network,
     OutputDequantizer,
     Quantizer,
     Thresholding,
+    Window,
     derive_thresholds,
 )
 from bitloom.ir.elementwise import Requantize, as_fractions
@@ -108,11 +110,16 @@ class Stream:
 
 @dataclass
 class Derived:
-    """A float tensor that is a per-channel monotone function of a layer's accumulator."""
+    """A float tensor that is a per-channel monotone function of a layer's accumulator.
+
+    ``max_pools`` are MaxPools applied to it before its quantizer: max commutes with every
+    non-decreasing function, so they become MaxPool layers right after the quantizer.
+    """
 
     producer: int
     chain: Chain
     shape: tuple[int, ...]
+    max_pools: tuple[Window, ...] = ()
 
 
 @dataclass
@@ -123,7 +130,16 @@ class HostResult:
     ops: list[HostOp]
 
 
-Value = Constant | QuantConstant | FloatInput | Stream | Derived | HostResult
+@dataclass
+class PendingConcat:
+    """A Concat of branches quantized differently: each branch is moved onto the quantizer
+    that follows (a thresholding layer where its scale differs), then concatenated."""
+
+    parts: list[Stream]
+    shape: tuple[int, ...]
+
+
+Value = Constant | QuantConstant | FloatInput | Stream | Derived | HostResult | PendingConcat
 
 
 def channel_last(shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -318,6 +334,9 @@ class Importer:
         if isinstance(x, Stream) and x.fmt == quantizer.fmt and x.scale.size == 1 and \
                 float(x.scale[0]) == quantizer.scale and x.zero_point == quantizer.zero_point:
             return x  # values already on this grid and in range: the quantizer is the identity
+        if isinstance(x, PendingConcat):
+            return self._concat_layer(node, [self._quantize(node, p, quantizer, per_tensor_scale)
+                                             for p in x.parts])
         if isinstance(x, FloatInput):
             if self.input_quant is not None:
                 raise self.fail(node, "the model input is quantized twice.")
@@ -334,8 +353,20 @@ class Importer:
                                 "quantize activations to 8 bits or fewer.")
             layer.requant = derive_thresholds(x.chain, quantizer, layer.acc_fmt)
             self.requant_sources[x.producer] = (x.chain, quantizer)
-            return Stream(x.producer, quantizer.fmt, np.array([quantizer.scale]),
-                          quantizer.zero_point, x.shape)
+            out = Stream(x.producer, quantizer.fmt, np.array([quantizer.scale]),
+                         quantizer.zero_point, x.shape)
+            if x.max_pools:
+                if any(x.chain.direction(c) < 0 for c in range(x.chain.channels)):
+                    raise self.fail(node, "a MaxPool before this quantizer does not commute "
+                                    "with the decreasing float ops between them.")
+                for window in x.max_pools:
+                    in_shape = (*window.in_hw, x.chain.channels)
+                    window = replace(window, pad_value=quantizer.fmt.grid().lo)
+                    index = self._add_layer(node, MaxPool(
+                        f"maxpool{len(self.layers)}", (out.producer,), in_shape,
+                        fmt=quantizer.fmt, window=window))
+                    out = replace(out, producer=index)
+            return out
         if isinstance(x, Stream):  # onto another scale or format: a thresholding layer
             if x.scale.size != 1:
                 raise self.fail(node, "re-quantizing needs a per-tensor input scale.")
@@ -669,7 +700,7 @@ class Importer:
             n = self.layers[-1].out_shape[-1]
             out = Derived(out.producer,
                           Chain(n).then(Affine([step] * n, [-s * out.zero_point] * n)), out.shape)
-        elif not isinstance(out, Derived) or out.producer != last:
+        elif not isinstance(out, Derived) or out.producer != last or out.max_pools:
             raise BitloomError(
                 f"{self.source}: the output {output_name!r} must be the result of the last "
                 "layer (MatMul/Gemm/Conv/pool/Add, with bias, scales or ReLU, or quantized); "

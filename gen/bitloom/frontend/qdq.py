@@ -20,6 +20,7 @@ from bitloom.frontend.importer import (
     Constant,
     Derived,
     FloatInput,
+    PendingConcat,
     QuantConstant,
     Stream,
     Value,
@@ -133,7 +134,7 @@ class QdqOps:
                                         None), fmt=fmt)
         if scale.size != 1 or zero_point.size != 1:
             raise self.fail(node, "activations need a per-tensor scale and zero point.")
-        if not isinstance(x, (FloatInput, Derived, Stream)):
+        if not isinstance(x, (FloatInput, Derived, Stream, PendingConcat)):
             raise self.fail(node, "QuantizeLinear of this tensor is not supported.")
         quantizer = Quantizer(fmt, float(scale.reshape(-1)[0]), int(zero_point.reshape(-1)[0]),
                               "round", ROUND_THEN_SHIFT)

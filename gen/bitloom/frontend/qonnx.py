@@ -8,6 +8,7 @@ a layer's float output, that layer's thresholds.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import ClassVar
 
 import numpy as np
@@ -16,11 +17,13 @@ from bitloom.formats import Format, Int, normalize_rounding
 from bitloom.formats.minifloat import float_quant_format
 from bitloom.frontend.importer import (
     Constant,
+    Derived,
     QuantConstant,
     Value,
     attributes,
 )
-from bitloom.ir import CLIP_THEN_ROUND, Quantizer
+from bitloom.ir import CLIP_THEN_ROUND, ROUND_THEN_SHIFT, Quantizer
+from bitloom.ir.elementwise import Requantize
 
 QONNX_DOMAINS = frozenset({"qonnx.custom_op.general", "onnx.brevitas", "finn.custom_op.general"})
 
@@ -33,7 +36,57 @@ class QonnxOps:
         (QONNX_DOMAINS, "IntQuant"): "_qonnx_quant",
         (QONNX_DOMAINS, "BipolarQuant"): "_qonnx_quant",
         (QONNX_DOMAINS, "FloatQuant"): "_qonnx_float_quant",
+        (QONNX_DOMAINS, "Trunc"): "_qonnx_trunc",
     }
+
+    def _qonnx_trunc(self, node, ins: list[Value | None]) -> Value:
+        """``Trunc`` (v1: x, scale, zp, in_bits, out_bits; v2: x, scale, zp, in_bits,
+        out_scale, out_bits): round onto the input grid, then drop low bits with
+        ``rounding_mode`` (FLOOR by default) — two nested quantizers in one chain."""
+        attrs = attributes(node)
+        x = ins[0]
+        if not isinstance(x, Derived):
+            raise self.fail(node, "Trunc must follow a layer's float output (e.g. an "
+                            "AveragePool); Trunc of this tensor is not supported.")
+        version = next((o.version for o in self.model.opset_import if o.domain == node.domain),
+                       1)
+        v2 = version >= 2  # as qonnx's executor picks the implementation
+        if len(ins) != (6 if v2 else 5):
+            raise self.fail(node, f"Trunc of opset {version} ({'v2' if v2 else 'v1'}) takes "
+                            f"{6 if v2 else 5} inputs, this node has {len(ins)}.")
+        consts = [self._const_input(node, v, what).astype(np.float64).reshape(-1)
+                  for v, what in zip(ins[1:], ("scale", "zero point", "input bit width",
+                                               *(("output scale",) if v2 else ()),
+                                               "output bit width"), strict=False)]
+        if any(c.size != 1 for c in consts):
+            raise self.fail(node, "Trunc parameters must be scalars.")
+        scale, zp, in_bits = float(consts[0][0]), consts[1][0], int(consts[2][0])
+        out_bits = int(consts[-1][0])
+        if zp != int(zp) or not 1 <= out_bits <= 16 or not 1 <= in_bits <= 32:
+            raise self.fail(node, "Trunc needs an integer zero point, 1..32 input bits and "
+                            "1..16 output bits.")
+        try:
+            rounding = normalize_rounding(str(attrs.get("rounding_mode", "FLOOR")))
+        except ValueError as exc:
+            raise self.fail(node, str(exc)) from None
+        if v2:  # qonnx: trunc_scale = 2**round(log2(out_scale / scale))
+            out_scale = float(np.float32(consts[3][0]))
+            shift = round(float(np.log2(out_scale / scale)))
+            fmt = Int(out_bits, bool(attrs.get("signed", 1)), bool(attrs.get("narrow", 0)))
+            order = CLIP_THEN_ROUND
+        else:  # v1 drops in_bits - out_bits and does not clamp
+            shift, out_scale = in_bits - out_bits, scale
+            fmt, order = Int(out_bits + 1, True), ROUND_THEN_SHIFT
+        step = 2.0 ** shift
+        if (zp / step) != int(zp / step):
+            raise self.fail(node, "the zero point does not survive the truncation exactly.")
+        grid = Quantizer(Int(min(in_bits + 8, 62), True), scale, int(zp), "round",
+                         ROUND_THEN_SHIFT)
+        chain = x.chain.then(Requantize(grid))  # the integer on the input grid
+        out = self._quantize(node, replace(x, chain=chain),
+                             Quantizer(fmt, step, 0, rounding, order), np.array([step]))
+        zero = int(zp / step) if v2 else int(zp)
+        return replace(out, scale=np.array([out_scale], dtype=np.float64), zero_point=zero)
 
     def _qonnx_float_quant(self, node, ins: list[Value | None]) -> Value:
         """``FloatQuant(x, scale, exponent_bitwidth, mantissa_bitwidth, exponent_bias,

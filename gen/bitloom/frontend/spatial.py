@@ -20,6 +20,8 @@ from bitloom.formats import Int
 from bitloom.frontend.importer import (
     ONNX_DOMAINS,
     Derived,
+    PendingConcat,
+    QuantConstant,
     Stream,
     Value,
     attributes,
@@ -40,7 +42,7 @@ from bitloom.ir.elementwise import as_fractions
 
 ONNX = frozenset(ONNX_DOMAINS)
 #: a residual Add whose branch scales need integer multipliers above this is refused
-MAX_ADD_MULTIPLIER = 2**16
+MAX_ADD_MULTIPLIER = 2**32
 
 
 class SpatialOps:
@@ -109,7 +111,18 @@ class SpatialOps:
         x = ins[0]
         if not isinstance(x, Stream):
             raise self.fail(node, "its input is not quantized; put a quantizer before it.")
-        w = self._weights_of(node, ins[1])
+        out = self._convolution(node, x, self._weights_of(node, ins[1]))
+        if len(ins) > 2 and ins[2] is not None:
+            m = out.chain.channels
+            bias = self._const_input(node, ins[2], "bias B").reshape(-1)
+            if bias.size != m:
+                raise self.fail(node, "bias B must have one value per output channel.")
+            out = replace(out, chain=out.chain.then(
+                Affine([Fraction(1)] * m, as_fractions(bias, m))))
+        return out
+
+    def _convolution(self, node, x: Stream, w: QuantConstant) -> Derived:
+        """A Conv layer (group 1) or a depthwise one (group = C = M), without bias."""
         if w.values.ndim != 4:
             raise self.fail(node, f"weights of rank {w.values.ndim}: only 2-D convolutions "
                             "(4-D weights) are supported.")
@@ -147,12 +160,6 @@ class SpatialOps:
             raise self.fail(node, f"group={group} with {c} input and {m} output channels: "
                             "only ordinary (group=1) and depthwise (group=C=M) convolutions "
                             "are supported.")
-        if len(ins) > 2 and ins[2] is not None:
-            bias = self._const_input(node, ins[2], "bias B").reshape(-1)
-            if bias.size != m:
-                raise self.fail(node, "bias B must have one value per output channel.")
-            out = replace(out, chain=out.chain.then(
-                Affine([Fraction(1)] * m, as_fractions(bias, m))))
         return out
 
     # -- BatchNormalization -----------------------------------------------------------------
@@ -178,14 +185,17 @@ class SpatialOps:
                                                     as_fractions(beta - a * mean, n))))
 
     # -- pooling ----------------------------------------------------------------------------
-    def _max_pool(self, node, ins: list[Value | None]) -> Stream:
+    def _max_pool(self, node, ins: list[Value | None]) -> Stream | Derived:
         x = ins[0]
         if len(node.output) > 1 and any(node.output[1:]):
             raise self.fail(node, "MaxPool's Indices output is not supported.")
-        if not isinstance(x, Stream):
-            raise self.fail(node, "MaxPool of an unquantized tensor: put the quantizer "
-                            "before the pool (max commutes with it).")
         kernel = tuple(attributes(node).get("kernel_shape", ()))
+        if isinstance(x, Derived):  # pooled after the quantizer that follows
+            window = self._window(node, x.shape, kernel, 0)
+            return replace(x, shape=(x.shape[0], *window.out_hw),
+                           max_pools=(*x.max_pools, window))
+        if not isinstance(x, Stream):
+            raise self.fail(node, "MaxPool of this tensor is not supported; quantize it first.")
         window = self._window(node, x.shape, kernel, x.fmt.grid().lo)
         index = self._add_layer(node, MaxPool(f"maxpool{len(self.layers)}", (x.producer,),
                                               channel_last(x.shape), fmt=x.fmt, window=window))
@@ -194,10 +204,12 @@ class SpatialOps:
     def _average_pool(self, node, ins: list[Value | None]) -> Derived:
         """AveragePool, GlobalAveragePool and ReduceMean over H, W: a sum pool whose
         division by the window size joins the chain (and so the next requantization)."""
-        x, op, attrs = ins[0], node.op_type, attributes(node)
+        x, op, attrs = ins[0], node.op_type.removeprefix("QLinear"), attributes(node)
         if not isinstance(x, Stream):
             raise self.fail(node, f"{op} of an unquantized tensor cannot be computed exactly; "
                             "quantize the tensor before pooling.")
+        if attrs.get("channels_last", 0):
+            raise self.fail(node, "channels_last=1 is not supported; use NCHW.")
         if len(x.shape) != 3:
             raise self.fail(node, f"{op} needs a (C, H, W) feature map, got {x.shape}.")
         c, h, w = x.shape
@@ -258,25 +270,32 @@ class SpatialOps:
         offset = -(sa * a.zero_point + sb * b.zero_point)
         return Derived(index, Chain(c).then(Affine([unit] * c, [offset] * c)), a.shape)
 
-    def _concat(self, node, ins: list[Value | None]) -> Stream:
+    def _concat(self, node, ins: list[Value | None]) -> Stream | PendingConcat:
         xs = [v for v in ins if v is not None]
         if not all(isinstance(v, Stream) for v in xs):
             raise self.fail(node, "Concat of unquantized tensors is not supported; quantize "
-                            "every branch (with one shared quantizer).")
+                            "every branch.")
         first = xs[0]
-        rank = len(first.shape) + 1
-        axis = int(attributes(node).get("axis", 1)) % rank
+        axis = int(attributes(node).get("axis", 1)) % (len(first.shape) + 1)
         if axis != 1:
             raise self.fail(node, f"Concat along axis {axis}: only channels (axis 1) are "
                             "supported.")
         for v in xs[1:]:
-            same = (v.fmt == first.fmt and v.zero_point == first.zero_point
-                    and np.array_equal(v.scale, first.scale))
-            if not same:
-                raise self.fail(node, "Concat of branches quantized differently (format, scale "
-                                "or zero point); quantize them with one shared quantizer.")
             if v.shape[1:] != first.shape[1:] or v.order is not None:
                 raise self.fail(node, "Concat inputs must agree in every axis but channels.")
+        if all(v.fmt == first.fmt and v.zero_point == first.zero_point
+               and np.array_equal(v.scale, first.scale) for v in xs[1:]):
+            return self._concat_layer(node, xs)
+        shape = (sum(v.shape[0] for v in xs), *first.shape[1:])
+        return PendingConcat(xs, shape)
+
+    def _concat_layer(self, node, xs: list[Stream]) -> Stream:
+        """Channel concatenation of branches quantized alike."""
+        first = xs[0]
+        if any(v.fmt != first.fmt or v.zero_point != first.zero_point
+               or not np.array_equal(v.scale, first.scale) for v in xs[1:]):
+            raise self.fail(node, "Concat of branches quantized differently needs a quantizer "
+                            "right after it (or one shared quantizer on every branch).")
         channels = tuple(v.shape[0] for v in xs)
         index = self._add_layer(node, Concat(
             f"concat{len(self.layers)}", tuple(v.producer for v in xs),

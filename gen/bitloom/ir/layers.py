@@ -140,8 +140,9 @@ class MatrixVector(Accumulating):
         return self.in_features * self.out_features * self.pixels
 
     def golden(self, x: np.ndarray) -> np.ndarray:
-        if self.window is None:
-            return self.finish(_exact_matmul(x, self.weights, self.acc_fmt))
+        if self.window is None:  # a flattened feature map arrives as (B, H, W, C)
+            return self.finish(_exact_matmul(x.reshape(len(x), -1), self.weights,
+                                             self.acc_fmt))
         p = self.window.patches(x)
         b, oh, ow = p.shape[:3]
         acc = _exact_matmul(p.reshape(b * oh * ow, -1), self.weights, self.acc_fmt)

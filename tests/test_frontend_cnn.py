@@ -1,0 +1,97 @@
+"""CNN layers in the frontend and golden model, bit for bit against qonnx's executor.
+
+The models use power-of-two scales, so qonnx's float32 arithmetic is exact and any
+difference is a bug; geometry (kernel, stride, padding, dilation, auto_pad), depthwise,
+pooling before and after the quantizer, Trunc, residual Add on two scales, Concat and
+host-side output ops are each exercised.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import bitloom
+from bitloom.errors import BitloomError
+from bitloom.ir import AddStreams, Concat, DepthwiseConv, MatrixVector, MaxPool, SumPool
+
+from qonnx_models import random_cnn, run_qonnx
+
+CASES = {
+    "k3s1p1": {},
+    "k3s2p1": {"stride": 2},
+    "k2s1p0": {"kernel": 2, "pads": (0, 0, 0, 0)},
+    "k3_dilated": {"dilation": 2, "pads": (2, 1, 2, 1)},
+    "k3_asym_pads": {"pads": (0, 1, 2, 0)},
+    "same_upper_s2": {"auto_pad": "SAME_UPPER", "stride": 2},
+    "same_lower": {"auto_pad": "SAME_LOWER", "kernel": 2},
+    "valid": {"auto_pad": "VALID"},
+    "depthwise": {"depthwise": True},
+    "maxpool_before_quant": {"pool": "max_float"},
+    "avgpool": {"pool": "avg"},
+    "trunc_v2": {"pool": "avg", "trunc": 2},
+    "trunc_v1": {"pool": "avg", "trunc": 1},
+    "residual": {"residual": True},
+    "concat": {"concat": True},
+    "flatten_head": {"head": "flatten", "pool": "none"},
+    "int8": {"w_bits": 8, "act_bits": 8},
+    "int2": {"w_bits": 2, "act_bits": 2},
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_cnn_golden_equals_qonnx(case):
+    model = random_cnn(seed=len(case), **CASES[case])
+    x = np.random.default_rng(1).normal(scale=0.6, size=(6, 2, 7, 7)).astype(np.float32)
+    x[0] = 0.0
+    x[1] = 10.0  # saturating corner
+    net = bitloom.load(model)
+    got = net.run(x)
+    want = run_qonnx(model, x)
+    np.testing.assert_array_equal(got, want)
+
+
+def test_layers_are_what_the_model_says():
+    net = bitloom.load(random_cnn(seed=0, residual=True, concat=True))
+    kinds = [type(ly) for ly in net.layers]
+    assert kinds.count(MatrixVector) == 5 and MaxPool in kinds and SumPool in kinds
+    assert AddStreams in kinds and Concat in kinds
+    add = next(ly for ly in net.layers if isinstance(ly, AddStreams))
+    assert add.multipliers == (1, 2)  # branch scale 2**-3, skip 2**-2
+    assert not net.is_chain
+    dw = bitloom.load(random_cnn(seed=0, depthwise=True))
+    assert isinstance(dw.layers[0], DepthwiseConv)
+
+
+def test_flatten_of_a_feature_map_keeps_onnx_order():
+    """Flatten is NCHW in ONNX; the stream is channel-last: weights are permuted to match."""
+    model = random_cnn(seed=3, head="flatten", pool="none", shape=(2, 4, 5))
+    x = np.random.default_rng(2).normal(size=(4, 2, 4, 5)).astype(np.float32)
+    np.testing.assert_array_equal(bitloom.load(model).run(x), run_qonnx(model, x))
+
+
+@pytest.mark.parametrize("op", ["Softmax", "ArgMax"])
+def test_host_side_output_ops(op):
+    model = random_cnn(seed=5, host_op=op)
+    x = np.random.default_rng(3).normal(size=(5, 2, 7, 7)).astype(np.float32)
+    net = bitloom.load(model)
+    assert [h.op_type for h in net.output.host_ops] == [op]
+    got, want = net.run(x), run_qonnx(model, x)
+    if op == "ArgMax":
+        np.testing.assert_array_equal(got, want)
+    else:
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
+
+
+def test_unsupported_geometry_is_named():
+    model = random_cnn(seed=0)
+    conv = next(n for n in model.graph.node if n.op_type == "Conv")
+    conv.attribute.append(onnx_attr("group", 2))
+    with pytest.raises(BitloomError, match=r"Conv.*group=2"):
+        bitloom.load(model)
+
+
+def onnx_attr(name: str, value):
+    from onnx import helper
+
+    return helper.make_attribute(name, value)
