@@ -1,0 +1,139 @@
+"""``bitloom quantize FLOAT.onnx --format FMT --calib DATA.npz -o Q.onnx``.
+
+Prints what was chosen per layer and, when labels ``y`` come with the data, the float and
+quantized accuracy, so a user sees at once whether a format is good enough.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import onnx
+from rich.console import Console
+from rich.table import Table
+
+from bitloom.errors import BitloomError
+from bitloom.frontend.loader import read_model
+from bitloom.quantize.calibrate import METHODS, input_batch, run_float
+from bitloom.quantize.core import Quantized, quantize
+
+console = Console(highlight=False)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of the ``quantize`` subcommand."""
+    parser.add_argument("model", help="float ONNX model (MatMul/Gemm/Conv, ReLU, pooling, ...)")
+    parser.add_argument("--format", help="format of weights and activations (int8, int4, "
+                        "fixed8.4, float8_e4m3fn, e3m2, ...)")
+    parser.add_argument("--weights", help="weight format (overrides --format)")
+    parser.add_argument("--acts", help="activation format (overrides --format)")
+    parser.add_argument("--calib", required=True,
+                        help=".npz with calibration inputs `x` (and optional labels `y`)")
+    parser.add_argument("--eval", help=".npz with `x` and `y` to measure accuracy on "
+                        "(default: the calibration data, when it has `y`)")
+    parser.add_argument("-o", "--output", required=True, help="QONNX model to write")
+    parser.add_argument("--method", choices=METHODS, default="minmax",
+                        help="activation calibration (mse also searches weight clipping)")
+    parser.add_argument("--per-tensor", action="store_true",
+                        help="one weight scale per layer instead of one per output channel")
+    parser.add_argument("--no-bias-correction", action="store_true",
+                        help="keep biases as trained")
+
+
+def load_npz(path: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """``x`` and, if present, ``y`` from an .npz, with errors naming the file."""
+    p = Path(path)
+    if not p.is_file():
+        raise BitloomError(f"{p}: no such file. Pass an .npz holding an array `x`.")
+    try:
+        data = np.load(p, allow_pickle=False)
+    except Exception as exc:
+        raise BitloomError(f"{p}: not a NumPy .npz file ({exc}).") from None
+    if not isinstance(data, np.lib.npyio.NpzFile) or "x" not in data.files:
+        held = ", ".join(data.files) if isinstance(data, np.lib.npyio.NpzFile) else "one array"
+        raise BitloomError(f"{p}: expected an .npz with an array named `x` (and optionally "
+                           f"`y`); it holds {held}.")
+    y = data["y"] if "y" in data.files else None
+    if y is not None and len(y) != len(data["x"]):
+        raise BitloomError(f"{p}: `x` has {len(data['x'])} samples but `y` has {len(y)}.")
+    return data["x"], y
+
+
+def run_quantized(model: onnx.ModelProto, x: np.ndarray) -> tuple[np.ndarray | None, str]:
+    """The quantized model's outputs and what computed them: bitloom's exact golden model,
+    else qonnx's (slow) executor when installed, else None and the reason."""
+    import bitloom
+
+    try:
+        return bitloom.load(model).run(x), "bitloom golden"
+    except Exception as exc:  # the model is written already; accuracy is only a report
+        reason = str(exc) if isinstance(exc, BitloomError) else f"{type(exc).__name__}: {exc}"
+    try:
+        from qonnx.core.modelwrapper import ModelWrapper
+        from qonnx.core.onnx_exec import execute_onnx
+    except ImportError:
+        return None, f"bitloom cannot load the quantized model ({reason}) and qonnx is not " \
+            "installed"
+    wrapped = ModelWrapper(model)
+    inp, out = model.graph.input[0].name, model.graph.output[0].name
+    batch = input_batch(model.graph.input[0])[1]
+    ys = [execute_onnx(wrapped, {inp: x[i:i + batch]})[out] for i in range(0, len(x), batch)]
+    return np.concatenate(ys), f"qonnx executor (bitloom: {reason})"
+
+
+def summary(result: Quantized) -> list[Table]:
+    """Per-layer weight quantization and per-group activation quantization tables."""
+    layers = Table(title="weights", title_justify="left")
+    for col in ("layer", "op", "format", "channels", "scale min", "scale max", "rel. error",
+                "bias corr."):
+        layers.add_column(col, justify="left" if col in ("layer", "op", "format") else "right")
+    for r in result.weights:
+        layers.add_row(r.node, r.op, r.fmt, str(r.channels), f"{r.scale_min:.4g}",
+                       f"{r.scale_max:.4g}", f"{r.rel_error:.2%}",
+                       "off" if r.bias_shift is None else f"{r.bias_shift:.3g}")
+    acts = Table(title="activations", title_justify="left")
+    for col in ("tensor", "format", "clip", "scale"):
+        acts.add_column(col, justify="left" if col in ("tensor", "format") else "right")
+    for a in result.acts:
+        acts.add_row(", ".join(a.tensors), a.fmt, f"{a.clip:.4g}", f"{a.scale:.4g}")
+    return [layers, acts]
+
+
+def command(args: argparse.Namespace) -> int:
+    """Run ``bitloom quantize``; user mistakes raise :class:`BitloomError`."""
+    weights = args.weights or args.format
+    acts = args.acts or args.format
+    if weights is None or acts is None:
+        raise BitloomError("quantize needs --format FMT, or both --weights FMT and --acts FMT.")
+    x, y = load_npz(args.calib)
+    result = quantize(args.model, weights, acts, x, args.method, not args.per_tensor,
+                      not args.no_bias_correction)
+    try:
+        onnx.save(result.model, args.output)
+    except OSError as exc:
+        raise BitloomError(f"cannot write {args.output}: {exc.strerror}.") from None
+    for table in summary(result):
+        console.print(table)
+    if args.eval:
+        x, y = load_npz(args.eval)
+    if y is None:
+        console.print(f"wrote {args.output}; no labels `y` given, so accuracy is not measured.")
+        return 0
+    model, _ = read_model(args.model)
+    graph_input = next(i for i in model.graph.input
+                       if i.name not in {t.name for t in model.graph.initializer})
+    out = model.graph.output[0].name
+    ref = np.concatenate(run_float(model, x.astype(np.float32), [out],
+                                   input_batch(graph_input)[1])[out])
+    got, engine = run_quantized(result.model, x.astype(np.float32))
+    acc_float = float(np.mean(ref.argmax(-1) == y))
+    console.print(f"wrote {args.output}; accuracy on {len(y)} samples: float "
+                  f"{acc_float:.2%}", end="")
+    if got is None:
+        console.print(f", quantized not measured: {engine}.", markup=False)
+    else:
+        console.print(f", quantized {np.mean(got.argmax(-1) == y):.2%} ({engine}).",
+                      markup=False)
+    return 0
