@@ -13,10 +13,23 @@ import numpy as np
 from amaranth.sim import Simulator
 
 from bitloom.formats import Format, Int, accumulator_grid, parse_format
+from bitloom.hw.branch import ConcatUnit, Duplicate
 from bitloom.hw.conv import ConvolutionUnit
 from bitloom.hw.mvu import Folding
+from bitloom.hw.pointwise import AddUnit, ThresholdUnit
+from bitloom.hw.pool import DepthwiseUnit, PoolUnit
 from bitloom.hw.window import SlidingWindow
-from bitloom.ir import MatrixVector, Thresholds, Window
+from bitloom.ir import (
+    AddStreams,
+    Concat,
+    DepthwiseConv,
+    MatrixVector,
+    MaxPool,
+    SumPool,
+    Thresholding,
+    Thresholds,
+    Window,
+)
 from bitloom.sim.vectors import from_beats, to_beats
 
 
@@ -110,8 +123,10 @@ def random_thresholds(rng: np.random.Generator, acc: np.ndarray, out_fmt: Format
     return Thresholds(table, rng.random(channels) < 0.7, out_fmt)
 
 
-def acc_format(w_fmt: Format, in_fmt: Format, length: int) -> Int:
-    grid = accumulator_grid(w_fmt, in_fmt, length)
+def acc_format(w_fmt: Format | None, in_fmt: Format, length: int) -> Int:
+    """The exact accumulator of ``length`` products (or plain values, without ``w_fmt``)."""
+    grid = in_fmt.grid().sum_of(length) if w_fmt is None else \
+        accumulator_grid(w_fmt, in_fmt, length)
     return Int.spanning(grid.lo, grid.hi)
 
 
@@ -196,3 +211,112 @@ def test_convolution_keeps_the_mac_array_busy():
     assert ideal == 36 * 18
     print(f"conv 3x3/1 pad 1, 6x6x4, SF 18 NF 1: {steady:.0f} cycles per image, ideal {ideal}")
     assert steady <= 1.1 * ideal, f"{steady} cycles per image, ideal {ideal}"
+
+
+# -- depthwise convolution and pooling ----------------------------------------------------
+
+def run_map_unit(dut, layer, x: np.ndarray, in_fmt: Format, simd: int, seed: int) -> None:
+    """Stream ``x`` through a map-in, map-out unit and compare with ``layer.golden``."""
+    expected = layer.golden(x).reshape(-1)
+    out = simulate(dut, {"i": to_beats(x, in_fmt, simd)}, {"o": expected.size // simd},
+                   seed=seed)
+    got = from_beats(beats(out["o"]), layer.out_fmt, simd)
+    np.testing.assert_array_equal(got, expected, err_msg=f"{layer.kind} {layer.window}")
+
+
+def global_window(rng: np.random.Generator) -> tuple[Window, int, int]:
+    h, w = (int(v) for v in rng.integers(3, 6, size=2))
+    return Window((h, w), (h, w)), 4, 2
+
+
+def test_depthwise_unit_is_bit_exact():
+    cases = [("int4", "int3", True, False), ("float6_e2m3fn", "int4", False, False),
+             ("uint3", "bipolar", True, False), ("int4", "int4", True, True)]
+    for seed, (in_name, w_name, requant, whole) in enumerate(cases):
+        rng = np.random.default_rng(20 + seed)
+        in_fmt, w_fmt = parse_format(in_name), parse_format(w_name)
+        window, c, simd = global_window(rng) if whole else random_window(rng)
+        layer = DepthwiseConv("dw", (-1,), (*window.in_hw, c),
+                              acc_fmt=acc_format(w_fmt, in_fmt, window.size),
+                              weights=random_codes(rng, w_fmt, (window.size, c)),
+                              in_fmt=in_fmt, w_fmt=w_fmt, window=window)
+        x = random_codes(rng, in_fmt, (3, *window.in_hw, c))
+        if requant:
+            layer.requant = random_thresholds(rng, layer.golden(x), Int(4, signed=True))
+        run_map_unit(DepthwiseUnit(layer, simd), layer, x, in_fmt, simd, seed)
+
+
+def test_pool_units_are_bit_exact():
+    cases = [("max", "int4"), ("max", "float6_e2m3fn"), ("max", "uint3"), ("sum", "int4"),
+             ("sum", "float4_e2m1fn"), ("global", "uint4")]
+    for seed, (kind, name) in enumerate(cases):
+        rng = np.random.default_rng(30 + seed)
+        fmt = parse_format(name)
+        if kind == "max":
+            window, c, simd = random_window(rng, pad_value=int(fmt.grid().lo))
+            layer = MaxPool("max", (-1,), (*window.in_hw, c), fmt=fmt, window=window)
+        else:
+            window, c, simd = global_window(rng) if kind == "global" else random_window(rng)
+            layer = SumPool("sum", (-1,), (*window.in_hw, c), in_fmt=fmt, window=window,
+                            acc_fmt=acc_format(None, fmt, window.size))
+        x = random_codes(rng, fmt, (3, *window.in_hw, c))
+        if kind != "max":
+            layer.requant = random_thresholds(rng, layer.golden(x), Int(3, signed=False))
+        run_map_unit(PoolUnit(layer, simd), layer, x, fmt, simd, seed)
+
+
+# -- pointwise: thresholds and residual add -----------------------------------------------
+
+def test_threshold_and_add_units_are_bit_exact():
+    cases = [("int5", None, 1, 1, True), ("float6_e2m3fn", None, 1, 1, True),
+             ("int4", "uint3", 3, 2, True), ("uint4", "int4", 1, -4, False)]
+    for seed, (a_name, b_name, ka, kb, requant) in enumerate(cases):
+        rng = np.random.default_rng(40 + seed)
+        shape = (int(rng.integers(1, 4)), 3, 4)
+        simd = int(rng.choice([1, 2, 4]))
+        fa = parse_format(a_name)
+        a = random_codes(rng, fa, (3, *shape))
+        if b_name is None:
+            grid = fa.grid()
+            layer = Thresholding("req", (-1,), shape, in_fmt=fa,
+                                 acc_fmt=Int.spanning(grid.lo, grid.hi))
+            streams, dut_of = {"i": to_beats(a, fa, simd)}, ThresholdUnit
+            args: tuple[np.ndarray, ...] = (a,)
+        else:
+            fb = parse_format(b_name)
+            b = random_codes(rng, fb, (3, *shape))
+            bounds = [ka * ga + kb * gb for ga in (fa.grid().lo, fa.grid().hi)
+                      for gb in (fb.grid().lo, fb.grid().hi)]
+            layer = AddStreams("add", (-1, -1), shape, in_fmts=(fa, fb), multipliers=(ka, kb),
+                               acc_fmt=Int.spanning(min(bounds), max(bounds)))
+            streams = {"a": to_beats(a, fa, simd), "b": to_beats(b, fb, simd)}
+            dut_of, args = AddUnit, (a, b)
+        if requant:
+            layer.requant = random_thresholds(rng, layer.golden(*args), Int(3, signed=True))
+        expected = layer.golden(*args).reshape(-1)
+        out = simulate(dut_of(layer, simd), streams, {"o": expected.size // simd}, seed=seed)
+        got = from_beats(beats(out["o"]), layer.out_fmt, simd)
+        np.testing.assert_array_equal(got, expected, err_msg=f"{layer.kind} {a_name} {b_name}")
+
+
+# -- branches: concat and fan-out ---------------------------------------------------------
+
+def test_concat_interleaves_channels_per_pixel():
+    rng = np.random.default_rng(50)
+    fmt = Int(4, signed=True)
+    channels, simd = (2, 4, 2), 2
+    xs = [random_codes(rng, fmt, (3, 3, 4, c)) for c in channels]
+    layer = Concat("cat", (0, 1, 2), (3, 4, 2), fmt=fmt, channels=channels)
+    expected = layer.golden(*xs).reshape(-1)
+    out = simulate(ConcatUnit(layer, simd),
+                   {f"i{k}": to_beats(x, fmt, simd) for k, x in enumerate(xs)},
+                   {"o": expected.size // simd}, seed=50)
+    np.testing.assert_array_equal(from_beats(beats(out["o"]), fmt, simd), expected)
+
+
+def test_duplicate_delivers_every_beat_to_every_output():
+    data = [random.Random(7).randrange(256) for _ in range(60)]
+    out = simulate(Duplicate(8, 3), {"i": data}, {f"o{k}": len(data) for k in range(3)},
+                   seed=60, pause=0.5)
+    for k in range(3):
+        assert beats(out[f"o{k}"]) == data

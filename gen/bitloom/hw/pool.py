@@ -1,0 +1,191 @@
+"""Per-channel reductions over windows: depthwise convolution, max pooling, sum pooling.
+
+Why one implementation: the three layers differ only in what a tap contributes (a weighted
+value, the value, the larger of two codes) and whether thresholds follow; the windows, the
+``simd`` lane-parallel accumulators and the schedule are the same.
+
+Input: the ``(H, W, C)`` map, ``simd`` channels per beat. A
+:class:`~bitloom.hw.window.SlidingWindow` in depthwise order feeds the reducer, per output
+pixel and channel chunk the ``KH*KW`` taps in a row, so ``simd`` accumulators suffice.
+When the window is the whole map (global pooling: kernel = ``(H, W)``, no padding) there is
+no window generator and no line buffer: the map streams straight in and one accumulator
+per channel (``C/simd`` words of a small memory) sums/maxes over all pixels.
+
+Output: the ``(OH, OW, C)`` map, ``simd`` channels per beat.
+
+Schedule: one input beat per cycle; an image takes ``OH*OW*KH*KW*C/simd`` cycles
+(``H*W*C/simd`` for a global window), one output beat per window and chunk. Pipeline:
+issue (counters, weight ROM address) -> accumulate -> requantize/select -> output register
+(latency 3, plus 1 in the window generator).
+
+Max pooling compares decoded grid values (:func:`~bitloom.hw.pe.element_value`), so it
+is exact for every format the datapath decodes (integers, bipolar, minifloats), and outputs
+the winning code itself.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from amaranth import Cat, Module, Mux, Signal, unsigned
+from amaranth.hdl import Value
+from amaranth.lib import memory, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from bitloom.formats import Format, Int
+from bitloom.hw.pe import dot_product, element_value
+from bitloom.hw.thresholds import out_bits, pack, requantize
+from bitloom.hw.window import SlidingWindow, nested_counters
+from bitloom.ir import DepthwiseConv, MaxPool, SumPool, Thresholds, Window
+
+
+def is_global(window: Window) -> bool:
+    """The window is the whole map: one output pixel, no padding."""
+    return window.kernel == window.in_hw and not any(window.pads)
+
+
+class TapReducer(wiring.Component):
+    """Reduces every window's taps per channel: ``max``, or a sum of (weighted) values
+    followed by thresholds; the parameterized core of :class:`DepthwiseUnit` and
+    :class:`PoolUnit`."""
+
+    def __init__(self, window: Window, channels: int, simd: int, in_fmt: Format, *,
+                 maximum: bool = False, weights: np.ndarray | None = None,
+                 w_fmt: Format | None = None, acc_fmt: Int | None = None,
+                 requant: Thresholds | None = None) -> None:
+        if channels % simd:
+            raise ValueError(f"SIMD {simd} must divide the {channels} channels")
+        self.window, self.channels, self.simd, self.in_fmt = window, channels, simd, in_fmt
+        self.maximum, self.weights, self.w_fmt = maximum, weights, w_fmt
+        self.acc_fmt, self.requant = acc_fmt, requant
+        self.chunks = channels // simd
+        self.glob = is_global(window)
+        elem = in_fmt.bits if maximum else out_bits(requant, acc_fmt)
+        super().__init__({
+            "i": In(stream.Signature(unsigned(simd * in_fmt.bits))),
+            "o": Out(stream.Signature(unsigned(simd * elem))),
+        })
+
+    @property
+    def cycles_per_frame(self) -> int:
+        """Input beats of the reducer per image (one per cycle)."""
+        return int(np.prod(self.window.out_hw)) * self.window.size * self.chunks
+
+    def _weight_words(self, inner_first: list[str]) -> list[int]:
+        """Weight ROM in issue order: one word of ``simd`` weights per (tap, chunk)."""
+        codes = self.w_fmt.encode(self.w_fmt.from_grid(self.weights))  # [taps, C]
+        blocks = codes.reshape(self.window.size, self.chunks, self.simd)
+        axes = [("tap", "chunk").index(n) for n in reversed(inner_first)]
+        steps = np.transpose(blocks, [*axes, 2])
+        return [pack(row, self.w_fmt.bits) for row in steps.reshape(-1, self.simd)]
+
+    def elaborate(self, platform) -> Module:
+        m = Module()
+        simd, cb_n, taps = self.simd, self.chunks, self.window.size
+        in_bits = self.in_fmt.bits
+        if self.glob:  # pixels in raster order are the taps, chunks interleave
+            src = self.i
+            groups = cb_n
+        else:
+            m.submodules.window = gen = SlidingWindow(self.window, self.channels, simd,
+                                                      self.in_fmt, order="depthwise")
+            wiring.connect(m, wiring.flipped(self.i), gen.i)
+            src = gen.o
+            groups = 1
+
+        en = Signal()  # the whole pipeline advances together
+        m.d.comb += en.eq(~self.o.valid | self.o.ready)
+        take = Signal()
+        m.d.comb += [src.ready.eq(en), take.eq(en & src.valid)]
+
+        # -- issue ------------------------------------------------------------------------
+        tap, cb = Signal(range(taps)), Signal(range(cb_n))
+        counters = {"tap": (tap, taps), "chunk": (cb, cb_n)}
+        inner_first = ["chunk", "tap"] if self.glob else ["tap", "chunk"]
+        nested_counters(m, [counters[n] for n in inner_first], take)
+        a_valid, a_first, a_last = Signal(), Signal(), Signal()
+        a_cb = Signal(range(cb_n))
+        a_x = Signal(len(src.payload))
+        with m.If(en):
+            m.d.sync += [a_valid.eq(take), a_first.eq(tap == 0), a_last.eq(tap == taps - 1),
+                         a_cb.eq(cb), a_x.eq(src.payload)]
+        if self.weights is not None:
+            step = Signal(range(taps * cb_n))
+            with m.If(take):
+                m.d.sync += step.eq(Mux(step == taps * cb_n - 1, 0, step + 1))
+            m.submodules.weights = wmem = memory.Memory(
+                shape=unsigned(simd * self.w_fmt.bits), depth=taps * cb_n,
+                init=self._weight_words(inner_first))
+            w_rd = wmem.read_port()
+            m.d.comb += [w_rd.addr.eq(step), w_rd.en.eq(en)]
+
+        # -- accumulate: one word of simd lanes per group ----------------------------------
+        acc_bits = in_bits if self.maximum else self.acc_fmt.bits
+        m.submodules.accs = amem = memory.Memory(
+            shape=unsigned(simd * acc_bits), depth=groups, init=[])
+        a_rd = amem.read_port(domain="comb")
+        b_rd = amem.read_port(domain="comb")
+        acc_wr = amem.write_port()
+        b_valid = Signal()
+        b_cb = Signal(range(cb_n))
+        a_group = a_cb if self.glob else 0
+        with m.If(en):
+            m.d.sync += [b_valid.eq(a_valid & a_last), b_cb.eq(a_cb)]
+        lanes = []
+        for s in range(simd):
+            x = a_x.word_select(s, in_bits)
+            old = a_rd.data.word_select(s, acc_bits)
+            if self.maximum:
+                keep = ~a_first & (element_value(x, self.in_fmt)
+                                   <= element_value(old, self.in_fmt))
+                lanes.append(Mux(keep, old, x))
+                continue
+            if self.weights is None:
+                term = element_value(x, self.in_fmt)
+            else:
+                w = w_rd.data.word_select(s, self.w_fmt.bits)
+                term = dot_product([w], [x], self.w_fmt, self.in_fmt)
+            lanes.append((Mux(a_first, 0, self._acc_value(old)) + term)[:acc_bits])
+        m.d.comb += [
+            a_rd.addr.eq(a_group), acc_wr.addr.eq(a_group),
+            acc_wr.data.eq(Cat(*lanes)), acc_wr.en.eq(en & a_valid),
+            b_rd.addr.eq(b_cb if self.glob else 0),
+        ]
+
+        # -- requantize (or pass the maximum's code) into the output register ---------------
+        if self.maximum:
+            result: Value = b_rd.data
+        else:
+            values = [self._acc_value(b_rd.data.word_select(s, acc_bits)) for s in range(simd)]
+            result = requantize(m, "thresholds", values, self.requant, self.acc_fmt, a_cb, en)
+        with m.If(en):
+            m.d.sync += self.o.valid.eq(b_valid)
+            with m.If(b_valid):
+                m.d.sync += self.o.payload.eq(result)
+        return m
+
+    def _acc_value(self, word: Value) -> Value:
+        return word.as_signed() if self.acc_fmt.signed else word
+
+
+class DepthwiseUnit(TapReducer):
+    """DepthwiseConv: per channel, the window's taps times that channel's kernel, summed,
+    then thresholds (or the raw accumulator)."""
+
+    def __init__(self, layer: DepthwiseConv, simd: int) -> None:
+        self.layer = layer
+        super().__init__(layer.window, layer.channels, simd, layer.in_fmt,
+                         weights=layer.weights, w_fmt=layer.w_fmt, acc_fmt=layer.acc_fmt,
+                         requant=layer.requant)
+
+
+class PoolUnit(TapReducer):
+    """MaxPool (the largest value's code) or SumPool (the sum, then thresholds; average and
+    global average pooling, the division being part of the thresholds)."""
+
+    def __init__(self, layer: MaxPool | SumPool, simd: int) -> None:
+        self.layer = layer
+        if isinstance(layer, MaxPool):
+            super().__init__(layer.window, layer.in_shape[-1], simd, layer.fmt, maximum=True)
+        else:
+            super().__init__(layer.window, layer.in_shape[-1], simd, layer.in_fmt,
+                             acc_fmt=layer.acc_fmt, requant=layer.requant)
