@@ -103,6 +103,17 @@ def test_cnn_int8_loses_at_most_one_point(digits_cnn):
     assert acc >= float_acc - 0.01
 
 
+@pytest.mark.parametrize("fmt", ["int8", "float8_e4m3fn"])
+def test_cnn_golden_equals_qonnx(digits_cnn, fmt):
+    """bitloom compiles the quantized CNN: its golden model agrees with qonnx's executor."""
+    path, calib, x, _, _ = digits_cnn
+    q = quantize_model(path, fmt, fmt, calib)
+    golden = bitloom.load(q).run(x[::3])
+    reference = run_qonnx_batch(q, x[::3])
+    np.testing.assert_array_equal(golden.argmax(1), reference.argmax(1))
+    np.testing.assert_allclose(golden, reference, rtol=0, atol=1e-5 * np.abs(reference).max())
+
+
 @pytest.mark.parametrize("fmt", ["int4", "float8_e4m3fn", "e3m2"])
 @pytest.mark.parametrize("method", ["minmax", "percentile", "mse"])
 def test_cnn_low_precision_formats(digits_cnn, fmt, method):
@@ -231,7 +242,7 @@ def test_branches_add_concat_and_pooling():
     assert "res" not in quant_of  # the ReLU after the Add re-quantizes it
     # both Concat branches (ReLU r3, MaxPool of r2) share one scale
     assert inits[quant_of["r3"].input[1]] == inits[quant_of["r2"].input[1]]
-    assert "flat" in quant_of  # the averaged tensor is re-quantized before the MatMul
+    assert "ap" in quant_of  # the average is re-quantized before the Flatten and MatMul
     assert "c2" in quant_of  # both inputs of the Add are quantized
     assert "b1" not in inits  # BN folded into c1 gave it a new bias
     want, got = run_float(model, x), run_qonnx_batch(q, x)

@@ -4,7 +4,8 @@ BatchNorm is folded into the Conv/Gemm before it (or, standing alone, rewritten 
 per-channel Mul and Add), so calibration and weight quantization see the weights the
 hardware will hold. Then one walk in topological order decides where activation quantizers
 go: at the input, after every ReLU/Clip, after an Add of two branches, and before any
-MatMul/Gemm/Conv or Add whose input is not already on a quantized grid. Concat joins its
+MatMul/Gemm/Conv, Add or Concat whose input is not already on a quantized grid (ahead of the
+Flatten/Reshape in between, where there is one). Concat joins its
 branches' quantizers into one group that shares a scale, so the concatenated tensor is on one
 grid. What the walk does not know is refused, naming the node.
 """
@@ -22,8 +23,8 @@ from bitloom.errors import BitloomError
 WEIGHTED = ("MatMul", "Gemm", "Conv")
 ACTIVATIONS = ("Relu", "Clip")
 #: ops whose output is on the grid of their input (values are only moved or selected)
-TRANSPARENT = ("MaxPool", "Flatten", "Reshape", "Identity", "Dropout", "Transpose",
-               "Squeeze", "Unsqueeze")
+LAYOUT = ("Flatten", "Reshape", "Identity", "Dropout", "Transpose", "Squeeze", "Unsqueeze")
+TRANSPARENT = ("MaxPool", *LAYOUT)
 AVERAGING = ("AveragePool", "GlobalAveragePool")
 ARITHMETIC = ("Add", "Sub", "Mul", "Div")
 #: ops whose output depends only on shapes, never on activation values
@@ -206,8 +207,17 @@ class FloatGraph:
             kind[t], root[t], nonneg[t] = "q", t, nn
 
         def ensure_quantized(t: str) -> None:
-            if kind[t] != "q":
-                place(t, nonneg[t])
+            """Quantize ``t``, or rather the tensor before the layout ops producing it:
+            quantizing is elementwise, so that is the same, and hardware quantizes a feature
+            map before it is flattened."""
+            if kind[t] == "q":
+                return
+            while (p := self.producer(t)) is not None and p.op_type in LAYOUT:
+                readers = [n for n in self.consumers(p.input[0]) if n.op_type not in SHAPE_OPS]
+                if len(readers) != 1 or self.is_output(p.input[0]):
+                    break
+                t = p.input[0]
+            place(t, nonneg[t])
 
         place(self.input.name, input_nonneg)
         for node in self.model.graph.node:
