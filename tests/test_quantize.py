@@ -49,10 +49,10 @@ def shifted(x: np.ndarray) -> np.ndarray:
                            for dy in (-1, 0, 1) for dx in (-1, 0, 1)])
 
 
-@pytest.fixture(scope="module")
-def digits_cnn(tmp_path_factory) -> tuple[str, np.ndarray, np.ndarray, np.ndarray, float]:
-    """A small float CNN trained on 300 of the bundled digits (shift-augmented), exported to
-    ONNX; evaluated on the other 150, each in its 9 one-pixel shifts (1350 images)."""
+def train_digits_cnn(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """Train a small float CNN on 300 of the bundled digits (shift-augmented) and export it to
+    ``path``; it is evaluated on the other 150, each in its 9 one-pixel shifts (1350 images).
+    Returns the calibration batch, the evaluation set and the float accuracy."""
     import torch
     from torch import nn
 
@@ -80,7 +80,6 @@ def digits_cnn(tmp_path_factory) -> tuple[str, np.ndarray, np.ndarray, np.ndarra
             nn.functional.cross_entropy(model(xt[idx]), yt[idx]).backward()
             opt.step()
     model.eval()
-    path = tmp_path_factory.mktemp("cnn") / "digits_cnn.onnx"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(model, torch.zeros(1, 1, 8, 8), str(path), opset_version=13,
@@ -88,7 +87,13 @@ def digits_cnn(tmp_path_factory) -> tuple[str, np.ndarray, np.ndarray, np.ndarra
                           dynamic_axes={"x": {0: "n"}, "logits": {0: "n"}})
     torch.set_num_threads(threads)
     float_acc = float(np.mean(run_float(onnx.load(path), x_eval).argmax(1) == y_eval))
-    return str(path), x_train[:512], x_eval, y_eval, float_acc
+    return x_train[:512], x_eval, y_eval, float_acc
+
+
+@pytest.fixture(scope="module")
+def digits_cnn(tmp_path_factory) -> tuple[str, np.ndarray, np.ndarray, np.ndarray, float]:
+    path = tmp_path_factory.mktemp("cnn") / "digits_cnn.onnx"
+    return (str(path), *train_digits_cnn(path))
 
 
 def test_cnn_int8_loses_at_most_one_point(digits_cnn):

@@ -20,6 +20,8 @@ from bitloom.quantize.calibrate import METHODS, input_batch, run_float
 from bitloom.quantize.core import Quantized, quantize
 
 console = Console(highlight=False)
+if not console.is_terminal:  # logs: wide enough for the layer table instead of rich's 80
+    console = Console(highlight=False, width=120)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -84,15 +86,18 @@ def run_quantized(model: onnx.ModelProto, x: np.ndarray) -> tuple[np.ndarray | N
 
 
 def summary(result: Quantized) -> list[Table]:
-    """Per-layer weight quantization and per-group activation quantization tables."""
-    layers = Table(title="weights", title_justify="left")
-    for col in ("layer", "op", "format", "channels", "scale min", "scale max", "rel. error",
-                "bias corr."):
-        layers.add_column(col, justify="left" if col in ("layer", "op", "format") else "right")
+    """Per-layer (input and weight quantization, bias correction) and per-activation-group
+    tables; ``w error`` is ||Wq - W|| / ||W||, ``bias corr.`` the largest bias change."""
+    layers = Table(title="layers", title_justify="left")
+    for col in ("layer", "op", "input", "in scale", "weights", "ch", "weight scales",
+                "w error", "bias corr."):
+        layers.add_column(col, justify="left" if col in ("layer", "op", "input", "weights")
+                          else "right")
     for r in result.weights:
-        layers.add_row(r.node, r.op, r.fmt, str(r.channels), f"{r.scale_min:.4g}",
-                       f"{r.scale_max:.4g}", f"{r.rel_error:.2%}",
-                       "off" if r.bias_shift is None else f"{r.bias_shift:.3g}")
+        layers.add_row(r.node, r.op, r.input_fmt, f"{r.input_scale:.3g}", r.fmt,
+                       str(r.channels), f"{r.scale_min:.3g}..{r.scale_max:.3g}",
+                       f"{r.rel_error:.2%}",
+                       "off" if r.bias_shift is None else f"{r.bias_shift:.2g}")
     acts = Table(title="activations", title_justify="left")
     for col in ("tensor", "format", "clip", "scale"):
         acts.add_column(col, justify="left" if col in ("tensor", "format") else "right")

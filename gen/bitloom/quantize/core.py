@@ -46,6 +46,8 @@ class WeightRow:
 
     node: str
     op: str
+    input_fmt: str
+    input_scale: float
     fmt: str
     channels: int
     scale_min: float
@@ -135,8 +137,10 @@ def quantize(model: onnx.ModelProto | str | Path, weights: Format | str, acts: F
             _correct_bias(g, layer, shift)
         weight_q[layer.node.output[0]] = shaped
         rel = float(np.linalg.norm(wq - w) / max(np.linalg.norm(w), 1e-30))
+        in_spec, in_scale = act_q[layer.source]
         result.weights.append(WeightRow(
-            layer.node.name or layer.node.output[0], layer.node.op_type, wspec.label,
+            layer.node.name or layer.node.output[0], layer.node.op_type, in_spec.label,
+            in_scale, wspec.label,
             w.shape[layer.channel_axis], float(scales.min()), float(scales.max()), rel,
             None if shift is None else float(np.max(np.abs(shift)))))
     _emit(g, plan.layers, act_q, weight_q, wspec)

@@ -49,6 +49,7 @@ class Layer:
     x: str
     w: str
     channel_axis: int  # axis of ``w`` that indexes output channels
+    source: str = ""  # the quantized tensor ``x`` is read from (``x`` or one before a Flatten)
     bias_add: onnx.NodeProto | None = None  # the Add holding a MatMul's bias, if any
 
 
@@ -206,18 +207,19 @@ class FloatGraph:
             plan.group[t] = t
             kind[t], root[t], nonneg[t] = "q", t, nn
 
-        def ensure_quantized(t: str) -> None:
+        def ensure_quantized(t: str) -> str:
             """Quantize ``t``, or rather the tensor before the layout ops producing it:
             quantizing is elementwise, so that is the same, and hardware quantizes a feature
-            map before it is flattened."""
+            map before it is flattened. Returns the tensor carrying the quantizer."""
             if kind[t] == "q":
-                return
+                return root[t]
             while (p := self.producer(t)) is not None and p.op_type in LAYOUT:
                 readers = [n for n in self.consumers(p.input[0]) if n.op_type not in SHAPE_OPS]
                 if len(readers) != 1 or self.is_output(p.input[0]):
                     break
                 t = p.input[0]
             place(t, nonneg[t])
+            return t
 
         place(self.input.name, input_nonneg)
         for node in self.model.graph.node:
@@ -236,7 +238,7 @@ class FloatGraph:
             op, out = node.op_type, node.output[0]
             if op in WEIGHTED:
                 plan.layers.append(self._layer(node, kind))
-                ensure_quantized(node.input[0])
+                plan.layers[-1].source = ensure_quantized(node.input[0])
                 kind[out], nonneg[out] = "f", False
             elif op in ACTIVATIONS:
                 low = (self.const(node, node.input[1], "minimum")
