@@ -1,0 +1,145 @@
+"""Float CNNs built with onnx.helper and their onnxruntime ``quantize_static`` versions.
+
+The float models cover the CNN layers bitloom maps (Conv with stride/pad/groups,
+BatchNormalization, Relu, MaxPool, AveragePool, GlobalAveragePool, a residual Add, Concat,
+Flatten, Gemm); :func:`quantized` runs onnxruntime's post-training quantizer on them in QDQ
+or QOperator form with seeded random calibration data. ``reduce_range`` is on by default:
+on CPUs without VNNI onnxruntime's fused u8s8 kernels saturate 16-bit intermediates
+otherwise, and the reference would no longer be what the model means.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+from float_models import ort_quantize
+from onnx import TensorProto, helper, numpy_helper
+
+INPUT_SHAPES = {"cnn": (1, 8, 8), "residual": (2, 8, 8), "concat": (1, 8, 8),
+                "depthwise": (4, 8, 8), "avgpool": (1, 8, 8)}
+
+
+class Graph:
+    def __init__(self, seed: int) -> None:
+        self.rng = np.random.default_rng(seed)
+        self.nodes: list = []
+        self.inits: list = []
+        self.count = 0
+
+    def name(self, base: str) -> str:
+        self.count += 1
+        return f"{base}{self.count}"
+
+    def const(self, value: np.ndarray, base: str) -> str:
+        n = self.name(base)
+        self.inits.append(numpy_helper.from_array(np.asarray(value, dtype=np.float32), n))
+        return n
+
+    def node(self, op: str, inputs: list[str], **attrs) -> str:
+        out = self.name(op.lower())
+        self.nodes.append(helper.make_node(op, inputs, [out], name=self.name(f"n_{op}_"),
+                                           **attrs))
+        return out
+
+    def conv(self, x: str, cin: int, cout: int, k: int, stride: int = 1, pad: int = 0,
+             groups: int = 1, bn: bool = True, relu: bool = True) -> str:
+        fan_in = cin // groups * k * k
+        w = self.rng.normal(size=(cout, cin // groups, k, k)) / np.sqrt(fan_in)
+        b = self.rng.normal(scale=0.1, size=cout)
+        y = self.node("Conv", [x, self.const(w, "w"), self.const(b, "b")],
+                      kernel_shape=[k, k], strides=[stride, stride], pads=[pad] * 4,
+                      group=groups)
+        if bn:
+            y = self.node("BatchNormalization", [
+                y, self.const(self.rng.uniform(0.5, 1.5, cout), "gamma"),
+                self.const(self.rng.normal(scale=0.2, size=cout), "beta"),
+                self.const(self.rng.normal(scale=0.3, size=cout), "mean"),
+                self.const(self.rng.uniform(0.5, 2.0, cout), "var")], epsilon=1e-5)
+        return self.node("Relu", [y]) if relu else y
+
+    def head(self, x: str, channels: int, classes: int = 5) -> str:
+        y = self.node("Flatten", [self.node("GlobalAveragePool", [x])], axis=1)
+        w = self.rng.normal(size=(classes, channels)) / np.sqrt(channels)
+        return self.node("Gemm", [y, self.const(w, "fc_w"),
+                                  self.const(self.rng.normal(scale=0.1, size=classes),
+                                             "fc_b")], transB=1)
+
+    def model(self, shape: tuple[int, ...], out: str, classes: int = 5) -> onnx.ModelProto:
+        graph = helper.make_graph(
+            self.nodes, "cnn",
+            [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, *shape])],
+            [helper.make_tensor_value_info(out, TensorProto.FLOAT, [1, classes])],
+            self.inits)
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+        model.ir_version = 8
+        return onnx.shape_inference.infer_shapes(model)
+
+
+def float_cnn(kind: str, seed: int = 0) -> onnx.ModelProto:
+    """A float CNN of the given ``kind`` (a key of INPUT_SHAPES)."""
+    g = Graph(seed)
+    shape = INPUT_SHAPES[kind]
+    if kind == "cnn":
+        y = g.conv("input", 1, 4, 3, pad=1)
+        y = g.node("MaxPool", [y], kernel_shape=[2, 2], strides=[2, 2])
+        y = g.conv(y, 4, 8, 3, stride=2)
+        return g.model(shape, g.head(y, 8))
+    if kind == "avgpool":
+        y = g.conv("input", 1, 4, 3, pad=1)
+        y = g.node("AveragePool", [y], kernel_shape=[2, 2], strides=[2, 2])
+        y = g.conv(y, 4, 6, 3, pad=1)
+        return g.model(shape, g.head(y, 6))
+    if kind == "residual":
+        stem = g.conv("input", 2, 4, 3, pad=1)
+        y = g.conv(stem, 4, 4, 3, pad=1)
+        y = g.conv(y, 4, 4, 3, pad=1, relu=False)
+        y = g.node("Relu", [g.node("Add", [y, stem])])
+        return g.model(shape, g.head(y, 4))
+    if kind == "concat":
+        a = g.conv("input", 1, 4, 3, pad=1)
+        b = g.conv("input", 1, 3, 1)
+        y = g.node("Concat", [a, b], axis=1)
+        y = g.node("MaxPool", [y], kernel_shape=[2, 2], strides=[2, 2])
+        y = g.conv(y, 7, 6, 3, pad=1)
+        return g.model(shape, g.head(y, 6))
+    if kind == "depthwise":
+        y = g.conv("input", 4, 4, 3, pad=1, groups=4)
+        y = g.conv(y, 4, 8, 1)
+        return g.model(shape, g.head(y, 8))
+    raise KeyError(kind)
+
+
+def input_batch(kind: str, n: int = 16, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).normal(size=(n, *INPUT_SHAPES[kind])).astype(
+        np.float32)
+
+
+#: name -> (float model kind, format, per-channel, BatchNorm folded by ``quant_pre_process``)
+VARIANTS = {f"{kind}_{fmt.lower()}_{'pc' if pc else 'pt'}": (kind, fmt, pc, False)
+            for kind in INPUT_SHAPES for fmt in ("QDQ", "QOperator") for pc in (False, True)}
+VARIANTS.update({f"{kind}_{fmt.lower()}_pc_folded": (kind, fmt, True, True)
+                 for kind in ("cnn", "residual") for fmt in ("QDQ", "QOperator")})
+
+
+def preprocessed(model: onnx.ModelProto, path: Path) -> onnx.ModelProto:
+    """onnxruntime's ``quant_pre_process`` (the documented first step: its optimizer folds
+    BatchNormalization into Conv)."""
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    src = path.with_suffix(".raw.onnx")
+    onnx.save(model, str(src))
+    quant_pre_process(str(src), str(path))
+    return onnx.load(str(path))
+
+
+def quantized(variant: str, path: Path | str, seed: int = 0, calib: int = 32) -> Path:
+    """``quantize_static`` of ``variant`` (u8 activations, s8 weights, reduce_range)."""
+    kind, fmt, per_channel, fold = VARIANTS[variant]
+    path = Path(path)
+    model = float_cnn(kind, seed)
+    if fold:
+        model = preprocessed(model, path.with_suffix(".pre.onnx"))
+    return ort_quantize(model, input_batch(kind, calib, seed=100 + seed), path, fmt=fmt,
+                        per_channel=per_channel, reduce_range=True)

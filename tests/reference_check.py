@@ -1,0 +1,111 @@
+"""Golden model against a reference executor: the acceptance check of exported models.
+
+``check_against_reference`` runs ``bitloom.load(path).run(x)`` and the dialect's reference
+(qonnx's ``execute_onnx`` for QONNX; onnxruntime for Q/DQ, QCDQ and QOperator, with
+``onnx.reference`` where onnxruntime refuses the file) and asserts identical argmax and a
+max abs difference of at most one output quantization step (the output quantizer's scale,
+or one accumulator LSB when the model ends in a float Gemm/MatMul with float bias).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+QUANT_OPS = {"Quant", "IntQuant", "BipolarQuant", "Trunc", "DequantizeLinear"}
+TRANSPARENT = {"Reshape", "Flatten", "Identity", "Dropout", "MaxPool", "Relu", "Transpose",
+               "Squeeze", "Unsqueeze", "Clip", "Concat"}
+
+
+def _constants(model: onnx.ModelProto) -> dict[str, np.ndarray]:
+    values = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    for node in model.graph.node:
+        if node.op_type == "Constant":
+            for a in node.attribute:
+                if a.name == "value":
+                    values[node.output[0]] = numpy_helper.to_array(a.t)
+                elif a.name in ("value_float", "value_int"):
+                    values[node.output[0]] = np.asarray(onnx.helper.get_attribute_value(a))
+    return values
+
+
+def output_step(model: onnx.ModelProto) -> float:
+    """The grid step of the model's output (see the module docstring)."""
+    consts = _constants(model)
+    producers = {o: n for n in model.graph.node for o in n.output}
+
+    def step(name: str, depth: int = 0) -> float | None:
+        node = producers.get(name)
+        if node is None or depth > 20:
+            return None
+        if node.op_type in QUANT_OPS and len(node.input) > 1 and node.input[1] in consts:
+            return float(np.max(np.abs(consts[node.input[1]].astype(np.float64))))
+        if node.op_type == "BipolarQuant":
+            return float(np.max(consts[node.input[1]])) * 2
+        if node.op_type == "FloatQuant":
+            scale = float(np.max(consts[node.input[1]]))
+            man = float(consts[node.input[3]])
+            bias = float(consts[node.input[4]])
+            return scale * 2.0 ** (1 - bias - man)
+        if node.op_type in TRANSPARENT:
+            return step(node.input[0], depth + 1)
+        if node.op_type in ("Gemm", "MatMul", "Conv"):
+            a, b = step(node.input[0], depth + 1), step(node.input[1], depth + 1)
+            return None if a is None or b is None else a * b
+        if node.op_type in ("Add", "Sub"):
+            steps = [s for s in (step(i, depth + 1) for i in node.input) if s is not None]
+            return min(steps) if steps else None
+        return None
+
+    out = step(model.graph.output[0].name)
+    if out is None:
+        raise AssertionError("cannot tell the output quantization step of this model")
+    return out
+
+
+def run_reference(path: Path | str, form: str, x: np.ndarray) -> tuple[np.ndarray, str]:
+    """(reference output, reference name) for ``form`` "qonnx" or any ONNX Q/DQ form."""
+    if form == "qonnx":
+        from qonnx_models import run_qonnx
+
+        return run_qonnx(onnx.load(str(path)), x), "qonnx.execute_onnx"
+    from float_models import run_ort
+
+    try:
+        return run_ort(Path(path), x), "onnxruntime"
+    except Exception as exc:  # e.g. float8 Q/DQ declared under opset 18
+        if "onnxruntime" not in type(exc).__module__.lower() and "Fail" not in type(
+                exc).__name__ and "Invalid" not in type(exc).__name__:
+            raise
+    from onnx.reference import ReferenceEvaluator
+
+    model = onnx.load(str(path))
+    for opset in model.opset_import:
+        if opset.domain in ("", "ai.onnx"):
+            opset.version = max(opset.version, 21)
+    ref = ReferenceEvaluator(model)
+    name = model.graph.input[0].name
+    return np.concatenate([ref.run(None, {name: x[i:i + 1]})[0]
+                           for i in range(len(x))]), "onnx.reference"
+
+
+def check_against_reference(path: Path | str, form: str, x: np.ndarray) -> dict:
+    """Assert the acceptance criterion; returns a few numbers for reports."""
+    import bitloom
+
+    golden = bitloom.load(path).run(x)
+    reference, ref_name = run_reference(path, form, x)
+    assert golden.dtype == np.float32
+    assert golden.shape == reference.shape, (golden.shape, reference.shape)
+    step = output_step(onnx.load(str(path)))
+    diff = float(np.abs(golden.astype(np.float64) - reference).max())
+    slack = 1e-5 * float(np.abs(reference).max()) + 1e-7  # float32 summation order
+    assert diff <= step + slack, (
+        f"max |golden - {ref_name}| = {diff:.6g} > one output step {step:.6g}")
+    np.testing.assert_array_equal(golden.reshape(len(x), -1).argmax(1),
+                                  reference.reshape(len(x), -1).argmax(1),
+                                  err_msg=f"argmax differs from {ref_name}")
+    return {"reference": ref_name, "max_diff": diff, "step": step}
