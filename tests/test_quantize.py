@@ -301,7 +301,7 @@ def test_cli_command_writes_model_and_reports_accuracy(tmp_path, capsys):
                               str(tmp_path / "d.npz"), "-o", str(tmp_path / "q.onnx"),
                               "--method", "percentile"])
     assert command(args) == 0
-    out = capsys.readouterr().out
+    out = " ".join(capsys.readouterr().out.split())
     assert "float 100.00%" in out and "bitloom golden" in out and "uint8" in out
     assert bitloom.load(tmp_path / "q.onnx").run(x).shape == (64, 4)
     args = parser.parse_args([str(tmp_path / "f.onnx"), "--weights", "int8", "--calib",

@@ -33,24 +33,25 @@ def input_batch(info: onnx.ValueInfoProto) -> tuple[list[int | None], int]:
     return dims, (dims[0] or CHUNK) if dims else CHUNK
 
 
-def check_calib(calib: np.ndarray, info: onnx.ValueInfoProto, source: str) -> np.ndarray:
-    """The calibration batch as float32, or a BitloomError saying what shape was expected."""
+def check_calib(calib: np.ndarray, info: onnx.ValueInfoProto, source: str,
+                what: str = "calibration") -> np.ndarray:
+    """The ``what`` batch as float32, or a BitloomError saying what shape was expected."""
     dims, batch = input_batch(info)
     want = "(N, " + ", ".join(str(d or "?") for d in dims[1:]) + ")"
     calib = np.asarray(calib)
     if not np.issubdtype(calib.dtype, np.number):
-        raise BitloomError(f"{source}: the calibration data holds {calib.dtype}; expected "
+        raise BitloomError(f"{source}: the {what} data holds {calib.dtype}; expected "
                            f"numbers of shape {want} for input {info.name!r}.")
     if calib.ndim != len(dims) or any(d and d != s for d, s in zip(dims[1:], calib.shape[1:],
                                                                    strict=False)):
-        raise BitloomError(f"{source}: the calibration data has shape {calib.shape}, but "
+        raise BitloomError(f"{source}: the {what} data has shape {calib.shape}, but "
                            f"input {info.name!r} takes {want}, batched along axis 0.")
     if len(calib) == 0 or (dims[0] and len(calib) % batch):
-        raise BitloomError(f"{source}: {len(calib)} calibration samples; input "
+        raise BitloomError(f"{source}: {len(calib)} {what} samples; input "
                            f"{info.name!r} has a fixed batch of {batch}, so pass a non-zero "
                            f"multiple of {batch}.")
     if not np.all(np.isfinite(calib)):
-        raise BitloomError(f"{source}: the calibration data holds NaN or infinite values.")
+        raise BitloomError(f"{source}: the {what} data holds NaN or infinite values.")
     return calib.astype(np.float32)
 
 

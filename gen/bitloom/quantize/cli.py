@@ -16,7 +16,7 @@ from rich.table import Table
 
 from bitloom.errors import BitloomError
 from bitloom.frontend.loader import read_model
-from bitloom.quantize.calibrate import METHODS, input_batch, run_float
+from bitloom.quantize.calibrate import METHODS, check_calib, input_batch, run_float
 from bitloom.quantize.core import Quantized, quantize
 
 console = Console(highlight=False)
@@ -113,7 +113,10 @@ def command(args: argparse.Namespace) -> int:
     if weights is None or acts is None:
         raise BitloomError("quantize needs --format FMT, or both --weights FMT and --acts FMT.")
     x, y = load_npz(args.calib)
-    result = quantize(args.model, weights, acts, x, args.method, not args.per_tensor,
+    calib = x
+    if args.eval:
+        x, y = load_npz(args.eval)
+    result = quantize(args.model, weights, acts, calib, args.method, not args.per_tensor,
                       not args.no_bias_correction)
     try:
         onnx.save(result.model, args.output)
@@ -121,24 +124,20 @@ def command(args: argparse.Namespace) -> int:
         raise BitloomError(f"cannot write {args.output}: {exc.strerror}.") from None
     for table in summary(result):
         console.print(table)
-    if args.eval:
-        x, y = load_npz(args.eval)
     if y is None:
-        console.print(f"wrote {args.output}; no labels `y` given, so accuracy is not measured.")
+        console.print(f"wrote {args.output}; no labels `y` given, so accuracy is not measured.",
+                      markup=False, soft_wrap=True)
         return 0
-    model, _ = read_model(args.model)
+    model, source = read_model(args.model)
     graph_input = next(i for i in model.graph.input
                        if i.name not in {t.name for t in model.graph.initializer})
+    x = check_calib(x, graph_input, source, "evaluation")
     out = model.graph.output[0].name
-    ref = np.concatenate(run_float(model, x.astype(np.float32), [out],
-                                   input_batch(graph_input)[1])[out])
-    got, engine = run_quantized(result.model, x.astype(np.float32))
+    ref = np.concatenate(run_float(model, x, [out], input_batch(graph_input)[1])[out])
+    got, engine = run_quantized(result.model, x)
     acc_float = float(np.mean(ref.argmax(-1) == y))
-    console.print(f"wrote {args.output}; accuracy on {len(y)} samples: float "
-                  f"{acc_float:.2%}", end="")
-    if got is None:
-        console.print(f", quantized not measured: {engine}.", markup=False)
-    else:
-        console.print(f", quantized {np.mean(got.argmax(-1) == y):.2%} ({engine}).",
-                      markup=False)
+    quantized = (f"quantized not measured: {engine}" if got is None else
+                 f"quantized {np.mean(got.argmax(-1) == y):.2%} ({engine})")
+    console.print(f"wrote {args.output}; accuracy on {len(y)} samples: float {acc_float:.2%}, "
+                  f"{quantized}.", markup=False, soft_wrap=True)
     return 0
