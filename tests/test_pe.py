@@ -74,7 +74,7 @@ def test_bench_pe_writes_its_table(tmp_path):
     assert main(["bench", "pe", "--family", "xc7", "--pair", "bipolarxbipolar", "--simd", "8",
                  "--out", str(tmp_path), "--work", str(tmp_path / "work")]) == 0
     table = (tmp_path / "pe_costs.md").read_text()
-    assert "| bipolar | bipolar | xc7 | 8 |" in table
+    assert "| bipolar | bipolar | xc7 | 8 | 1 |" in table
     import json
 
     cost = json.loads((tmp_path / "pe_costs.json").read_text())["costs"][0]

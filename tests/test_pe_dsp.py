@@ -118,7 +118,7 @@ def run_clocked(unit: DotProductUnit, weights: np.ndarray, acts: np.ndarray,
             c = min(t, cycles - 1)
             ctx.set(unit.w, join(codes(w_fmt, weights[c]).ravel(), w_fmt.bits))
             ctx.set(unit.a, join(codes(a_fmt, acts[c]), a_fmt.bits))
-            got.extend(ctx.get(unit.dot[p]) for p in range(unit.pes))
+            got.extend(ctx.get(unit.result(p)) for p in range(unit.pes))
             if depth:
                 await ctx.tick()
 

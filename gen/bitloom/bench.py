@@ -1,9 +1,15 @@
 """``bitloom bench pe``: what one dot-product unit costs after Yosys, per format pair.
 
-Each unit is measured in the context it runs in: SIMD registered weight and activation
-lanes, the exact dot product, and an accumulator register sized for 64 beats. LUT, FF,
-CARRY4 and DSP are divided by SIMD to give the cost per MAC; the FFs include the input
-registers (SIMD x (weight + activation) bits), which a real layer shares with its memories.
+Each unit is measured in the context it runs in: PE x SIMD registered weight lanes, SIMD
+registered activation lanes shared by the PEs, the exact dot products
+(:class:`~bitloom.hw.pe.DotProductUnit`) and one accumulator register per PE sized for 64
+beats. LUT, FF, CARRY and DSP are divided by the MACs per cycle (PE x SIMD); the FFs include
+the input registers, which a real layer shares with its memories. LUT rows use one PE; DSP
+rows as many PEs as one multiplier packs products (two int8, four int4 on DSP48E2), since
+packing needs PEs that share an activation.
+
+The pipeline depth is the number of clock cycles from the lane registers' inputs to the
+accumulator: the lane registers, the unit's own ``pipeline`` registers, the accumulator.
 """
 
 from __future__ import annotations
@@ -20,9 +26,12 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from bitloom.formats import Format, Int, accumulator_grid, parse_format
-from bitloom.hw.pe import dot_product
+from bitloom.hw.pe import DotProductUnit
+from bitloom.hw.pe.dsp import packable, plan
 
 ACCUMULATED_BEATS = 64
+#: registers inside the unit by default: after the products (the DSP's MREG)
+DEFAULT_PIPELINE = 1
 
 #: (weight, activation, use DSPs) measured by default
 DEFAULT_PAIRS = [
@@ -35,24 +44,35 @@ DEFAULT_PAIRS = [
 
 
 class DotProductBench(wiring.Component):
-    """Registered lanes -> dot product -> accumulator: one PE as a layer uses it."""
+    """Registered lanes -> dot products -> accumulators: PEs as a layer uses them."""
 
-    def __init__(self, w_fmt: Format, a_fmt: Format, simd: int) -> None:
-        self.w_fmt, self.a_fmt, self.simd = w_fmt, a_fmt, simd
+    def __init__(self, w_fmt: Format, a_fmt: Format, simd: int, pes: int = 1,
+                 dsp: str | None = None, pipeline: int = DEFAULT_PIPELINE) -> None:
+        self.unit = DotProductUnit(w_fmt, a_fmt, simd, pes, dsp, pipeline)
         grid = accumulator_grid(w_fmt, a_fmt, simd * ACCUMULATED_BEATS)
         self.acc_fmt = Int.spanning(grid.lo, grid.hi)  # in units of the product grid
-        shape = signed(self.acc_fmt.bits) if self.acc_fmt.signed else unsigned(self.acc_fmt.bits)
-        super().__init__({"w": In(simd * w_fmt.bits), "a": In(simd * a_fmt.bits),
-                          "first": In(1), "acc": Out(shape)})
+        super().__init__({"w": In(pes * simd * w_fmt.bits), "a": In(simd * a_fmt.bits),
+                          "first": In(1), "acc": Out(pes * self.acc_fmt.bits)})
+
+    @property
+    def depth(self) -> int:
+        """Cycles from the lane registers' inputs into the accumulators."""
+        return 2 + self.unit.latency
 
     def elaborate(self, platform) -> Module:
         m = Module()
-        w, a, first = Signal.like(self.w), Signal.like(self.a), Signal()
-        m.d.sync += [w.eq(self.w), a.eq(self.a), first.eq(self.first)]
-        ws = [w.word_select(i, self.w_fmt.bits) for i in range(self.simd)]
-        xs = [a.word_select(i, self.a_fmt.bits) for i in range(self.simd)]
-        m.d.sync += self.acc.eq(Mux(first, 0, self.acc) + dot_product(ws, xs, self.w_fmt,
-                                                                           self.a_fmt))
+        m.submodules.unit = unit = self.unit
+        first = Signal()
+        m.d.sync += [unit.w.eq(self.w), unit.a.eq(self.a), first.eq(self.first)]
+        for _ in range(unit.latency):  # the start-of-sum flag travels with its data
+            delayed = Signal()
+            m.d.sync += delayed.eq(first)
+            first = delayed
+        shape = signed(self.acc_fmt.bits) if self.acc_fmt.signed else unsigned(self.acc_fmt.bits)
+        for p in range(unit.pes):  # flat ports: see DotProductUnit.result
+            acc = Signal(shape, name=f"acc{p}")
+            m.d.sync += acc.eq(Mux(first, 0, acc) + unit.result(p))
+            m.d.comb += self.acc.word_select(p, self.acc_fmt.bits).eq(acc)
         return m
 
 
@@ -62,6 +82,7 @@ class PeCost:
     activation: str
     family: str
     simd: int
+    pes: int
     dsp_allowed: bool
     accumulator: str
     lut: float
@@ -76,22 +97,26 @@ class PeCost:
 
 
 def measure(weight: str, activation: str, family: str, simd: int, dsp: bool, work: Path,
-            console=None) -> PeCost:
+            console=None, pipeline: int = DEFAULT_PIPELINE) -> PeCost:
+    """Synthesize one unit; with ``dsp`` its integer products are packed for ``family``."""
     from bitloom.emit.synth import synthesize
 
     w_fmt, a_fmt = parse_format(weight), parse_format(activation)
-    unit = DotProductBench(w_fmt, a_fmt, simd)
+    packed = dsp and packable(w_fmt, a_fmt)
+    pes = plan(w_fmt, a_fmt, family, 4, simd).ways if packed else 1
+    unit = DotProductBench(w_fmt, a_fmt, simd, pes, family if packed else None, pipeline)
     work.mkdir(parents=True, exist_ok=True)
     source = work / "pe.v"
     source.write_text(verilog.convert(unit, name="pe", emit_src=False))
     result = synthesize([source], "pe", work / "synth", family=family, dsp=dsp, console=console)
     r = result.resources
+    macs = simd * pes
     return PeCost(
-        weight=w_fmt.name, activation=a_fmt.name, family=family, simd=simd, dsp_allowed=dsp,
-        accumulator=unit.acc_fmt.name, lut=r["LUT"], ff=r["FF"], carry=r["CARRY"],
-        dsp=r["DSP"], lut_per_mac=round(r["LUT"] / simd, 2), dsp_per_mac=r["DSP"] / simd,
-        macs_per_dsp=round(simd / r["DSP"], 2) if r["DSP"] else None, pipeline_depth=2,
-        seconds=round(result.seconds, 1))
+        weight=w_fmt.name, activation=a_fmt.name, family=family, simd=simd, pes=pes,
+        dsp_allowed=dsp, accumulator=unit.acc_fmt.name, lut=r["LUT"], ff=r["FF"],
+        carry=r["CARRY"], dsp=r["DSP"], lut_per_mac=round(r["LUT"] / macs, 2),
+        dsp_per_mac=r["DSP"] / macs, macs_per_dsp=round(macs / r["DSP"], 2) if r["DSP"] else None,
+        pipeline_depth=unit.depth, seconds=round(result.seconds, 1))
 
 
 def write_results(costs: list[PeCost], out_dir: Path) -> tuple[Path, Path]:
@@ -107,15 +132,19 @@ def write_results(costs: list[PeCost], out_dir: Path) -> tuple[Path, Path]:
         "# Dot-product unit costs (`bitloom bench pe`)", "",
         f"Generated by `bitloom bench pe` on {meta['date']} ({machine}); Yosys "
         "`synth_xilinx`, hierarchy kept. Unit = SIMD registered lanes + exact dot product + "
-        f"accumulator for {ACCUMULATED_BEATS} beats. FF includes the lane input registers.",
+        f"accumulator for {ACCUMULATED_BEATS} beats, PE units sharing the activations. "
+        "FF includes the lane input registers; per-MAC figures divide by PE x SIMD. DSP rows "
+        "pack several PEs' products into each multiplier. Pipeline depth: cycles from the "
+        "lane registers' inputs into the accumulator. CARRY counts CARRY4 on xc7, CARRY8 "
+        "sites on xcup.",
         "",
-        "| weight | activation | family | SIMD | DSPs allowed | accumulator | LUT | FF | "
-        "CARRY4 | DSP | LUT/MAC | MACs/DSP | pipeline depth |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| weight | activation | family | SIMD | PE | DSPs allowed | accumulator | LUT | FF | "
+        "CARRY | DSP | LUT/MAC | MACs/DSP | pipeline depth |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for c in costs:
         lines.append(
-            f"| {c.weight} | {c.activation} | {c.family} | {c.simd} | "
+            f"| {c.weight} | {c.activation} | {c.family} | {c.simd} | {c.pes} | "
             f"{'yes' if c.dsp_allowed else 'no'} | {c.accumulator} | {c.lut:g} | {c.ff:g} | "
             f"{c.carry:g} | {c.dsp:g} | {c.lut_per_mac:g} | "
             f"{c.macs_per_dsp if c.macs_per_dsp is not None else '-'} | {c.pipeline_depth} |")

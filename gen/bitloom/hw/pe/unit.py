@@ -4,8 +4,8 @@ chosen pipeline depth -- what layers instantiate and ``bitloom bench pe`` measur
 from __future__ import annotations
 
 from amaranth import Module, Signal, signed, unsigned
-from amaranth.hdl import Shape
-from amaranth.lib import data, wiring
+from amaranth.hdl import Shape, Value
+from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from bitloom.formats import Format, Int, accumulator_grid
@@ -32,18 +32,25 @@ class DotProductUnit(wiring.Component):
                  dsp: str | None = None, pipeline: int = 0) -> None:
         self.w_fmt, self.a_fmt, self.simd, self.pes = w_fmt, a_fmt, simd, pes
         self.dsp, self.pipeline = dsp, pipeline
+        self.shape = sum_shape(w_fmt, a_fmt, simd)
         counting = Stages()  # a dry run counts the levels the registers can go after
         self._products(Signal(pes * simd * w_fmt.bits), Signal(simd * a_fmt.bits), counting)
         self.levels = counting.deepest + 1
         self.stage_levels = spread(pipeline, self.levels)
         super().__init__({
             "w": In(pes * simd * w_fmt.bits), "a": In(simd * a_fmt.bits),
-            "dot": Out(data.ArrayLayout(sum_shape(w_fmt, a_fmt, simd), pes)),
+            "dot": Out(pes * self.shape.width),
         })
 
     @property
     def latency(self) -> int:
         return self.pipeline
+
+    def result(self, pe: int) -> Value:
+        """PE ``pe``'s dot product out of the flat ``dot`` port (flat, not an array layout:
+        Yosys's ABC pass trips over the ``dot[0]`` wire names a view would create)."""
+        word = self.dot.word_select(pe, self.shape.width)
+        return word.as_signed() if self.shape.signed else word
 
     def _products(self, w: Signal, a: Signal, stages: Stages) -> list:
         bits, simd = self.w_fmt.bits, self.simd
@@ -56,5 +63,5 @@ class DotProductUnit(wiring.Component):
         m = Module()
         dots = self._products(self.w, self.a, Stages(m, self.stage_levels))
         for p, dot in enumerate(dots):
-            m.d.comb += self.dot[p].eq(dot)
+            m.d.comb += self.dot.word_select(p, self.shape.width).eq(dot)
         return m
