@@ -10,15 +10,20 @@ from __future__ import annotations
 import random
 
 import numpy as np
+import pytest
+from amaranth import Module
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
 from amaranth.sim import Simulator
 
 from bitloom.formats import Format, Int, accumulator_grid, parse_format
 from bitloom.hw.branch import ConcatUnit, Duplicate
 from bitloom.hw.conv import ConvolutionUnit
+from bitloom.hw.glue import StreamFifo
 from bitloom.hw.mvu import Folding
 from bitloom.hw.pointwise import AddUnit, ThresholdUnit
 from bitloom.hw.pool import DepthwiseUnit, PoolUnit
-from bitloom.hw.window import SlidingWindow
+from bitloom.hw.window import SlidingWindow, lag_pixels
 from bitloom.ir import (
     AddStreams,
     Concat,
@@ -320,3 +325,55 @@ def test_duplicate_delivers_every_beat_to_every_output():
                    seed=60, pause=0.5)
     for k in range(3):
         assert beats(out[f"o{k}"]) == data
+
+
+# -- a residual block: fan-out, conv branch, skip FIFO, add --------------------------------
+
+class Residual(wiring.Component):
+    """``x -> Duplicate -> (conv, FIFO) -> add``: the skip FIFO holds what the conv lags."""
+
+    def __init__(self, conv: MatrixVector, add: AddStreams, fold: Folding, skip_depth: int):
+        self.conv = ConvolutionUnit(conv, fold)
+        self.add = AddUnit(add, fold.simd)
+        self.skip_depth = skip_depth
+        super().__init__({"i": In(self.conv.i.signature.flip()),
+                          "o": Out(self.add.o.signature)})
+
+    def elaborate(self, platform) -> Module:
+        m = Module()
+        width = len(self.i.payload)
+        m.submodules.dup = dup = Duplicate(width, 2)
+        m.submodules.skip = skip = StreamFifo(width, self.skip_depth)
+        m.submodules.conv, m.submodules.add = self.conv, self.add
+        wiring.connect(m, wiring.flipped(self.i), dup.i)
+        wiring.connect(m, dup.o0, self.conv.i)
+        wiring.connect(m, dup.o1, skip.i)
+        wiring.connect(m, self.conv.o, self.add.a)
+        wiring.connect(m, skip.o, self.add.b)
+        wiring.connect(m, self.add.o, wiring.flipped(self.o))
+        return m
+
+
+def test_residual_block_runs_with_the_documented_skip_fifo_and_stalls_without():
+    rng = np.random.default_rng(70)
+    fmt, c = Int(4, signed=True), 2
+    window = Window((5, 5), (3, 3), pads=(1, 1, 1, 1))
+    conv = MatrixVector("conv", (-1,), (5, 5, c), acc_fmt=acc_format(fmt, fmt, 9 * c),
+                        weights=random_codes(rng, fmt, (9 * c, c)), in_fmt=fmt, w_fmt=fmt,
+                        window=window)
+    x = random_codes(rng, fmt, (3, 5, 5, c))
+    conv.requant = random_thresholds(rng, conv.golden(x), fmt)
+    add = AddStreams("add", (0, -1), (5, 5, c), in_fmts=(fmt, fmt), multipliers=(1, 1),
+                     acc_fmt=Int(5, signed=True))
+    add.requant = random_thresholds(rng, add.golden(conv.golden(x), x), fmt)
+    expected = add.golden(conv.golden(x), x).reshape(-1)
+    fold = Folding(pe=c, simd=c)
+    lag = lag_pixels(window)  # one beat per pixel here
+    assert lag == 5 + 2
+    inputs = {"i": to_beats(x, fmt, c)}
+    out = simulate(Residual(conv, add, fold, lag + 4 + 5), inputs, {"o": expected.size // c},
+                   seed=70)
+    np.testing.assert_array_equal(from_beats(beats(out["o"]), fmt, c), expected)
+    stalled = Residual(conv, add, fold, 2)
+    with pytest.raises(AssertionError, match="0 of"):
+        simulate(stalled, inputs, {"o": expected.size // c}, seed=70, max_cycles=500)

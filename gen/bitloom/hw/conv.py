@@ -28,7 +28,7 @@ class ConvolutionUnit(wiring.Component):
         if layer.window is None:
             raise ValueError(f"{layer.name}: a ConvolutionUnit needs a windowed layer")
         self.layer, self.fold = layer, fold
-        self.window = SlidingWindow(layer.window, layer.in_shape[-1], fold.simd, layer.in_fmt)
+        self.im2col = SlidingWindow(layer.window, layer.in_shape[-1], fold.simd, layer.in_fmt)
         self.mvu = MatrixVectorUnit(layer, fold)
         super().__init__({
             "i": In(stream.Signature(unsigned(fold.simd * layer.in_fmt.bits))),
@@ -41,9 +41,9 @@ class ConvolutionUnit(wiring.Component):
 
     def elaborate(self, platform) -> Module:
         m = Module()
-        m.submodules.window = self.window
+        m.submodules.window = self.im2col
         m.submodules.mvu = self.mvu
-        wiring.connect(m, wiring.flipped(self.i), self.window.i)
-        wiring.connect(m, self.window.o, self.mvu.i)
+        wiring.connect(m, wiring.flipped(self.i), self.im2col.i)
+        wiring.connect(m, self.im2col.o, self.mvu.i)
         wiring.connect(m, self.mvu.o, wiring.flipped(self.o))
         return m
