@@ -7,7 +7,7 @@ import numpy as np
 from bitloom.errors import BitloomError
 from bitloom.ir import Network
 
-ENGINES = ("golden", "rtl")
+ENGINES = ("golden", "rtl", "hls")
 
 
 def run_engine(net: Network, x: np.ndarray, engine: str, **options) -> np.ndarray:
@@ -20,4 +20,8 @@ def run_engine(net: Network, x: np.ndarray, engine: str, **options) -> np.ndarra
         from bitloom.sim.runner import run_rtl
 
         return run_rtl(net, x, **options)
+    if engine == "hls":
+        from bitloom.emit.hls_csim import run_hls
+
+        return run_hls(net, x, **options)
     raise BitloomError(f"unknown engine {engine!r}; choose one of: {', '.join(ENGINES)}")

@@ -1,0 +1,412 @@
+"""HLS C++ for a network: one streaming kernel per model, for Vitis HLS and for g++ C-sim.
+
+``emit_hls(net, out_dir)`` writes ``out_dir/hls/``: the header library of ``bitloom.hls``,
+``params.h`` (weights, thresholds and output levels as exact integers, window geometry),
+``kernel.cpp`` (the top function: one call per layer, a FIFO between every pair, fan-outs
+where the DAG branches), ``tb.cpp`` (reads input codes, writes output values, compares with
+expected values when given), golden vectors and ``run_hls.tcl`` for Vitis HLS.
+
+Streams carry *codes* of each tensor's format (what the wires would carry: 8 bits for an
+E4M3 activation, not its 19-bit grid integer); every layer decodes them to grid integers and
+computes exactly, so the kernel is bit-exact against the golden model by construction.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import jinja2
+import numpy as np
+
+from bitloom.errors import BitloomError
+from bitloom.formats import Fixed, Format, Int, Minifloat, integer_width
+from bitloom.ir import (
+    AddStreams,
+    Concat,
+    DepthwiseConv,
+    MatrixVector,
+    MaxPool,
+    Network,
+    SumPool,
+    Thresholding,
+    Thresholds,
+    Window,
+)
+
+TOP = "bitloom_top"
+HEADERS = ("bitloom.h", "bitloom_formats.h", "bitloom_layers.h", "bitloom_stream.h")
+SOURCES = ("params.h", "kernel.h", "kernel.cpp", "tb.cpp")
+SPECIALS_CODE = {"finite": "bitloom::FINITE", "fn": "bitloom::FN", "fnuz": "bitloom::FNUZ",
+                 "ieee": "bitloom::IEEE"}
+MAX_SIMD, MAX_PE = 8, 4  # default folding: enough to show the structure, small to simulate
+PER_LINE = 16
+
+
+def render(name: str, **context) -> str:
+    text = resources.files("bitloom.hls").joinpath(name).read_text()
+    env = jinja2.Environment(undefined=jinja2.StrictUndefined, trim_blocks=True,
+                             lstrip_blocks=True, keep_trailing_newline=True)
+    return env.from_string(text).render(**context)
+
+
+# -- formats and literals ----------------------------------------------------------------
+def fmt_type(fmt: Format) -> str:
+    """The C++ traits type of ``fmt`` (hls/bitloom_formats.h)."""
+    if isinstance(fmt, Int) and fmt.bipolar:
+        return "bitloom::bipolar_format"
+    if isinstance(fmt, Int | Fixed):
+        return f"bitloom::int_format<{fmt.bits}, {str(fmt.signed).lower()}>"
+    if isinstance(fmt, Minifloat):
+        return (f"bitloom::minifloat<{fmt.exp_bits}, {fmt.man_bits}, {fmt.bias}, "
+                f"{str(fmt.subnormals).lower()}, {SPECIALS_CODE[fmt.specials]}, "
+                f"{str(fmt.signed).lower()}>")
+    raise BitloomError(f"the HLS backend does not support the {fmt.name} format yet "
+                       "(integers, fixed point and minifloats are supported).")
+
+
+def holds_grid(fmt: Format) -> bool:
+    """Whether the code type of ``fmt`` is its grid integer (so literals are plain values)."""
+    return isinstance(fmt, Int | Fixed) and not (isinstance(fmt, Int) and fmt.bipolar)
+
+
+def code_literals(fmt: Format, grid: np.ndarray) -> np.ndarray:
+    """Grid integers -> what the C++ arrays hold: the value itself for integers and fixed
+    point (readable weights), the code otherwise."""
+    grid = np.asarray(grid, dtype=np.int64)
+    if holds_grid(fmt):
+        return grid
+    return fmt.encode(fmt.from_grid(grid))
+
+
+def int_literal(v: int, ctype: str) -> str:
+    """A C++ initializer for integer ``v`` of type ``ctype`` (strings beyond 62 bits)."""
+    v = int(v)
+    if -(2**62) < v < 2**62:
+        return f"{v}LL" if abs(v) >= 2**31 else str(v)
+    return f'{ctype}("{v}", 10)'
+
+
+def c_array(values: np.ndarray, literal=str, indent: str = "    ") -> str:
+    """A nested brace initializer for a 1-D or 2-D array."""
+    values = np.asarray(values, dtype=object)
+    if values.ndim == 1:
+        items = [literal(v) for v in values]
+        rows = [", ".join(items[i:i + PER_LINE]) for i in range(0, len(items), PER_LINE)]
+        return "{" + f",\n{indent} ".join(rows) + "}"
+    inner = [c_array(row, literal, indent + " ") for row in values]
+    return "{" + f",\n{indent}".join(inner) + "}"
+
+
+def int_type(lo: int, hi: int) -> str:
+    """The narrowest ap_int/ap_uint holding ``[lo, hi]``."""
+    if lo >= 0:
+        return f"ap_uint<{integer_width(lo, hi)}>"
+    return f"ap_int<{max(2, integer_width(lo, hi))}>"
+
+
+def acc_type(fmt: Int) -> str:
+    return f"ap_int<{fmt.bits}>" if fmt.signed else f"ap_uint<{fmt.bits}>"
+
+
+def largest_divisor(n: int, cap: int) -> int:
+    return max(d for d in range(1, min(n, cap) + 1) if n % d == 0)
+
+
+def identifier(name: str, taken: set[str]) -> str:
+    """A C identifier from a layer name, unique within the kernel."""
+    ident = re.sub(r"\W", "_", name) or "layer"
+    if ident[0].isdigit():
+        ident = f"l_{ident}"
+    base, n = ident, 1
+    while ident in taken:
+        n += 1
+        ident = f"{base}_{n}"
+    taken.add(ident)
+    return ident
+
+
+# -- the kernel as data for the templates -----------------------------------------------------
+@dataclass
+class Stream:
+    name: str
+    ctype: str
+    depth: int = 2
+
+
+@dataclass
+class Kernel:
+    """Everything the templates render: types, constants, streams and calls in order."""
+
+    net: Network
+    params: list[str] = field(default_factory=list)  # C++ declarations for params.h
+    streams: list[Stream] = field(default_factory=list)
+    calls: list[str] = field(default_factory=list)
+    names: set[str] = field(default_factory=set)
+
+    def stream(self, name: str, ctype: str, depth: int = 2) -> str:
+        name = identifier(name, self.names)
+        self.streams.append(Stream(name, ctype, depth))
+        return name
+
+
+def tensor_fmt(net: Network, producer: int) -> Format:
+    return net.input.fmt if producer < 0 else net.layers[producer].out_fmt
+
+
+def tensor_elems(net: Network, producer: int) -> int:
+    shape = net.input.stream_shape if producer < 0 else net.layers[producer].out_shape
+    return int(np.prod(shape))
+
+
+def window_in_stream_order(w: Window) -> bool:
+    """A window whose im2col order is the input's own stream order needs no line buffer:
+    1x1 with unit stride, or one window covering the whole unpadded map (global pooling)."""
+    if any(w.pads) or w.dilation != (1, 1):
+        return False
+    return (w.kernel == (1, 1) and w.stride == (1, 1)) or w.kernel == w.in_hw
+
+
+def add_window(k: Kernel, prefix: str, w: Window, channels: int, fmt: Format, src: str) -> str:
+    """The sliding-window generator feeding a window layer; returns the stream of windows."""
+    if window_in_stream_order(w):
+        return src
+    if any(w.pads) and w.pad_value not in fmt.grid_levels():
+        raise BitloomError(f"layer {prefix}: its padding value {w.pad_value} is not a value of "
+                           f"its input format {fmt.name}, which the HLS streams carry.")
+    (ih, iw), (kh, kw), (sh, sw), (dh, dw), (oh, ow) = (w.in_hw, w.kernel, w.stride,
+                                                       w.dilation, w.out_hw)
+    top, left = w.pads[0], w.pads[1]
+    k.params.append(
+        f"struct {prefix}_window {{\n"
+        f"  static const int IH = {ih}, IW = {iw}, C = {channels}, KH = {kh}, KW = {kw};\n"
+        f"  static const int SH = {sh}, SW = {sw}, PT = {top}, PL = {left}, DH = {dh}, "
+        f"DW = {dw};\n"
+        f"  static const int OH = {oh}, OW = {ow};\n}};")
+    pad = int(code_literals(fmt, np.array([w.pad_value]))[0])
+    dst = k.stream(f"{prefix}_windows", f"{fmt_type(fmt)}::code_t")
+    k.calls.append(f"bitloom::sliding_window<{prefix}_window, {fmt_type(fmt)}>({src}, {dst}, "
+                   f"{fmt_type(fmt)}::code_t({pad}));")
+    return dst
+
+
+def add_requant(k: Kernel, prefix: str, layer, out_fmt: Format) -> str:
+    """The requantizer struct of an accumulating layer (thresholds, or the raw accumulator)."""
+    acc = acc_type(layer.acc_fmt)
+    k.params.append(f"typedef {acc} {prefix}_acc_t;")
+    req: Thresholds | None = layer.requant
+    if req is None:
+        return f"bitloom::accumulator_out<{fmt_type(out_fmt)} >"
+    channels = layer.out_shape[-1]
+    table = np.broadcast_to(np.asarray(req.table, dtype=object), (channels, req.table.shape[1]))
+    increasing = np.broadcast_to(np.asarray(req.increasing, dtype=bool), (channels,))
+    flat = [int(v) for v in table.reshape(-1)]
+    lo = min([*flat, layer.acc_fmt.min_int])
+    hi = max([*flat, layer.acc_fmt.max_int])
+    thr = int_type(lo, hi)
+    levels = table.shape[1]
+    code = f"{fmt_type(out_fmt)}::code_t"
+    k.params.append(
+        f"static const {thr} {prefix}_thresholds[{channels}][{levels}] = "
+        f"{c_array(table, lambda v: int_literal(v, thr))};\n"
+        f"static const bool {prefix}_increasing[{channels}] = "
+        f"{c_array(increasing, lambda v: 'true' if v else 'false')};\n"
+        f"static const {code} {prefix}_levels[{levels + 1}] = "
+        f"{c_array(code_literals(out_fmt, out_fmt.grid_levels()))};\n"
+        f"struct {prefix}_requant {{\n"
+        f"  typedef {code} code_t;\n"
+        f"  static code_t apply(const {prefix}_acc_t& acc, int c) {{\n"
+        f"    return bitloom::threshold<{levels}>(acc, {prefix}_thresholds[c], "
+        f"{prefix}_increasing[c], {prefix}_levels);\n"
+        f"  }}\n}};")
+    return f"{prefix}_requant"
+
+
+def add_layer(k: Kernel, i: int, srcs: list[str], dst: str) -> None:
+    """The calls (and constants) of layer ``i``, reading ``srcs`` and writing ``dst``."""
+    net = k.net
+    layer = net.layers[i]
+    prefix = identifier(layer.name, k.names)
+    fmts = [fmt_type(tensor_fmt(net, p)) for p in layer.inputs]
+    out_fmt = layer.out_fmt
+    channels = layer.in_shape[-1]
+    elems = int(np.prod(layer.in_shape))
+    if isinstance(layer, MatrixVector):
+        kk, n = layer.in_features, layer.out_features
+        src = srcs[0]
+        if layer.window is not None:
+            src = add_window(k, prefix, layer.window, channels, tensor_fmt(net, layer.inputs[0]),
+                             src)
+            pixels = layer.pixels
+        else:
+            if elems % kk:
+                raise BitloomError(f"layer {layer.name}: {elems} inputs per frame is not a "
+                                   f"multiple of its {kk} weights rows.")
+            pixels = elems // kk
+        req = add_requant(k, prefix, layer, out_fmt)
+        wt = fmt_type(layer.w_fmt)
+        k.params.append(f"static const {wt}::code_t {prefix}_weights[{n}][{kk}] = "
+                        f"{c_array(code_literals(layer.w_fmt, layer.weights.T))};")
+        pe, simd = largest_divisor(n, MAX_PE), largest_divisor(kk, MAX_SIMD)
+        k.calls.append(f"bitloom::matrix_vector<{kk}, {n}, {pe}, {simd}, {pixels}, {fmts[0]}, "
+                       f"{wt}, {prefix}_acc_t, {req}>({src}, {dst}, {prefix}_weights);")
+    elif isinstance(layer, DepthwiseConv | MaxPool | SumPool):
+        w = layer.window
+        src = add_window(k, prefix, w, channels, tensor_fmt(net, layer.inputs[0]), srcs[0])
+        if isinstance(layer, MaxPool):
+            step = f"bitloom::max_step<{fmts[0]} >"
+        elif isinstance(layer, SumPool):
+            step = (f"bitloom::sum_step<{fmts[0]}, {prefix}_acc_t, "
+                    f"{add_requant(k, prefix, layer, out_fmt)}>")
+        else:
+            req = add_requant(k, prefix, layer, out_fmt)
+            wt = fmt_type(layer.w_fmt)
+            k.params.append(
+                f"struct {prefix}_weights {{ static const {wt}::code_t table[{w.size}]"
+                f"[{channels}]; }};\n"
+                f"const {wt}::code_t {prefix}_weights::table[{w.size}][{channels}] = "
+                f"{c_array(code_literals(layer.w_fmt, layer.weights))};")
+            step = (f"bitloom::depthwise_step<{fmts[0]}, {wt}, {prefix}_acc_t, {req}, "
+                    f"{prefix}_weights>")
+        pixels = int(np.prod(w.out_hw))
+        k.calls.append(f"bitloom::window_reduce<{w.size}, {channels}, {pixels}, {step} >"
+                       f"({src}, {dst});")
+    elif isinstance(layer, AddStreams):
+        req = add_requant(k, prefix, layer, out_fmt)
+        ka, kb = layer.multipliers
+        k.calls.append(f"bitloom::add_streams<{channels}, {elems}, {fmts[0]}, {fmts[1]}, "
+                       f"{prefix}_acc_t, {req}>({srcs[0]}, {srcs[1]}, {dst}, "
+                       f"{prefix}_acc_t({int(ka)}), {prefix}_acc_t({int(kb)}));")
+    elif isinstance(layer, Thresholding):
+        req = add_requant(k, prefix, layer, out_fmt)
+        k.calls.append(f"bitloom::requantize<{channels}, {elems}, {fmts[0]}, {prefix}_acc_t, "
+                       f"{req}>({srcs[0]}, {dst});")
+    elif isinstance(layer, Concat):
+        pixels = elems // channels
+        code = f"{fmt_type(out_fmt)}::code_t"
+        a, ca = srcs[0], layer.channels[0]
+        for j, (b, cb) in enumerate(zip(srcs[1:], layer.channels[1:], strict=True)):
+            out = dst if j == len(srcs) - 2 else k.stream(f"{prefix}_part", code)
+            k.calls.append(f"bitloom::concat<{pixels}, {ca}, {cb}, {code} >({a}, {b}, {out});")
+            a, ca = out, ca + cb
+    else:
+        raise BitloomError(f"the HLS backend does not support layer {layer.name} "
+                           f"({layer.kind}) yet.")
+
+
+def build_kernel(net: Network) -> Kernel:
+    """Streams and calls of the whole DAG, in the network's topological order."""
+    k = Kernel(net)
+    k.names.update({"in", "out", TOP})
+    last = len(net.layers) - 1
+    inputs: dict[int, list[str]] = {}  # producer -> one stream per consumer use, in order
+
+    def provide(producer: int, stream: str) -> None:
+        uses = sum(ly.inputs.count(producer) for ly in net.layers)
+        if uses <= 1:
+            inputs[producer] = [stream]
+            return
+        code = f"{fmt_type(tensor_fmt(net, producer))}::code_t"
+        elems = tensor_elems(net, producer)
+        copies: list[str] = []
+        src = stream
+        for j in range(uses - 1):  # a chain of two-way fan-outs; branches buffer a frame
+            a = k.stream(f"{stream}_use{j}", code, depth=elems)
+            b = (k.stream(f"{stream}_use{j + 1}", code, depth=elems) if j == uses - 2
+                 else k.stream(f"{stream}_rest{j}", code))
+            k.calls.append(f"bitloom::fan_out<{elems}, {code} >({src}, {a}, {b});")
+            copies.append(a)
+            src = b
+        inputs[producer] = [*copies, src]
+
+    provide(-1, "in")
+    for i, layer in enumerate(net.layers):
+        srcs = [inputs[p].pop(0) for p in layer.inputs]
+        dst = "out" if i == last else k.stream(
+            f"{layer.name}_out", f"{fmt_type(layer.out_fmt)}::code_t")
+        add_layer(k, i, srcs, dst)
+        if i != last:
+            provide(i, dst)
+    return k
+
+
+# -- files -----------------------------------------------------------------------------------
+def source_files(hls_dir: Path) -> list[Path]:
+    """What the C simulation compiles, in a folder written by :func:`write_sources`."""
+    return [hls_dir / n for n in (*HEADERS, *SOURCES)]
+
+
+def write_sources(net: Network, hls_dir: Path) -> list[Path]:
+    """The headers, params, kernel and test bench: everything the C simulation compiles."""
+    hls_dir.mkdir(parents=True, exist_ok=True)
+    for name in HEADERS:
+        (hls_dir / name).write_text(resources.files("bitloom.hls").joinpath(name).read_text())
+    k = build_kernel(net)
+    context = {
+        "top": TOP, "source": net.source, "params": k.params, "streams": k.streams,
+        "calls": k.calls, "in_fmt": fmt_type(net.input.fmt),
+        "out_fmt": fmt_type(net.layers[-1].out_fmt), "in_elems": tensor_elems(net, -1),
+        "out_elems": tensor_elems(net, len(net.layers) - 1),
+    }
+    for name in SOURCES:
+        (hls_dir / name).write_text(render(f"{name}.j2", **context))
+    return source_files(hls_dir)
+
+
+def stimulus_frames(net: Network, frames: int, seed: int) -> np.ndarray:
+    """Input grid integers for the test bench's golden vectors (corner frames, then random
+    levels), shaped like :meth:`Network.trace_values` wants."""
+    from bitloom.sim.verify import stimulus
+
+    shape = net.input.stream_shape
+    flat = stimulus(net.input.fmt, int(np.prod(shape)), frames, seed)
+    return flat.reshape((len(flat), *shape))
+
+
+def write_codes(path: Path, fmt: Format, values: np.ndarray) -> None:
+    """One frame per line: the codes of grid integers ``values`` (frames first)."""
+    codes = fmt.encode(fmt.from_grid(values)).reshape(len(values), -1)
+    path.write_text("".join(" ".join(map(str, row)) + "\n" for row in codes.tolist()))
+
+
+def write_values(path: Path, values: np.ndarray) -> None:
+    rows = np.asarray(values, dtype=object).reshape(len(values), -1)
+    path.write_text("".join(" ".join(str(int(v)) for v in row) + "\n" for row in rows))
+
+
+def emit_hls(net: Network, out_dir: Path | str, part: str = "xc7z020clg400-1",
+             clock_ns: float = 10.0, frames: int = 16, seed: int = 0) -> Path:
+    """Write ``out_dir/hls`` (sources, golden vectors, Vitis HLS Tcl); returns that folder.
+
+    ``part`` defaults to the PYNQ-Z2's Zynq-7020; the test bench checks ``frames`` frames of
+    stimulus against the golden model, in g++ or in Vitis' csim and cosim.
+    """
+    hls_dir = Path(out_dir) / "hls"
+    write_sources(net, hls_dir)
+    x = stimulus_frames(net, frames, seed)
+    write_codes(hls_dir / "inputs.txt", net.input.fmt, x)
+    write_values(hls_dir / "expected.txt", net.trace_values(x)[-1])
+    (hls_dir / "run_hls.tcl").write_text(render(
+        "run_hls.tcl.j2", top=TOP, part=part, clock_ns=clock_ns, source=net.source))
+    return hls_dir
+
+
+def run_vitis_hls(hls_dir: Path) -> str:
+    """Run ``run_hls.tcl`` (csim, csynth, cosim, IP export) where Vitis HLS is installed;
+    otherwise say so and leave the scripts ready. Returns a one-line account."""
+    import subprocess
+
+    exe = shutil.which("vitis_hls")
+    if exe is None:
+        return (f"vitis_hls is not on PATH: the scripts are ready in {hls_dir}; run "
+                f"`vitis_hls -f run_hls.tcl` there where Vitis HLS is installed.")
+    log = hls_dir / "vitis_hls.log"
+    with open(log, "w") as handle:
+        done = subprocess.run([exe, "-f", "run_hls.tcl"], cwd=hls_dir, stdout=handle,
+                              stderr=subprocess.STDOUT, check=False)
+    if done.returncode != 0:
+        raise BitloomError(f"Vitis HLS failed (exit {done.returncode}); see {log}.")
+    return f"Vitis HLS: csim, csynth, cosim and IP export done; log {log}"

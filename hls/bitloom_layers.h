@@ -1,0 +1,233 @@
+// Streaming layers of bitloom's IR (gen/bitloom/ir/layers.py): each reads and writes one
+// element per transfer, feature maps in raster order with channels fastest, and computes
+// exactly what the layer's `golden` method does. Format traits (bitloom_formats.h) say how
+// an element's code decodes to its grid integer; `Req` is the requantizer of an
+// accumulating layer: a struct with `code_t` and `static code_t apply(acc, channel)`.
+#ifndef BITLOOM_LAYERS_H
+#define BITLOOM_LAYERS_H
+
+#include "bitloom_formats.h"
+#include "bitloom_stream.h"
+
+namespace bitloom {
+
+// Requantization by thresholds (bitloom.ir.Thresholds): the output is level number
+// count(acc >= t) for a rising channel, count(acc <= t) for a falling one; `levels` holds the
+// code of every output level, ascending. Exact for any rounding mode and monotone float
+// chain the model had, with L comparators and no multiplier.
+template <int L, class Acc, class Thr, class Code>
+Code threshold(const Acc& acc, const Thr table[L], bool increasing, const Code levels[L + 1]) {
+  BITLOOM_HLS(INLINE)
+  int count = 0;
+  for (int i = 0; i < L; i++) {
+    BITLOOM_HLS(UNROLL)
+    count += increasing ? (acc >= table[i]) : (acc <= table[i]);
+  }
+  return levels[count];
+}
+
+// No requantization (the last layer): the accumulator itself leaves, in format Out.
+template <class Out>
+struct accumulator_out {
+  typedef typename Out::code_t code_t;
+  template <class Acc>
+  static code_t apply(const Acc& acc, int) {
+    return code_t(acc);
+  }
+};
+
+// Window geometry of a layer (bitloom.ir.Window) as static constants, for sliding_window.
+//   struct G { static const int IH, IW, C, KH, KW, SH, SW, PT, PL, DH, DW, OH, OW; };
+
+// im2col: for every output pixel, the KH*KW*C window elements in the order kernel row,
+// kernel column, channel; positions in the padding read `pad`. A ring of the last
+// (KH-1)*DH+1 input rows is the only storage: rows are read just before the first output
+// row that needs them, and rows no window touches are drained at the end.
+template <class G, class Fmt>
+void sliding_window(hls::stream<typename Fmt::code_t>& in,
+                    hls::stream<typename Fmt::code_t>& out, const typename Fmt::code_t pad) {
+  const int ROWS = (G::KH - 1) * G::DH + 1;
+  typename Fmt::code_t rows[ROWS][G::IW][G::C];
+  int loaded = 0;
+  for (int oy = 0; oy < G::OH; oy++) {
+    const int needed = oy * G::SH - G::PT + (G::KH - 1) * G::DH;
+    const int last = needed < G::IH - 1 ? needed : G::IH - 1;
+    for (; loaded <= last; loaded++) {
+      for (int x = 0; x < G::IW; x++) {
+        for (int c = 0; c < G::C; c++) {
+          BITLOOM_HLS(PIPELINE II=1)
+          rows[loaded % ROWS][x][c] = in.read();
+        }
+      }
+    }
+    for (int ox = 0; ox < G::OW; ox++) {
+      for (int i = 0; i < G::KH; i++) {
+        for (int j = 0; j < G::KW; j++) {
+          for (int c = 0; c < G::C; c++) {
+            BITLOOM_HLS(PIPELINE II=1)
+            const int y = oy * G::SH - G::PT + i * G::DH;
+            const int x = ox * G::SW - G::PL + j * G::DW;
+            const bool inside = y >= 0 && y < G::IH && x >= 0 && x < G::IW;
+            out.write(inside ? rows[y % ROWS][x][c] : pad);
+          }
+        }
+      }
+    }
+  }
+  for (; loaded < G::IH; loaded++) {
+    for (int x = 0; x < G::IW * G::C; x++) {
+      BITLOOM_HLS(PIPELINE II=1)
+      in.read();
+    }
+  }
+}
+
+// acc = x @ weights for each of PIXELS input vectors of K elements (a dense layer, or a
+// convolution fed by sliding_window), folded onto PE output channels x SIMD inputs per cycle.
+template <int K, int N, int PE, int SIMD, int PIXELS, class In, class Wt, class Acc, class Req>
+void matrix_vector(hls::stream<typename In::code_t>& in, hls::stream<typename Req::code_t>& out,
+                   const typename Wt::code_t weights[N][K]) {
+  static_assert(K % SIMD == 0 && N % PE == 0, "SIMD must divide K and PE must divide N");
+  BITLOOM_HLS(ARRAY_PARTITION variable=weights cyclic factor=PE dim=1)
+  BITLOOM_HLS(ARRAY_PARTITION variable=weights cyclic factor=SIMD dim=2)
+  for (int px = 0; px < PIXELS; px++) {
+    typename In::code_t x[K];
+    BITLOOM_HLS(ARRAY_PARTITION variable=x cyclic factor=SIMD)
+    for (int k = 0; k < K; k++) {
+      BITLOOM_HLS(PIPELINE II=1)
+      x[k] = in.read();
+    }
+    for (int nf = 0; nf < N / PE; nf++) {
+      Acc acc[PE];
+      BITLOOM_HLS(ARRAY_PARTITION variable=acc complete)
+      for (int p = 0; p < PE; p++) {
+        BITLOOM_HLS(UNROLL)
+        acc[p] = 0;
+      }
+      for (int sf = 0; sf < K / SIMD; sf++) {
+        BITLOOM_HLS(PIPELINE II=1)
+        for (int p = 0; p < PE; p++) {
+          BITLOOM_HLS(UNROLL)
+          for (int s = 0; s < SIMD; s++) {
+            BITLOOM_HLS(UNROLL)
+            const int k = sf * SIMD + s;
+            acc[p] += In::value(x[k]) * Wt::value(weights[nf * PE + p][k]);
+          }
+        }
+      }
+      for (int p = 0; p < PE; p++) {
+        BITLOOM_HLS(PIPELINE II=1)
+        out.write(Req::apply(acc[p], nf * PE + p));
+      }
+    }
+  }
+}
+
+// Window reductions over K taps per channel, fed by sliding_window (or a stream already in
+// window order): depthwise convolution, sum and max pooling share this loop and differ in
+// their Step (static take/finish on a per-channel state).
+template <int K, int C, int PIXELS, class Step>
+void window_reduce(hls::stream<typename Step::in_t>& in,
+                   hls::stream<typename Step::out_t>& out) {
+  for (int px = 0; px < PIXELS; px++) {
+    typename Step::state_t state[C];
+    for (int k = 0; k < K; k++) {
+      for (int c = 0; c < C; c++) {
+        BITLOOM_HLS(PIPELINE II=1)
+        Step::take(state[c], in.read(), k, c);
+      }
+    }
+    for (int c = 0; c < C; c++) {
+      BITLOOM_HLS(PIPELINE II=1)
+      out.write(Step::finish(state[c], c));
+    }
+  }
+}
+
+// Depthwise convolution: acc[c] = sum_k window[k, c] * W::table[k][c].
+template <class In, class Wt, class Acc, class Req, class W>
+struct depthwise_step {
+  typedef typename In::code_t in_t;
+  typedef typename Req::code_t out_t;
+  typedef Acc state_t;
+  static void take(Acc& acc, const in_t& x, int k, int c) {
+    const Acc term = In::value(x) * Wt::value(W::table[k][c]);
+    acc = k == 0 ? term : Acc(acc + term);
+  }
+  static out_t finish(const Acc& acc, int c) { return Req::apply(acc, c); }
+};
+
+// Sum pooling (average pooling: the division is part of the requantization).
+template <class In, class Acc, class Req>
+struct sum_step {
+  typedef typename In::code_t in_t;
+  typedef typename Req::code_t out_t;
+  typedef Acc state_t;
+  static void take(Acc& acc, const in_t& x, int k, int) {
+    acc = k == 0 ? Acc(In::value(x)) : Acc(acc + In::value(x));
+  }
+  static out_t finish(const Acc& acc, int c) { return Req::apply(acc, c); }
+};
+
+// Max pooling on decoded values; the winning code leaves unchanged (same format).
+template <class Fmt>
+struct max_step {
+  typedef typename Fmt::code_t in_t;
+  typedef in_t out_t;
+  typedef in_t state_t;
+  static void take(in_t& best, const in_t& x, int k, int) {
+    if (k == 0 || Fmt::value(x) > Fmt::value(best)) best = x;
+  }
+  static out_t finish(const in_t& best, int) { return best; }
+};
+
+// Residual add: acc = ka * a + kb * b, with the integer multipliers that put both branches
+// on one exact grid; C channels, ELEMS elements per frame.
+template <int C, int ELEMS, class A, class B, class Acc, class Req>
+void add_streams(hls::stream<typename A::code_t>& a, hls::stream<typename B::code_t>& b,
+                 hls::stream<typename Req::code_t>& out, const Acc ka, const Acc kb) {
+  int c = 0;
+  for (int i = 0; i < ELEMS; i++) {
+    BITLOOM_HLS(PIPELINE II=1)
+    const Acc acc = ka * A::value(a.read()) + kb * B::value(b.read());
+    out.write(Req::apply(acc, c));
+    c = c == C - 1 ? 0 : c + 1;
+  }
+}
+
+// A stream requantized on its own (bitloom.ir.Thresholding): its values are the accumulator.
+template <int C, int ELEMS, class In, class Acc, class Req>
+void requantize(hls::stream<typename In::code_t>& in, hls::stream<typename Req::code_t>& out) {
+  int c = 0;
+  for (int i = 0; i < ELEMS; i++) {
+    BITLOOM_HLS(PIPELINE II=1)
+    out.write(Req::apply(Acc(In::value(in.read())), c));
+    c = c == C - 1 ? 0 : c + 1;
+  }
+}
+
+// Channel concatenation of two streams in one format, pixel by pixel (more inputs chain).
+template <int PIXELS, int CA, int CB, class T>
+void concat(hls::stream<T>& a, hls::stream<T>& b, hls::stream<T>& out) {
+  for (int px = 0; px < PIXELS; px++) {
+    for (int c = 0; c < CA + CB; c++) {
+      BITLOOM_HLS(PIPELINE II=1)
+      out.write(c < CA ? a.read() : b.read());
+    }
+  }
+}
+
+// A fan-out of the DAG: every element to both consumers (more consumers chain).
+template <int ELEMS, class T>
+void fan_out(hls::stream<T>& in, hls::stream<T>& a, hls::stream<T>& b) {
+  for (int i = 0; i < ELEMS; i++) {
+    BITLOOM_HLS(PIPELINE II=1)
+    const T x = in.read();
+    a.write(x);
+    b.write(x);
+  }
+}
+
+}  // namespace bitloom
+
+#endif  // BITLOOM_LAYERS_H
