@@ -254,6 +254,16 @@ def test_branches_add_concat_and_pooling():
     assert np.abs(got - want).max() < 0.05 * np.abs(want).max()
 
 
+def test_softmax_head_stays_float():
+    model = float_mlp(0)
+    model.graph.node.append(helper.make_node("Softmax", ["fc1"], ["probs"], name="head"))
+    model.graph.output[0].name = "probs"
+    calib = np.random.default_rng(0).normal(size=(8, 16)).astype(np.float32)
+    q = quantize_model(model, "int8", "int8", calib)
+    assert q.graph.node[-1].op_type == "Softmax" and q.graph.node[-1].input[0] == "fc1"
+    np.testing.assert_allclose(run_qonnx_batch(q, calib).sum(axis=1), 1, rtol=1e-5)
+
+
 def test_unsupported_op_names_the_node():
     model = float_mlp(0)
     model.graph.node.insert(1, helper.make_node("Sigmoid", ["fc0"], ["sig"], name="squash"))

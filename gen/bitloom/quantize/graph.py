@@ -27,9 +27,11 @@ LAYOUT = ("Flatten", "Reshape", "Identity", "Dropout", "Transpose", "Squeeze", "
 TRANSPARENT = ("MaxPool", *LAYOUT)
 AVERAGING = ("AveragePool", "GlobalAveragePool")
 ARITHMETIC = ("Add", "Sub", "Mul", "Div")
+#: float ops a classifier may end with (bitloom runs them on the host)
+HEADS = ("Softmax", "LogSoftmax")
 #: ops whose output depends only on shapes, never on activation values
 SHAPE_OPS = ("Shape", "Size")
-SUPPORTED = (*WEIGHTED, *ACTIVATIONS, *TRANSPARENT, *AVERAGING, *ARITHMETIC, "Concat",
+SUPPORTED = (*WEIGHTED, *ACTIVATIONS, *TRANSPARENT, *AVERAGING, *ARITHMETIC, *HEADS, "Concat",
              "BatchNormalization")
 
 
@@ -251,8 +253,8 @@ class FloatGraph:
                 kind[out], nonneg[out] = ("f" if op in AVERAGING else kind[x]), nonneg[x]
                 if kind[out] == "q":
                     root[out] = root[x]
-            elif op in ARITHMETIC and len(acts) == 1:
-                kind[out], nonneg[out] = "f", False  # a float affine op (bias, scale)
+            elif (op in ARITHMETIC and len(acts) == 1) or op in HEADS:
+                kind[out], nonneg[out] = "f", False  # a float affine op (bias, scale), softmax
             elif op == "Add":
                 for i in acts:
                     ensure_quantized(i)
