@@ -108,10 +108,6 @@ class SlidingWindow(wiring.Component):
         return self.window.size * self.chunks
 
     @property
-    def lag_pixels(self) -> int:
-        return lag_pixels(self.window)
-
-    @property
     def cycles_per_frame(self) -> int:
         """Output beats (one per cycle at best) per input map."""
         return int(np.prod(self.window.out_hw)) * self.beats_per_window
