@@ -254,6 +254,31 @@ def test_branches_add_concat_and_pooling():
     assert np.abs(got - want).max() < 0.05 * np.abs(want).max()
 
 
+@pytest.mark.parametrize("keepdims", [0, 1])
+def test_spatial_reduce_mean_becomes_global_average_pool(keepdims):
+    """torch's dynamo exporter writes AdaptiveAvgPool2d(1) as ReduceMean over H, W."""
+    rng = np.random.default_rng(4)
+    w = numpy_helper.from_array(rng.normal(size=(6, 3, 3, 3)).astype(np.float32), "w")
+    fc = numpy_helper.from_array(rng.normal(size=(6, 4)).astype(np.float32), "fc")
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="conv"),
+             helper.make_node("Relu", ["c"], ["r"], name="relu"),
+             helper.make_node("ReduceMean", ["r"], ["m"], name="mean", axes=[-2, -1],
+                              keepdims=keepdims)]
+    if keepdims:
+        nodes.append(helper.make_node("Flatten", ["m"], ["f"], name="flat"))
+    nodes.append(helper.make_node("MatMul", ["f" if keepdims else "m", "fc"], ["y"], name="mm"))
+    graph = helper.make_graph(
+        nodes, "gap", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, 6, 6])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 4])], [w, fc])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    x = rng.normal(size=(32, 3, 6, 6)).astype(np.float32)
+    q = quantize_model(model, "int8", "int8", x)
+    ops = [n.op_type for n in q.graph.node]
+    assert "ReduceMean" not in ops and "GlobalAveragePool" in ops
+    want = run_float(model, x)
+    assert np.abs(run_qonnx_batch(q, x) - want).max() < 0.03 * np.abs(want).max()
+
+
 def test_softmax_head_stays_float():
     model = float_mlp(0)
     model.graph.node.append(helper.make_node("Softmax", ["fc1"], ["probs"], name="head"))

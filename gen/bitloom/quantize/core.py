@@ -1,6 +1,7 @@
 """Post-training quantization of a float ONNX model into QONNX.
 
-Steps: fold BatchNorm, place the quantizers (:mod:`bitloom.quantize.graph`), run the float
+Steps: fold BatchNorm (and spell a spatial ReduceMean as GlobalAveragePool), place the
+quantizers (:mod:`bitloom.quantize.graph`), run the float
 model on the calibration batch, choose per-tensor activation scales and per-channel weight
 scales (:mod:`bitloom.quantize.calibrate`), correct each bias for the mean output shift its
 weight quantization causes, and write ``Quant``/``FloatQuant`` nodes in front of the float
@@ -106,6 +107,7 @@ def quantize(model: onnx.ModelProto | str | Path, weights: Format | str, acts: F
     source_model, source = read_model(model)
     g = FloatGraph(source_model, source)
     g.fold_batchnorm()
+    g.global_pooling()
     x = check_calib(calib, g.input, source)
     plan = g.plan(input_nonneg=bool(x.min() >= 0))
     needed = list(dict.fromkeys([*plan.points, *(layer.x for layer in plan.layers)]))

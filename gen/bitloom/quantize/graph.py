@@ -90,8 +90,10 @@ class FloatGraph:
         g = self.model.graph
         self.inits = {t.name: numpy_helper.to_array(t) for t in g.initializer}
         for node in g.node:
-            if node.op_type == "Constant" and node.attribute and node.attribute[0].t.dims:
-                self.inits.setdefault(node.output[0], numpy_helper.to_array(node.attribute[0].t))
+            if node.op_type == "Constant" and node.attribute:
+                v = helper.get_attribute_value(node.attribute[0])
+                v = numpy_helper.to_array(v) if isinstance(v, onnx.TensorProto) else np.asarray(v)
+                self.inits.setdefault(node.output[0], v)
         inputs = [i for i in g.input if i.name not in self.inits]
         if len(inputs) != 1:
             raise BitloomError(f"{source}: the model has {len(inputs)} inputs; quantize "
@@ -179,10 +181,14 @@ class FloatGraph:
         else:
             prev.input.append(b)
 
+    def rank(self, t: str) -> int | None:
+        """The rank of tensor ``t`` per shape inference, None when unknown."""
+        g = self.model.graph
+        return next((len(v.type.tensor_type.shape.dim) for v in (*g.value_info, *g.input)
+                     if v.name == t and v.type.tensor_type.HasField("shape")), None)
+
     def _bn_as_affine(self, bn: onnx.NodeProto, s: np.ndarray, t: np.ndarray) -> None:
-        shape = self.model.graph.value_info
-        rank = next((len(v.type.tensor_type.shape.dim) for v in (*shape, *self.model.graph.input)
-                     if v.name == bn.input[0]), None)
+        rank = self.rank(bn.input[0])
         if rank is None:
             raise self.fail(bn, "the rank of its input is unknown (run shape inference).")
         cshape = (-1, *[1] * (rank - 2))
@@ -195,6 +201,34 @@ class FloatGraph:
         self.model.graph.node.remove(bn)
         self.model.graph.node.insert(i, add)
         self.model.graph.node.insert(i, mul)
+
+    # -- global pooling -------------------------------------------------------------------
+    def global_pooling(self) -> None:
+        """A ReduceMean over all spatial axes (how torch's dynamo exporter writes
+        AdaptiveAvgPool2d(1)) becomes GlobalAveragePool (+ Flatten without keepdims): the
+        same function, and the op bitloom maps to a pooling layer."""
+        for node in list(self.model.graph.node):
+            if node.op_type != "ReduceMean":
+                continue
+            a = attrs(node)
+            axes = a.get("axes")
+            if axes is None and len(node.input) > 1 and node.input[1]:
+                axes = self.inits.get(node.input[1])
+            rank = self.rank(node.input[0])
+            if axes is None or rank is None or rank < 3:
+                continue
+            if sorted(int(x) % rank for x in np.ravel(axes)) != list(range(2, rank)):
+                continue
+            pooled = node.output[0] if a.get("keepdims", 1) else self.fresh(f"{node.output[0]}_gap")
+            new = [helper.make_node("GlobalAveragePool", [node.input[0]], [pooled],
+                                    name=self.fresh(f"{node.name or 'reduce_mean'}_gap"))]
+            if pooled != node.output[0]:
+                new.append(helper.make_node("Flatten", [pooled], [node.output[0]], axis=1,
+                                            name=self.fresh(f"{node.name or 'reduce_mean'}_flat")))
+            at = list(self.model.graph.node).index(node)
+            self.model.graph.node.remove(node)
+            for n in reversed(new):
+                self.model.graph.node.insert(at, n)
 
     # -- planning -------------------------------------------------------------------------
     def plan(self, input_nonneg: bool) -> Plan:
