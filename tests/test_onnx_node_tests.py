@@ -1,0 +1,196 @@
+"""ONNX's own node tests for the quantization ops, through the golden executor.
+
+Each case of ``onnx.backend.test.loader.load_model_tests(kind="node")`` for QuantizeLinear,
+DequantizeLinear, QLinearConv, QLinearMatMul, ConvInteger and MatMulInteger is a one-node
+model with test data. Every input but the first (scales, zero points, weights, bias) is
+bound as a constant initializer; the first stays the streamed input. The golden output must
+equal the expected output exactly (by value: bitloom returns float32).
+"""
+
+from __future__ import annotations
+
+import re
+from functools import cache
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+
+import bitloom
+
+OPS = ("QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul", "ConvInteger",
+       "MatMulInteger")
+NAMES = re.compile(r"^test_(quantizelinear|dequantizelinear|qlinearconv|qlinearmatmul|"
+                   r"convinteger|matmulinteger)")
+
+
+class _AnyOf(str):
+    """An op-type filter for onnx's case collector that matches every op of OPS (it
+    compares ``node.op_type != target``; a str subclass's reflected ``__ne__`` wins)."""
+
+    __hash__ = str.__hash__
+
+    def __eq__(self, other) -> bool:
+        return other in OPS
+
+    def __ne__(self, other) -> bool:
+        return other not in OPS
+
+
+@cache
+def node_tests() -> dict:
+    """The node test cases of OPS, cached on disk per onnx version (generating them costs
+    ~20 s)."""
+    import os
+    import pickle
+    import tempfile
+    from pathlib import Path
+
+    path = Path(tempfile.gettempdir()) / "bitloom-test-models" / f"onnx-node-{onnx.__version__}.pkl"
+    if path.exists():
+        return pickle.loads(path.read_bytes())
+    cases = _generate_node_tests()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_bytes(pickle.dumps(cases))
+    os.replace(tmp, path)
+    return cases
+
+
+def _generate_node_tests() -> dict:
+    """What ``load_model_tests(kind="node")`` yields for OPS, generated only for them."""
+    import warnings
+
+    from onnx.backend.test.case.node import collect_testcases
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cases = {t.name: t for t in collect_testcases(_AnyOf(OPS[0])) if NAMES.match(t.name)}
+        if len(cases) < 20:  # the case modules were imported before: take the slow path
+            from onnx.backend.test.loader import load_model_tests
+
+            cases = {t.name: t for t in load_model_tests(kind="node") if NAMES.match(t.name)}
+    return cases
+
+
+def _array(value) -> np.ndarray:
+    return numpy_helper.to_array(value) if isinstance(value, onnx.TensorProto) else (
+        np.asarray(value))
+
+
+def bound(case) -> tuple[onnx.ModelProto, np.ndarray, np.ndarray]:
+    """(model with every input but the first as an initializer, first input, expected)."""
+    inputs, outputs = case.data_sets[0]
+    model = onnx.ModelProto()
+    model.CopyFrom(case.model)
+    graph = model.graph
+    names = [i.name for i in graph.input]
+    for name, value in zip(names[1:], inputs[1:], strict=False):
+        if isinstance(value, onnx.TensorProto):  # float8/int4/... data comes as protos
+            tensor = onnx.TensorProto()
+            tensor.CopyFrom(value)
+            tensor.name = name
+        else:
+            tensor = numpy_helper.from_array(np.asarray(value), name)
+        graph.initializer.append(tensor)
+    keep = graph.input[0]
+    del graph.input[:]
+    graph.input.append(keep)
+    return model, _array(inputs[0]), _array(outputs[0])
+
+
+FLOAT_BOUNDARY_INPUT = {"QLinearConv": (1, 2), "QLinearMatMul": (1, 2), "ConvInteger": None,
+                        "MatMulInteger": None, "DequantizeLinear": (1, 2)}
+
+
+def wrapped(case) -> tuple[onnx.ModelProto, np.ndarray, np.ndarray]:
+    """The bound model between float boundaries, as a quantized network has it: a
+    QuantizeLinear in front of ops that read integers (fed ``(x - zp) * scale``, which it
+    maps back to ``x`` exactly) and a DequantizeLinear (or a Cast of integer accumulators)
+    after integer outputs. The expected output is the node test's, dequantized."""
+    from onnx import helper
+
+    model, x, expected = bound(case)
+    graph, node = model.graph, model.graph.node[0]
+    consts = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    inp, out = graph.input[0], graph.output[0]
+    pre, post = [], []
+    if node.op_type in FLOAT_BOUNDARY_INPUT:
+        where = FLOAT_BOUNDARY_INPUT[node.op_type]
+        if where:
+            scale_name, zp_name = node.input[where[0]], node.input[where[1]]
+        else:
+            zp = node.input[2] if len(node.input) > 2 and node.input[2] else None
+            scale_name = "x_unit_scale"
+            graph.initializer.append(numpy_helper.from_array(np.float32(1.0), scale_name))
+            zp_name = zp or "x_zero"
+            if not zp:
+                graph.initializer.append(numpy_helper.from_array(np.zeros((), x.dtype),
+                                                                 zp_name))
+        scale = consts.get(scale_name, np.float32(1.0)).astype(np.float64)
+        zero = consts.get(zp_name, np.zeros((), x.dtype)).astype(np.float64)
+        pre.append(helper.make_node("QuantizeLinear", ["x_float", scale_name, zp_name],
+                                    [inp.name], name="boundary_q"))
+        x = ((x.astype(np.float64) - zero) * scale).astype(np.float32)
+        new_in = helper.make_tensor_value_info("x_float", onnx.TensorProto.FLOAT,
+                                               list(x.shape))
+    else:
+        new_in = inp
+    out_elem = out.type.tensor_type.elem_type
+    if out_elem in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16):
+        new_out = out
+    else:
+        if node.op_type in ("ConvInteger", "MatMulInteger"):
+            post.append(helper.make_node("Cast", [out.name], ["y_float"], name="boundary_cast",
+                                         to=onnx.TensorProto.FLOAT))
+            expected = expected.astype(np.float32)
+        else:  # QuantizeLinear / QLinear*: dequantize with the output's own parameters
+            s_idx, z_idx = {"QuantizeLinear": (1, 2), "QLinearConv": (6, 7),
+                            "QLinearMatMul": (6, 7)}[node.op_type]
+            attrs = [a for a in node.attribute if a.name in ("axis", "block_size")]
+            dq = helper.make_node("DequantizeLinear", [out.name, node.input[s_idx]] + (
+                [node.input[z_idx]] if len(node.input) > z_idx and node.input[z_idx] else []),
+                ["y_float"], name="boundary_dq")
+            dq.attribute.extend(attrs)
+            post.append(dq)
+            from onnx.reference import ReferenceEvaluator
+
+            only_dq = helper.make_model(helper.make_graph(
+                [dq], "dq", [helper.make_tensor_value_info(out.name, out_elem, None)],
+                [helper.make_tensor_value_info("y_float", onnx.TensorProto.UNDEFINED, None)],
+                list(graph.initializer)), opset_imports=[helper.make_opsetid("", 21)])
+            expected = ReferenceEvaluator(only_dq).run(None, {out.name: expected})[0]
+        new_out = helper.make_tensor_value_info("y_float", onnx.TensorProto.FLOAT,
+                                                list(expected.shape))
+    nodes = pre + list(graph.node) + post
+    del graph.node[:]
+    graph.node.extend(nodes)
+    del graph.input[:]
+    graph.input.append(new_in)
+    del graph.output[:]
+    graph.output.append(new_out)
+    return model, x, np.asarray(expected)
+
+
+def check(name: str, how: str) -> None:
+    model, x, expected = (bound if how == "as_shipped" else wrapped)(node_tests()[name])
+    got = bitloom.load(model).run(x)
+    assert got.shape == expected.shape, (got.shape, expected.shape)
+    np.testing.assert_array_equal(got.astype(np.float64), expected.astype(np.float64))
+
+
+#: the cases the golden executor passes today: (name, "as_shipped" | "float_boundary")
+PASSING: list[tuple[str, str]] = [
+    ("test_convinteger_with_padding", "float_boundary"),
+    ("test_convinteger_without_padding", "float_boundary"),
+    ("test_matmulinteger", "float_boundary"),
+    ("test_qlinearconv", "float_boundary"),
+    ("test_qlinearmatmul_2D_int8_float32", "float_boundary"),
+    ("test_qlinearmatmul_2D_uint8_float32", "float_boundary"),
+]
+
+
+@pytest.mark.parametrize(("name", "how"), PASSING, ids=["-".join(p) for p in PASSING])
+def test_golden_equals_onnx_node_test(name, how):
+    check(name, how)
