@@ -26,16 +26,18 @@ if not console.is_terminal:  # logs: wide enough for the layer table instead of 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of the ``quantize`` subcommand."""
-    parser.add_argument("model", help="float ONNX model (MatMul/Gemm/Conv, ReLU, pooling, ...)")
-    parser.add_argument("--format", help="format of weights and activations (int8, int4, "
-                        "fixed8.4, float8_e4m3fn, e3m2, ...)")
-    parser.add_argument("--weights", help="weight format (overrides --format)")
-    parser.add_argument("--acts", help="activation format (overrides --format)")
-    parser.add_argument("--calib", required=True,
+    parser.add_argument("model", metavar="FLOAT.onnx",
+                        help="float ONNX model (MatMul/Gemm/Conv, ReLU, pooling, ...)")
+    parser.add_argument("--format", metavar="FMT", help="format of weights and activations "
+                        "(int8, int4, fixed8.4, float8_e4m3fn, e3m2, ...)")
+    parser.add_argument("--weights", metavar="FMT", help="weight format (overrides --format)")
+    parser.add_argument("--acts", metavar="FMT", help="activation format (overrides --format)")
+    parser.add_argument("--calib", required=True, metavar="DATA.npz",
                         help=".npz with calibration inputs `x` (and optional labels `y`)")
-    parser.add_argument("--eval", help=".npz with `x` and `y` to measure accuracy on "
-                        "(default: the calibration data, when it has `y`)")
-    parser.add_argument("-o", "--output", required=True, help="QONNX model to write")
+    parser.add_argument("--eval", metavar="DATA.npz", help=".npz with `x` and `y` to measure "
+                        "accuracy on (default: the calibration data, when it has `y`)")
+    parser.add_argument("-o", "--output", required=True, metavar="Q.onnx",
+                        help="QONNX model to write")
     parser.add_argument("--method", choices=METHODS, default="minmax",
                         help="activation calibration (mse also searches weight clipping)")
     parser.add_argument("--per-tensor", action="store_true",
