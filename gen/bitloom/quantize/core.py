@@ -69,6 +69,8 @@ class ActRow:
 
 @dataclass
 class Quantized:
+    """The QONNX model and what was chosen for it (the CLI prints these as tables)."""
+
     model: onnx.ModelProto
     weights: list[WeightRow] = field(default_factory=list)
     acts: list[ActRow] = field(default_factory=list)
@@ -113,8 +115,6 @@ def quantize(model: onnx.ModelProto | str | Path, weights: Format | str, acts: F
     needed = list(dict.fromkeys([*plan.points, *(layer.x for layer in plan.layers)]))
     try:
         values = run_float(g.model, x, needed, input_batch(g.input)[1])
-    except BitloomError:
-        raise
     except Exception as exc:  # onnxruntime's errors name the node it failed on
         raise BitloomError(f"{source}: onnxruntime cannot run the float model on the "
                            f"calibration data: {exc}") from None
@@ -142,9 +142,8 @@ def quantize(model: onnx.ModelProto | str | Path, weights: Format | str, acts: F
         in_spec, in_scale = act_q[layer.source]
         result.weights.append(WeightRow(
             layer.node.name or layer.node.output[0], layer.node.op_type, in_spec.label,
-            in_scale, wspec.label,
-            w.shape[layer.channel_axis], float(scales.min()), float(scales.max()), rel,
-            None if shift is None else float(np.max(np.abs(shift)))))
+            in_scale, wspec.label, w.shape[layer.channel_axis], float(scales.min()),
+            float(scales.max()), rel, None if shift is None else float(np.max(np.abs(shift)))))
     _emit(g, plan.layers, act_q, weight_q, wspec)
     return result
 
@@ -194,7 +193,10 @@ def _correct_bias(g: FloatGraph, layer: Layer, shift: np.ndarray) -> None:
         i = next(k for k, t in enumerate(add.input) if t in g.inits)
         add.input[i] = g.add_init(f"{add.input[i]}_corrected", g.inits[add.input[i]] - shift)
         return
-    step = shift / attrs(node).get("beta", 1.0) if node.op_type == "Gemm" else shift
+    beta = attrs(node).get("beta", 1.0) if node.op_type == "Gemm" else 1.0
+    if beta == 0:  # a Gemm with beta=0 ignores its bias input: nowhere to correct
+        return
+    step = shift / beta
     if len(node.input) > 2 and node.input[2]:
         node.input[2] = g.add_init(f"{node.input[2]}_corrected", g.inits[node.input[2]] - step)
     else:
