@@ -91,9 +91,22 @@ def train_digits_cnn(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, fl
 
 
 @pytest.fixture(scope="module")
-def digits_cnn(tmp_path_factory) -> tuple[str, np.ndarray, np.ndarray, np.ndarray, float]:
-    path = tmp_path_factory.mktemp("cnn") / "digits_cnn.onnx"
-    return (str(path), *train_digits_cnn(path))
+def digits_cnn(tmp_path_factory, worker_id) -> tuple[str, np.ndarray, np.ndarray, np.ndarray,
+                                                     float]:
+    """The trained CNN, trained once per session: xdist workers share it through a lock."""
+    if worker_id == "master":
+        path = tmp_path_factory.mktemp("cnn") / "digits_cnn.onnx"
+        return (str(path), *train_digits_cnn(path))
+    from filelock import FileLock  # a dependency of torch
+
+    root = tmp_path_factory.getbasetemp().parent  # shared by this session's workers
+    path, data = root / "digits_cnn.onnx", root / "digits_cnn.npz"
+    with FileLock(str(root / "digits_cnn.lock")):
+        if not data.is_file():
+            calib, x, y, acc = train_digits_cnn(path)
+            np.savez(data, calib=calib, x=x, y=y, acc=acc)
+    saved = np.load(data)
+    return str(path), saved["calib"], saved["x"], saved["y"], float(saved["acc"])
 
 
 def test_cnn_int8_loses_at_most_one_point(digits_cnn):
