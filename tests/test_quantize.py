@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import warnings
 from pathlib import Path
 
@@ -91,10 +92,9 @@ def train_digits_cnn(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, fl
 
 
 @pytest.fixture(scope="module")
-def digits_cnn(tmp_path_factory, worker_id) -> tuple[str, np.ndarray, np.ndarray, np.ndarray,
-                                                     float]:
+def digits_cnn(tmp_path_factory) -> tuple[str, np.ndarray, np.ndarray, np.ndarray, float]:
     """The trained CNN, trained once per session: xdist workers share it through a lock."""
-    if worker_id == "master":
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
         path = tmp_path_factory.mktemp("cnn") / "digits_cnn.onnx"
         return (str(path), *train_digits_cnn(path))
     from filelock import FileLock  # a dependency of torch
