@@ -14,6 +14,8 @@
 #include <ap_int.h>
 #pragma GCC diagnostic pop
 
+#include <stdint.h>
+
 #include <type_traits>
 
 // HLS pragmas are spelled BITLOOM_HLS(PIPELINE II=1): Vitis HLS sees `#pragma HLS ...`; g++
@@ -27,6 +29,32 @@
 #endif
 
 namespace bitloom {
+
+// The word of a constant table (weights, thresholds, output levels) of W-bit integers. In
+// synthesis it is the exact ap_int, which sizes the ROM; in C simulation it is the smallest
+// standard integer holding W bits (ap_int beyond 64), because g++ spends seconds
+// initializing tables of ap_int elements one constructor call at a time. Either way the
+// values are the same and every use converts them to an exact ap_int type first.
+template <int W, bool SIGNED>
+struct rom_word {
+#if defined(__SYNTHESIS__) || defined(__VITIS_HLS__)
+  typedef typename std::conditional<SIGNED, ap_int<W>, ap_uint<W> >::type type;
+#else
+  template <class S, class U>
+  struct pick {
+    typedef typename std::conditional<SIGNED, S, U>::type type;
+  };
+  typedef typename std::conditional<
+      (W <= 8), typename pick<int8_t, uint8_t>::type,
+      typename std::conditional<
+          (W <= 16), typename pick<int16_t, uint16_t>::type,
+          typename std::conditional<
+              (W <= 32), typename pick<int32_t, uint32_t>::type,
+              typename std::conditional<(W <= 64), typename pick<int64_t, uint64_t>::type,
+                                        typename pick<ap_int<W>, ap_uint<W> >::type>::type>::
+              type>::type>::type type;
+#endif
+};
 
 // Integers and fixed point: the code is the two's-complement (or unsigned) grid integer.
 template <int W, bool SIGNED>

@@ -15,15 +15,15 @@ namespace bitloom {
 // count(acc >= t) for a rising channel, count(acc <= t) for a falling one; `levels` holds the
 // code of every output level, ascending. Exact for any rounding mode and monotone float
 // chain the model had, with L comparators and no multiplier.
-template <int L, class Acc, class Thr, class Code>
-Code threshold(const Acc& acc, const Thr table[L], bool increasing, const Code levels[L + 1]) {
+template <int L, class Code, class Acc, class Thr, class Level>
+Code threshold(const Acc& acc, const Thr table[L], bool increasing, const Level levels[L + 1]) {
   BITLOOM_HLS(INLINE)
   int count = 0;
   for (int i = 0; i < L; i++) {
     BITLOOM_HLS(UNROLL)
     count += increasing ? (acc >= table[i]) : (acc <= table[i]);
   }
-  return levels[count];
+  return Code(levels[count]);
 }
 
 // No requantization (the last layer): the accumulator itself leaves, in format Out.
@@ -84,9 +84,11 @@ void sliding_window(hls::stream<typename Fmt::code_t>& in,
 
 // acc = x @ weights for each of PIXELS input vectors of K elements (a dense layer, or a
 // convolution fed by sliding_window), folded onto PE output channels x SIMD inputs per cycle.
-template <int K, int N, int PE, int SIMD, int PIXELS, class In, class Wt, class Acc, class Req>
+// `weights` holds codes of format Wt (rom_word integers).
+template <int K, int N, int PE, int SIMD, int PIXELS, class In, class Wt, class Acc, class Req,
+          class Word>
 void matrix_vector(hls::stream<typename In::code_t>& in, hls::stream<typename Req::code_t>& out,
-                   const typename Wt::code_t weights[N][K]) {
+                   const Word weights[N][K]) {
   static_assert(K % SIMD == 0 && N % PE == 0, "SIMD must divide K and PE must divide N");
   BITLOOM_HLS(ARRAY_PARTITION variable=weights cyclic factor=PE dim=1)
   BITLOOM_HLS(ARRAY_PARTITION variable=weights cyclic factor=SIMD dim=2)
@@ -111,7 +113,8 @@ void matrix_vector(hls::stream<typename In::code_t>& in, hls::stream<typename Re
           for (int s = 0; s < SIMD; s++) {
             BITLOOM_HLS(UNROLL)
             const int k = sf * SIMD + s;
-            acc[p] += In::value(x[k]) * Wt::value(weights[nf * PE + p][k]);
+            const typename Wt::code_t w = weights[nf * PE + p][k];
+            acc[p] += In::value(x[k]) * Wt::value(w);
           }
         }
       }
@@ -151,7 +154,8 @@ struct depthwise_step {
   typedef typename Req::code_t out_t;
   typedef Acc state_t;
   static void take(Acc& acc, const in_t& x, int k, int c) {
-    const Acc term = In::value(x) * Wt::value(W::table[k][c]);
+    const typename Wt::code_t w = W::table[k][c];
+    const Acc term = In::value(x) * Wt::value(w);
     acc = k == 0 ? term : Acc(acc + term);
   }
   static out_t finish(const Acc& acc, int c) { return Req::apply(acc, c); }

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import bitloom
-from bitloom.emit.hls import emit_hls, run_vitis_hls, source_files
+from bitloom.emit.hls import emit_hls, run_vitis_hls, source_files, write_sources
 from bitloom.emit.hls_csim import CXXFLAGS, ap_types_dir, build, compile_command, hls_values
 
 from qonnx_models import Builder, minifloat_mlp, random_mlp
@@ -188,6 +188,19 @@ def test_emit_hls_folder_and_test_bench(tmp_path):
     assert bad.returncode == 1 and "frame 3 differs" in bad.stderr
     if shutil.which("vitis_hls") is None:
         assert "vitis_hls is not on PATH" in run_vitis_hls(hls_dir)
+
+
+def test_plan_sets_the_folding(tmp_path):
+    """With a plan (as `compile --backend hls` passes), matrix-vector units fold like it."""
+    from bitloom.plan import make_plan
+
+    net = bitloom.load(random_mlp(5, sizes=(16, 12, 8, 6)))
+    plan = make_plan(net, 16)
+    write_sources(net, tmp_path, plan)
+    kernel = (tmp_path / "kernel.cpp").read_text()
+    for lp in plan.layers:
+        k, n = lp.layer.in_features, lp.layer.out_features
+        assert f"matrix_vector<{k}, {n}, {lp.fold.pe}, {lp.fold.simd}," in kernel
 
 
 def test_unsupported_format_is_a_user_error():

@@ -18,6 +18,7 @@ import shutil
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import jinja2
 import numpy as np
@@ -36,6 +37,9 @@ from bitloom.ir import (
     Thresholds,
     Window,
 )
+
+if TYPE_CHECKING:
+    from bitloom.plan import Plan
 
 TOP = "bitloom_top"
 HEADERS = ("bitloom.h", "bitloom_formats.h", "bitloom_layers.h", "bitloom_stream.h")
@@ -82,11 +86,22 @@ def code_literals(fmt: Format, grid: np.ndarray) -> np.ndarray:
     return fmt.encode(fmt.from_grid(grid))
 
 
+def rom_type(values: np.ndarray) -> str:
+    """The constant-table word (hls/bitloom_formats.h ``rom_word``) holding ``values``."""
+    flat = [int(v) for v in np.asarray(values, dtype=object).reshape(-1)] or [0]
+    lo, hi = min(flat), max(flat)
+    width = integer_width(lo, hi) if lo >= 0 else max(2, integer_width(lo, hi))
+    return f"bitloom::rom_word<{width}, {str(lo < 0).lower()}>::type"
+
+
 def int_literal(v: int, ctype: str) -> str:
-    """A C++ initializer for integer ``v`` of type ``ctype`` (strings beyond 62 bits)."""
+    """A C++ initializer for integer ``v`` in a table of ``ctype`` words: a plain literal
+    within 64 bits, a decimal string (ap_int's constructor) beyond."""
     v = int(v)
-    if -(2**62) < v < 2**62:
+    if -(2**63) < v < 2**63:
         return f"{v}LL" if abs(v) >= 2**31 else str(v)
+    if v == -(2**63):
+        return "(-9223372036854775807LL - 1)"
     return f'{ctype}("{v}", 10)'
 
 
@@ -99,13 +114,6 @@ def c_array(values: np.ndarray, literal=str, indent: str = "    ") -> str:
         return "{" + f",\n{indent} ".join(rows) + "}"
     inner = [c_array(row, literal, indent + " ") for row in values]
     return "{" + f",\n{indent}".join(inner) + "}"
-
-
-def int_type(lo: int, hi: int) -> str:
-    """The narrowest ap_int/ap_uint holding ``[lo, hi]``."""
-    if lo >= 0:
-        return f"ap_uint<{integer_width(lo, hi)}>"
-    return f"ap_int<{max(2, integer_width(lo, hi))}>"
 
 
 def acc_type(fmt: Int) -> str:
@@ -142,6 +150,7 @@ class Kernel:
     """Everything the templates render: types, constants, streams and calls in order."""
 
     net: Network
+    folds: dict[int, tuple[int, int]] = field(default_factory=dict)  # layer -> (PE, SIMD)
     params: list[str] = field(default_factory=list)  # C++ declarations for params.h
     streams: list[Stream] = field(default_factory=list)
     calls: list[str] = field(default_factory=list)
@@ -203,23 +212,21 @@ def add_requant(k: Kernel, prefix: str, layer, out_fmt: Format) -> str:
     channels = layer.out_shape[-1]
     table = np.broadcast_to(np.asarray(req.table, dtype=object), (channels, req.table.shape[1]))
     increasing = np.broadcast_to(np.asarray(req.increasing, dtype=bool), (channels,))
-    flat = [int(v) for v in table.reshape(-1)]
-    lo = min([*flat, layer.acc_fmt.min_int])
-    hi = max([*flat, layer.acc_fmt.max_int])
-    thr = int_type(lo, hi)
+    thr = rom_type(table)
     levels = table.shape[1]
     code = f"{fmt_type(out_fmt)}::code_t"
+    level_codes = code_literals(out_fmt, out_fmt.grid_levels())
     k.params.append(
         f"static const {thr} {prefix}_thresholds[{channels}][{levels}] = "
         f"{c_array(table, lambda v: int_literal(v, thr))};\n"
         f"static const bool {prefix}_increasing[{channels}] = "
         f"{c_array(increasing, lambda v: 'true' if v else 'false')};\n"
-        f"static const {code} {prefix}_levels[{levels + 1}] = "
-        f"{c_array(code_literals(out_fmt, out_fmt.grid_levels()))};\n"
+        f"static const {rom_type(level_codes)} {prefix}_levels[{levels + 1}] = "
+        f"{c_array(level_codes)};\n"
         f"struct {prefix}_requant {{\n"
         f"  typedef {code} code_t;\n"
         f"  static code_t apply(const {prefix}_acc_t& acc, int c) {{\n"
-        f"    return bitloom::threshold<{levels}>(acc, {prefix}_thresholds[c], "
+        f"    return bitloom::threshold<{levels}, code_t>(acc, {prefix}_thresholds[c], "
         f"{prefix}_increasing[c], {prefix}_levels);\n"
         f"  }}\n}};")
     return f"{prefix}_requant"
@@ -248,9 +255,11 @@ def add_layer(k: Kernel, i: int, srcs: list[str], dst: str) -> None:
             pixels = elems // kk
         req = add_requant(k, prefix, layer, out_fmt)
         wt = fmt_type(layer.w_fmt)
-        k.params.append(f"static const {wt}::code_t {prefix}_weights[{n}][{kk}] = "
-                        f"{c_array(code_literals(layer.w_fmt, layer.weights.T))};")
-        pe, simd = largest_divisor(n, MAX_PE), largest_divisor(kk, MAX_SIMD)
+        words = code_literals(layer.w_fmt, layer.weights.T)
+        k.params.append(f"static const {rom_type(words)} {prefix}_weights[{n}][{kk}] = "
+                        f"{c_array(words)};")
+        want_pe, want_simd = k.folds.get(i, (MAX_PE, MAX_SIMD))
+        pe, simd = largest_divisor(n, want_pe), largest_divisor(kk, want_simd)
         k.calls.append(f"bitloom::matrix_vector<{kk}, {n}, {pe}, {simd}, {pixels}, {fmts[0]}, "
                        f"{wt}, {prefix}_acc_t, {req}>({src}, {dst}, {prefix}_weights);")
     elif isinstance(layer, DepthwiseConv | MaxPool | SumPool):
@@ -264,11 +273,12 @@ def add_layer(k: Kernel, i: int, srcs: list[str], dst: str) -> None:
         else:
             req = add_requant(k, prefix, layer, out_fmt)
             wt = fmt_type(layer.w_fmt)
+            words = code_literals(layer.w_fmt, layer.weights)
             k.params.append(
-                f"struct {prefix}_weights {{ static const {wt}::code_t table[{w.size}]"
+                f"struct {prefix}_weights {{ static const {rom_type(words)} table[{w.size}]"
                 f"[{channels}]; }};\n"
-                f"const {wt}::code_t {prefix}_weights::table[{w.size}][{channels}] = "
-                f"{c_array(code_literals(layer.w_fmt, layer.weights))};")
+                f"const {rom_type(words)} {prefix}_weights::table[{w.size}][{channels}] = "
+                f"{c_array(words)};")
             step = (f"bitloom::depthwise_step<{fmts[0]}, {wt}, {prefix}_acc_t, {req}, "
                     f"{prefix}_weights>")
         pixels = int(np.prod(w.out_hw))
@@ -297,9 +307,15 @@ def add_layer(k: Kernel, i: int, srcs: list[str], dst: str) -> None:
                            f"({layer.kind}) yet.")
 
 
-def build_kernel(net: Network) -> Kernel:
-    """Streams and calls of the whole DAG, in the network's topological order."""
-    k = Kernel(net)
+def build_kernel(net: Network, plan: Plan | None = None) -> Kernel:
+    """Streams and calls of the whole DAG, in the network's topological order; matrix-vector
+    units fold like ``plan`` (a :class:`bitloom.plan.Plan`) where its PE and SIMD divide the
+    matrix (the largest divisors below them otherwise), else at most 4 x 8."""
+    if not net.layers:
+        raise BitloomError("the model has no layers to build in HLS.")
+    folds = {} if plan is None else {i: (lp.fold.pe, lp.fold.simd)
+                                      for i, lp in enumerate(plan.layers)}
+    k = Kernel(net, folds)
     k.names.update({"in", "out", TOP})
     last = len(net.layers) - 1
     inputs: dict[int, list[str]] = {}  # producer -> one stream per consumer use, in order
@@ -339,12 +355,12 @@ def source_files(hls_dir: Path) -> list[Path]:
     return [hls_dir / n for n in (*HEADERS, *SOURCES)]
 
 
-def write_sources(net: Network, hls_dir: Path) -> list[Path]:
+def write_sources(net: Network, hls_dir: Path, plan: Plan | None = None) -> list[Path]:
     """The headers, params, kernel and test bench: everything the C simulation compiles."""
     hls_dir.mkdir(parents=True, exist_ok=True)
     for name in HEADERS:
         (hls_dir / name).write_text(resources.files("bitloom.hls").joinpath(name).read_text())
-    k = build_kernel(net)
+    k = build_kernel(net, plan)
     context = {
         "top": TOP, "source": net.source, "params": k.params, "streams": k.streams,
         "calls": k.calls, "in_fmt": fmt_type(net.input.fmt),
@@ -377,15 +393,17 @@ def write_values(path: Path, values: np.ndarray) -> None:
     path.write_text("".join(" ".join(str(int(v)) for v in row) + "\n" for row in rows))
 
 
-def emit_hls(net: Network, out_dir: Path | str, part: str = "xc7z020clg400-1",
-             clock_ns: float = 10.0, frames: int = 16, seed: int = 0) -> Path:
+def emit_hls(net: Network, out_dir: Path | str, plan: Plan | None = None,
+             part: str = "xc7z020clg400-1", clock_ns: float = 10.0, frames: int = 16,
+             seed: int = 0) -> Path:
     """Write ``out_dir/hls`` (sources, golden vectors, Vitis HLS Tcl); returns that folder.
 
-    ``part`` defaults to the PYNQ-Z2's Zynq-7020; the test bench checks ``frames`` frames of
-    stimulus against the golden model, in g++ or in Vitis' csim and cosim.
+    ``plan`` (e.g. ``plan_for_board``) sets the PE x SIMD folding; ``part`` defaults to the
+    PYNQ-Z2's Zynq-7020 and ``clock_ns`` to 100 MHz. The test bench checks ``frames`` frames
+    of stimulus against the golden model, in g++ or in Vitis' csim and cosim.
     """
     hls_dir = Path(out_dir) / "hls"
-    write_sources(net, hls_dir)
+    write_sources(net, hls_dir, plan)
     x = stimulus_frames(net, frames, seed)
     write_codes(hls_dir / "inputs.txt", net.input.fmt, x)
     write_values(hls_dir / "expected.txt", net.trace_values(x)[-1])
