@@ -267,6 +267,31 @@ def test_branches_add_concat_and_pooling():
     assert np.abs(got - want).max() < 0.05 * np.abs(want).max()
 
 
+def test_concat_of_flattened_branches_shares_one_scale():
+    """Each branch is quantized before its Flatten, and both quantizers share a scale."""
+    rng = np.random.default_rng(5)
+    inits = [numpy_helper.from_array(rng.normal(size=s).astype(np.float32), n) for n, s in
+             (("w1", (2, 1, 3, 3)), ("w2", (3, 1, 3, 3)), ("fc", (5 * 16, 4)))]
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["c1"], name="conv1"),
+             helper.make_node("Conv", ["x", "w2"], ["c2"], name="conv2"),
+             helper.make_node("Flatten", ["c1"], ["f1"], name="flat1"),
+             helper.make_node("Flatten", ["c2"], ["f2"], name="flat2"),
+             helper.make_node("Concat", ["f1", "f2"], ["cat"], name="cat", axis=1),
+             helper.make_node("MatMul", ["cat", "fc"], ["y"], name="mm")]
+    graph = helper.make_graph(
+        nodes, "cat", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 1, 6, 6])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 4])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    x = rng.normal(size=(32, 1, 6, 6)).astype(np.float32)
+    q = quantize_model(model, "int8", "int8", x)
+    quant_of = {n.input[0]: n for n in q.graph.node if n.op_type == "Quant"}
+    scales = {t.name: numpy_helper.to_array(t) for t in q.graph.initializer}
+    assert {"c1", "c2"} <= set(quant_of) and not {"f1", "f2", "cat"} & set(quant_of)
+    assert scales[quant_of["c1"].input[1]] == scales[quant_of["c2"].input[1]]
+    want = run_float(model, x)
+    assert np.abs(run_qonnx_batch(q, x) - want).max() < 0.03 * np.abs(want).max()
+
+
 @pytest.mark.parametrize("keepdims", [0, 1])
 def test_spatial_reduce_mean_becomes_global_average_pool(keepdims):
     """torch's dynamo exporter writes AdaptiveAvgPool2d(1) as ReduceMean over H, W."""

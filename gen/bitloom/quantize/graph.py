@@ -249,12 +249,16 @@ class FloatGraph:
             map before it is flattened. Returns the tensor carrying the quantizer."""
             if kind[t] == "q":
                 return root[t]
+            chain = [t]
             while (p := self.producer(t)) is not None and p.op_type in LAYOUT:
                 readers = [n for n in self.consumers(p.input[0]) if n.op_type not in SHAPE_OPS]
                 if len(readers) != 1 or self.is_output(p.input[0]):
                     break
                 t = p.input[0]
+                chain.append(t)
             place(t, nonneg[t])
+            for c in chain:  # the layout ops' outputs are now on its grid
+                kind[c], root[c] = "q", t
             return t
 
         place(self.input.name, input_nonneg)
@@ -300,11 +304,10 @@ class FloatGraph:
                 else:
                     place(out, all(nonneg[i] for i in acts))
             elif op == "Concat" and len(acts) == len(ins):
-                for i in acts:
-                    ensure_quantized(i)
-                first = plan.root(root[acts[0]])
-                for i in acts[1:]:
-                    plan.group[plan.root(root[i])] = first
+                roots = [plan.root(ensure_quantized(i)) for i in acts]
+                first = roots[0]
+                for r in roots[1:]:
+                    plan.group[plan.root(r)] = first
                 kind[out], root[out] = "q", first
                 nonneg[out] = all(nonneg[i] for i in acts)
             else:
