@@ -165,8 +165,8 @@ def run_rtl(net, x: np.ndarray, plan=None, in_pause: float = 0.3, out_pause: flo
         trace = net.trace(x)
         vectors = make_vectors(plan, trace, in_pause, out_pause, seed)
         result = simulate(sources, vectors, base / "sim", status)
-    last = plan.layers[-1]
-    values = from_beats(result.outputs, last.layer.out_fmt, last.fold.pe)
+    last = plan.output
+    values = from_beats(result.outputs, last.layer.out_fmt, last.out_elems)
     if values.size != trace[-1].size:
         raise BitloomError(f"the RTL simulation returned {values.size} of {trace[-1].size} "
                            f"output values: {result.mismatch}")

@@ -19,8 +19,8 @@ from bitloom.plan import Plan
 
 
 def to_beats(values: np.ndarray, fmt: Format, per_beat: int) -> list[int]:
-    """Grid integers ``(frames, elements)`` -> beats, frame after frame."""
-    codes = fmt.encode(fmt.from_grid(values)).reshape(-1, per_beat)
+    """Grid integers ``(frames, ...)`` (channel-last) -> beats, frame after frame."""
+    codes = fmt.encode(fmt.from_grid(np.asarray(values).reshape(-1))).reshape(-1, per_beat)
     return [pack(row, fmt.bits) for row in codes]
 
 
@@ -63,14 +63,13 @@ class Vectors:
 def make_vectors(plan: Plan, trace: list[np.ndarray], in_pause: float, out_pause: float,
                  seed: int) -> Vectors:
     """Beats for a batch whose golden integer values per layer are ``trace``."""
-    first = plan.layers[0]
-    in_beats = to_beats(trace[0], first.layer.in_fmt, first.fold.simd)
-    probes = [to_beats(values, lp.layer.out_fmt, lp.fold.pe)
+    in_beats = to_beats(trace[0], plan.in_fmt, plan.in_elems)
+    probes = [to_beats(values, lp.layer.out_fmt, lp.out_elems)
               for lp, values in zip(plan.layers, trace[1:], strict=True)]
     return Vectors(
         in_beats=in_beats,
-        in_beats_per_frame=first.in_beats,
-        out_beats_per_frame=plan.layers[-1].out_beats,
+        in_beats_per_frame=plan.in_beats,
+        out_beats_per_frame=plan.output.out_beats,
         probes=probes,
         probe_names=[lp.layer.name for lp in plan.layers],
         frames=int(trace[0].shape[0]),

@@ -7,6 +7,7 @@ to measure the steady-state cycles per frame against the plan.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,9 +59,9 @@ class Verification:
 def verify(design, samples: int = 100, seed: int = 0, pause: float = 0.3,
            status=None) -> Verification:
     plan, net = design.plan, design.net
-    first = plan.layers[0].layer
-    values = stimulus(first.in_fmt, first.in_features, samples, seed)
-    trace = net.trace_values(values)
+    shape = net.input.stream_shape
+    values = stimulus(plan.in_fmt, math.prod(shape), samples, seed)
+    trace = net.trace_values(values.reshape(len(values), *shape))
     work = Path(design.path) / "sim"
     checked: SimResult = simulate(design.sources, make_vectors(plan, trace, pause, pause, seed),
                                   work / "backpressure", status)

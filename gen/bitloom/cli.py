@@ -1,4 +1,4 @@
-"""The ``bitloom`` command: inspect, run, compile, verify, synth.
+"""The ``bitloom`` command: inspect, run, compile, verify, synth, build, bench, quantize.
 
 Exit status: 0 success, 1 a verification found hardware that differs from golden, 2 a user
 error (bad file, unsupported op, bad option) with a one-paragraph message and no traceback.
@@ -59,15 +59,17 @@ def load_array(path: str) -> np.ndarray:
 
 def layer_table(plan, report: dict | None = None) -> Table:
     table = Table(title="layers", title_justify="left")
-    for col in ("layer", "K x N", "in", "weight", "acc", "out", "PE", "SIMD", "cycles",
-                "est. LUT"):
-        table.add_column(col, justify="right" if col not in ("layer",) else "left")
+    for col in ("layer", "op", "in -> out", "in", "weight", "acc", "out", "PE", "SIMD",
+                "cycles", "est. LUT"):
+        table.add_column(col, justify="left" if col in ("layer", "op") else "right")
     from bitloom.plan.cost import estimate_layer
+    from bitloom.report import layer_formats
 
     for lp in plan.layers:
-        ly = lp.layer
-        table.add_row(ly.name, f"{ly.in_features}x{ly.out_features}", ly.in_fmt.name,
-                      ly.w_fmt.name, ly.acc_fmt.name, ly.out_fmt.name, str(lp.fold.pe),
+        ly, fmts = lp.layer, layer_formats(lp.layer)
+        shapes = f"{'x'.join(map(str, ly.in_shape))} -> {'x'.join(map(str, ly.out_shape))}"
+        table.add_row(ly.name, ly.kind, shapes, fmts["input"], fmts.get("weight", "-"),
+                      fmts.get("accumulator", "-"), fmts["output"], str(lp.fold.pe),
                       str(lp.fold.simd), str(lp.cycles), str(estimate_layer(lp)["LUT"]))
     return table
 
@@ -261,6 +263,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="docs/results", help="folder for pe_costs.md/.json")
     p.add_argument("--work", default="build/bench-pe", help="scratch folder for synthesis")
     p.set_defaults(func=cmd_bench)
+    from bitloom import quantize
+
+    p = sub.add_parser("quantize", help="post-training quantization of a float model to QONNX")
+    quantize.add_arguments(p)
+    p.set_defaults(func=quantize.command)
     return parser
 
 

@@ -45,13 +45,14 @@ def emit_rtl(plan: Plan, rtl_dir: Path) -> list[Path]:
     rtl_dir.mkdir(parents=True, exist_ok=True)
     core_v = rtl_dir / f"{CORE}.v"
     core_v.write_text(verilog.convert(Core(plan), name=CORE, emit_src=False))
-    first, last = plan.layers[0], plan.layers[-1]
+    last = plan.output
+    in_payload = plan.in_elems * plan.in_fmt.bits
     top_v = rtl_dir / f"{TOP}.v"
     top_v.write_text(render_template(
         "axis_top.v.j2", top=TOP, core=CORE, version=__version__, source=plan.net.source,
-        in_beats=first.in_beats, in_elems=first.fold.simd, in_bits=first.layer.in_fmt.bits,
-        in_payload=first.in_beat_bits, in_width=bytes_wide(first.in_beat_bits),
-        out_beats=last.out_beats, out_elems=last.fold.pe, out_bits=last.layer.out_fmt.bits,
+        in_beats=plan.in_beats, in_elems=plan.in_elems, in_bits=plan.in_fmt.bits,
+        in_payload=in_payload, in_width=bytes_wide(in_payload),
+        out_beats=last.out_beats, out_elems=last.out_elems, out_bits=last.layer.out_fmt.bits,
         out_payload=last.out_beat_bits, out_width=bytes_wide(last.out_beat_bits),
         beat_bits=max(1, (last.out_beats - 1).bit_length()),
     ))
@@ -98,10 +99,11 @@ def load_design(path: str | Path) -> Design:
     try:
         report = json.loads(report_path.read_text())
         folds = [Folding(ly["pe"], ly["simd"]) for ly in report["layers"]]
-        depths = [ly["fifo_depth"] for ly in report["layers"]]
+        depths = [tuple(ly["fifo_depths"]) for ly in report["layers"]]
         clock = float(report["clock_mhz"])
+        in_elems = int(report["io"]["input"]["elements_per_beat"])
     except (KeyError, ValueError, TypeError) as exc:
         raise BitloomError(f"{report_path}: damaged report ({exc}); compile again.") from None
     net = load(path / "model.onnx")
-    plan = make_plan_with(net, folds, depths, clock)
+    plan = make_plan_with(net, folds, depths, clock, in_elems)
     return Design(path, net, plan, report)

@@ -99,27 +99,28 @@ def driver_context(design: Design, widths: StreamWidths) -> dict:
     from bitloom.boards import load_board
 
     net, plan, io = design.net, design.plan, design.report["io"]
-    first, last = plan.layers[0], plan.layers[-1]
+    last = plan.output
     in_fmt, out_fmt = net.input.fmt, last.layer.out_fmt
     quantizer = net.input.quantizer
     if not isinstance(in_fmt, Int) or not isinstance(out_fmt, Int):
         raise BitloomError(f"the PYNQ driver handles integer stream formats; this design "
                            f"streams {in_fmt.name} in and {out_fmt.name} out.")
     if (io["input"]["element_bits"], io["input"]["elements_per_beat"],
-            io["input"]["beats_per_frame"]) != (in_fmt.bits, first.fold.simd, first.in_beats) or (
+            io["input"]["beats_per_frame"]) != (in_fmt.bits, plan.in_elems, plan.in_beats) or (
             io["output"]["element_bits"], io["output"]["elements_per_beat"],
-            io["output"]["beats_per_frame"]) != (out_fmt.bits, last.fold.pe, last.out_beats):
+            io["output"]["beats_per_frame"]) != (out_fmt.bits, last.out_elems, last.out_beats):
         raise BitloomError(f"{design.path}/report.json does not describe the streams of its "
                            "model any more; compile the design again.")
     if out_fmt.bits > MAX_OUT_BITS:
         raise BitloomError(f"output codes of {out_fmt.bits} bits are wider than the driver's "
                            f"{MAX_OUT_BITS}-bit limit.")
     a, b = output_affine(net)
-    channels = last.layer.out_features
-    if len(a) != channels or math.prod(net.output.shape) != channels:
+    channels = last.layer.out_shape[-1]
+    if len(last.layer.out_shape) != 1 or len(a) != channels or \
+            math.prod(net.output.shape) != channels:
         raise BitloomError(f"the output {net.output.name!r} of shape {net.output.shape} does "
                            f"not match the {channels} channels of the last layer.")
-    in_frame = first.in_beats * widths.input_bits // 8
+    in_frame = plan.in_beats * widths.input_bits // 8
     out_frame = last.out_beats * widths.output_bits // 8
     align = widths.output_mm_bits // 8
     board = load_board(design.report["board"])
@@ -141,8 +142,8 @@ def driver_context(design: Design, widths: StreamWidths) -> dict:
         "in_zero_point": repr(int(quantizer.zero_point)),
         "in_rounding": quantizer.rounding,
         "in_order": quantizer.order,
-        "in_per_beat": first.fold.simd,
-        "in_beats": first.in_beats,
+        "in_per_beat": plan.in_elems,
+        "in_beats": plan.in_beats,
         "in_beat_bytes": widths.input_bits // 8,
         "output_name": net.output.name,
         "output_shape": repr(tuple(net.output.shape)),
@@ -150,7 +151,7 @@ def driver_context(design: Design, widths: StreamWidths) -> dict:
         "out_bits": out_fmt.bits,
         "out_signed": out_fmt.signed,
         "out_bipolar": out_fmt.bipolar,
-        "out_per_beat": last.fold.pe,
+        "out_per_beat": last.out_elems,
         "out_beats": last.out_beats,
         "out_beat_bytes": widths.output_bits // 8,
         "out_slot_bytes": -(-out_frame // align) * align,

@@ -1,7 +1,10 @@
-"""The accelerator core: layers chained by width converters and FIFOs.
+"""The accelerator core: the network's layers as streaming units, wired as its DAG.
 
-The core's ports are plain streams (``i``, ``o``); the AXI4-Stream wrapper from
-``rtl_templates/`` adapts them. Each layer's output is also brought out as a probe port
+Every edge producer -> consumer is a width converter (the producer's ``PE`` elements per
+beat to the consumer's ``SIMD``) and a FIFO of the depth the plan chose; a producer with
+several consumers feeds them through a :class:`~bitloom.hw.branch.Duplicate`. The core's
+ports are plain streams (``i``, ``o``); the AXI4-Stream wrapper from ``rtl_templates/``
+adapts them. Each layer's output is also brought out as a probe port
 (``probe<n>__valid/ready/payload``) so verification can name the first layer that differs;
 probes are taps on existing wires and cost no logic.
 """
@@ -12,9 +15,22 @@ from amaranth import Module, unsigned
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from bitloom.hw.branch import ConcatUnit, Duplicate
+from bitloom.hw.conv import ConvolutionUnit
 from bitloom.hw.glue import StreamFifo, WidthConverter
 from bitloom.hw.mvu import MatrixVectorUnit
-from bitloom.plan import Plan
+from bitloom.hw.pointwise import AddUnit, ThresholdUnit
+from bitloom.hw.pool import DepthwiseUnit, PoolUnit
+from bitloom.ir import (
+    AddStreams,
+    Concat,
+    DepthwiseConv,
+    MatrixVector,
+    MaxPool,
+    SumPool,
+    Thresholding,
+)
+from bitloom.plan import LayerPlan, Plan
 
 
 def probe_signature(width: int) -> wiring.Signature:
@@ -22,48 +38,91 @@ def probe_signature(width: int) -> wiring.Signature:
     return wiring.Signature({"payload": Out(width), "valid": Out(1), "ready": Out(1)})
 
 
+def make_unit(lp: LayerPlan) -> tuple[wiring.Component, list[str]]:
+    """The streaming unit of a planned layer and the names of its input ports, in the
+    order of ``layer.inputs``."""
+    layer, fold = lp.layer, lp.fold
+    if isinstance(layer, MatrixVector):
+        unit = ConvolutionUnit(layer, fold) if layer.window else MatrixVectorUnit(layer, fold)
+        return unit, ["i"]
+    if isinstance(layer, DepthwiseConv):
+        return DepthwiseUnit(layer, fold.pe), ["i"]
+    if isinstance(layer, (MaxPool, SumPool)):
+        return PoolUnit(layer, fold.pe), ["i"]
+    if isinstance(layer, Thresholding):
+        return ThresholdUnit(layer, fold.pe), ["i"]
+    if isinstance(layer, AddStreams):
+        return AddUnit(layer, fold.pe), ["a", "b"]
+    if isinstance(layer, Concat):
+        return ConcatUnit(layer, fold.pe), [f"i{k}" for k in range(len(layer.inputs))]
+    raise TypeError(f"no hardware unit for {type(layer).__name__}")
+
+
 class Core(wiring.Component):
     """All hardware layers of a planned network, as one streaming component."""
 
     def __init__(self, plan: Plan) -> None:
         self.plan = plan
-        layers = plan.net.layers
-        first, last = plan.layers[0], plan.layers[-1]
+        last = plan.output
         members = {
-            "i": In(stream.Signature(unsigned(first.in_beat_bits))),
+            "i": In(stream.Signature(unsigned(plan.in_elems * plan.in_fmt.bits))),
             "o": Out(stream.Signature(unsigned(last.out_beat_bits))),
         }
         for n, lp in enumerate(plan.layers):
             members[f"probe{n}"] = Out(probe_signature(lp.out_beat_bits))
-        assert len(layers) == len(plan.layers)
         super().__init__(members)
 
     def elaborate(self, platform) -> Module:
         m = Module()
-        upstream = wiring.flipped(self.i)
-        for n, lp in enumerate(self.plan.layers):
+        plan, net = self.plan, self.plan.net
+        units = []
+        for lp in plan.layers:
+            unit, ports = make_unit(lp)
+            m.submodules[lp.layer.name] = unit
+            units.append((unit, ports))
+
+        # every producer's output endpoints, one per consuming edge, in edge order
+        outputs: dict[int, list] = {}
+        for producer in range(-1, len(plan.layers)):
+            source = wiring.flipped(self.i) if producer < 0 else units[producer][0].o
+            edges = sum(ly.inputs.count(producer) for ly in net.layers)
+            if producer == len(plan.layers) - 1:
+                wiring.connect(m, source, wiring.flipped(self.o))
+                continue
+            if edges == 1:
+                outputs[producer] = [source]
+            elif edges > 1:
+                name = "input" if producer < 0 else plan.layers[producer].layer.name
+                dup = Duplicate(len(source.payload), edges)
+                m.submodules[f"{name}_fanout"] = dup
+                wiring.connect(m, source, dup.i)
+                outputs[producer] = [getattr(dup, f"o{k}") for k in range(edges)]
+
+        for n, lp in enumerate(plan.layers):
+            unit, ports = units[n]
             name = lp.layer.name
-            if n > 0:
-                # converter first, FIFO second: the FIFO then holds whole input beats, so a
-                # layer can burst through its first neuron fold at one beat per cycle even
-                # when its producer trickles out fewer elements per cycle.
-                prev = self.plan.layers[n - 1]
-                conv = WidthConverter(lp.layer.in_fmt.bits, prev.fold.pe, lp.fold.simd)
-                m.submodules[f"{name}_in_width"] = conv
+            for j, (producer, port, depth) in enumerate(
+                    zip(lp.layer.inputs, ports, lp.fifo_depths, strict=True)):
+                upstream = outputs[producer].pop(0)
+                bits = (plan.in_fmt if producer < 0 else
+                        plan.layers[producer].layer.out_fmt).bits
+                suffix = "" if len(ports) == 1 else str(j)
+                conv = WidthConverter(bits, plan.producer_elems(producer), lp.in_elems)
+                m.submodules[f"{name}_in{suffix}_width"] = conv
                 wiring.connect(m, upstream, conv.i)
-                buf = StreamFifo(lp.in_beat_bits, lp.fifo_depth)
-                m.submodules[f"{name}_in_fifo"] = buf
-                wiring.connect(m, conv.o, buf.i)
-                upstream = buf.o
-            unit = MatrixVectorUnit(lp.layer, lp.fold)
-            m.submodules[name] = unit
-            wiring.connect(m, upstream, unit.i)
+                upstream = conv.o
+                if depth:
+                    # converter first, FIFO second: the FIFO then holds whole input beats,
+                    # so a layer can take a burst at one beat per cycle from a slow producer
+                    buf = StreamFifo(lp.in_elems * bits, depth)
+                    m.submodules[f"{name}_in{suffix}_fifo"] = buf
+                    wiring.connect(m, upstream, buf.i)
+                    upstream = buf.o
+                wiring.connect(m, upstream, getattr(unit, port))
             probe = getattr(self, f"probe{n}")
             m.d.comb += [
                 probe.payload.eq(unit.o.payload),
                 probe.valid.eq(unit.o.valid),
                 probe.ready.eq(unit.o.ready),
             ]
-            upstream = unit.o
-        wiring.connect(m, upstream, wiring.flipped(self.o))
         return m

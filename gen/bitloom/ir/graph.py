@@ -48,6 +48,14 @@ class InputQuantizer:
                 f"input {self.name!r} must have shape (batch, {', '.join(map(str, self.shape))})"
                 f", got {x.shape}"
             )
+        if np.isnan(x).any():
+            from bitloom.errors import BitloomError
+
+            first = tuple(int(i) for i in np.argwhere(np.isnan(x))[0])
+            raise BitloomError(f"input {self.name!r} holds NaN (first at index {first}); a "
+                               "quantizer has no code for it.")
+        big = float(np.finfo(np.float32).max)  # +-inf saturate like any out-of-range value
+        x = np.clip(x, -big, big)
         values = self.quantizer.apply(x.reshape((x.shape[0], *self.flat_shape)))
         if len(self.flat_shape) == 3:
             return values.transpose(0, 2, 3, 1)

@@ -114,16 +114,22 @@ class Quantizer:
     def _apply(self, x: np.ndarray, exact_ties: bool) -> np.ndarray:
         fmt = self.fmt
         if not isinstance(fmt, Int):
-            if not exact_ties and self.order == CLIP_THEN_ROUND and self.zero_point == 0:
-                return fmt.to_grid(fmt.quantize(np.asarray(x, np.float64) / self.scale,
-                                                self.rounding))
-            out = np.empty(np.shape(x), dtype=np.int64)
-            for idx in np.ndindex(out.shape):
-                out[idx] = self.exact(Fraction(float(x[idx])))
-            return out
+            t = np.asarray(x, np.float64) / self.scale + self.zero_point
+            levels = fmt.values()
+            out = fmt.to_grid(fmt.quantize(np.clip(t, levels[0], levels[-1]), self.rounding))
+            if exact_ties:  # redo exactly what float error could have put on the wrong side
+                edges = np.sort(np.concatenate([levels, (levels[1:] + levels[:-1]) / 2]))
+                i = np.clip(np.searchsorted(edges, t), 1, len(edges) - 1)
+                gap = np.minimum(np.abs(t - edges[i - 1]), np.abs(edges[i] - t))
+                near = gap <= 1e-9 * np.maximum(np.abs(t), np.abs(levels).min(initial=1.0)
+                                                + 1e-30)
+                for idx in zip(*np.nonzero(near), strict=True):
+                    out[idx] = self.exact(Fraction(float(x[idx])))
+            return out.astype(np.int64)
         if fmt.bipolar:
             return np.where(x >= 0, 1, -1).astype(np.int64)
         t = np.asarray(x, dtype=np.float64) / self.scale
+        shifted = t + self.zero_point  # beyond the range by more than one step: the bound
         if self.order == CLIP_THEN_ROUND:
             t = np.clip(t + self.zero_point, fmt.min_int, fmt.max_int)
             y = round_with(t, self.rounding)
@@ -135,6 +141,7 @@ class Quantizer:
         # rounding mode (each mode cares about one of the two).
         frac = t - np.floor(t)
         near = (np.abs(frac - 0.5) < 1e-9) | (frac < 1e-9) | (frac > 1 - 1e-9)
+        near &= (shifted > fmt.min_int - 1) & (shifted < fmt.max_int + 1)
         for idx in zip(*np.nonzero(near), strict=True):
             y[idx] = self.exact(Fraction(float(x[idx])))
         return y.astype(np.int64)

@@ -1,35 +1,109 @@
-"""Choosing PE x SIMD per layer.
+"""Choosing the parallelism of every layer, and the FIFOs between them.
 
 A dataflow pipeline runs at the pace of its slowest layer, so the plan picks one target
-``cycles per frame`` and gives every layer the fewest MACs per cycle that reach it (no layer
-is faster than it needs to be). Adjacent layers need ``PE[i]`` and ``SIMD[i+1]`` to divide
-one another so the width converter between them stays a simple (un)packer.
+``cycles per frame`` and gives every layer the least parallelism that reaches it (no layer
+is faster than it needs to be). A matrix-vector layer (dense or convolution) has ``PE``
+output channels x ``SIMD`` inputs per cycle; every other layer has one lane count ``p``
+(channels per beat in and out, recorded as ``PE = SIMD = p``). A producer's ``PE`` and each
+consumer's ``SIMD`` divide one another, so the width converter on every edge is a simple
+(un)packer.
+
+FIFOs: a layer's input FIFO holds two input frames' worth of a layer's burst (a
+matrix-vector unit takes its input during its first neuron fold only). Where branches join
+(Add, Concat), each input FIFO holds a whole input frame: the other branch may lag by up to
+that much, and a frame-deep buffer can never deadlock the fan-out that feeds both.
 """
 
 from __future__ import annotations
 
-import itertools
+import math
 from dataclasses import dataclass
 
 from bitloom.errors import BitloomError
 from bitloom.hw.mvu import Folding
-from bitloom.ir import MatrixVector, Network
+from bitloom.ir import (
+    AddStreams,
+    AnyLayer,
+    Concat,
+    DepthwiseConv,
+    MatrixVector,
+    MaxPool,
+    Network,
+    SumPool,
+)
+
+
+def divisors(n: int) -> list[int]:
+    return [d for d in range(1, n + 1) if n % d == 0]
+
+
+def compatible(a: int, b: int) -> bool:
+    return a % b == 0 or b % a == 0
+
+
+def in_shapes(net: Network, layer: AnyLayer) -> list[tuple[int, ...]]:
+    """Per-sample channel-last shapes of a layer's inputs."""
+    return [net.input.stream_shape if p < 0 else net.layers[p].out_shape for p in layer.inputs]
+
+
+def layer_cycles(layer: AnyLayer, fold: Folding) -> int:
+    """Cycles per frame of ``layer`` at ``fold``, one beat per cycle at every port."""
+    if isinstance(layer, MatrixVector):
+        return layer.pixels * (layer.in_features // fold.simd) * (layer.out_features // fold.pe)
+    if isinstance(layer, (DepthwiseConv, MaxPool, SumPool)):
+        channels = layer.in_shape[-1]
+        if isinstance(layer, (MaxPool, SumPool)) and is_global(layer):
+            return math.prod(layer.in_shape) // fold.pe
+        return math.prod(layer.window.out_hw) * layer.window.size * channels // fold.pe
+    return math.prod(layer.out_shape) // fold.pe  # Thresholding, Add, Concat
+
+
+def is_global(layer: MaxPool | SumPool) -> bool:
+    """A window covering the whole map without padding (global pooling)."""
+    w = layer.window
+    return w.kernel == w.in_hw and not any(w.pads)
+
+
+def fold_options(layer: AnyLayer) -> list[Folding]:
+    if isinstance(layer, MatrixVector):
+        k_lanes = layer.in_shape[-1] if layer.window else layer.in_features
+        return [Folding(pe, simd) for pe in divisors(layer.out_features)
+                for simd in divisors(k_lanes)]
+    channels = layer.channels if isinstance(layer, Concat) else (layer.out_shape[-1],)
+    return [Folding(p, p) for p in divisors(math.gcd(*channels))]
 
 
 @dataclass
 class LayerPlan:
-    layer: MatrixVector
+    layer: AnyLayer
     fold: Folding
-    fifo_depth: int  # input FIFO in beats of in_beat_bits (0: the first layer has none)
+    fifo_depths: tuple[int, ...]  # per input, in beats of that input (0: no FIFO)
 
     @property
     def cycles(self) -> int:
-        k, n = self.layer.weights.shape
-        return (k // self.fold.simd) * (n // self.fold.pe)
+        return layer_cycles(self.layer, self.fold)
+
+    @property
+    def fifo_depth(self) -> int:
+        return sum(self.fifo_depths)
+
+    @property
+    def in_elems(self) -> int:
+        return self.fold.simd
+
+    @property
+    def out_elems(self) -> int:
+        return self.fold.pe
+
+    @property
+    def in_fmt(self):
+        layer = self.layer
+        return getattr(layer, "in_fmt", None) or getattr(layer, "fmt", None) or \
+            layer.in_fmts[0]
 
     @property
     def in_beat_bits(self) -> int:
-        return self.fold.simd * self.layer.in_fmt.bits
+        return self.fold.simd * self.in_fmt.bits
 
     @property
     def out_beat_bits(self) -> int:
@@ -37,11 +111,7 @@ class LayerPlan:
 
     @property
     def out_beats(self) -> int:
-        return self.layer.out_features // self.fold.pe
-
-    @property
-    def in_beats(self) -> int:
-        return self.layer.in_features // self.fold.simd
+        return math.prod(self.layer.out_shape) // self.fold.pe
 
 
 @dataclass
@@ -49,6 +119,7 @@ class Plan:
     net: Network
     layers: list[LayerPlan]
     clock_mhz: float
+    in_elems: int  # elements per beat on the core's input stream
 
     @property
     def cycles_per_frame(self) -> int:
@@ -60,70 +131,91 @@ class Plan:
         return self.clock_mhz * 1e6 / self.cycles_per_frame
 
     @property
+    def in_beats(self) -> int:
+        return math.prod(self.net.input.stream_shape) // self.in_elems
+
+    @property
+    def in_fmt(self):
+        return self.net.input.fmt
+
+    @property
+    def output(self) -> LayerPlan:
+        return self.layers[-1]
+
+    def producer_elems(self, producer: int) -> int:
+        return self.in_elems if producer < 0 else self.layers[producer].out_elems
+
+    @property
     def latency_cycles(self) -> int:
-        """Estimate of first input beat to last output beat of one frame, idle pipeline:
-        each layer's cycles plus its unit pipeline (3) and FIFO/converter (2). ``bitloom
-        verify`` measures the real figure."""
-        total = 0
+        """Estimate of first input beat to last output beat of one frame, idle pipeline,
+        along the longest path: each layer's cycles plus its pipeline (3) and FIFO and
+        converter (2). ``bitloom verify`` measures the real figure."""
+        done: list[int] = []
         for lp in self.layers:
-            total += lp.cycles + 3 + 2  # unit pipeline + FIFO/converter
-        return total
+            start = max((done[p] for p in lp.layer.inputs if p >= 0), default=0)
+            done.append(start + lp.cycles + 3 + 2)
+        return done[-1]
 
 
-def divisors(n: int) -> list[int]:
-    return [d for d in range(1, n + 1) if n % d == 0]
-
-
-def compatible(a: int, b: int) -> bool:
-    return a % b == 0 or b % a == 0
-
-
-def fold_layer(layer: MatrixVector, target: int, prev_pe: int | None) -> Folding:
-    """Cheapest folding with at most ``target`` cycles (or the fastest possible)."""
-    k, n = layer.weights.shape
-    options = [
-        Folding(pe, simd) for pe in divisors(n) for simd in divisors(k)
-        if prev_pe is None or compatible(prev_pe, simd)
-    ]
-    meeting = [f for f in options if (k // f.simd) * (n // f.pe) <= target]
-    if meeting:
-        # fewest MACs, then wider SIMD (shorter accumulation, fewer output beats)
-        return min(meeting, key=lambda f: (f.pe * f.simd, -f.simd))
-    return min(options, key=lambda f: ((k // f.simd) * (n // f.pe), f.pe * f.simd))
+def fifo_depths(net: Network, layer: AnyLayer, fold: Folding) -> tuple[int, ...]:
+    """Input FIFO depths in beats (see the module docstring); the model input of a single
+    consumer needs none (the host's DMA is the buffer)."""
+    shapes = in_shapes(net, layer)
+    if isinstance(layer, (AddStreams, Concat)):
+        return tuple(math.prod(s) // fold.simd + 2 for s in shapes)
+    if layer.inputs == (-1,) and len(net.consumers(-1)) == 1:
+        return (0,)
+    if isinstance(layer, MatrixVector) and layer.window is None:
+        return (max(2, 2 * (layer.in_features // fold.simd)),)
+    return (max(2, 2 * (shapes[0][-1] // fold.simd)),)
 
 
 def make_plan(net: Network, target_cycles: int, clock_mhz: float = 100.0) -> Plan:
     """Fold every layer to reach ``target_cycles`` per frame as cheaply as possible."""
     if target_cycles < 1:
         raise BitloomError(f"target of {target_cycles} cycles per frame is impossible.")
-    layers: list[LayerPlan] = []
-    prev_pe = None
+    folds: list[Folding] = []
+    in_elems: int | None = None
     for layer in net.layers:
-        fold = fold_layer(layer, target_cycles, prev_pe)
-        # Two input frames: a layer takes its input in a burst during its first neuron fold
-        # and not at all during the others, while its producer delivers at an even rate.
-        depth = 0 if prev_pe is None else max(2, 2 * (layer.in_features // fold.simd))
-        layers.append(LayerPlan(layer, fold, depth))
-        prev_pe = fold.pe
-    return Plan(net, layers, clock_mhz)
+        producer_pes = [in_elems if p < 0 else folds[p].pe for p in layer.inputs]
+        options = [f for f in fold_options(layer)
+                   if all(pe is None or compatible(pe, f.simd) for pe in producer_pes)]
+        if not options:
+            raise BitloomError(f"{layer.name}: no parallelism fits its producers' widths.")
+        meeting = [f for f in options if layer_cycles(layer, f) <= target_cycles]
+        if meeting:  # fewest lanes, then wider SIMD (shorter accumulation, fewer beats)
+            fold = min(meeting, key=lambda f: (f.pe * f.simd, -f.simd))
+        else:
+            fold = min(options, key=lambda f: (layer_cycles(layer, f), f.pe * f.simd))
+        if -1 in layer.inputs and in_elems is None:
+            in_elems = fold.simd
+        folds.append(fold)
+    return make_plan_with(net, folds, None, clock_mhz, in_elems)
 
 
-def make_plan_with(net: Network, folds: list[Folding], depths: list[int],
-                   clock_mhz: float) -> Plan:
-    """A plan with the given per-layer folding (as recorded in a report.json)."""
+def make_plan_with(net: Network, folds: list[Folding], depths: list[tuple[int, ...]] | None,
+                   clock_mhz: float, in_elems: int | None = None) -> Plan:
+    """A plan with the given per-layer folding (as recorded in a report.json); FIFO depths
+    are computed unless given."""
     if len(folds) != len(net.layers):
         raise BitloomError(f"{len(folds)} foldings for {len(net.layers)} layers.")
-    layers = [LayerPlan(ly, f, d) for ly, f, d in zip(net.layers, folds, depths, strict=True)]
-    for prev, lp in itertools.pairwise(layers):
-        if not compatible(prev.fold.pe, lp.fold.simd):
-            raise BitloomError(f"{lp.layer.name}: SIMD {lp.fold.simd} and the previous PE "
-                               f"{prev.fold.pe} must divide one another.")
-    return Plan(net, layers, clock_mhz)
+    first = next(i for i, ly in enumerate(net.layers) if -1 in ly.inputs)
+    in_elems = in_elems or folds[first].simd
+    layers = []
+    for i, (layer, fold) in enumerate(zip(net.layers, folds, strict=True)):
+        for p in layer.inputs:
+            pe = in_elems if p < 0 else folds[p].pe
+            if not compatible(pe, fold.simd):
+                raise BitloomError(f"{layer.name}: SIMD {fold.simd} and its producer's PE {pe} "
+                                   "must divide one another.")
+        d = fifo_depths(net, layer, fold) if depths is None else tuple(depths[i])
+        layers.append(LayerPlan(layer, fold, d))
+    return Plan(net, layers, clock_mhz, in_elems)
 
 
 def candidate_targets(net: Network) -> list[int]:
     """Cycles-per-frame targets worth trying, fastest first."""
-    top = max(ly.macs for ly in net.layers)
+    top = max(layer_cycles(ly, Folding(1, 1)) for ly in net.layers)
     targets, t = [], 1
     while t < top:
         targets.append(t)
