@@ -130,9 +130,11 @@ def test_int_mlp(variant):
     assert_hls_equals_golden(net, batch(net))
 
 
-@pytest.mark.parametrize(("exp_bits", "man_bits"), [(4, 3), (3, 2), (2, 1)])
+@pytest.mark.parametrize(("exp_bits", "man_bits"), [(4, 3), (3, 2), (2, 1), (5, 2)],
+                         ids=["e4m3", "e3m2", "e2m1", "e5m2"])
 def test_minifloat_mlp(exp_bits, man_bits):
-    """Exact Kulisch accumulation of decoded minifloat products, thresholds back."""
+    """Exact Kulisch accumulation of decoded minifloat products, thresholds back; E5M2's
+    accumulators (71 bits) and thresholds go beyond 64 bits."""
     net = bitloom.load(minifloat_mlp(2, exp_bits, man_bits, sizes=(16, 10, 6)))
     assert_hls_equals_golden(net, batch(net, scale=2.0))
 

@@ -151,9 +151,9 @@ class Kernel:
 
     net: Network
     folds: dict[int, tuple[int, int]] = field(default_factory=dict)  # layer -> (PE, SIMD)
-    params: list[str] = field(default_factory=list)  # C++ declarations for params.h
+    params: list[dict] = field(default_factory=list)  # constants: params.h.j2 renders them
     streams: list[Stream] = field(default_factory=list)
-    calls: list[str] = field(default_factory=list)
+    calls: list[dict] = field(default_factory=list)  # layer calls: kernel.cpp.j2 renders them
     names: set[str] = field(default_factory=set)
 
     def stream(self, name: str, ctype: str, depth: int = 2) -> str:
@@ -186,26 +186,17 @@ def add_window(k: Kernel, prefix: str, w: Window, channels: int, fmt: Format, sr
     if any(w.pads) and w.pad_value not in fmt.grid_levels():
         raise BitloomError(f"layer {prefix}: its padding value {w.pad_value} is not a value of "
                            f"its input format {fmt.name}, which the HLS streams carry.")
-    (ih, iw), (kh, kw), (sh, sw), (dh, dw), (oh, ow) = (w.in_hw, w.kernel, w.stride,
-                                                       w.dilation, w.out_hw)
-    top, left = w.pads[0], w.pads[1]
-    k.params.append(
-        f"struct {prefix}_window {{\n"
-        f"  static const int IH = {ih}, IW = {iw}, C = {channels}, KH = {kh}, KW = {kw};\n"
-        f"  static const int SH = {sh}, SW = {sw}, PT = {top}, PL = {left}, DH = {dh}, "
-        f"DW = {dw};\n"
-        f"  static const int OH = {oh}, OW = {ow};\n}};")
+    k.params.append({"kind": "window", "name": prefix, "w": w, "channels": channels})
     pad = int(code_literals(fmt, np.array([w.pad_value]))[0])
     dst = k.stream(f"{prefix}_windows", f"{fmt_type(fmt)}::code_t")
-    k.calls.append(f"bitloom::sliding_window<{prefix}_window, {fmt_type(fmt)}>({src}, {dst}, "
-                   f"{fmt_type(fmt)}::code_t({pad}));")
+    k.calls.append({"kind": "window", "name": prefix, "fmt": fmt_type(fmt), "pad": pad,
+                    "src": src, "dst": dst})
     return dst
 
 
 def add_requant(k: Kernel, prefix: str, layer, out_fmt: Format) -> str:
     """The requantizer struct of an accumulating layer (thresholds, or the raw accumulator)."""
-    acc = acc_type(layer.acc_fmt)
-    k.params.append(f"typedef {acc} {prefix}_acc_t;")
+    k.params.append({"kind": "acc", "name": prefix, "type": acc_type(layer.acc_fmt)})
     req: Thresholds | None = layer.requant
     if req is None:
         return f"bitloom::accumulator_out<{fmt_type(out_fmt)} >"
@@ -213,23 +204,22 @@ def add_requant(k: Kernel, prefix: str, layer, out_fmt: Format) -> str:
     table = np.broadcast_to(np.asarray(req.table, dtype=object), (channels, req.table.shape[1]))
     increasing = np.broadcast_to(np.asarray(req.increasing, dtype=bool), (channels,))
     thr = rom_type(table)
-    levels = table.shape[1]
-    code = f"{fmt_type(out_fmt)}::code_t"
     level_codes = code_literals(out_fmt, out_fmt.grid_levels())
-    k.params.append(
-        f"static const {thr} {prefix}_thresholds[{channels}][{levels}] = "
-        f"{c_array(table, lambda v: int_literal(v, thr))};\n"
-        f"static const bool {prefix}_increasing[{channels}] = "
-        f"{c_array(increasing, lambda v: 'true' if v else 'false')};\n"
-        f"static const {rom_type(level_codes)} {prefix}_levels[{levels + 1}] = "
-        f"{c_array(level_codes)};\n"
-        f"struct {prefix}_requant {{\n"
-        f"  typedef {code} code_t;\n"
-        f"  static code_t apply(const {prefix}_acc_t& acc, int c) {{\n"
-        f"    return bitloom::threshold<{levels}, code_t>(acc, {prefix}_thresholds[c], "
-        f"{prefix}_increasing[c], {prefix}_levels);\n"
-        f"  }}\n}};")
+    k.params.append({
+        "kind": "thresholds", "name": prefix, "code": f"{fmt_type(out_fmt)}::code_t",
+        "channels": channels, "levels": table.shape[1], "word": thr,
+        "table": c_array(table, lambda v: int_literal(v, thr)),
+        "increasing": c_array(increasing, lambda v: "true" if v else "false"),
+        "level_word": rom_type(level_codes), "level_codes": c_array(level_codes)})
     return f"{prefix}_requant"
+
+
+def weights_param(prefix: str, fmt: Format, weights: np.ndarray, member: bool) -> dict:
+    """A weight table (codes of ``fmt``); ``member``: as the static ``table`` of a struct
+    named after the layer (what a window_reduce step reads), else a plain array."""
+    words = code_literals(fmt, weights)
+    return {"kind": "weights", "name": prefix, "word": rom_type(words), "member": member,
+            "rows": words.shape[0], "cols": words.shape[1], "array": c_array(words)}
 
 
 def add_layer(k: Kernel, i: int, srcs: list[str], dst: str) -> None:
@@ -255,13 +245,12 @@ def add_layer(k: Kernel, i: int, srcs: list[str], dst: str) -> None:
             pixels = elems // kk
         req = add_requant(k, prefix, layer, out_fmt)
         wt = fmt_type(layer.w_fmt)
-        words = code_literals(layer.w_fmt, layer.weights.T)
-        k.params.append(f"static const {rom_type(words)} {prefix}_weights[{n}][{kk}] = "
-                        f"{c_array(words)};")
+        k.params.append(weights_param(prefix, layer.w_fmt, layer.weights.T, member=False))
         want_pe, want_simd = k.folds.get(i, (MAX_PE, MAX_SIMD))
-        pe, simd = largest_divisor(n, want_pe), largest_divisor(kk, want_simd)
-        k.calls.append(f"bitloom::matrix_vector<{kk}, {n}, {pe}, {simd}, {pixels}, {fmts[0]}, "
-                       f"{wt}, {prefix}_acc_t, {req}>({src}, {dst}, {prefix}_weights);")
+        k.calls.append({"kind": "mvu", "name": prefix, "k": kk, "n": n,
+                        "pe": largest_divisor(n, want_pe),
+                        "simd": largest_divisor(kk, want_simd), "pixels": pixels,
+                        "in_fmt": fmts[0], "w_fmt": wt, "req": req, "src": src, "dst": dst})
     elif isinstance(layer, DepthwiseConv | MaxPool | SumPool):
         w = layer.window
         src = add_window(k, prefix, w, channels, tensor_fmt(net, layer.inputs[0]), srcs[0])
@@ -273,34 +262,31 @@ def add_layer(k: Kernel, i: int, srcs: list[str], dst: str) -> None:
         else:
             req = add_requant(k, prefix, layer, out_fmt)
             wt = fmt_type(layer.w_fmt)
-            words = code_literals(layer.w_fmt, layer.weights)
-            k.params.append(
-                f"struct {prefix}_weights {{ static const {rom_type(words)} table[{w.size}]"
-                f"[{channels}]; }};\n"
-                f"const {rom_type(words)} {prefix}_weights::table[{w.size}][{channels}] = "
-                f"{c_array(words)};")
+            k.params.append(weights_param(prefix, layer.w_fmt, layer.weights, member=True))
             step = (f"bitloom::depthwise_step<{fmts[0]}, {wt}, {prefix}_acc_t, {req}, "
                     f"{prefix}_weights>")
-        pixels = int(np.prod(w.out_hw))
-        k.calls.append(f"bitloom::window_reduce<{w.size}, {channels}, {pixels}, {step} >"
-                       f"({src}, {dst});")
+        k.calls.append({"kind": "reduce", "taps": w.size, "channels": channels,
+                        "pixels": int(np.prod(w.out_hw)), "step": step, "src": src,
+                        "dst": dst})
     elif isinstance(layer, AddStreams):
         req = add_requant(k, prefix, layer, out_fmt)
         ka, kb = layer.multipliers
-        k.calls.append(f"bitloom::add_streams<{channels}, {elems}, {fmts[0]}, {fmts[1]}, "
-                       f"{prefix}_acc_t, {req}>({srcs[0]}, {srcs[1]}, {dst}, "
-                       f"{prefix}_acc_t({int(ka)}), {prefix}_acc_t({int(kb)}));")
+        k.calls.append({"kind": "add", "name": prefix, "channels": channels, "elems": elems,
+                        "a_fmt": fmts[0], "b_fmt": fmts[1], "req": req, "a": srcs[0],
+                        "b": srcs[1], "dst": dst, "ka": int(ka), "kb": int(kb)})
     elif isinstance(layer, Thresholding):
         req = add_requant(k, prefix, layer, out_fmt)
-        k.calls.append(f"bitloom::requantize<{channels}, {elems}, {fmts[0]}, {prefix}_acc_t, "
-                       f"{req}>({srcs[0]}, {dst});")
+        k.calls.append({"kind": "requantize", "name": prefix, "channels": channels,
+                        "elems": elems, "in_fmt": fmts[0], "req": req, "src": srcs[0],
+                        "dst": dst})
     elif isinstance(layer, Concat):
         pixels = elems // channels
         code = f"{fmt_type(out_fmt)}::code_t"
         a, ca = srcs[0], layer.channels[0]
         for j, (b, cb) in enumerate(zip(srcs[1:], layer.channels[1:], strict=True)):
             out = dst if j == len(srcs) - 2 else k.stream(f"{prefix}_part", code)
-            k.calls.append(f"bitloom::concat<{pixels}, {ca}, {cb}, {code} >({a}, {b}, {out});")
+            k.calls.append({"kind": "concat", "pixels": pixels, "ca": ca, "cb": cb,
+                            "code": code, "a": a, "b": b, "dst": out})
             a, ca = out, ca + cb
     else:
         raise BitloomError(f"the HLS backend does not support layer {layer.name} "
@@ -333,7 +319,8 @@ def build_kernel(net: Network, plan: Plan | None = None) -> Kernel:
             a = k.stream(f"{stream}_use{j}", code, depth=elems)
             b = (k.stream(f"{stream}_use{j + 1}", code, depth=elems) if j == uses - 2
                  else k.stream(f"{stream}_rest{j}", code))
-            k.calls.append(f"bitloom::fan_out<{elems}, {code} >({src}, {a}, {b});")
+            k.calls.append({"kind": "fan_out", "elems": elems, "code": code, "src": src,
+                            "a": a, "b": b})
             copies.append(a)
             src = b
         inputs[producer] = [*copies, src]
