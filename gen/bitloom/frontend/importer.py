@@ -58,6 +58,17 @@ NOT_FOLDED = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"}
 #: ops accepted only where they compute constants (shapes, folded initializers)
 CONSTANT_OPS = {"Constant", "Shape", "Gather", "Unsqueeze", "Squeeze", "Concat", "Cast",
                 "Slice", "ConstantOfShape", "Range", "Transpose"}
+#: inputs every (non-standard) op bitloom reads requires; standard ops use their ONNX schema
+REQUIRED_INPUTS = {"Quant": 4, "IntQuant": 4, "BipolarQuant": 2, "FloatQuant": 2, "Trunc": 2,
+                   "QGemm": 6}
+#: attribute types of the non-standard ops bitloom reads
+ATTRIBUTE_TYPES = {
+    "signed": onnx.AttributeProto.INT, "narrow": onnx.AttributeProto.INT,
+    "rounding_mode": onnx.AttributeProto.STRING, "saturation": onnx.AttributeProto.INT,
+    "has_inf": onnx.AttributeProto.INT, "has_nan": onnx.AttributeProto.INT,
+    "transA": onnx.AttributeProto.INT, "transB": onnx.AttributeProto.INT,
+    "alpha": onnx.AttributeProto.FLOAT,
+}
 
 
 @dataclass
@@ -156,6 +167,24 @@ def attributes(node: onnx.NodeProto) -> dict:
     return out
 
 
+def read_initializer(tensor: onnx.TensorProto, source: str) -> np.ndarray:
+    """An initializer as a numpy array; a malformed one (unknown element type, data that
+    does not match its dims or type) is the user's file's fault."""
+    try:
+        return numpy_helper.to_array(tensor)
+    except (ValueError, KeyError, TypeError, IndexError, OverflowError) as exc:
+        detail = f"{type(exc).__name__}: {exc}" if isinstance(exc, KeyError) else str(exc)
+        raise BitloomError(
+            f"{source}: initializer {tensor.name!r} (element type {tensor.data_type}, dims "
+            f"{list(tensor.dims)}) is malformed: {detail}. Its data does not match its type "
+            "and shape; re-export the model.") from None
+
+
+def _type_name(code: int) -> str:
+    kinds = onnx.AttributeProto.AttributeType
+    return kinds.Name(code) if code in kinds.values() else f"<unknown type {code}>"
+
+
 def _node_label(node: onnx.NodeProto) -> str:
     return f"node {node.name!r} ({node.op_type})" if node.name else f"a {node.op_type} node"
 
@@ -233,7 +262,7 @@ class Importer:
         self.check_supported()
         initializers = {t.name for t in graph.initializer}
         for t in graph.initializer:
-            self.values[t.name] = Constant(numpy_helper.to_array(t), t.data_type)
+            self.values[t.name] = Constant(read_initializer(t, self.source), t.data_type)
         inputs = [i for i in graph.input if i.name not in initializers]
         if len(inputs) != 1 or len(graph.output) != 1:
             raise BitloomError(
@@ -265,7 +294,50 @@ class Importer:
         return tuple(shape)
 
     # -- per-op handlers --------------------------------------------------------------------
+    def _schema(self, node: onnx.NodeProto) -> onnx.defs.OpSchema | None:
+        if node.domain not in ONNX_DOMAINS:
+            return None
+        try:
+            return onnx.defs.get_schema(node.op_type, max(self.opset, 1), "")
+        except onnx.defs.SchemaError:
+            return None
+
+    def _check_signature(self, node: onnx.NodeProto) -> None:
+        """Inputs the op requires are present and attributes have their declared types (per
+        the ONNX schema of the model's opset; a small table for QONNX/contrib ops)."""
+        schema = self._schema(node)
+        if not node.output or not node.output[0]:
+            raise self.fail(node, "it has no output.")
+        if schema is not None:
+            single = onnx.defs.OpSchema.FormalParameterOption.Single
+            variadic = onnx.defs.OpSchema.FormalParameterOption.Variadic
+            for i, formal in enumerate(schema.inputs):
+                if formal.option == single and (i >= len(node.input) or not node.input[i]):
+                    raise self.fail(node, f"input {i} ({formal.name}) is missing; "
+                                    f"{node.op_type} requires it.")
+            if schema.inputs and schema.inputs[-1].option == variadic:
+                if len(node.input) < schema.min_input:
+                    raise self.fail(node, f"it has {len(node.input)} inputs; {node.op_type} "
+                                    f"needs at least {schema.min_input}.")
+            elif len(node.input) > len(schema.inputs):
+                raise self.fail(node, f"it has {len(node.input)} inputs; {node.op_type} takes "
+                                f"at most {len(schema.inputs)}.")
+            types = {name: int(a.type.value) for name, a in schema.attributes.items()}
+        else:
+            required = REQUIRED_INPUTS.get(node.op_type, 1)
+            for i in range(required):
+                if i >= len(node.input) or not node.input[i]:
+                    raise self.fail(node, f"input {i} is missing; {node.op_type} requires "
+                                    f"{required} inputs.")
+            types = ATTRIBUTE_TYPES
+        for a in node.attribute:
+            want = types.get(a.name)
+            if want is not None and a.type != onnx.AttributeProto.UNDEFINED and a.type != want:
+                raise self.fail(node, f"attribute {a.name!r} is of type {_type_name(a.type)}, "
+                                f"the op expects {_type_name(want)}.")
+
     def _visit(self, node: onnx.NodeProto) -> None:
+        self._check_signature(node)
         ins = [self.values.get(name) if name else None for name in node.input]
         for name, v in zip(node.input, ins, strict=True):
             if name and v is None:
@@ -317,12 +389,47 @@ class Importer:
             raise self.fail(node, f"cannot fold this constant expression ({exc}).") from None
         return Constant(np.asarray(result))
 
-    def _const_input(self, node: onnx.NodeProto, v: Value | None, what: str) -> np.ndarray:
+    def _const_input(self, node: onnx.NodeProto, v: Value | None, what: str,
+                     allow_inf: bool = False) -> np.ndarray:
+        """A constant operand; NaN (and, unless allowed, infinity) is refused here, before
+        it reaches exact arithmetic."""
         if isinstance(v, QuantConstant):  # e.g. an int32 bias behind a DequantizeLinear
             return v.dequantized()
         if not isinstance(v, Constant):
             raise self.fail(node, f"its {what} must be a constant initializer.")
-        return v.value
+        value = np.asarray(v.value)
+        if value.dtype.kind == "f" or value.dtype.kind == "V":
+            try:
+                wide = value.astype(np.float64)
+            except (TypeError, ValueError):
+                raise self.fail(node, f"its {what} has element type {value.dtype}, which "
+                                "bitloom cannot read as a number.") from None
+            bad = np.isnan(wide) if allow_inf else ~np.isfinite(wide)
+            if bad.any():
+                raise self.fail(node, f"its {what} holds NaN or infinite values.")
+        elif value.dtype.kind not in "iub":
+            raise self.fail(node, f"its {what} has element type {value.dtype}; expected "
+                            "numbers.")
+        return value
+
+    def _exact(self, node: onnx.NodeProto, values, channels: int, what: str) -> list[Fraction]:
+        """Model-given float coefficients as exact rationals, per channel; NaN/inf (e.g. a
+        product that overflowed float32) are refused naming the node."""
+        flat = np.asarray(values, dtype=np.float64).reshape(-1)
+        if not np.all(np.isfinite(flat)):
+            raise self.fail(node, f"its {what} is NaN or infinite.")
+        if flat.size not in (1, channels):
+            raise self.fail(node, f"its {what} has {flat.size} values for {channels} channels.")
+        return as_fractions(flat, channels)
+
+    def _const_int(self, node: onnx.NodeProto, v: Value | None, what: str, lo: int,
+                   hi: int) -> int:
+        """A scalar integer operand (a bit width, a zero point) within ``[lo, hi]``."""
+        value = self._const_input(node, v, what).reshape(-1)
+        if value.size != 1 or float(value[0]) != int(value[0]) or not lo <= int(value[0]) <= hi:
+            shown = value.tolist() if value.size <= 8 else f"{value.size} values"
+            raise self.fail(node, f"its {what} {shown} is not one integer in [{lo}, {hi}].")
+        return int(value[0])
 
     # -- quantization, shared by the dialects ------------------------------------------------
     #: thresholds grow as 2**bits per channel; wider requantization needs a
@@ -418,6 +525,9 @@ class Importer:
         if not isinstance(w, QuantConstant):
             raise self.fail(node, "Transpose of an activation is not supported yet.")
         perm = attributes(node).get("perm") or list(range(w.values.ndim))[::-1]
+        if sorted(perm) != list(range(w.values.ndim)):
+            raise self.fail(node, f"perm {list(perm)} is not a permutation of the "
+                            f"{w.values.ndim} axes of its input {w.values.shape}.")
         scale = np.asarray(w.scale)
         if scale.ndim == w.values.ndim:
             scale = scale.transpose(perm)
@@ -441,12 +551,12 @@ class Importer:
         n = x.chain.channels
         if node.op_type == "Gemm":
             alpha, beta = attrs.get("alpha", 1.0), attrs.get("beta", 1.0)
-            chain = x.chain.then(Affine(as_fractions(alpha, n), [Fraction(0)] * n))
+            chain = x.chain.then(Affine(self._exact(node, alpha, n, "alpha"), [Fraction(0)] * n))
             if len(ins) > 2 and ins[2] is not None:
                 bias = self._const_input(node, ins[2], "bias C")
                 if bias.size not in (1, n):
                     raise self.fail(node, "bias C must be per output channel.")
-                shift = as_fractions(np.float32(beta) * bias, n)
+                shift = self._exact(node, np.float32(beta) * bias, n, "bias C times beta")
                 chain = chain.then(Affine([Fraction(1)] * n, shift))
             x = Derived(x.producer, chain, x.shape)
         return x
@@ -510,7 +620,7 @@ class Importer:
                 d != 1 for i, d in enumerate(shape) if i != 1):
             raise self.fail(node, f"constant of shape {c.shape} is not per-channel ({n}) for a "
                             f"tensor of shape {full}.")
-        return as_fractions(c, n)
+        return self._exact(node, c, n, "constant")
 
     def _arith(self, node, ins: list[Value | None]) -> Derived:
         op = node.op_type
@@ -597,10 +707,18 @@ class Importer:
         attrs = attributes(node)
         lo = attrs.get("min")
         hi = attrs.get("max")
-        if len(ins) > 1 and ins[1] is not None:
-            lo = float(self._const_input(node, ins[1], "min"))
-        if len(ins) > 2 and ins[2] is not None:
-            hi = float(self._const_input(node, ins[2], "max"))
+        for i, what in ((1, "min"), (2, "max")):
+            if len(ins) > i and ins[i] is not None:
+                bound = self._const_input(node, ins[i], what, allow_inf=True).reshape(-1)
+                if bound.size != 1:
+                    raise self.fail(node, f"its {what} must be a single value.")
+                lo, hi = (float(bound[0]), hi) if i == 1 else (lo, float(bound[0]))
+        if any(v is not None and not np.isfinite(v) and v == (np.inf if k == 0 else -np.inf)
+               for k, v in enumerate((lo, hi))) or (lo is not None and np.isnan(lo)) or (
+                hi is not None and np.isnan(hi)):
+            raise self.fail(node, f"Clip to [{lo}, {hi}] is empty.")
+        lo = None if lo is None or lo == -np.inf else lo
+        hi = None if hi is None or hi == np.inf else hi
         clamp = Clamp(None if lo is None else Fraction(float(lo)),
                       None if hi is None else Fraction(float(hi)))
         return Derived(x.producer, x.chain.then(clamp), x.shape)
@@ -615,7 +733,10 @@ class Importer:
                 raise self.fail(node, "only Flatten(axis=1) keeps the batch axis.")
             new = (int(np.prod(old)),)
         elif op == "Reshape":
-            target = [int(v) for v in self._const_input(node, ins[1], "shape")]
+            shape_in = self._const_input(node, ins[1], "shape")
+            if shape_in.dtype.kind not in "iu":
+                raise self.fail(node, f"its shape is of type {shape_in.dtype}; expected int64.")
+            target = [int(v) for v in shape_in.reshape(-1)]
             if not target or target[0] not in (1, -1, 0):
                 raise self.fail(node, f"reshape to {target} would mix samples of a batch.")
             try:
@@ -626,7 +747,10 @@ class Importer:
         else:  # Squeeze / Unsqueeze: axes from the attribute (opset < 13) or the 2nd input
             axes = attrs.get("axes")
             if axes is None and len(ins) > 1 and ins[1] is not None:
-                axes = [int(v) for v in self._const_input(node, ins[1], "axes").reshape(-1)]
+                axes = self._const_input(node, ins[1], "axes").reshape(-1)
+                if axes.dtype.kind not in "iu":
+                    raise self.fail(node, f"its axes are of type {axes.dtype}; expected int64.")
+                axes = [int(v) for v in axes]
             full = np.empty((1, *old))
             try:
                 if op == "Squeeze":

@@ -60,11 +60,15 @@ class QonnxOps:
                                                "output bit width"), strict=False)]
         if any(c.size != 1 for c in consts):
             raise self.fail(node, "Trunc parameters must be scalars.")
-        scale, zp, in_bits = float(consts[0][0]), consts[1][0], int(consts[2][0])
-        out_bits = int(consts[-1][0])
-        if zp != int(zp) or not 1 <= out_bits <= 16 or not 1 <= in_bits <= 32:
+        scale, zp, in_bits, out_bits = (float(consts[0][0]), consts[1][0], consts[2][0],
+                                         consts[-1][0])
+        if scale <= 0 or (v2 and not consts[3][0] > 0):
+            raise self.fail(node, "its scales must be positive.")
+        if zp != int(zp) or abs(zp) > 2**32 or out_bits not in range(1, 17) or \
+                in_bits not in range(1, 33):
             raise self.fail(node, "Trunc needs an integer zero point, 1..32 input bits and "
                             "1..16 output bits.")
+        in_bits, out_bits = int(in_bits), int(out_bits)
         try:
             rounding = normalize_rounding(str(attrs.get("rounding_mode", "FLOOR")))
         except ValueError as exc:
@@ -96,17 +100,20 @@ class QonnxOps:
         scale = self._const_input(node, ins[1], "scale").astype(np.float32)
         if np.any(scale <= 0) or not np.all(np.isfinite(scale)):
             raise self.fail(node, "its scale must be positive and finite.")
-        params = [self._const_input(node, v, what) for v, what in
-                  ((ins[2], "exponent bit width"), (ins[3], "mantissa bit width"),
-                   (ins[4], "exponent bias"))]
-        if any(p.size != 1 or float(p) != int(p) for p in params):
-            raise self.fail(node, "exponent/mantissa widths and bias must be single integers.")
-        max_val = None if ins[5] is None else float(self._const_input(node, ins[5], "max_val"))
+        params = [self._const_int(node, v, what, lo, hi) for v, what, lo, hi in
+                  ((ins[2], "exponent bit width", 0, 8), (ins[3], "mantissa bit width", 0, 16),
+                   (ins[4], "exponent bias", -256, 256))]
+        max_val = None
+        if ins[5] is not None:
+            max_val = self._const_input(node, ins[5], "max_val").reshape(-1)
+            if max_val.size != 1 or not max_val[0] > 0:
+                raise self.fail(node, "its max_val must be one positive value.")
+            max_val = float(max_val[0])
         if not attrs.get("saturation", 1):
             raise self.fail(node, "non-saturating FloatQuant (overflow to inf/NaN) cannot be "
                             "mapped to hardware; export with saturation=1.")
         try:
-            fmt = float_quant_format(int(params[0]), int(params[1]), int(params[2]), max_val,
+            fmt = float_quant_format(params[0], params[1], params[2], max_val,
                                      bool(attrs.get("has_inf", 0)),
                                      bool(attrs.get("has_nan", 0)), True)
             rounding = normalize_rounding(str(attrs.get("rounding_mode", "ROUND")))
@@ -128,18 +135,13 @@ class QonnxOps:
         if node.op_type == "BipolarQuant":
             fmt, zero_point, rounding = Int(1, signed=True), 0, "round"
         else:
-            zp = self._const_input(node, ins[2], "zero point")
-            bits = self._const_input(node, ins[3], "bit width")
-            if bits.size != 1 or float(bits) != int(bits) or not 1 <= int(bits) <= 16:
-                raise self.fail(node, f"bit width {bits} is not an integer in 1..16.")
-            if zp.size != 1 or float(zp) != int(zp):
-                raise self.fail(node, "only a single integer zero point is supported.")
-            zero_point = int(zp)
+            bits = self._const_int(node, ins[3], "bit width", 1, 16)
+            zero_point = self._const_int(node, ins[2], "zero point", -2**16, 2**16)
             try:
                 rounding = normalize_rounding(str(attrs.get("rounding_mode", "ROUND")))
             except ValueError as exc:
                 raise self.fail(node, str(exc)) from None
-            fmt = Int(int(bits), bool(attrs.get("signed", 1)), bool(attrs.get("narrow", 0)))
+            fmt = Int(bits, bool(attrs.get("signed", 1)), bool(attrs.get("narrow", 0)))
         x = ins[0]
         if isinstance(x, Constant):
             if zero_point != 0:

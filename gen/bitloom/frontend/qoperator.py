@@ -82,7 +82,8 @@ class QOperatorOps:
         n = out.chain.channels
         if node.op_type == "QGemm":
             alpha = attrs.get("alpha", 1.0)
-            chain = out.chain.then(Affine(as_fractions(alpha, n), [Fraction(0)] * n))
+            chain = out.chain.then(Affine(self._exact(node, alpha, n, "alpha"),
+                                              [Fraction(0)] * n))
             if ins[6] is not None:  # int32 bias in units of scale_a * scale_b
                 bias = self._const_input(node, ins[6], "bias C").astype(np.int64).reshape(-1)
                 unit = [Fraction(float(x.scale[0])) * s

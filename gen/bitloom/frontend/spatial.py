@@ -70,9 +70,14 @@ class SpatialOps:
         dilation = tuple(attrs.get("dilations", (1, 1)))
         if len(stride) != 2 or len(dilation) != 2 or len(kernel) != 2:
             raise self.fail(node, "only 2-D windows are supported.")
+        if min(stride) < 1 or min(dilation) < 1 or min(kernel) < 1:
+            raise self.fail(node, f"kernel {list(kernel)}, strides {list(stride)} and "
+                            f"dilations {list(dilation)} must all be positive.")
         auto = attrs.get("auto_pad", "NOTSET")
         if auto in ("NOTSET", ""):
             pads = tuple(attrs.get("pads", (0, 0, 0, 0)))
+            if len(pads) != 4 or min(pads) < 0:
+                raise self.fail(node, f"pads {list(pads)}: expected 4 non-negative values.")
             pads = (pads[0], pads[1], pads[2], pads[3])
         elif auto == "VALID":
             pads = (0, 0, 0, 0)
@@ -118,7 +123,7 @@ class SpatialOps:
             if bias.size != m:
                 raise self.fail(node, "bias B must have one value per output channel.")
             out = replace(out, chain=out.chain.then(
-                Affine([Fraction(1)] * m, as_fractions(bias, m))))
+                Affine([Fraction(1)] * m, self._exact(node, bias, m, "bias B"))))
         return out
 
     def _convolution(self, node, x: Stream, w: QuantConstant) -> Derived:
@@ -181,8 +186,11 @@ class SpatialOps:
         if not all(v.size in (1, n) for v in (gamma, beta, mean, var)):
             raise self.fail(node, f"parameters must have one value per channel ({n}).")
         a = gamma / np.sqrt(var + eps)
-        return replace(x, chain=x.chain.then(Affine(as_fractions(a, n),
-                                                    as_fractions(beta - a * mean, n))))
+        if np.any(var + eps <= 0):
+            raise self.fail(node, "its variance plus epsilon must be positive.")
+        return replace(x, chain=x.chain.then(Affine(
+            self._exact(node, a, n, "scale / sqrt(var + epsilon)"),
+            self._exact(node, beta - a * mean, n, "folded shift"))))
 
     # -- pooling ----------------------------------------------------------------------------
     def _max_pool(self, node, ins: list[Value | None]) -> Stream | Derived:

@@ -23,6 +23,8 @@ def as_fractions(values: np.ndarray | float, channels: int) -> list[Fraction]:
         flat = np.repeat(flat, channels)
     if flat.size != channels:
         raise ValueError(f"expected 1 or {channels} values, got {flat.size}")
+    if not np.all(np.isfinite(flat)):
+        raise ValueError(f"non-finite coefficient in {flat[:8]}")
     return [Fraction(float(v)) for v in flat]
 
 
