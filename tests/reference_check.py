@@ -109,3 +109,42 @@ def check_against_reference(path: Path | str, form: str, x: np.ndarray) -> dict:
                                   reference.reshape(len(x), -1).argmax(1),
                                   err_msg=f"argmax differs from {ref_name}")
     return {"reference": ref_name, "max_diff": diff, "step": step}
+
+
+def last_layer_codes(path: Path | str, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(golden, onnxruntime) integer codes of the quantized activation that feeds the model's
+    last MatMul/Gemm/Conv, both as ``(N, -1)`` in ONNX (NCHW) element order.
+
+    onnxruntime computes with the codes as an extra graph output, graph optimizations
+    disabled (as :func:`run_reference` does)."""
+    import onnxruntime as ort
+
+    import bitloom
+
+    model = onnx.load(str(path))
+    producers = {o: n for n in model.graph.node for o in n.output}
+    last = [n for n in model.graph.node if n.op_type in ("MatMul", "Gemm", "Conv")][-1]
+    name = last.input[0]
+    while producers[name].op_type in ("Flatten", "Reshape", "Identity"):
+        name = producers[name].input[0]
+    dq = producers[name]
+    assert dq.op_type == "DequantizeLinear", dq.op_type
+    codes_name = dq.input[0]
+    inferred = onnx.shape_inference.infer_shapes(model)
+    info = next(v for v in inferred.graph.value_info if v.name == codes_name)
+    model.graph.output.append(info)
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    options.log_severity_level = 3
+    sess = ort.InferenceSession(model.SerializeToString(), options,
+                                providers=["CPUExecutionProvider"])
+    feed = sess.get_inputs()[0].name
+    ref = np.concatenate([sess.run([codes_name], {feed: x[i:i + 1]})[0]
+                          for i in range(len(x))]).astype(np.int64)
+
+    net = bitloom.load(path)
+    values = net.trace(x)
+    golden = net.values_of(net.layers[-1].inputs[0], values)
+    if golden.ndim == 4:  # channel-last feature map -> NCHW
+        golden = golden.transpose(0, 3, 1, 2)
+    return golden.reshape(len(x), -1), ref.reshape(len(x), -1)
