@@ -144,8 +144,11 @@ def simulate(sources: list[Path], vectors: Vectors, work_dir: Path, status=None)
     per_frame = [len(p) // vectors.frames for p in vectors.probes]
     mismatch = first_mismatch(vectors.probes, probes, vectors.probe_names, per_frame)
     if data.get("stalled_after_cycles") is not None:
+        full = data.get("full_fifos") or []
+        where = (f"full FIFO(s): {'; '.join(full)} — too shallow for the branch it buffers"
+                 if full else "no FIFO is full")
         mismatch = (f"the design stalled: no output for {data['stalled_after_cycles']} cycles; "
-                    f"{mismatch or 'all layer outputs so far were correct'}")
+                    f"{where}; {mismatch or 'all layer outputs so far were correct'}")
     if mismatch is None and outputs != vectors.probes[-1]:
         mismatch = "the AXI output stream differs from the last layer's output"
     return SimResult(mismatch is None, outputs, probes, data["frame_done_cycle"], mismatch, log)

@@ -91,10 +91,13 @@ async def stream_batch(dut) -> None:
 
     # A design that stalls must fail with a diagnosis, not hang the run.
     stalled = False
+    full: list[str] = []
     try:
         await with_timeout(receive(), vec.timeout_cycles * 10, "ns")
     except SimTimeoutError:
         stalled = True
+        flags = int(dut.core.fifo_full.value)
+        full = [name for k, name in enumerate(vec.fifo_names) if flags >> k & 1]
     await ClockCycles(dut.ap_clk, 2)
 
     result_path.write_text(json.dumps({
@@ -102,8 +105,11 @@ async def stream_batch(dut) -> None:
         "probes": [[hex(b) for b in p] for p in captured],
         "frame_done_cycle": frame_done,
         "stalled_after_cycles": cycles[0] if stalled else None,
+        "full_fifos": full,
     }))
     layer_beats = [len(p) // vec.frames for p in vec.probes]
     problem = first_mismatch(vec.probes, captured, vec.probe_names, layer_beats)
-    assert not stalled, f"no progress after {cycles[0]} cycles; {problem}"
+    where = (f"full FIFO(s): {'; '.join(full)} — too shallow for the branch it buffers"
+             if full else "no FIFO is full")
+    assert not stalled, f"no progress after {cycles[0]} cycles; {where}; {problem}"
     assert outputs == vec.probes[-1] and problem is None, problem or "output stream differs"

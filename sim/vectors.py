@@ -40,6 +40,7 @@ class Vectors:
     out_beats_per_frame: int
     probes: list[list[int]]  # expected beats at every layer output; the last is the output
     probe_names: list[str]
+    fifo_names: list[str]  # bit k of the core's fifo_full port
     frames: int
     in_pause: float
     out_pause: float
@@ -72,6 +73,8 @@ def make_vectors(plan: Plan, trace: list[np.ndarray], in_pause: float, out_pause
         out_beats_per_frame=plan.output.out_beats,
         probes=probes,
         probe_names=[lp.layer.name for lp in plan.layers],
+        fifo_names=[f"{f.name} ({f.depth} beats, input {f.port} of "
+                    f"{plan.layers[f.layer].layer.name})" for f in plan.fifos()],
         frames=int(trace[0].shape[0]),
         in_pause=in_pause,
         out_pause=out_pause,

@@ -70,6 +70,10 @@ class Core(wiring.Component):
         }
         for n, lp in enumerate(plan.layers):
             members[f"probe{n}"] = Out(probe_signature(lp.out_beat_bits))
+        # which input FIFOs are full (bit k: plan.fifos()[k]), to name the one a stall
+        # backs up into
+        self.fifo_plans = plan.fifos()
+        members["fifo_full"] = Out(max(1, len(self.fifo_plans)))
         super().__init__(members)
 
     def elaborate(self, platform) -> Module:
@@ -98,14 +102,14 @@ class Core(wiring.Component):
                 wiring.connect(m, source, dup.i)
                 outputs[producer] = [getattr(dup, f"o{k}") for k in range(edges)]
 
+        fifos = iter(enumerate(self.fifo_plans))
         for n, lp in enumerate(plan.layers):
             unit, ports = units[n]
             name = lp.layer.name
             for j, (producer, port, depth) in enumerate(
                     zip(lp.layer.inputs, ports, lp.fifo_depths, strict=True)):
                 upstream = outputs[producer].pop(0)
-                bits = (plan.in_fmt if producer < 0 else
-                        plan.layers[producer].layer.out_fmt).bits
+                bits = plan.producer_bits(producer)
                 suffix = "" if len(ports) == 1 else str(j)
                 conv = WidthConverter(bits, plan.producer_elems(producer), lp.in_elems)
                 m.submodules[f"{name}_in{suffix}_width"] = conv
@@ -114,9 +118,11 @@ class Core(wiring.Component):
                 if depth:
                     # converter first, FIFO second: the FIFO then holds whole input beats,
                     # so a layer can take a burst at one beat per cycle from a slow producer
-                    buf = StreamFifo(lp.in_elems * bits, depth)
-                    m.submodules[f"{name}_in{suffix}_fifo"] = buf
+                    k, fp = next(fifos)
+                    buf = StreamFifo(fp.bits, fp.depth)
+                    m.submodules[fp.name] = buf
                     wiring.connect(m, upstream, buf.i)
+                    m.d.comb += self.fifo_full[k].eq(~buf.i.ready)
                     upstream = buf.o
                 wiring.connect(m, upstream, getattr(unit, port))
             probe = getattr(self, f"probe{n}")

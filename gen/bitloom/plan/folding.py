@@ -114,6 +114,17 @@ class LayerPlan:
         return math.prod(self.layer.out_shape) // self.fold.pe
 
 
+@dataclass(frozen=True)
+class FifoPlan:
+    """One input FIFO: of layer ``layer``'s input ``port``, ``depth`` beats of ``bits``."""
+
+    name: str
+    layer: int
+    port: int
+    depth: int
+    bits: int
+
+
 @dataclass
 class Plan:
     net: Network
@@ -144,6 +155,21 @@ class Plan:
 
     def producer_elems(self, producer: int) -> int:
         return self.in_elems if producer < 0 else self.layers[producer].out_elems
+
+    def producer_bits(self, producer: int) -> int:
+        return (self.in_fmt if producer < 0 else self.layers[producer].layer.out_fmt).bits
+
+    def fifos(self) -> list[FifoPlan]:
+        """Every input FIFO of the core, in the order the core builds them."""
+        out = []
+        for n, lp in enumerate(self.layers):
+            inputs = lp.layer.inputs
+            for j, (producer, depth) in enumerate(zip(inputs, lp.fifo_depths, strict=True)):
+                if depth:
+                    suffix = "" if len(inputs) == 1 else str(j)
+                    out.append(FifoPlan(f"{lp.layer.name}_in{suffix}_fifo", n, j, depth,
+                                        lp.in_elems * self.producer_bits(producer)))
+        return out
 
     @property
     def latency_cycles(self) -> int:
