@@ -112,11 +112,18 @@ def cmd_compile(args) -> int:
     from bitloom.emit.design import emit_design
     from bitloom.plan import plan_for_board
 
-    if args.backend != "amaranth":
-        raise BitloomError(f"backend {args.backend!r} is not available yet; use amaranth.")
     board = load_board(args.board)
     net = load(args.model)
     plan = plan_for_board(net, board, target_fps=args.target_fps)
+    if args.backend == "hls":
+        from bitloom.emit.hls import emit_hls, run_vitis_hls
+
+        with progress("Generating HLS C++..."):
+            hls_dir = emit_hls(net, Path(args.out), plan=plan, part=board.part,
+                               clock_ns=1000.0 / plan.clock_mhz)
+        console.print(f"wrote {hls_dir}")
+        console.print(run_vitis_hls(hls_dir))
+        return 0
     with progress("Generating Verilog with Amaranth..."):
         design = emit_design(plan, board, Path(args.out), args.model)
     console.print(layer_table(plan))
@@ -225,7 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model")
     p.add_argument("--input", required=True, help=".npy batched along axis 0")
     p.add_argument("--output", required=True, help=".npy to write (float32)")
-    p.add_argument("--engine", choices=("golden", "rtl"), default="golden")
+    p.add_argument("--engine", choices=("golden", "rtl", "hls"), default="golden")
     p.add_argument("--board", default="pynq-z2", help="board whose folding rtl uses")
     p.set_defaults(func=cmd_run)
 
@@ -234,7 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--board", required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--target-fps", type=float, default=None)
-    p.add_argument("--backend", default="amaranth")
+    p.add_argument("--backend", choices=("amaranth", "hls"), default="amaranth")
     p.set_defaults(func=cmd_compile)
 
     p = sub.add_parser("verify", help="cocotb on Verilator, bit-exact against golden")
