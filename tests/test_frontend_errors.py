@@ -63,3 +63,37 @@ def test_absurd_qonnx_bit_width_is_refused():
     bits = _initializer(m, quant.input[3])
     bits.CopyFrom(numpy_helper.from_array(np.float32(1e30), bits.name))
     _refused(m, f"node {quant.name!r} (Quant)", "bit width")
+
+
+def _blocked_mlp(scales: np.ndarray) -> onnx.ModelProto:
+    rng = np.random.default_rng(5)
+    inits = [numpy_helper.from_array(np.float32(0.05), "xs"),
+             numpy_helper.from_array(np.int8(0), "xz"),
+             numpy_helper.from_array(rng.integers(-8, 8, (8, 4)).astype(np.int8), "w"),
+             numpy_helper.from_array(scales.astype(np.float32), "ws")]
+    nodes = [helper.make_node("QuantizeLinear", ["x", "xs", "xz"], ["xq"], name="q0"),
+             helper.make_node("DequantizeLinear", ["xq", "xs", "xz"], ["xd"], name="dq0"),
+             helper.make_node("DequantizeLinear", ["w", "ws"], ["wd"], name="dqw", axis=0,
+                              block_size=4),
+             helper.make_node("MatMul", ["xd", "wd"], ["y"], name="mm")]
+    graph = helper.make_graph(nodes, "blocked", [helper.make_tensor_value_info(
+        "x", onnx.TensorProto.FLOAT, [1, 8])], [helper.make_tensor_value_info(
+            "y", onnx.TensorProto.FLOAT, [1, 4])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
+
+
+def test_blocked_weights_are_exact_on_one_grid():
+    from onnx.reference import ReferenceEvaluator
+
+    model = _blocked_mlp(np.array([[0.5, 0.25, 0.75, 1.0], [0.125, 0.375, 0.5, 2.0]]))
+    net = bitloom.load(model)
+    assert net.layers[0].w_fmt.bits <= 8  # multipliers up to 16 of the unit 0.125
+    x = np.random.default_rng(1).normal(size=(6, 8)).astype(np.float32)
+    ref = np.concatenate([ReferenceEvaluator(model).run(None, {"x": x[i:i + 1]})[0]
+                          for i in range(len(x))])
+    np.testing.assert_allclose(net.run(x), ref, rtol=1e-6, atol=1e-6)
+
+
+def test_blocked_weights_without_a_small_common_unit_are_refused():
+    _refused(_blocked_mlp(np.array([[0.1, 0.25, 0.75, 1.0], [1e-4, 0.375, 0.5, 2.0]])),
+             "node 'dqw' (DequantizeLinear)", "limit 2**16")

@@ -23,6 +23,7 @@ from onnx import numpy_helper
 from bitloom.errors import BitloomError, BitloomWarning
 from bitloom.formats import Format, Int, accumulator_grid
 from bitloom.ir import (
+    ROUND_THEN_SHIFT,
     Affine,
     AnyLayer,
     Chain,
@@ -153,6 +154,27 @@ class PendingConcat:
 Value = Constant | QuantConstant | FloatInput | Stream | Derived | HostResult | PendingConcat
 
 
+@dataclass
+class HostQuantize(HostOp):
+    """ONNX QuantizeLinear (round half to even of ``x / scale`` in float32, plus the zero
+    point, saturated to ``[lo, hi]``) or DequantizeLinear (``(q - zero_point) * scale``)
+    that the host applies after a host-side op; codes are returned as float32 values."""
+
+    scale: float = 1.0
+    zero_point: int = 0
+    lo: int = 0
+    hi: int = 255
+
+    def apply(self, y: np.ndarray) -> np.ndarray:
+        y = np.asarray(y, dtype=np.float32)
+        s = np.float32(self.scale)
+        if self.op_type == "QuantizeLinear":
+            q = np.rint(y / s).astype(np.float64) + self.zero_point
+            return np.clip(q, self.lo, self.hi).astype(np.float32)
+        return ((y.astype(np.float64) - self.zero_point).astype(np.float32) * s).astype(
+            np.float32)
+
+
 def channel_last(shape: tuple[int, ...]) -> tuple[int, ...]:
     """The hardware (stream) shape of a per-sample ONNX shape."""
     return (*shape[1:], shape[0]) if len(shape) == 3 else shape
@@ -271,10 +293,27 @@ class Importer:
             )
         graph_input = inputs[0]
         shape = self._static_shape(graph_input)
-        self.values[graph_input.name] = FloatInput(graph_input.name, shape[1:], shape[1:])
+        self.values[graph_input.name] = self._graph_input(graph_input, shape[1:])
         for node in graph.node:
             self._visit(node)
         return self._finish(graph.output[0].name)
+
+    def _graph_input(self, info: onnx.ValueInfoProto, shape: tuple[int, ...]) -> Value:
+        """A float graph input, or one that already holds quantized codes (e.g. uint8
+        feeding a QLinearMatMul, float8 feeding a DequantizeLinear): the latter is the
+        input quantizer's output with scale 1 and zero point 0, and the op that reads it
+        states the codes' real scale and zero point (as ``_operand`` and DequantizeLinear
+        do for any quantized tensor). Float inputs of the model are then exactly the codes;
+        the host's quantizer is the identity on them and saturates anything else."""
+        from bitloom.frontend.qdq import ONNX_FLOAT_FORMATS, ONNX_INT_FORMATS
+
+        elem = info.type.tensor_type.elem_type
+        fmt = ONNX_INT_FORMATS.get(elem) or ONNX_FLOAT_FORMATS.get(elem)
+        if fmt is None:
+            return FloatInput(info.name, shape, shape)
+        quantizer = Quantizer(fmt, 1.0, 0, "round", ROUND_THEN_SHIFT)
+        self.input_quant = InputQuantizer(info.name, shape, shape, quantizer)
+        return Stream(-1, fmt, np.array([1.0]), 0, shape)
 
     def _static_shape(self, info: onnx.ValueInfoProto) -> tuple[int, ...]:
         dims = info.type.tensor_type.shape.dim
@@ -350,7 +389,8 @@ class Importer:
             method = "_fold_constant"
         elif method == "_fold_constant":
             raise self.fail(node, f"{op} on a non-constant tensor is not supported yet.")
-        if method != "_host_op" and any(isinstance(v, HostResult) for v in ins):
+        if method not in ("_host_op", "_host_qdq") and any(isinstance(v, HostResult)
+                                                           for v in ins):
             raise self.fail(node, "only Softmax/ArgMax-like ops may follow a host-side output "
                             "op; bitloom runs them on the host at the graph output.")
         out = getattr(self, method)(node, ins)
@@ -451,6 +491,9 @@ class Importer:
             return Stream(-1, quantizer.fmt, np.array([quantizer.scale]),
                           quantizer.zero_point, x.flat_shape)
         if isinstance(x, Derived):
+            if x.producer < 0:
+                raise self.fail(node, "a per-channel float view of the model input cannot be "
+                                "quantized again; quantize the input per tensor.")
             layer = self.layers[x.producer]
             if layer.requant is not None:
                 raise self.fail(node, "a layer output is quantized twice.")
@@ -511,7 +554,7 @@ class Importer:
         significand (or float64's 53)."""
         x, to = ins[0], attributes(node).get("to")
         limits = {onnx.TensorProto.FLOAT: 24, onnx.TensorProto.DOUBLE: 53}
-        if isinstance(x, Derived) and to in limits:
+        if isinstance(x, Derived) and to in limits and x.producer >= 0:
             if self.layers[x.producer].acc_fmt.bits - 1 > limits[to]:
                 raise self.fail(node, "the accumulator is too wide to cast to float exactly.")
             return x
@@ -622,8 +665,8 @@ class Importer:
                             f"tensor of shape {full}.")
         return self._exact(node, c, n, "constant")
 
-    def _arith(self, node, ins: list[Value | None]) -> Derived:
-        op = node.op_type
+    def _arith(self, node, ins: list[Value | None], op: str | None = None) -> Derived:
+        op = op or node.op_type
         x, c = (Constant(v.dequantized()) if isinstance(v, QuantConstant) else v for v in ins)
         if op == "Add" and isinstance(x, Stream) and isinstance(c, Stream):
             return self._add_streams(node, x, c)
@@ -787,6 +830,30 @@ class Importer:
         raise self.fail(node, f"reshaping {what} from {old} to {new} is not supported; "
                         "flatten after quantizing, or reshape only (C, H, W) -> (C*H*W,).")
 
+    def _host_qdq(self, node, ins: list[Value | None]) -> HostResult:
+        """QuantizeLinear/DequantizeLinear after a host-side op (onnxruntime quantizes the
+        Softmax output): computed on the host in float32 exactly as ONNX does."""
+        x = ins[0]
+        scale, zero_point, fmt, _ = self._qdq_params(node, ins)
+        if scale.size != 1 or zero_point.size != 1:
+            raise self.fail(node, "a host-side Q/DQ needs a per-tensor scale and zero point.")
+        if not isinstance(fmt, Int):
+            raise self.fail(node, f"a host-side Q/DQ to {fmt.name} is not supported; only "
+                            "integer types.")
+        step = HostQuantize(node.op_type, scale=float(scale.reshape(-1)[0]),
+                            zero_point=int(zero_point.reshape(-1)[0]), lo=fmt.min_int,
+                            hi=fmt.max_int)
+        return HostResult(x.base, [*x.ops, step])
+
+    def _sum(self, node, ins: list[Value | None]) -> Value:
+        """``Sum`` of one input is the input; of two, an ``Add``."""
+        if len(ins) == 1:
+            return ins[0]
+        if len(ins) != 2:
+            raise self.fail(node, f"Sum of {len(ins)} inputs is not supported; only one or two "
+                            "(write a chain of quantized Adds).")
+        return self._arith(node, ins, "Add")
+
     def _host_op(self, node, ins: list[Value | None]) -> HostResult:
         """Softmax/ArgMax after the last layer: computed by the host in float32."""
         x, attrs, op = ins[0], attributes(node), node.op_type
@@ -811,19 +878,26 @@ class Importer:
         host_ops: list[HostOp] = []
         if isinstance(out, HostResult):
             out, host_ops = out.base, out.ops
-        if self.input_quant is None or not self.layers:
+        if self.input_quant is None or not (
+                self.layers or (isinstance(out, (Stream, Derived)) and out.producer == -1)):
             raise BitloomError(
                 f"{self.source}: found no quantized layer. bitloom needs a quantized model "
                 "(QONNX Quant nodes on the input and the weights); export one with Brevitas."
             )
         last = len(self.layers) - 1
         if isinstance(out, Stream) and out.producer == last and out.order is None:
-            # a quantized output: the host dequantizes (value - zero_point) * scale
-            s = as_fractions(out.scale, 1)[0]
+            # a quantized output: the host dequantizes (value - zero_point) * scale, or
+            # returns the codes where the graph output is of the quantized type itself
+            elem = self.model.graph.output[0].type.tensor_type.elem_type
+            codes = elem not in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16,
+                                 onnx.TensorProto.DOUBLE, onnx.TensorProto.BFLOAT16,
+                                 onnx.TensorProto.UNDEFINED)
+            s = Fraction(1) if codes else as_fractions(out.scale, 1)[0]
+            zero = 0 if codes else out.zero_point
             step = s / 2 ** out.fmt.grid().frac_bits
-            n = self.layers[-1].out_shape[-1]
+            n = channel_last(out.shape)[-1] if out.shape else 1
             out = Derived(out.producer,
-                          Chain(n).then(Affine([step] * n, [-s * out.zero_point] * n)), out.shape)
+                          Chain(n).then(Affine([step] * n, [-s * zero] * n)), out.shape)
         elif not isinstance(out, Derived) or out.producer != last or out.max_pools:
             raise BitloomError(
                 f"{self.source}: the output {output_name!r} must be the result of the last "

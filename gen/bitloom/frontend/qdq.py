@@ -10,6 +10,9 @@ axis; a DQ after a Q is the float view of the same integers.
 from __future__ import annotations
 
 from dataclasses import replace
+from fractions import Fraction
+from functools import reduce
+from math import gcd, lcm
 from typing import ClassVar
 
 import numpy as np
@@ -26,8 +29,10 @@ from bitloom.frontend.importer import (
     Value,
     attributes,
 )
-from bitloom.ir import ROUND_THEN_SHIFT, Quantizer
+from bitloom.ir import ROUND_THEN_SHIFT, Affine, Chain, Quantizer
 
+#: blocked weights whose scales need a larger integer multiplier of their gcd are refused
+MAX_BLOCK_MULTIPLIER = 2**16
 QDQ_DOMAINS = frozenset({"", "ai.onnx", "com.microsoft"})
 
 #: ONNX integer element types -> formats
@@ -66,8 +71,6 @@ class QdqOps:
     def _qdq_params(self, node, ins: list[Value | None], stored: Value | None = None):
         """(scale, zero point, format, axis) of a Q or DQ node."""
         attrs = attributes(node)
-        if attrs.get("block_size", 0):
-            raise self.fail(node, "blocked quantization (block_size) is not supported yet.")
         scale = self._const_input(node, ins[1], "scale").astype(np.float32)
         if np.any(scale <= 0) or not np.all(np.isfinite(scale)):
             raise self.fail(node, "its scale must be positive and finite.")
@@ -77,6 +80,43 @@ class QdqOps:
         zero_point = (self._const_input(node, zp_value, "zero point").astype(np.int64)
                       if zp_value is not None else np.zeros(1, dtype=np.int64))
         return scale, zero_point, fmt, int(attrs.get("axis", 1))
+
+    def _blocked(self, node, values: np.ndarray, v: np.ndarray, axis: int) -> np.ndarray:
+        """A blocked (``block_size``) parameter repeated to ``values``' shape."""
+        block = int(attributes(node).get("block_size", 0))
+        axis = axis % max(values.ndim, 1)
+        if block < 1 or v.ndim != values.ndim or v.shape[axis] != -(-values.shape[axis] //
+                                                                      block) or any(
+                a != b for i, (a, b) in enumerate(zip(v.shape, values.shape, strict=True))
+                if i != axis):
+            raise self.fail(node, f"block_size={block} along axis {axis}: parameter shape "
+                            f"{v.shape} does not block the tensor of shape {values.shape}.")
+        return np.repeat(v, block, axis=axis).take(range(values.shape[axis]), axis=axis)
+
+    def _blocked_weights(self, node, q: np.ndarray, scale: np.ndarray, zero: np.ndarray,
+                         axis: int) -> QuantConstant:
+        """Blocked weights onto one integer grid, exactly: with ``unit`` the gcd of the block
+        scales (as rationals), each value is ``(q - zero) * (block_scale / unit)`` units."""
+        s = self._blocked(node, q, scale, axis)
+        z = self._blocked(node, q, zero, axis) if zero.size > 1 else zero.reshape(())
+        steps = {float(v): Fraction(float(v)) for v in np.unique(s)}
+        num = reduce(gcd, (f.numerator for f in steps.values()))
+        den = reduce(lcm, (f.denominator for f in steps.values()))
+        unit = Fraction(num, den)
+        factors = {v: f / unit for v, f in steps.items()}
+        biggest = max(factors.values())
+        if biggest > MAX_BLOCK_MULTIPLIER:
+            raise self.fail(node, f"blocked scales {sorted(steps)[:4]}... need integer "
+                            f"multipliers up to {float(biggest):.3g} of their common unit "
+                            f"{float(unit):.3g} (limit 2**16); use power-of-two or "
+                            "per-channel scales.")
+        mult = np.vectorize(lambda v: int(factors[float(v)]), otypes=[np.int64])(s)
+        values = (q.astype(np.int64) - z.astype(np.int64)) * mult
+        if float(unit) == 0 or not np.isfinite(float(unit)):
+            raise self.fail(node, "the blocked scales have no representable common unit.")
+        return QuantConstant(values, np.array(float(unit), dtype=np.float64),
+                             Int.spanning(int(values.min(initial=0)),
+                                          int(values.max(initial=0))))
 
     def _int_format(self, node, typed: Constant | None, attrs: dict) -> Format:
         """The quantized type: from the zero point (or stored codes), else output_dtype."""
@@ -120,10 +160,16 @@ class QdqOps:
     def _quantize_linear(self, node, ins: list[Value | None]) -> Value:
         scale, zero_point, fmt, axis = self._qdq_params(node, ins)
         x = ins[0]
+        blocked = bool(attributes(node).get("block_size", 0))
         if isinstance(x, Constant):  # float weights quantized in the graph
             w = x.value.astype(np.float32)
-            s = np.broadcast_to(self._along_axis(node, w, scale, axis), w.shape)
-            z = np.broadcast_to(self._along_axis(node, w, zero_point, axis), w.shape)
+            if blocked:
+                s = self._blocked(node, w, scale, axis)
+                z = (self._blocked(node, w, zero_point, axis) if zero_point.size > 1 else
+                     np.broadcast_to(zero_point.reshape(()), w.shape))
+            else:
+                s = np.broadcast_to(self._along_axis(node, w, scale, axis), w.shape)
+                z = np.broadcast_to(self._along_axis(node, w, zero_point, axis), w.shape)
             codes = np.empty(w.shape, dtype=np.int64)
             for step, zero in {(float(a), int(b)) for a, b in zip(s.ravel(), z.ravel(),
                                                                      strict=True)}:
@@ -132,8 +178,11 @@ class QdqOps:
                                         ROUND_THEN_SHIFT).apply_exactly(w[mask])
             return Constant(codes, next((k for k, f in ONNX_INT_FORMATS.items() if f == fmt),
                                         None), fmt=fmt)
-        if scale.size != 1 or zero_point.size != 1:
-            raise self.fail(node, "activations need a per-tensor scale and zero point.")
+        if blocked or scale.size != 1 or zero_point.size != 1:
+            what = "blocked" if blocked else f"per-axis (axis {axis}, {scale.size} scales)"
+            raise self.fail(node, f"{what} quantization of an activation is not supported: "
+                            "the input quantizer and every requantizer have one scale and "
+                            "zero point per tensor; quantize activations per tensor.")
         if not isinstance(x, (FloatInput, Derived, Stream, PendingConcat)):
             raise self.fail(node, "QuantizeLinear of this tensor is not supported.")
         quantizer = Quantizer(fmt, float(scale.reshape(-1)[0]), int(zero_point.reshape(-1)[0]),
@@ -144,6 +193,14 @@ class QdqOps:
         x = ins[0]
         scale, zero_point, fmt, axis = self._qdq_params(
             node, ins, x if isinstance(x, Constant) else None)
+        blocked = bool(attributes(node).get("block_size", 0))
+        if isinstance(x, Constant) and blocked:
+            if not isinstance(fmt if x.fmt is None else x.fmt, Int):
+                raise self.fail(node, "blocked quantization is supported for integer weights.")
+            return self._blocked_weights(node, x.value, scale, zero_point, axis)
+        if blocked:
+            raise self.fail(node, "blocked DequantizeLinear of an activation is not supported; "
+                            "only weights (initializers) may be blocked.")
         if isinstance(x, Constant):
             if x.fmt is not None:
                 fmt = x.fmt
@@ -164,8 +221,29 @@ class QdqOps:
             wfmt = fmt if not zero_point.any() else Int.spanning(lo, hi)
             return QuantConstant(values, self._along_axis(node, q, scale, axis), wfmt)
         if isinstance(x, Stream):
+            if (scale.size != 1 or zero_point.size != 1) and x.producer == -1 and \
+                    not self.layers:
+                return self._dequantized_input(node, x, scale, zero_point, axis)
             if scale.size != 1 or zero_point.size != 1:
-                raise self.fail(node, "activations need a per-tensor scale and zero point.")
+                raise self.fail(node, f"per-axis DequantizeLinear (axis {axis}) of an "
+                                "activation is supported only of the model input at the "
+                                "graph output; layers read per-tensor quantized tensors.")
             return replace(x, scale=scale.reshape(-1), zero_point=int(zero_point.reshape(-1)[0]))
         raise self.fail(node, "DequantizeLinear needs a QuantizeLinear or an integer "
                         "initializer as its input.")
+
+    def _dequantized_input(self, node, x: Stream, scale: np.ndarray, zero_point: np.ndarray,
+                           axis: int) -> Derived:
+        """Per-channel DequantizeLinear of the (already quantized) model input: a float
+        view that only the graph output may take (the host applies it per channel)."""
+        full = (1, *x.shape)
+        if axis % len(full) != 1 or len(full) < 2:
+            raise self.fail(node, f"per-axis DequantizeLinear along axis {axis}: only the "
+                            "channel axis (1) of the model input is supported.")
+        n = x.shape[0]
+        s = self._exact(node, scale, n, "scale")
+        z = [int(v) for v in np.broadcast_to(zero_point.reshape(-1), (n,))]
+        step = 2 ** -x.fmt.grid().frac_bits
+        chain = Chain(n).then(Affine([si * step for si in s],
+                                     [-si * zi for si, zi in zip(s, z, strict=True)]))
+        return Derived(-1, chain, x.shape)
