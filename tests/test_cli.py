@@ -27,7 +27,7 @@ def assert_user_error(proc: subprocess.CompletedProcess, *needles: str) -> None:
 def test_inspect_lists_layers_and_formats(example_model):
     proc = bitloom("inspect", str(example_model))
     assert proc.returncode == 0, proc.stderr
-    for text in ("mvu0", "64x32", "uint4", "int4n", "int14", "total MACs per frame: 3392"):
+    for text in ("mvu0", "64 -> 32", "uint4", "int4n", "int14", "total MACs per frame: 3392"):
         assert text in proc.stdout
 
 

@@ -10,12 +10,21 @@ from bitloom.ir import Network
 ENGINES = ("golden", "rtl", "hls")
 
 
+def require_layers(net: Network) -> None:
+    """Hardware needs at least one layer; a quantize/dequantize-only model has none."""
+    if not net.layers:
+        raise BitloomError(f"{net.source}: the model has no layer (quantize/dequantize only); "
+                           "there is nothing to build in hardware. Run it with --engine golden.")
+
+
 def run_engine(net: Network, x: np.ndarray, engine: str, **options) -> np.ndarray:
     x = np.asarray(x)
     if engine == "golden":
         from bitloom.golden import run_golden
 
         return run_golden(net, x)
+    if engine in ENGINES:
+        require_layers(net)
     if engine == "rtl":
         from bitloom.sim.runner import run_rtl
 

@@ -198,6 +198,9 @@ def fifo_depths(net: Network, layer: AnyLayer, fold: Folding) -> tuple[int, ...]
 
 def make_plan(net: Network, target_cycles: int, clock_mhz: float = 100.0) -> Plan:
     """Fold every layer to reach ``target_cycles`` per frame as cheaply as possible."""
+    from bitloom.engines import require_layers
+
+    require_layers(net)
     if target_cycles < 1:
         raise BitloomError(f"target of {target_cycles} cycles per frame is impossible.")
     folds: list[Folding] = []
@@ -255,6 +258,9 @@ def plan_for_board(net: Network, board, target_fps: float | None = None,
     plan reaching ``target_fps``. Deterministic."""
     from bitloom.plan.cost import estimate_plan
 
+    from bitloom.engines import require_layers
+
+    require_layers(net)
     clock = clock_mhz or board.default_clock_mhz
 
     def over(plan: Plan) -> list[str]:
