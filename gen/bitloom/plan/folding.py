@@ -256,9 +256,8 @@ def plan_for_board(net: Network, board, target_fps: float | None = None,
                    clock_mhz: float | None = None, budget: float = 0.5) -> Plan:
     """Fit to ``board``: the fastest plan within ``budget`` of its capacity, or the cheapest
     plan reaching ``target_fps``. Deterministic."""
-    from bitloom.plan.cost import estimate_plan
-
     from bitloom.engines import require_layers
+    from bitloom.plan.cost import estimate_plan
 
     require_layers(net)
     clock = clock_mhz or board.default_clock_mhz
