@@ -21,10 +21,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from amaranth import Cat, Const, Mux, signed
+import numpy as np
+from amaranth import Array, Cat, Const, Mux, signed
 from amaranth.hdl import Value
 
 from bitloom.formats import Format, Int
+from bitloom.formats.integer import decode_int
 from bitloom.formats.minifloat import Minifloat
 from bitloom.hw.pe import dsp as packing_
 from bitloom.hw.pe.stages import Stages
@@ -147,8 +149,50 @@ def lut_dot_product(w_codes: list[Value], a_codes: list[Value], w_fmt: Format,
         kept = [Mux(sign, v, 0) for sign, v in zip(signs, values, strict=True)]
         both = stages.at(0, kept + values)
         return (adder_tree(both[:len(kept)], stages) << 1) - adder_tree(both[len(kept):], stages)
+    if sliceable(w_fmt, a_fmt):
+        return sliced_dot_product(w_codes, a_codes, w_fmt, a_fmt, stages)
     return adder_tree(stages.at(0, [product(decode(w, w_fmt), decode(a, a_fmt))
                                     for w, a in zip(w_codes, a_codes, strict=True)]), stages)
+
+
+#: inputs of the fabric's LUT: any function of this many bits costs one LUT per output bit
+LUT_INPUTS = 6
+
+
+def sliceable(w_fmt: Format, a_fmt: Format) -> bool:
+    """Plain integers where the narrower operand leaves >= 2 LUT inputs for slices of the
+    wider one, and the wider one needs more than one slice."""
+    if not all(isinstance(f, Int) and not f.bipolar for f in (w_fmt, a_fmt)):
+        return False
+    narrow, wide = sorted((w_fmt.bits, a_fmt.bits))
+    return LUT_INPUTS - narrow >= 2 and wide > LUT_INPUTS - narrow
+
+
+def sliced_dot_product(w_codes: list[Value], a_codes: list[Value], w_fmt: Format,
+                       a_fmt: Format, stages: Stages) -> Value:
+    """``sum_j (sum_i t_i * slice_j(x_i)) << (j * s)``: each partial product has six input
+    bits, so every output bit is one LUT6 (a ROM), and the shifts are applied once per
+    slice after the adder trees instead of once per lane."""
+    if w_fmt.bits > a_fmt.bits:
+        w_codes, a_codes, w_fmt, a_fmt = a_codes, w_codes, a_fmt, w_fmt
+    width = LUT_INPUTS - w_fmt.bits
+    cuts = list(range(0, a_fmt.bits, width))
+    w_levels = w_fmt.decode(np.arange(2**w_fmt.bits)).astype(np.int64)
+    partial = []
+    for j, cut in enumerate(cuts):
+        bits = min(width, a_fmt.bits - cut)
+        signed_slice = j == len(cuts) - 1 and a_fmt.signed
+        s_levels = decode_int(np.arange(2**bits), bits, signed_slice)  # a 1-bit slice: 0/-1
+        table = [int(w) * int(v) for w in w_levels for v in s_levels]  # index: w code, slice
+        rom = Array(Const(x, range(min(table), max(table) + 1)) for x in table)
+        partial += [rom[Cat(a[cut:cut + bits], w)] for w, a in zip(w_codes, a_codes,
+                                                                    strict=True)]
+    partial = stages.at(0, partial)
+    lanes = len(w_codes)
+    rows = tree_depth(lanes)
+    sums = [adder_tree(partial[j * lanes:(j + 1) * lanes], stages, 1, rows)
+            for j in range(len(cuts))]
+    return sum((total << cut for total, cut in zip(sums, cuts, strict=True)), Const(0, 1))
 
 
 def packed_dot_products(w_rows: list[list[Value]], a_codes: list[Value], w_fmt: Format,

@@ -27,8 +27,9 @@ def join(values: Sequence[int], width: int) -> int:
 
 
 def simulate(make: Callable[[], wiring.Component], inputs: dict[str, Sequence[int]],
-             outputs: Sequence[str], copies: int = 64) -> dict[str, list[int]]:
-    """Raw (unsigned) output port values for each case of raw input port values."""
+             outputs: Sequence[str], copies: int = 64, latency: int = 0) -> dict[str, list[int]]:
+    """Raw (unsigned) output port values for each case of raw input port values, read
+    ``latency`` clock cycles after the inputs are applied (a pipelined unit)."""
     cases = len(next(iter(inputs.values())))
     copies = max(1, min(copies, cases))
     m = Module()
@@ -53,10 +54,14 @@ def simulate(make: Callable[[], wiring.Component], inputs: dict[str, Sequence[in
             stop = min(start + copies, cases)
             for name, sig in wide_in.items():
                 ctx.set(sig, join(inputs[name][start:stop], widths[name]))
+            for _ in range(latency):
+                await ctx.tick()
             for name, sig in wide_out.items():
                 results[name] += split(ctx.get(sig), widths[name], stop - start)
 
     sim = Simulator(m)
+    if latency:
+        sim.add_clock(1e-6)
     sim.add_testbench(bench)
     sim.run()
     return results
