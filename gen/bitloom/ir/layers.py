@@ -56,7 +56,12 @@ class Window:
 
 
 def _exact_matmul(x: np.ndarray, w: np.ndarray, acc_fmt: Int) -> np.ndarray:
-    if acc_fmt.bits > 62:  # beyond int64 (wide minifloat accumulators): Python integers
+    """Exact integer ``x @ w``. Every partial sum lies within the accumulator's range, so
+    below 2**53 float64 (BLAS, fast) is exact whatever the summation order; int64 up to 62
+    bits; Python integers beyond."""
+    if acc_fmt.bits <= 52:
+        return np.rint(x.astype(np.float64) @ w.astype(np.float64)).astype(np.int64)
+    if acc_fmt.bits > 62:  # wide minifloat accumulators
         return x.astype(object) @ w.astype(object)
     return x.astype(np.int64) @ w.astype(np.int64)
 

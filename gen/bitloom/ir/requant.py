@@ -39,11 +39,22 @@ class Thresholds:
 
     def apply(self, acc: np.ndarray) -> np.ndarray:
         """Integer output values for an accumulator array ``(..., channels)``."""
-        a = acc[..., None]
-        up = np.sum(a >= self.table, axis=-1)
-        down = np.sum(a <= self.table, axis=-1)
-        index = np.where(self.increasing, up, down)
-        return self.out_fmt.grid_levels()[index]
+        acc = np.asarray(acc)
+        levels = self.out_fmt.grid_levels()
+        if acc.dtype == object or self.table.dtype == object:  # beyond 64 bits
+            a = acc[..., None]
+            up = np.sum(a >= self.table, axis=-1)
+            down = np.sum(a <= self.table, axis=-1)
+            return levels[np.where(self.increasing, up, down).astype(np.int64)]
+        flat = acc.reshape(-1, self.channels)
+        index = np.empty(flat.shape, dtype=np.int64)
+        for c in range(self.channels):  # a binary search per channel: no (..., levels) array
+            row = np.sort(self.table[c])
+            if self.increasing[c]:
+                index[:, c] = np.searchsorted(row, flat[:, c], side="right")
+            else:
+                index[:, c] = len(row) - np.searchsorted(row, flat[:, c], side="left")
+        return levels[index].reshape(acc.shape)
 
 
 def derive_thresholds(chain: Chain, quantizer: Quantizer, acc_fmt: Int) -> Thresholds:
