@@ -207,9 +207,10 @@ def cmd_bench(args) -> int:
     for family in args.family:
         for weight, activation, dsp in pairs:
             try:
+                depth = {} if args.pipeline is None else {"pipeline": args.pipeline}
                 cost = measure(weight, activation, family, args.simd, dsp,
                                work / f"{family}-{weight}-{activation}-{'dsp' if dsp else 'lut'}",
-                               console)
+                               console, **depth)
             except ValueError as exc:
                 raise BitloomError(f"--pair {weight}x{activation}: {exc}") from None
             console.print(f"{family} {cost.weight} x {cost.activation} "
@@ -270,6 +271,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--family", nargs="+", default=["xc7", "xcup"], choices=("xc7", "xcup"))
     p.add_argument("--pair", nargs="+", help="WEIGHTxACTIVATION, e.g. int4xuint4 bipolarxbipolar")
     p.add_argument("--dsp", action="store_true", help="allow DSPs for --pair units")
+    p.add_argument("--pipeline", type=int, default=None,
+                   help="register stages in the dot-product unit (default: one)")
     p.add_argument("--out", default="docs/results", help="folder for pe_costs.md/.json")
     p.add_argument("--work", default="build/bench-pe", help="scratch folder for synthesis")
     p.set_defaults(func=cmd_bench)
