@@ -63,13 +63,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def results_table(rows: list[dict]) -> Table:
-    """Each format at its fastest fitting folding, most accurate first."""
+    """Each format at its fastest fitting folding (or, when none fits, its cheapest one),
+    most accurate first."""
     table = Table(title="each format at its fastest folding that fits", title_justify="left")
     for col in ("weights", "acts", "accuracy", "cycles", "frames/s", "LUT", "FF", "BRAM36",
                 "util.", "front"):
         table.add_column(col, justify="left" if col in ("weights", "acts", "front") else "right")
-    for r in sorted((r for r in rows if r["fastest_fit"]), key=lambda r: -r["accuracy"]):
+    shown = {(r["weights"], r["acts"]): r for r in rows if r["fastest_fit"]}
+    for r in sorted(rows, key=lambda r: r["LUT"]):
+        shown.setdefault((r["weights"], r["acts"]), r)  # none fits: its cheapest point
+    for r in sorted(shown.values(), key=lambda r: -r["accuracy"]):
         front = " ".join(n for n, f in (("LUT", r["pareto_lut"]), ("fps", r["pareto_fps"])) if f)
+        front = front if r["fits"] else "does not fit"
         table.add_row(r["weights"], r["acts"], f"{r['accuracy']:.2%}",
                       str(r["cycles_per_frame"]), f"{r['fps']:,.0f}", f"{r['LUT']:,.0f}",
                       f"{r['FF']:,.0f}", f"{r['BRAM36']:g}", f"{r['utilization']:.0%}", front)
