@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -141,7 +140,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cases", nargs="+", help="case names to run (default: all)")
     args = parser.parse_args(argv)
     cases = [c for c in CASES if not args.cases or c[0] in args.cases]
-    start = time.monotonic()
     rows: list[LayerError] = []
     with ProcessPoolExecutor(args.jobs) as pool:
         for result in pool.map(measure_case, cases, [Path(args.work)] * len(cases)):
@@ -153,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = summarize(rows)
     Path(args.out).write_text(json.dumps(
         {"rows": [{**asdict(r), "error": round(r.error, 4)} for r in rows],
-         "summary": summary, "seconds": round(time.monotonic() - start, 1)}, indent=2) + "\n")
+         "summary": summary}, indent=2) + "\n")
     print(json.dumps(summary, indent=2))
     return 0
 
