@@ -7,7 +7,7 @@ For each board in ``boards/`` it calls the CLI, as a user would::
     bitloom synth build/cnn-B --json
 
 and collects cycles/frame, frames/s and LUT/FF/DSP/BRAM36 used against the board's capacity.
-Then ``bitloom verify build/cnn-pynq-z2 --samples 64`` records bit-exactness and measured
+Then ``bitloom verify <abs path>/build/cnn-pynq-z2 --samples 64`` records bit-exactness and measured
 against planned cycles. Writes ``docs/results/<date>-cnn-boards.md`` (machine, date, load
 average, table), updated after every board. Boards run one after another; synthesis takes
 minutes per board (``--reuse`` keeps boards an earlier run finished). Each
@@ -155,10 +155,19 @@ def board_row(name: str, reuse: bool) -> dict:
     return row
 
 
-def verify_row() -> dict:
+def verify_row(reuse: bool) -> dict:
     out = ROOT / "build" / f"cnn-{VERIFY_BOARD}"
-    status, stdout, secs = run(["verify", str(out.relative_to(ROOT)), "--samples",
-                                str(VERIFY_SAMPLES)], out / "bench-verify.log")
+    logfile = out / "bench-verify.log"
+    earlier = logged(logfile) if reuse else None
+    if earlier is not None and earlier[0] == 0:
+        log(f"  reusing the verification in {logfile.relative_to(ROOT)}")
+        status, secs = earlier
+        stdout = logfile.read_text().split("--- stdout\n", 1)[1].split("\n--- stderr", 1)[0]
+    else:
+        # an absolute folder: `bitloom verify` with a relative one fails (the simulator runs
+        # in the work folder and does not find the relative vectors.json)
+        status, stdout, secs = run(["verify", str(out), "--samples", str(VERIFY_SAMPLES)],
+                                   logfile)
     result = json.loads((out / "report.json").read_text()).get("verification", {})
     return {"status": status, "seconds": secs, "result": result, "stdout": stdout.strip()}
 
@@ -212,7 +221,7 @@ def write_markdown(rows: list[dict], verification: dict | None, load: tuple,
             f"| cycles/frame measured / planned | {v.get('measured_cycles_per_frame', '-')} / "
             f"{v.get('expected_cycles_per_frame', '-')} |",
         ]
-        util = v.get("utilization")
+        util = v.get("layer_utilization") or v.get("utilization")
         if util:
             lines.append("| steady-state MAC utilization per layer | " + ", ".join(
                 f"{k} {u:.0%}" for k, u in util.items()) + " |")
@@ -242,7 +251,7 @@ def main() -> None:
             log("  " + ", ".join(f"{k} {pct(r['used'][k], r['capacity'][k])}" for k in RESOURCES)
                 + f"; fits: {r['fits']}")
         if name == VERIFY_BOARD and "cycles" in r and not args.no_verify:
-            verification = verify_row()
+            verification = verify_row(args.reuse)
         # written after every step, so a long run leaves its results so far
         path = write_markdown(rows, verification, load, time.monotonic() - start)
         log(f"wrote {path.relative_to(ROOT)} ({len(rows)}/{len(args.boards)} boards)")
