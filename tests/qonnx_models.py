@@ -132,7 +132,8 @@ def minifloat_mlp(seed: int, exp_bits: int, man_bits: int, sizes=(16, 12, 8),
 
 
 def random_cnn(seed: int, shape=(2, 7, 7), channels=4, kernel=3, stride=1, pads=(1, 1, 1, 1),
-               dilation=1, auto_pad: str | None = None, depthwise=False, w_bits=4, act_bits=4,
+               dilation=1, auto_pad: str | None = None, depthwise=False, groups=1, w_bits=4,
+               act_bits=4,
                pool: str = "max", residual=False, concat=False, head: str = "gap",
                host_op: str | None = None, trunc: int = 0) -> onnx.ModelProto:
     """A small CNN with power-of-two scales (so qonnx's float32 executor is exact): conv
@@ -165,7 +166,7 @@ def random_cnn(seed: int, shape=(2, 7, 7), channels=4, kernel=3, stride=1, pads=
         x = act(y, 1)
         y = conv(x, c_in, channels, 1)
     else:
-        y = conv(x, c_in, channels, kernel, **geometry)
+        y = conv(x, c_in, channels, kernel, group=groups, **geometry)
     if pool == "max_float":
         y = b.node("MaxPool", [b.node("Relu", [y])], kernel_shape=[2, 2], strides=[2, 2])
         x = b.quant(y, 2.0 ** -1, act_bits, False)

@@ -27,6 +27,7 @@ CASES = {
     "same_lower": {"auto_pad": "SAME_LOWER", "kernel": 2},
     "valid": {"auto_pad": "VALID"},
     "depthwise": {"depthwise": True},
+    "grouped": {"groups": 2},
     "maxpool_before_quant": {"pool": "max_float"},
     "avgpool": {"pool": "avg"},
     "trunc_v2": {"pool": "avg", "trunc": 2},

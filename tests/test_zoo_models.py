@@ -14,7 +14,10 @@ import zoo_models as zm
 import bitloom
 from bitloom.errors import BitloomError
 
-FAST = ("squeezenet", "shufflenet", "inception_v1", "resnet50")
+#: ResNet-50 imports (Sum maps to Add) but deriving its exact threshold tables takes minutes
+#: (every entry is settled in rational arithmetic because onnxruntime's Conv -> Q -> DQ ->
+#: BatchNorm chains hold an intermediate quantizer), too slow for the suite
+FAST = ("squeezenet", "shufflenet", "inception_v1")
 
 
 def _cache() -> Path:

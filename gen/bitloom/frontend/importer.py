@@ -51,6 +51,7 @@ CORE_OPS = {
     "Identity": "_pass_through", "Dropout": "_pass_through",
     "Transpose": "_transpose",
     "Cast": "_cast",
+    "Sum": "_sum",
     "Softmax": "_host_op", "LogSoftmax": "_host_op", "ArgMax": "_host_op",
     "ArgMin": "_host_op",
 }
@@ -389,6 +390,8 @@ class Importer:
             method = "_fold_constant"
         elif method == "_fold_constant":
             raise self.fail(node, f"{op} on a non-constant tensor is not supported yet.")
+        if op in ("QuantizeLinear", "DequantizeLinear") and isinstance(ins[0], HostResult):
+            method = "_host_qdq"
         if method not in ("_host_op", "_host_qdq") and any(isinstance(v, HostResult)
                                                            for v in ins):
             raise self.fail(node, "only Softmax/ArgMax-like ops may follow a host-side output "

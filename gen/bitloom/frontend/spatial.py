@@ -142,10 +142,19 @@ class SpatialOps:
             raise self.fail(node, "weight scales must be per output channel (axis 0).")
         scales = as_fractions(wscale.reshape(-1), m)
         shape = (m, *window.out_hw)
-        if group == 1:
-            if c_per_group != c:
-                raise self.fail(node, f"weights expect {c_per_group} input channels, the input "
-                                f"has {c}.")
+        if group < 1 or c % group or m % group or c_per_group * group != c:
+            raise self.fail(node, f"group={group}: weights expect {c_per_group} input channels "
+                            f"per group, the input has {c} channels and {m} outputs.")
+        depthwise = group == c == m and group > 1
+        if group > 1 and not depthwise:
+            # a grouped convolution is an ordinary one whose weights are zero across groups
+            dense = np.zeros((m, c, kh, kw), dtype=np.int64)
+            mg = m // group
+            for g in range(group):
+                dense[g * mg:(g + 1) * mg, g * c_per_group:(g + 1) * c_per_group] = \
+                    w.values[g * mg:(g + 1) * mg]
+            w = replace(w, values=dense)
+        if not depthwise:
             values = w.values.transpose(2, 3, 1, 0).reshape(kh * kw * c, m)  # (kh, kw, c) rows
             out = self._weighted(
                 node, x, values, scales, w.fmt, shape,
@@ -153,7 +162,7 @@ class SpatialOps:
                     f"conv{index}", (x.producer,), channel_last(x.shape), acc_fmt=acc,
                     weights=values.astype(np.int64), in_fmt=x.fmt, w_fmt=w.fmt,
                     window=window))
-        elif group == c == m and c_per_group == 1:
+        else:
             values = w.values[:, 0].transpose(1, 2, 0).reshape(kh * kw, c)
             out = self._weighted(
                 node, x, values, scales, w.fmt, shape,
@@ -161,10 +170,6 @@ class SpatialOps:
                     f"dwconv{index}", (x.producer,), channel_last(x.shape), acc_fmt=acc,
                     weights=values.astype(np.int64), in_fmt=x.fmt, w_fmt=w.fmt,
                     window=window))
-        else:
-            raise self.fail(node, f"group={group} with {c} input and {m} output channels: "
-                            "only ordinary (group=1) and depthwise (group=C=M) convolutions "
-                            "are supported.")
         return out
 
     # -- BatchNormalization -----------------------------------------------------------------
