@@ -158,7 +158,8 @@ def simulate(sources: list[Path], vectors: Vectors, work_dir: Path, status=None)
     """Run the stream testbench on ``vectors``; never raises on a mismatch (see result)."""
     from cocotb_tools.runner import get_runner
 
-    build_dir = build(sources, status)
+    build_dir = build([Path(src).resolve() for src in sources], status)
+    work_dir = Path(work_dir).resolve()  # the simulator runs in another directory
     work_dir.mkdir(parents=True, exist_ok=True)
     vec_path, res_path = work_dir / "vectors.json", work_dir / "result.json"
     res_path.unlink(missing_ok=True)

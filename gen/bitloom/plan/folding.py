@@ -284,6 +284,9 @@ def plan_for_board(net: Network, board, target_fps: float | None = None,
         return plan
     for target in candidate_targets(net):
         plan = make_plan(net, target, clock)
+        # a target below what the slowest layer can reach leaves the others over-provisioned:
+        # re-plan at the speed reached, for the cheapest plan of that speed
+        plan = make_plan(net, plan.cycles_per_frame, clock)
         if not over(plan):
             return plan
     raise BitloomError(f"the model does not fit {board.name} even fully folded: "
