@@ -1,4 +1,4 @@
-"""The ``bitloom`` command: inspect, run, compile, verify, synth, build, bench, quantize.
+"""The ``bitloom`` command: inspect, run, compile, verify, synth, build, bench, quantize, dse.
 
 Exit status: 0 success, 1 a verification found hardware that differs from golden, 2 a user
 error (bad file, unsupported op, bad option) with a one-paragraph message and no traceback.
@@ -126,11 +126,15 @@ def cmd_compile(args) -> int:
         return 0
     with progress("Generating Verilog with Amaranth..."):
         design = emit_design(plan, board, Path(args.out), args.model)
+    from bitloom.emit.html import write_report_html
+
+    write_report_html(design.path)
     console.print(layer_table(plan))
     r = design.report
     console.print(f"{board.title} ({board.part}) at {plan.clock_mhz:g} MHz: "
                   f"{r['cycles_per_frame']} cycles/frame, {r['frames_per_second']:,.0f} frames/s"
-                  f"; wrote {args.out}/rtl, {args.out}/sim, {args.out}/report.json")
+                  f"; wrote {args.out}/rtl, {args.out}/sim, {args.out}/report.json, "
+                  f"{args.out}/report.html")
     return 0
 
 
@@ -160,10 +164,12 @@ def cmd_verify(args) -> int:
 
 def cmd_synth(args) -> int:
     from bitloom.emit.design import load_design
+    from bitloom.emit.html import write_report_html
     from bitloom.flows import synthesize_design
 
     design = load_design(args.dir)
     measured = synthesize_design(design, errors if args.json else console)
+    write_report_html(design.path)
     if args.json:
         print(json.dumps(measured, indent=2))
     return 0
@@ -281,6 +287,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("quantize", help="post-training quantization of a float model to QONNX")
     quantize.add_arguments(p)
     p.set_defaults(func=quantize.command)
+    from bitloom import dse
+
+    p = sub.add_parser("dse", help="format x folding sweep: accuracy vs resources (Pareto)")
+    dse.add_arguments(p)
+    p.set_defaults(func=dse.command)
     return parser
 
 
