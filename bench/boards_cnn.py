@@ -127,7 +127,7 @@ def board_row(name: str, reuse: bool) -> dict:
         done = finished(out)
         if done is not None:
             log(f"  reusing {out.relative_to(ROOT)} (compiled and synthesized earlier)")
-            row.update(done)
+            row.update(done, reused=True)
             return row
     status, _, secs = run(["compile", MODEL, "--board", name, "--out", str(out.relative_to(ROOT))],
                           out / "bench-compile.log")
@@ -184,7 +184,10 @@ def write_markdown(rows: list[dict], verification: dict | None, load: tuple,
         f"Machine: {machine()}. Tools: {tool_versions()}.",
         f"Load average when the run started: {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f} "
         f"(1/5/15 min; a shared machine, other jobs running). This invocation: "
-        f"{total_s / 60:.1f} min.", "",
+        f"{total_s / 60:.1f} min"
+        + (f"; {sum(bool(r.get('reused')) for r in rows)} board(s) reused from an earlier run "
+           "(`--reuse`), their times are that run's." if any(r.get("reused") for r in rows)
+           else "."), "",
         "Model: `examples/cnn_digits.onnx` (4-bit Brevitas CNN on 8x8 digits: conv 3x3 1->8, "
         "BN, ReLU, max-pool 2, conv 3x3 8->16, BN, ReLU, global average pool, linear 16->10; "
         "see `examples/README.md`).", "",
@@ -213,8 +216,11 @@ def write_markdown(rows: list[dict], verification: dict | None, load: tuple,
         v = verification["result"]
         lines += [
             "", f"## `bitloom verify build/cnn-{VERIFY_BOARD} --samples {VERIFY_SAMPLES}`", "",
-            f"Exit {verification['status']} after {verification['seconds']:.0f} s "
-            "(Verilator build included).", "",
+            f"Exit {verification['status']} after {verification['seconds']:.0f} s. The folder is "
+            "given as an absolute path: with the relative `build/cnn-pynq-z2` the command exits 2 "
+            "with \"the simulation did not complete\" (cocotb runs the simulator in "
+            "`sim/backpressure`, where the relative `BITLOOM_VECTORS` path to `vectors.json` does "
+            "not resolve; `sim/runner.py` should resolve `work_dir`).", "",
             "| what | value |", "|---|---|",
             f"| frames (random back-pressure on input and output) | {v.get('frames', '-')} |",
             f"| bit-exact against golden | {'yes' if v.get('bit_exact') else 'NO'} |",
