@@ -147,6 +147,9 @@ def cmd_verify(args) -> int:
         result = verify(design, samples=args.samples, seed=args.seed, status=status)
     design.report["verification"] = result.as_dict()
     design.save_report()
+    from bitloom.emit.html import write_report_html
+
+    write_report_html(design.path)
     measured = result.measured_cycles_per_frame
     console.print(
         f"{result.frames} frames with random back-pressure: "
@@ -168,8 +171,10 @@ def cmd_synth(args) -> int:
     from bitloom.flows import synthesize_design
 
     design = load_design(args.dir)
-    measured = synthesize_design(design, errors if args.json else console)
-    write_report_html(design.path)
+    try:
+        measured = synthesize_design(design, errors if args.json else console)
+    finally:  # a design that does not fit still gets its measured numbers on the page
+        write_report_html(design.path)
     if args.json:
         print(json.dumps(measured, indent=2))
     return 0
