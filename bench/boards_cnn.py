@@ -7,7 +7,7 @@ For each board in ``boards/`` it calls the CLI, as a user would::
     bitloom synth build/cnn-B --json
 
 and collects cycles/frame, frames/s and LUT/FF/DSP/BRAM36 used against the board's capacity.
-Then ``bitloom verify <abs path>/build/cnn-pynq-z2 --samples 64`` records bit-exactness and measured
+Then ``bitloom verify build/cnn-pynq-z2 --samples 64`` records bit-exactness and measured
 against planned cycles. Writes ``docs/results/<date>-cnn-boards.md`` (machine, date, load
 average, table), updated after every board. Boards run one after another; synthesis takes
 minutes per board (``--reuse`` keeps boards an earlier run finished). Each
@@ -164,10 +164,8 @@ def verify_row(reuse: bool) -> dict:
         status, secs = earlier
         stdout = logfile.read_text().split("--- stdout\n", 1)[1].split("\n--- stderr", 1)[0]
     else:
-        # an absolute folder: `bitloom verify` with a relative one fails (the simulator runs
-        # in the work folder and does not find the relative vectors.json)
-        status, stdout, secs = run(["verify", str(out), "--samples", str(VERIFY_SAMPLES)],
-                                   logfile)
+        status, stdout, secs = run(["verify", str(out.relative_to(ROOT)), "--samples",
+                                    str(VERIFY_SAMPLES)], logfile)
     result = json.loads((out / "report.json").read_text()).get("verification", {})
     return {"status": status, "seconds": secs, "result": result, "stdout": stdout.strip()}
 
@@ -216,11 +214,7 @@ def write_markdown(rows: list[dict], verification: dict | None, load: tuple,
         v = verification["result"]
         lines += [
             "", f"## `bitloom verify build/cnn-{VERIFY_BOARD} --samples {VERIFY_SAMPLES}`", "",
-            f"Exit {verification['status']} after {verification['seconds']:.0f} s. The folder is "
-            "given as an absolute path: with the relative `build/cnn-pynq-z2` the command exits 2 "
-            "with \"the simulation did not complete\" (cocotb runs the simulator in "
-            "`sim/backpressure`, where the relative `BITLOOM_VECTORS` path to `vectors.json` does "
-            "not resolve; `sim/runner.py` should resolve `work_dir`).", "",
+            f"Exit {verification['status']} after {verification['seconds']:.0f} s.", "",
             "| what | value |", "|---|---|",
             f"| frames (random back-pressure on input and output) | {v.get('frames', '-')} |",
             f"| bit-exact against golden | {'yes' if v.get('bit_exact') else 'NO'} |",
