@@ -8,10 +8,7 @@ output channels x ``SIMD`` inputs per cycle; every other layer has one lane coun
 consumer's ``SIMD`` divide one another, so the width converter on every edge is a simple
 (un)packer.
 
-FIFOs: a layer's input FIFO holds two input frames' worth of a layer's burst (a
-matrix-vector unit takes its input during its first neuron fold only). Where branches join
-(Add, Concat), each input FIFO holds a whole input frame: the other branch may lag by up to
-that much, and a frame-deep buffer can never deadlock the fan-out that feeds both.
+FIFO depths are chosen in :mod:`bitloom.plan.fifos`.
 """
 
 from __future__ import annotations
@@ -22,7 +19,6 @@ from dataclasses import dataclass
 from bitloom.errors import BitloomError
 from bitloom.hw.mvu import Folding
 from bitloom.ir import (
-    AddStreams,
     AnyLayer,
     Concat,
     DepthwiseConv,
@@ -31,6 +27,7 @@ from bitloom.ir import (
     Network,
     SumPool,
 )
+from bitloom.plan.fifos import fifo_depths
 
 
 def divisors(n: int) -> list[int]:
@@ -183,19 +180,6 @@ class Plan:
         return done[-1]
 
 
-def fifo_depths(net: Network, layer: AnyLayer, fold: Folding) -> tuple[int, ...]:
-    """Input FIFO depths in beats (see the module docstring); the model input of a single
-    consumer needs none (the host's DMA is the buffer)."""
-    shapes = in_shapes(net, layer)
-    if isinstance(layer, (AddStreams, Concat)):
-        return tuple(math.prod(s) // fold.simd + 2 for s in shapes)
-    if layer.inputs == (-1,) and len(net.consumers(-1)) == 1:
-        return (0,)
-    if isinstance(layer, MatrixVector) and layer.window is None:
-        return (max(2, 2 * (layer.in_features // fold.simd)),)
-    return (max(2, 2 * (shapes[0][-1] // fold.simd)),)
-
-
 def make_plan(net: Network, target_cycles: int, clock_mhz: float = 100.0) -> Plan:
     """Fold every layer to reach ``target_cycles`` per frame as cheaply as possible."""
     from bitloom.engines import require_layers
@@ -237,7 +221,7 @@ def make_plan_with(net: Network, folds: list[Folding], depths: list[tuple[int, .
             if not compatible(pe, fold.simd):
                 raise BitloomError(f"{layer.name}: SIMD {fold.simd} and its producer's PE {pe} "
                                    "must divide one another.")
-        d = fifo_depths(net, layer, fold) if depths is None else tuple(depths[i])
+        d = fifo_depths(net, folds, i) if depths is None else tuple(depths[i])
         layers.append(LayerPlan(layer, fold, d))
     return Plan(net, layers, clock_mhz, in_elems)
 
