@@ -162,10 +162,22 @@ def png_pixels(data: bytes) -> tuple[int, list[bytes]]:
 @pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (no /usr/bin/chromium)")
 def test_renders_in_headless_chromium(design, tmp_path):
     shot = tmp_path / "report.png"
-    subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu",
-                    f"--screenshot={shot}", "--window-size=1280,1600",
-                    (design / "report.html").resolve().as_uri()],
+    flags = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={tmp_path / 'profile'}"]
+    url = (design / "report.html").resolve().as_uri()
+    subprocess.run([*flags, f"--screenshot={shot}", "--window-size=1280,1600", url],
                    check=True, capture_output=True, timeout=120)
+    # the DOM as Chromium rendered it holds report.json's per-layer numbers
+    dom = tmp_path / "dom.html"
+    dom.write_text(subprocess.run([*flags, "--dump-dom", url], check=True, capture_output=True,
+                                  text=True, timeout=120).stdout, encoding="utf-8")
+    report = json.loads((design / "report.json").read_text())
+    cells = parse(dom).cells["layers"]
+    for ly in report["layers"]:
+        row = cells[cells.index(ly["name"]):]
+        assert str(ly["cycles_per_frame"]) in row[:17]
+        assert str(ly["estimated"]["LUT"]) in row[:17]
     assert shot.stat().st_size > 0
     bpp, rows = png_pixels(shot.read_bytes())
     assert rows and rows[0]
