@@ -15,7 +15,7 @@ import numpy as np
 from bitloom.formats import Format
 from bitloom.ir.elementwise import Chain
 from bitloom.ir.layers import AnyLayer
-from bitloom.ir.quantizer import Quantizer
+from bitloom.ir.quantizer import ElementQuantizer, Quantizer, parameter_batch
 
 
 @dataclass
@@ -25,7 +25,7 @@ class InputQuantizer:
     name: str  # the ONNX graph input
     shape: tuple[int, ...]  # per-sample shape of the ONNX input (batch axis dropped)
     flat_shape: tuple[int, ...]  # per-sample ONNX shape after host-side reshapes
-    quantizer: Quantizer
+    quantizer: Quantizer | ElementQuantizer
 
     @property
     def fmt(self) -> Format:
@@ -56,10 +56,22 @@ class InputQuantizer:
                                "quantizer has no code for it.")
         big = float(np.finfo(np.float32).max)  # +-inf saturate like any out-of-range value
         x = np.clip(x, -big, big)
+        if isinstance(self.quantizer, ElementQuantizer):
+            check_batch(self.quantizer.batch, x.shape[0], f"input {self.name!r}")
         values = self.quantizer.apply(x.reshape((x.shape[0], *self.flat_shape)))
         if len(self.flat_shape) == 3:
             return values.transpose(0, 2, 3, 1)
         return values.reshape(x.shape[0], -1)
+
+
+def check_batch(expected: int | None, got: int, what: str) -> None:
+    """Host-side parameters given per index of the batch axis need exactly that batch."""
+    if expected is not None and got != expected:
+        from bitloom.errors import BitloomError
+
+        raise BitloomError(f"{what} is quantized with parameters per index of axis 0 (the "
+                           f"model declares a batch of {expected}); it must hold exactly "
+                           f"{expected} samples, got {got}.")
 
 
 @dataclass
@@ -86,13 +98,9 @@ class OutputDequantizer:
 class HostOp:
     """A float op after the last quantized layer that the host computes (like ONNX would)."""
 
-    op_type: str  # Softmax, LogSoftmax, ArgMax, ArgMin, TopK, Transpose
+    op_type: str  # Softmax, LogSoftmax, ArgMax, ArgMin, Identity
     axis: int = -1
     keepdims: bool = True
-    perm: tuple[int, ...] = ()  # Transpose: ONNX perm, batch axis included
-    k: int = 1  # TopK: how many, the largest (or smallest) first, ties to the lower index
-    largest: bool = True
-    output: int = 0  # TopK: 0 the values, 1 their indices
 
     def apply(self, y: np.ndarray) -> np.ndarray:
         if self.op_type in ("Softmax", "LogSoftmax"):
@@ -105,25 +113,27 @@ class HostOp:
             pick = np.argmax if self.op_type == "ArgMax" else np.argmin
             r = pick(y, axis=self.axis).astype(np.int64)
             return np.expand_dims(r, self.axis) if self.keepdims else r
-        if self.op_type == "TopK":
-            order = np.argsort(-y if self.largest else y, axis=self.axis, kind="stable")
-            index = np.take(order, np.arange(self.k), axis=self.axis).astype(np.int64)
-            return index if self.output else np.take_along_axis(y, index, axis=self.axis)
-        if self.op_type == "Transpose":
-            return y.transpose(self.perm)
         raise ValueError(self.op_type)
 
+
+@dataclass
+class HostDequantize(HostOp):
+    """ONNX DequantizeLinear with a scale and zero point per element (per-axis or blocked,
+    broadcast against the batched ONNX tensor, whose axis 0 they may index), which the host
+    applies to codes at the graph output: ``(q - zero_point) * scale``, rounded once to
+    float32 as ONNX does (the float64 product of a code and a float32 scale is exact)."""
+
+    scale: np.ndarray = field(default_factory=lambda: np.ones((), np.float32))
+    zero_point: np.ndarray = field(default_factory=lambda: np.zeros((), np.int64))
+
+    def apply(self, y: np.ndarray) -> np.ndarray:
+        check_batch(parameter_batch(self.scale, self.zero_point), y.shape[0], "the output")
+        return ((y.astype(np.float64) - self.zero_point) * self.scale.astype(np.float64)
+                ).astype(np.float32)
+
     def describe(self) -> str:
-        """The op and its parameters, as ``bitloom inspect`` lists host-side ops."""
-        if self.op_type == "Transpose":
-            return f"Transpose(perm={list(self.perm)})"
-        if self.op_type == "TopK":
-            which = "indices" if self.output else "values"
-            return f"TopK(k={self.k}, axis={self.axis}, " \
-                   f"{'largest' if self.largest else 'smallest'}) {which}"
-        if self.op_type in ("ArgMax", "ArgMin"):
-            return f"{self.op_type}(axis={self.axis}, keepdims={int(self.keepdims)})"
-        return f"{self.op_type}(axis={self.axis})"
+        shape = np.broadcast_shapes(np.shape(self.scale), np.shape(self.zero_point))
+        return f"DequantizeLinear(per-element scale and zero point of shape {shape})"
 
 
 @dataclass

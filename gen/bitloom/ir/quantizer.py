@@ -145,3 +145,47 @@ class Quantizer:
         for idx in zip(*np.nonzero(near), strict=True):
             y[idx] = self.exact(Fraction(float(x[idx])))
         return y.astype(np.int64)
+
+
+def quantize_elements(x: np.ndarray, fmt: Format, scale: np.ndarray, zero_point: np.ndarray,
+                      rounding: str = "round", order: str = ROUND_THEN_SHIFT) -> np.ndarray:
+    """Grid integers of ``x`` with a scale and zero point per element (arrays that broadcast
+    against ``x``): each distinct (scale, zero point) pair quantizes its elements exactly."""
+    x = np.asarray(x)
+    s = np.broadcast_to(np.asarray(scale, dtype=np.float32), x.shape)
+    z = np.broadcast_to(np.asarray(zero_point, dtype=np.int64), x.shape)
+    codes = np.empty(x.shape, dtype=np.int64)
+    for step, zero in {(float(a), int(b)) for a, b in zip(s.ravel(), z.ravel(), strict=True)}:
+        mask = (s == step) & (z == zero)
+        codes[mask] = Quantizer(fmt, step, zero, rounding, order).apply_exactly(x[mask])
+    return codes
+
+
+def parameter_batch(*params: np.ndarray) -> int | None:
+    """The batch size parameters laid out on a batched tensor are given for (their axis 0),
+    or None when they broadcast over any batch."""
+    sizes = {p.shape[0] for p in params if np.ndim(p) and p.shape[0] != 1}
+    return sizes.pop() if sizes else None
+
+
+@dataclass(frozen=True, eq=False)
+class ElementQuantizer:
+    """ONNX QuantizeLinear with a scale and zero point per element (per-axis or blocked),
+    as the host applies it to the model input: ``scale`` and ``zero_point`` broadcast against
+    the batched ONNX tensor, whose axis 0 they may index (see :func:`parameter_batch`).
+    Every element lands in one format ``fmt``: the hardware sees only its grid integers."""
+
+    fmt: Format
+    scale: np.ndarray
+    zero_point: np.ndarray
+    rounding: str = "round"
+    order: str = ROUND_THEN_SHIFT
+
+    @property
+    def batch(self) -> int | None:
+        return parameter_batch(self.scale, self.zero_point)
+
+    def apply(self, x: np.ndarray) -> np.ndarray:
+        """Grid integers (int64) of a batched float array (its batch must fit :attr:`batch`)."""
+        return quantize_elements(np.asarray(x, dtype=np.float32), self.fmt, self.scale,
+                                 self.zero_point, self.rounding, self.order)
