@@ -98,9 +98,13 @@ class OutputDequantizer:
 class HostOp:
     """A float op after the last quantized layer that the host computes (like ONNX would)."""
 
-    op_type: str  # Softmax, LogSoftmax, ArgMax, ArgMin, Identity
+    op_type: str  # Softmax, LogSoftmax, ArgMax, ArgMin, TopK, Transpose
     axis: int = -1
     keepdims: bool = True
+    perm: tuple[int, ...] = ()  # Transpose: ONNX perm, batch axis included
+    k: int = 1  # TopK: how many, the largest (or smallest) first, ties to the lower index
+    largest: bool = True
+    output: int = 0  # TopK: 0 the values, 1 their indices
 
     def apply(self, y: np.ndarray) -> np.ndarray:
         if self.op_type in ("Softmax", "LogSoftmax"):
@@ -113,7 +117,25 @@ class HostOp:
             pick = np.argmax if self.op_type == "ArgMax" else np.argmin
             r = pick(y, axis=self.axis).astype(np.int64)
             return np.expand_dims(r, self.axis) if self.keepdims else r
+        if self.op_type == "TopK":
+            order = np.argsort(-y if self.largest else y, axis=self.axis, kind="stable")
+            index = np.take(order, np.arange(self.k), axis=self.axis).astype(np.int64)
+            return index if self.output else np.take_along_axis(y, index, axis=self.axis)
+        if self.op_type == "Transpose":
+            return y.transpose(self.perm)
         raise ValueError(self.op_type)
+
+    def describe(self) -> str:
+        """The op and its parameters, as ``bitloom inspect`` lists host-side ops."""
+        if self.op_type == "Transpose":
+            return f"Transpose(perm={list(self.perm)})"
+        if self.op_type == "TopK":
+            which = "indices" if self.output else "values"
+            return f"TopK(k={self.k}, axis={self.axis}, " \
+                   f"{'largest' if self.largest else 'smallest'}) {which}"
+        if self.op_type in ("ArgMax", "ArgMin"):
+            return f"{self.op_type}(axis={self.axis}, keepdims={int(self.keepdims)})"
+        return f"{self.op_type}(axis={self.axis})"
 
 
 @dataclass
