@@ -108,8 +108,9 @@ FLOAT_BOUNDARY_INPUT = {"QLinearConv": (1, 2), "QLinearMatMul": (1, 2), "ConvInt
 def wrapped(case) -> tuple[onnx.ModelProto, np.ndarray, np.ndarray]:
     """The bound model between float boundaries, as a quantized network has it: a
     QuantizeLinear in front of ops that read integers (fed ``(x - zp) * scale``, which it
-    maps back to ``x`` exactly) and a DequantizeLinear (or a Cast of integer accumulators)
-    after integer outputs. The expected output is the node test's, dequantized."""
+    maps back to ``x`` exactly; a DequantizeLinear's input quantizer takes its axis and
+    block size) and a DequantizeLinear (or a Cast of integer accumulators) after integer
+    outputs. The expected output is the node test's, dequantized."""
     from onnx import helper
 
     model, x, expected = bound(case)
@@ -131,9 +132,14 @@ def wrapped(case) -> tuple[onnx.ModelProto, np.ndarray, np.ndarray]:
                                                                  zp_name))
         scale = consts.get(scale_name, np.float32(1.0)).astype(np.float64)
         zero = consts.get(zp_name, np.zeros((), x.dtype)).astype(np.float64)
-        pre.append(helper.make_node("QuantizeLinear", ["x_float", scale_name, zp_name],
-                                    [inp.name], name="boundary_q"))
-        x = ((x.astype(np.float64) - zero) * scale).astype(np.float32)
+        q = helper.make_node("QuantizeLinear", ["x_float", scale_name, zp_name], [inp.name],
+                             name="boundary_q")
+        if node.op_type == "DequantizeLinear":  # per-axis/blocked: x_float is its output
+            q.attribute.extend(a for a in node.attribute if a.name in ("axis", "block_size"))
+            x = expected.astype(np.float32)
+        else:
+            x = ((x.astype(np.float64) - zero) * scale).astype(np.float32)
+        pre.append(q)
         new_in = helper.make_tensor_value_info("x_float", onnx.TensorProto.FLOAT,
                                                list(x.shape))
     else:
@@ -192,6 +198,9 @@ PASSING: list[tuple[str, str]] = [
     ("test_dequantizelinear", "as_shipped"),
     ("test_dequantizelinear", "float_boundary"),
     ("test_dequantizelinear_axis", "as_shipped"),
+    ("test_dequantizelinear_axis", "float_boundary"),
+    ("test_dequantizelinear_blocked", "as_shipped"),
+    ("test_dequantizelinear_blocked", "float_boundary"),
     ("test_dequantizelinear_e4m3fn", "as_shipped"),
     ("test_dequantizelinear_e4m3fn_float16", "as_shipped"),
     ("test_dequantizelinear_e4m3fn_zero_point", "as_shipped"),
@@ -223,28 +232,35 @@ PASSING: list[tuple[str, str]] = [
     ("test_qlinearmatmul_2D_uint8_float32", "float_boundary"),
     ("test_quantizelinear", "as_shipped"),
     ("test_quantizelinear", "float_boundary"),
+    ("test_quantizelinear_axis", "as_shipped"),
+    ("test_quantizelinear_axis", "float_boundary"),
+    ("test_quantizelinear_blocked_asymmetric", "as_shipped"),
+    ("test_quantizelinear_blocked_asymmetric", "float_boundary"),
+    ("test_quantizelinear_blocked_symmetric", "as_shipped"),
+    ("test_quantizelinear_blocked_symmetric", "float_boundary"),
     ("test_quantizelinear_e4m3fn", "as_shipped"),
     ("test_quantizelinear_e4m3fn", "float_boundary"),
     ("test_quantizelinear_e5m2", "as_shipped"),
     ("test_quantizelinear_e5m2", "float_boundary"),
+    ("test_quantizelinear_float4e2m1", "as_shipped"),
+    ("test_quantizelinear_float4e2m1", "float_boundary"),
     ("test_quantizelinear_int16", "as_shipped"),
     ("test_quantizelinear_int16", "float_boundary"),
+    ("test_quantizelinear_int2", "as_shipped"),
+    ("test_quantizelinear_int2", "float_boundary"),
+    ("test_quantizelinear_int4", "as_shipped"),
+    ("test_quantizelinear_int4", "float_boundary"),
     ("test_quantizelinear_uint16", "as_shipped"),
     ("test_quantizelinear_uint16", "float_boundary"),
+    ("test_quantizelinear_uint2", "as_shipped"),
+    ("test_quantizelinear_uint2", "float_boundary"),
+    ("test_quantizelinear_uint4", "as_shipped"),
+    ("test_quantizelinear_uint4", "float_boundary"),
 ]
-#: refused with a BitloomError, and why
-REFUSED = {
-    "test_dequantizelinear_blocked": "blocked DequantizeLinear of an activation",
-    "test_quantizelinear_axis": "per-axis (axis 1, 3 scales) quantization of an activation",
-    "test_quantizelinear_blocked_asymmetric": "blocked quantization of an activation",
-    "test_quantizelinear_blocked_symmetric": "blocked quantization of an activation",
-    # per-axis along axis 0: the batch axis of a streamed input
-    **{f"test_quantizelinear_{t}": "per-axis (axis 0, 3 scales) quantization of an activation"
-       for t in ("float4e2m1", "int2", "int4", "uint2", "uint4")},
-    # a batched (3-D) MatMul: one matrix product per row of each sample
-    **{f"test_qlinearmatmul_3D_{t}": "only vectors map onto MatMul/Gemm"
-       for t in ("int8_float16", "int8_float32", "uint8_float16", "uint8_float32")},
-}
+#: refused with a BitloomError, and why: a batched (3-D) MatMul whose B holds one matrix per
+#: index of the axis bitloom streams as independent samples
+REFUSED = {f"test_qlinearmatmul_3D_{t}": "holds one matrix per index of its leading axes"
+           for t in ("int8_float16", "int8_float32", "uint8_float16", "uint8_float32")}
 
 
 @pytest.mark.parametrize(("name", "how"), PASSING, ids=["-".join(p) for p in PASSING])

@@ -23,13 +23,16 @@ from bitloom.frontend.importer import (
     Constant,
     Derived,
     FloatInput,
+    HostResult,
     PendingConcat,
     QuantConstant,
     Stream,
     Value,
     attributes,
 )
-from bitloom.ir import ROUND_THEN_SHIFT, Affine, Chain, Quantizer
+from bitloom.ir import ROUND_THEN_SHIFT, InputQuantizer, Quantizer
+from bitloom.ir.graph import HostDequantize
+from bitloom.ir.quantizer import ElementQuantizer, quantize_elements
 
 #: blocked weights whose scales need a larger integer multiplier of their gcd are refused
 MAX_BLOCK_MULTIPLIER = 2**16
@@ -163,31 +166,78 @@ class QdqOps:
         blocked = bool(attributes(node).get("block_size", 0))
         if isinstance(x, Constant):  # float weights quantized in the graph
             w = x.value.astype(np.float32)
-            if blocked:
-                s = self._blocked(node, w, scale, axis)
-                z = (self._blocked(node, w, zero_point, axis) if zero_point.size > 1 else
-                     np.broadcast_to(zero_point.reshape(()), w.shape))
-            else:
-                s = np.broadcast_to(self._along_axis(node, w, scale, axis), w.shape)
-                z = np.broadcast_to(self._along_axis(node, w, zero_point, axis), w.shape)
-            codes = np.empty(w.shape, dtype=np.int64)
-            for step, zero in {(float(a), int(b)) for a, b in zip(s.ravel(), z.ravel(),
-                                                                     strict=True)}:
-                mask = (s == step) & (z == zero)
-                codes[mask] = Quantizer(fmt, step, zero, "round",
-                                        ROUND_THEN_SHIFT).apply_exactly(w[mask])
+            s, z = self._element_params(node, w.shape, scale, zero_point, axis, blocked)
+            codes = quantize_elements(w, fmt, s, z)
             return Constant(codes, next((k for k, f in ONNX_INT_FORMATS.items() if f == fmt),
                                         None), fmt=fmt)
         if blocked or scale.size != 1 or zero_point.size != 1:
-            what = "blocked" if blocked else f"per-axis (axis {axis}, {scale.size} scales)"
-            raise self.fail(node, f"{what} quantization of an activation is not supported: "
-                            "the input quantizer and every requantizer have one scale and "
-                            "zero point per tensor; quantize activations per tensor.")
+            return self._quantized_input(node, x, scale, zero_point, fmt, axis, blocked)
         if not isinstance(x, (FloatInput, Derived, Stream, PendingConcat)):
             raise self.fail(node, "QuantizeLinear of this tensor is not supported.")
         quantizer = Quantizer(fmt, float(scale.reshape(-1)[0]), int(zero_point.reshape(-1)[0]),
                               "round", ROUND_THEN_SHIFT)
         return self._quantize(node, x, quantizer, scale)
+
+    def _element_params(self, node, shape: tuple[int, ...], scale: np.ndarray,
+                        zero_point: np.ndarray, axis: int, blocked: bool
+                        ) -> tuple[np.ndarray, np.ndarray]:
+        """Per-axis or blocked scale and zero point laid out to broadcast against a tensor
+        of ``shape``."""
+        like = np.empty(shape, dtype=np.int8)  # only its shape is read
+        if not blocked:
+            return (self._along_axis(node, like, scale, axis),
+                    self._along_axis(node, like, zero_point, axis))
+        return (self._blocked(node, like, scale, axis),
+                self._blocked(node, like, zero_point, axis) if zero_point.size > 1
+                else zero_point.reshape(()))
+
+    def _batched(self, name: str, shape: tuple[int, ...]) -> tuple[int, ...]:
+        """The ONNX shape of the whole batched tensor of per-sample ``shape``: axis 0 is the
+        graph input's declared static batch (1 when it is symbolic). Per-axis or blocked
+        parameters of the model input may index it; the host then needs exactly that batch."""
+        info = next(i for i in self.model.graph.input if i.name == name)
+        dims = info.type.tensor_type.shape.dim
+        batch = dims[0].dim_value if dims and dims[0].HasField("dim_value") else 0
+        return (max(int(batch), 1), *shape)
+
+    def _quantized_input(self, node, x: Value, scale: np.ndarray, zero_point: np.ndarray,
+                         fmt: Format, axis: int, blocked: bool) -> Stream:
+        """Per-axis or blocked QuantizeLinear of the model input: the host quantizes the whole
+        batched tensor with ONNX's per-element parameters (any axis, the batch axis too);
+        the hardware only sees codes of the one format ``fmt``. Layers read per-tensor
+        quantized tensors, so these codes may only reach the graph output (see
+        :meth:`_add_layer`)."""
+        what = (f"blocked (axis {axis}, block_size {attributes(node)['block_size']})" if blocked
+                else f"per-axis (axis {axis}, {max(scale.size, zero_point.size)} scales)")
+        if not isinstance(x, FloatInput):
+            raise self.fail(node, f"{what} quantization of an activation is supported only "
+                            "of the model input (the host quantizes it); a layer output is "
+                            "requantized with one scale and zero point per tensor.")
+        if self.input_quant is not None:
+            raise self.fail(node, "the model input is quantized twice.")
+        s, z = self._element_params(node, self._batched(x.name, x.flat_shape), scale,
+                                    zero_point, axis, blocked)
+        self.input_quant = InputQuantizer(x.name, x.shape, x.flat_shape,
+                                          ElementQuantizer(fmt, s, z))
+        # the stream's own scale stays an array: nothing may read it as one per-tensor scale
+        return Stream(-1, fmt, np.broadcast_to(s, np.broadcast_shapes(s.shape, z.shape)), 0,
+                      x.flat_shape)
+
+    def _add_layer(self, node, layer) -> int:
+        if -1 in layer.inputs and self.input_quant is not None and isinstance(
+                self.input_quant.quantizer, ElementQuantizer):
+            raise self.fail(node, "the model input is quantized per axis or blocked, on the "
+                            "host; layers read per-tensor quantized tensors, so these codes "
+                            "may only reach the graph output. Quantize the input per tensor.")
+        return super()._add_layer(node, layer)
+
+    def _clip_codes(self, node, ins: list[Value | None]) -> Value:
+        x = ins[0]
+        if isinstance(x, Stream) and x.producer < 0 and self.input_quant is not None and \
+                isinstance(self.input_quant.quantizer, ElementQuantizer):
+            raise self.fail(node, "an integer Clip of per-axis or blocked quantized input codes "
+                            "is not supported.")
+        return super()._clip_codes(node, ins)
 
     def _dequantize_linear(self, node, ins: list[Value | None]) -> Value:
         x = ins[0]
@@ -198,9 +248,6 @@ class QdqOps:
             if not isinstance(fmt if x.fmt is None else x.fmt, Int):
                 raise self.fail(node, "blocked quantization is supported for integer weights.")
             return self._blocked_weights(node, x.value, scale, zero_point, axis)
-        if blocked:
-            raise self.fail(node, "blocked DequantizeLinear of an activation is not supported; "
-                            "only weights (initializers) may be blocked.")
         if isinstance(x, Constant):
             if x.fmt is not None:
                 fmt = x.fmt
@@ -221,29 +268,25 @@ class QdqOps:
             wfmt = fmt if not zero_point.any() else Int.spanning(lo, hi)
             return QuantConstant(values, self._along_axis(node, q, scale, axis), wfmt)
         if isinstance(x, Stream):
-            if (scale.size != 1 or zero_point.size != 1) and x.producer == -1 and \
-                    not self.layers:
-                return self._dequantized_input(node, x, scale, zero_point, axis)
-            if scale.size != 1 or zero_point.size != 1:
-                raise self.fail(node, f"per-axis DequantizeLinear (axis {axis}) of an "
-                                "activation is supported only of the model input at the "
-                                "graph output; layers read per-tensor quantized tensors.")
-            return replace(x, scale=scale.reshape(-1), zero_point=int(zero_point.reshape(-1)[0]))
+            if not blocked and scale.size == 1 and zero_point.size == 1:
+                return replace(x, scale=scale.reshape(-1),
+                               zero_point=int(zero_point.reshape(-1)[0]))
+            what = "blocked" if blocked else f"per-axis (axis {axis})"
+            if x.producer == -1 and not self.layers:
+                return self._dequantized_input(node, x, scale, zero_point, axis, blocked)
+            raise self.fail(node, f"{what} DequantizeLinear of an activation is supported "
+                            "only of the model input at the graph output (the host computes "
+                            "it); layers read per-tensor quantized tensors.")
         raise self.fail(node, "DequantizeLinear needs a QuantizeLinear or an integer "
                         "initializer as its input.")
 
     def _dequantized_input(self, node, x: Stream, scale: np.ndarray, zero_point: np.ndarray,
-                           axis: int) -> Derived:
-        """Per-channel DequantizeLinear of the (already quantized) model input: a float
-        view that only the graph output may take (the host applies it per channel)."""
-        full = (1, *x.shape)
-        if axis % len(full) != 1 or len(full) < 2:
-            raise self.fail(node, f"per-axis DequantizeLinear along axis {axis}: only the "
-                            "channel axis (1) of the model input is supported.")
-        n = x.shape[0]
-        s = self._exact(node, scale, n, "scale")
-        z = [int(v) for v in np.broadcast_to(zero_point.reshape(-1), (n,))]
-        step = 2 ** -x.fmt.grid().frac_bits
-        chain = Chain(n).then(Affine([si * step for si in s],
-                                     [-si * zi for si, zi in zip(s, z, strict=True)]))
-        return Derived(-1, chain, x.shape)
+                           axis: int, blocked: bool) -> HostResult:
+        """Per-axis or blocked DequantizeLinear of the model input's codes: the host computes
+        it on the batched ONNX tensor at the graph output, after the codes come back, so only
+        host-side ops may follow it."""
+        s, z = self._element_params(node, self._batched(self.input_quant.name, x.shape), scale,
+                                    zero_point, axis, blocked)
+        codes = replace(x, scale=np.ones(1), zero_point=0)
+        return HostResult(codes, [HostDequantize("DequantizeLinear", scale=s,
+                                                 zero_point=z.astype(np.int64))])

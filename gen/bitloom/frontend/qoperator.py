@@ -70,6 +70,16 @@ class QOperatorOps:
             fmt.min_int - int(zero_point.max()), fmt.max_int - int(zero_point.min()))
         return QuantConstant(values, self._along_axis(node, q, scale_v, axis), wfmt)
 
+    def _one_matrix(self, node, b: Value | None) -> None:
+        """Batched weights (one matrix per index of the leading axes, ONNX MatMul's batch
+        broadcasting) cannot be a streamed layer's weights: bitloom streams axis 0 as
+        independent samples through one layer with one weight matrix for all of them."""
+        if isinstance(b, Constant) and b.value.ndim > 2:
+            raise self.fail(node, f"B of shape {b.value.shape} holds one matrix per index of "
+                            "its leading axes (batched MatMul); a streamed layer applies one "
+                            "weight matrix to every sample, so only a 2-D B maps onto "
+                            "MatMul/Gemm.")
+
     def _qlinear_dense(self, node, ins: list[Value | None]) -> Value:
         attrs = attributes(node)
         ins = ins + [None] * (9 - len(ins))
@@ -77,6 +87,7 @@ class QOperatorOps:
             raise self.fail(node, "transA=1 is not supported.")
         trans_b = bool(attrs.get("transB", 0))
         x = self._operand(node, ins[0], ins[1], ins[2])
+        self._one_matrix(node, ins[3])
         w = self._int_weights(node, ins[3], ins[4], ins[5], axis=0 if trans_b else 1)
         out = self._dense(node, x, w, trans_b)
         n = out.chain.channels
@@ -149,5 +160,6 @@ class QOperatorOps:
     def _matmul_integer(self, node, ins: list[Value | None]) -> Derived:
         ins = ins + [None] * (4 - len(ins))
         x = self._operand(node, ins[0], None, ins[2], unit_scale=True)
+        self._one_matrix(node, ins[1])
         w = self._int_weights(node, ins[1], None, ins[3], axis=1)
         return self._dense(node, x, w, trans_b=False)
