@@ -21,7 +21,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check .
 	# exit 5 is pytest's "no tests collected": not a failure of the project
-	$(BIN)/python -m pytest -n auto -q || [ $$? -eq 5 ]
+	$(BIN)/python -m pytest -n auto -q --durations=30 || [ $$? -eq 5 ]
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
