@@ -1,89 +1,333 @@
-"""First-order resource estimates per layer, used to fit a design to a board.
+"""Resource estimates per layer (LUT, FF, DSP, BRAM36), used to fit a design to a board.
 
-These are deliberately simple formulas (LUTs per product bit, per adder-tree bit, per
-threshold bit); ``bitloom synth`` measures the truth and report.json shows both, so the
-estimate's error is always visible. Constants were fitted to Yosys ``synth_xilinx -family
-xc7`` runs of the example MLP at 64 and 16 cycles per frame; on those six layers the
-estimate is within -22%..+29% of Yosys (docs/results/2026-11-23-digits-mlp.md). Weight
-ROMs are not modelled well yet; that is the next refinement.
+Every layer is split into physical components, each described by a count a designer would
+write down (products, adder-tree bits, threshold-compare bits, bits of constant tables,
+bits of LUT RAM, control blocks), and its LUTs (FFs) are a weighted sum of those counts:
+
+- **products**: ``PE x SIMD`` lanes at the LUTs per MAC that ``bitloom bench pe`` measured
+  for the format pair (``docs/results/pe_costs.json``, read at run time; pairs it did not
+  measure are interpolated within their family). Integer products whose result has at least
+  :data:`DSP_MIN_PRODUCT_BITS` bits are what ``synth_xilinx`` puts in DSP48s: one DSP per
+  lane, and only the adder tree stays in LUTs.
+- **accumulators**: one per PE.
+- **thresholds**: ``levels`` comparators per lane. With one channel per lane the table is a
+  constant and a compare against a constant needs about one LUT per
+  :data:`CONST_COMPARE_BITS` bits; otherwise the table is a ROM indexed by the neuron fold
+  and each compare bit costs a LUT.
+- **memories**: weight and threshold ROMs as logic (``width x ceil(depth / 64)`` LUT6s), or
+  block RAM when deep and large (:func:`memory_cost`); input buffers, line buffers and FIFOs
+  as LUT RAM or block RAM by the same rule.
+- **control**: counters, handshakes and width converters, a constant per layer, and one per
+  sliding window.
+
+The weights (:data:`COEFFICIENTS`) are fitted by ``python -m bitloom.dse.calibrate`` on
+a training set of synthesized layers and checked there on held-out layers of other formats,
+models and foldings (docs/dse.md, "How far the cost model is from Yosys").
 """
 
 from __future__ import annotations
 
+import functools
+import json
 import math
+from collections.abc import Mapping
+from pathlib import Path
 
+from bitloom.formats import Format, Int, Minifloat
 from bitloom.ir import AddStreams, DepthwiseConv, MatrixVector
 
-LUT_PER_PRODUCT_BIT = 2.2  # a x b-bit LUT multiplier incl. partial-product adders
-LUT_PER_SUM_BIT = 0.5  # per bit per adder in the tree and the accumulator
-LUT_PER_COMPARE_BIT = 1.7  # threshold comparators and their count adder
-BRAM36_BITS = 36 * 1024
-LUTRAM_MAX_BITS = 4096  # memories up to this size are cheaper as distributed RAM
+#: where ``bitloom bench pe`` writes its table (a source checkout; absent from a wheel)
+PE_COSTS = Path(__file__).resolve().parents[3] / "docs" / "results" / "pe_costs.json"
+#: synth_xilinx maps a ``$mul`` to a DSP48 from this result width up (mul2dsp's Y minimum)
+DSP_MIN_PRODUCT_BITS = 9
+#: bits of a compare against a constant that one LUT6 (with its carry-chain mux) covers
+CONST_COMPARE_BITS = 5
+#: memory_libmap's costs (Yosys xilinx memory libraries): a ROM built as logic costs a LUT6
+#: per 64 bits, a RAMB18 129 and a RAMB36 257, and Yosys takes the cheaper
+ROM_BITS_PER_COST = 64
+BRAM18_COST, BRAM36_COST = 129, 257
+#: a simple-dual-port RAM (FIFO, line buffer) went to block RAM when deeper than this and
+#: larger than FIFO_BRAM_MIN_BITS in every design measured (38 x 24 and 74 x 16 did, 130 x 4
+#: did not); single-port buffers stayed LUT RAM up to the largest measured, 144 x 16
+FIFO_BRAM_MIN_DEPTH, FIFO_BRAM_MIN_BITS = 32, 768
+BUFFER_BRAM_MIN_BITS = 16 * 1024
+#: Yosys kept the registered output word of threshold ROMs of 16 words (and not those of
+#: 2-8 words, whose read register it moved to the address) in every design measured
+REGISTERED_TABLE_MIN_DEPTH = 16
+#: (depth, width) shapes of a RAMB36E1 and of a RAMB18E1 (half a BRAM36)
+BRAM36_SHAPES = ((32768, 1), (16384, 2), (8192, 4), (4096, 9), (2048, 18), (1024, 36),
+                 (512, 72))
+BRAM18_SHAPES = ((16384, 1), (8192, 2), (4096, 4), (2048, 9), (1024, 18), (512, 36))
+
+#: LUT and FF weights of each component count, fitted by ``bitloom.dse.calibrate``
+COEFFICIENTS: dict[str, dict[str, float]] = {
+    "LUT": {"mac": 0.8342, "dsp_tree": 0.0, "acc": 0.0, "compare": 0.1766, "table": 1.6754,
+            "rom": 2.7839, "ram": 0.9789, "control": 74.2573, "window": 194.7054,
+            "fifo": 32.6128},
+    "FF": {"mac": 0.2043, "acc": 0.0, "compare": 0.8685, "table": 0.7417, "beat": 1.8902,
+            "control": 37.9351, "window": 36.6353, "fifo": 24.7172},
+}
+
+#: the count behind each FF weight (each LUT weight multiplies the count of its own name)
+FF_COUNTS = {"mac": "ff_mac", "acc": "ff_acc", "compare": "ff_compare", "table": "ff_table",
+             "beat": "beat", "control": "control", "window": "window", "fifo": "fifo"}
 
 
-def memory_cost(depth: int, width: int) -> dict[str, float]:
+def format_key(fmt: Format) -> tuple:
+    """What identifies a format for the product cost: family and field widths."""
+    if isinstance(fmt, Minifloat):
+        return ("minifloat", fmt.exp_bits, fmt.man_bits)
+    if isinstance(fmt, Int) and fmt.bipolar:
+        return ("bipolar",)
+    return ("int", fmt.bits)
+
+
+def pair_size(w: tuple, a: tuple) -> tuple[str, float]:
+    """A pair's family and size measure, within which LUTs per MAC grow about linearly:
+    the product's bits (integers), the other operand's bits (bipolar), or the mantissa
+    product plus the exponents' shift ranges (minifloats; an integer counts as a minifloat
+    with one exponent value)."""
+    if w == a == ("bipolar",):
+        return "bipolar2", 1.0
+    if ("bipolar",) in (w, a):
+        other = a if w == ("bipolar",) else w
+        return "bipolar", float(other[1] if other[0] == "int" else 1 + other[1] + other[2])
+    if w[0] == a[0] == "int":
+        return "int", float(w[1] * a[1])
+
+    def mantissa_and_range(k: tuple) -> tuple[int, int]:
+        return (k[2] + 1, 2 ** k[1]) if k[0] == "minifloat" else (k[1], 1)
+
+    (mw, rw), (ma, ra) = mantissa_and_range(w), mantissa_and_range(a)
+    return "minifloat", float(mw * ma + rw + ra)
+
+
+@functools.lru_cache(maxsize=4)
+def pe_table(path: Path = PE_COSTS) -> dict[tuple, tuple[float, float]]:
+    """LUTs and FFs per MAC of the fabric (no-DSP) xc7 rows of ``bitloom bench pe``."""
+    from bitloom.formats import parse_format
+
+    if not path.is_file():
+        return {}
+    table = {}
+    for row in json.loads(path.read_text())["costs"]:
+        if row["family"] == "xc7" and not row["dsp_allowed"]:
+            macs = row["simd"] * row["pes"]
+            key = tuple(format_key(parse_format(row[k])) for k in ("weight", "activation"))
+            table[key] = (row["lut"] / macs, row["ff"] / macs)
+    return table
+
+
+def per_mac(w_fmt: Format, a_fmt: Format, path: Path = PE_COSTS) -> tuple[float, float]:
+    """LUTs and FFs per MAC of a fabric dot product: measured for the pair, else a line
+    through the measured pairs of its family (through the origin with one point), else
+    2.3 LUT and 1.3 FF per product bit (the int8 row of the first table)."""
+    table = pe_table(path)
+    w, a = format_key(w_fmt), format_key(a_fmt)
+    for key in ((w, a), (a, w)):
+        if key in table:
+            return table[key]
+    family, size = pair_size(w, a)
+    points = [(s, cost) for k, cost in table.items()
+              for f, s in (pair_size(*k),) if f == family]
+    if not points:
+        return 2.3 * size, 1.3 * size
+    estimate = []
+    for i in range(2):
+        xs = [p[0] for p in points]
+        ys = [p[1][i] for p in points]
+        if len(set(xs)) < 2:
+            estimate.append(ys[0] * size / xs[0])
+            continue
+        mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+        slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / \
+            sum((x - mx) ** 2 for x in xs)
+        estimate.append(max(my + slope * (size - mx), 0.1 * size))
+    return estimate[0], estimate[1]
+
+
+def dsp_product(w_fmt: Format, a_fmt: Format) -> bool:
+    """Whether synth_xilinx maps this product to a DSP48: plain integer multiplies (not
+    bipolar, not the sliced LUT-ROM products of narrow operands) of >= 9 result bits."""
+    from bitloom.hw.pe.dot import sliceable
+
+    if not (isinstance(w_fmt, Int) and isinstance(a_fmt, Int)) or w_fmt.bipolar or \
+            a_fmt.bipolar or sliceable(w_fmt, a_fmt):
+        return False
+    return w_fmt.bits + a_fmt.bits >= DSP_MIN_PRODUCT_BITS
+
+
+def bram36(depth: int, width: int) -> float:
+    """Block RAMs (in BRAM36 units, a RAMB18 counting half) for a ``depth x width`` memory."""
+    if any(depth <= d and width <= w for d, w in BRAM18_SHAPES):
+        return 0.5
+    return float(min(math.ceil(depth / d) * math.ceil(width / w) for d, w in BRAM36_SHAPES))
+
+
+def memory_cost(depth: int, width: int, kind: str = "rom") -> dict[str, float]:
+    """Counts of one ``depth x width`` memory of ``kind`` "rom" (constants), "buffer"
+    (single-port RAM) or "fifo" (simple dual-port RAM): ``BRAM36`` when Yosys would take
+    block RAM (by its own cost rule for ROMs, by the measured sizes for RAMs), else LUT6
+    sites, ``width x ceil(depth / 64)``, counted as ``rom`` or ``ram``."""
+    if depth <= 0 or width <= 0 or (depth == 1 and kind == "rom"):
+        return {}  # a single word of constants is wiring
+    if depth == 1:
+        return {"beat": width}  # a single word of RAM is a register
     bits = depth * width
-    if bits <= LUTRAM_MAX_BITS or depth < 64:
-        return {"LUT": math.ceil(width / 2) * math.ceil(depth / 64), "BRAM36": 0}
-    return {"LUT": 0, "BRAM36": math.ceil(width / 72) * math.ceil(depth / 512)}
+    tiles = bram36(depth, width)
+    if kind == "rom":
+        bram = bits / ROM_BITS_PER_COST > (BRAM18_COST if tiles == 0.5 else BRAM36_COST * tiles)
+    elif kind == "fifo":
+        bram = depth > FIFO_BRAM_MIN_DEPTH and bits > FIFO_BRAM_MIN_BITS
+    else:
+        bram = bits > BUFFER_BRAM_MIN_BITS
+    if bram:
+        return {"BRAM36": tiles}
+    if kind == "rom":
+        return {"rom": width * rom_sites(depth)}
+    return {"ram": width * math.ceil(depth / 64)}
 
 
-def threshold_cost(req, acc_bits: int, lanes: int, channels: int) -> float:
-    """LUTs of ``lanes`` threshold comparators banks and their table memory."""
+def rom_sites(depth: int) -> float:
+    """LUT6s per output bit of a ``depth``-word ROM built as logic: a function of its
+    ``a = ceil(log2 depth)`` address bits, ``a / 6`` of a LUT6 up to 64 words (two narrow
+    functions share a LUT6) and ``depth / 64`` LUT6s plus their mux tree beyond, which
+    grows with the address width too."""
+    address = max(math.ceil(math.log2(depth)), 1)
+    return address / 6 * max(depth / 64, 1)
+
+
+def varying_bits(table, lanes: int, tbits: int) -> int:
+    """Bits of the threshold ROM's words (``lanes`` channels' tables each) that differ
+    between words: the others are constants that Yosys folds into the compare logic."""
+    import numpy as np
+
+    groups = table.shape[0] // lanes
+    if groups <= 1:
+        return 0
+    if tbits > 62:  # beyond int64: count every bit as varying
+        return table.shape[1] * lanes * tbits
+    words = np.asarray(table, dtype=np.int64).reshape(groups, -1) & ((1 << tbits) - 1)
+    diff = np.bitwise_or.reduce(words ^ words[0], axis=0)
+    return int(sum(int(d).bit_count() for d in diff))
+
+
+def threshold_counts(req, acc_bits: int, lanes: int) -> dict[str, float]:
+    """Compare bits and table of ``lanes`` banks of ``levels`` threshold comparators.
+
+    The table is a ROM indexed by the neuron fold; its bits that are the same in every word
+    (all of them with one channel per lane) are constants, and a compare against a
+    constant needs about one LUT per :data:`CONST_COMPARE_BITS` bits instead of one per bit.
+    """
     if req is None:
-        return 0.0
+        return {}
     levels = req.table.shape[1]
-    return lanes * levels * (acc_bits + 1) * LUT_PER_COMPARE_BIT + \
-        memory_cost(channels // lanes, lanes * levels * (acc_bits + 1))["LUT"]
+    tbits = acc_bits + 1
+    total = lanes * levels * tbits
+    varying = varying_bits(req.table, lanes, tbits)
+    groups = max(req.channels // lanes, 1)
+    table = memory_cost(groups, varying) if varying else {}
+    return {"table": table.get("rom", 0.0), "BRAM36": table.get("BRAM36", 0.0),
+            "compare": lanes * levels + varying + (total - varying) / CONST_COMPARE_BITS,
+            "ff_compare": lanes * levels,
+            "ff_table": varying if groups >= REGISTERED_TABLE_MIN_DEPTH else 0}
 
 
-def window_buffer(window, channels: int, lanes: int, bits: int) -> dict[str, float]:
+def window_memory(window, channels: int, lanes: int, bits: int) -> dict[str, float]:
     """The sliding-window line buffer: the kernel's rows (plus stride) of the map."""
     h, w = window.in_hw
     rows = window.dilation[0] * (window.kernel[0] - 1) + window.stride[0]
-    return memory_cost(min(rows * w, h * w) * channels // lanes, lanes * bits)
+    return memory_cost(min(rows * w, h * w) * channels // lanes, lanes * bits, "fifo")
+
+
+def add(total: dict[str, float], counts: Mapping[str, float]) -> None:
+    for k, v in counts.items():
+        total[k] = total.get(k, 0.0) + v
+
+
+def layer_parts(lp) -> dict[str, dict[str, float]]:
+    """The physical component counts of one planned layer (the model's features), per
+    part of the hardware: ``unit`` (the compute unit with its weights, input buffer and
+    thresholds), ``window`` (the sliding-window generator) and ``link`` (its input FIFOs
+    and width converter).
+
+    LUT counts: ``mac`` (fabric LUTs of the products at bench-pe rates), ``dsp_tree``
+    (adder-tree bits next to DSP products), ``acc``, ``compare``, ``table`` (threshold ROM
+    sites), ``rom`` (weight ROM sites), ``ram`` (LUT RAM sites), ``control``, ``window``,
+    ``fifo``; FF counts: ``ff_mac``, ``ff_acc``, ``ff_compare``, ``ff_table``, ``beat``
+    (stream register bits) and the same ``control``/``window``/``fifo``; and the resources
+    counted directly: ``DSP``, ``BRAM36``.
+    """
+    ly, fold = lp.layer, lp.fold
+    in_fmt = lp.in_fmt
+    ib = in_fmt.bits
+    acc = getattr(ly, "acc_fmt", None)
+    acc_bits = acc.bits if acc is not None else ib
+    out_bits = ly.out_fmt.bits
+    unit: dict[str, float] = {"control": 1.0, "beat": lp.out_beat_bits}
+    parts = {"unit": unit}
+    window = getattr(ly, "window", None)
+    if isinstance(ly, MatrixVector):
+        lanes, w_fmt = fold.pe * fold.simd, ly.w_fmt
+        if dsp_product(w_fmt, in_fmt):
+            tree = w_fmt.bits + ib + math.ceil(math.log2(max(fold.simd, 2)))
+            add(unit, {"DSP": lanes, "dsp_tree": lanes * tree,
+                       "ff_mac": lanes * per_mac(w_fmt, in_fmt)[1]})
+        else:
+            lut, ff = per_mac(w_fmt, in_fmt)
+            add(unit, {"mac": lanes * lut, "ff_mac": lanes * ff})
+        add(unit, {"acc": fold.pe * acc_bits, "ff_acc": fold.pe * (acc_bits + out_bits)})
+        add(unit, memory_cost(lp.cycles // ly.pixels, lanes * w_fmt.bits))  # weights
+        add(unit, memory_cost(ly.in_features // fold.simd, fold.simd * ib, "buffer"))
+        lanes_in = fold.simd
+        add(unit, threshold_counts(ly.requant, acc_bits, fold.pe))
+    else:
+        p = lanes_in = fold.pe
+        channels = ly.out_shape[-1]
+        add(unit, {"acc": p * acc_bits, "ff_acc": p * (acc_bits + out_bits + ib)})
+        if isinstance(ly, DepthwiseConv):
+            lut, ff = per_mac(ly.w_fmt, in_fmt)
+            add(unit, {"mac": p * lut, "ff_mac": p * ff})
+            add(unit, memory_cost(ly.window.size * channels // p, p * ly.w_fmt.bits))
+        if isinstance(ly, AddStreams):
+            unit["acc"] += p * 2 * ib * max(1, max(ly.multipliers).bit_length())
+        add(unit, threshold_counts(getattr(ly, "requant", None), acc_bits, p))
+        if window is not None and window.kernel == window.in_hw and not any(window.pads):
+            window = None  # global pooling reads the stream directly
+    if window is not None:
+        parts["window"] = {"window": 1.0, "beat": lp.in_beat_bits,
+                           **window_memory(window, ly.in_shape[-1], lanes_in, ib)}
+    link: dict[str, float] = {}
+    for d in lp.fifo_depths:
+        if d:
+            add(link, {"fifo": 1.0, "beat": lp.in_beat_bits,
+                       **memory_cost(d, lp.in_beat_bits, "fifo")})
+    if link:
+        parts["link"] = link
+    return parts
+
+
+def layer_counts(lp) -> dict[str, float]:
+    """All component counts of one planned layer (:func:`layer_parts` summed)."""
+    total: dict[str, float] = {}
+    for part in layer_parts(lp).values():
+        add(total, part)
+    return total
+
+
+def estimate_counts(counts: Mapping[str, float],
+                    coefficients: Mapping[str, Mapping[str, float]] = COEFFICIENTS
+                    ) -> dict[str, float]:
+    """LUT/FF/DSP/BRAM36 from component counts and the fitted weights."""
+    lut = sum(w * counts.get(k, 0.0) for k, w in coefficients["LUT"].items())
+    ff = sum(w * counts.get(FF_COUNTS[k], 0.0) for k, w in coefficients["FF"].items())
+    return {"LUT": round(lut), "FF": round(ff), "DSP": round(counts.get("DSP", 0)),
+            "BRAM36": counts.get("BRAM36", 0.0)}
 
 
 def estimate_layer(lp) -> dict[str, float]:
     """LUT/FF/DSP/BRAM36 estimate of one planned layer."""
-    ly, fold = lp.layer, lp.fold
-    in_fmt = lp.in_fmt
-    ib = in_fmt.bits
-    mems: list[dict[str, float]] = []
-    acc = getattr(ly, "acc_fmt", None)
-    acc_bits = acc.bits if acc is not None else ib
-    if isinstance(ly, MatrixVector):
-        wb = ly.w_fmt.bits
-        lanes = fold.pe * fold.simd
-        luts = lanes * wb * ib * LUT_PER_PRODUCT_BIT
-        luts += fold.pe * max(fold.simd - 1, 0) * (wb + ib + math.log2(max(fold.simd, 2))) \
-            * LUT_PER_SUM_BIT
-        luts += fold.pe * acc_bits * LUT_PER_SUM_BIT
-        mems.append(memory_cost(lp.cycles // ly.pixels, lanes * wb))  # weights
-        mems.append(memory_cost(ly.in_features // fold.simd, fold.simd * ib))  # input buffer
-        if ly.window is not None:
-            mems.append(window_buffer(ly.window, ly.in_shape[-1], fold.simd, ib))
-        luts += threshold_cost(ly.requant, acc_bits, fold.pe, ly.out_features)
-        ffs = fold.pe * acc_bits + fold.simd * ib * 2 + fold.pe * ly.out_fmt.bits + 32
-    else:
-        p = fold.pe
-        channels = ly.out_shape[-1]
-        luts = p * acc_bits * LUT_PER_SUM_BIT  # accumulate / compare / add per lane
-        if isinstance(ly, DepthwiseConv):
-            luts += p * ly.w_fmt.bits * ib * LUT_PER_PRODUCT_BIT
-            mems.append(memory_cost(ly.window.size * channels // p, p * ly.w_fmt.bits))
-        if isinstance(ly, AddStreams):
-            luts += p * 2 * ib * max(1, max(ly.multipliers).bit_length()) * LUT_PER_SUM_BIT
-        window = getattr(ly, "window", None)
-        if window is not None and not (window.kernel == window.in_hw and not any(window.pads)):
-            mems.append(window_buffer(window, ly.in_shape[-1], p, ib))
-        luts += threshold_cost(getattr(ly, "requant", None), acc_bits, p, channels)
-        ffs = p * (acc_bits + ly.out_fmt.bits + ib) + 32
-    for d in lp.fifo_depths:
-        mems.append(memory_cost(d, lp.in_beat_bits))
-    luts += sum(mem["LUT"] for mem in mems)
-    return {"LUT": round(luts), "FF": round(ffs), "DSP": 0,
-            "BRAM36": sum(mem["BRAM36"] for mem in mems)}
+    return estimate_counts(layer_counts(lp))
 
 
 def estimate_plan(plan) -> dict[str, float]:
