@@ -91,12 +91,19 @@ def tree_depth(terms: int) -> int:
     return (terms - 1).bit_length()
 
 
+#: narrowest sum worth a carry chain of its own; narrower rows (a popcount's first ones) are
+#: left to Yosys, whose LUT counters compress single bits better than 2-bit adders do
+CHAIN_MIN_WIDTH = 4
+
+
 def adder_tree(terms: list, stages: Stages | None = None, level: int = 1,
-               depth: int | None = None) -> Value:
+               depth: int | None = None, chains: bool = True) -> Value:
     """Balanced sum (log depth; Amaranth widens every addition, so nothing overflows).
 
     Row ``r`` of adders is level ``level + r`` for ``stages``; ``depth`` rows in all (default:
     as many as the terms need) keeps a small tree in step with a larger one beside it.
+    ``chains`` keeps every sum of at least :data:`CHAIN_MIN_WIDTH` bits as its own adder
+    (see :meth:`Stages.at`); DSP trees leave that off so the post-adders can absorb them.
     """
     stages = stages or Stages()
     rows = tree_depth(len(terms)) if depth is None else depth
@@ -104,7 +111,8 @@ def adder_tree(terms: list, stages: Stages | None = None, level: int = 1,
         raise ValueError(f"{len(terms)} terms need {tree_depth(len(terms))} adder rows")
     for row in range(rows):
         pairs = [terms[i] + terms[i + 1] for i in range(0, len(terms) - 1, 2)]
-        terms = stages.at(level + row, pairs + ([terms[-1]] if len(terms) % 2 else []))
+        keep = chains and any(len(p) >= CHAIN_MIN_WIDTH for p in pairs)
+        terms = stages.at(level + row, pairs + ([terms[-1]] if len(terms) % 2 else []), keep)
     return terms[0]
 
 
@@ -149,8 +157,9 @@ def lut_dot_product(w_codes: list[Value], a_codes: list[Value], w_fmt: Format,
         kept = [Mux(sign, v, 0) for sign, v in zip(signs, values, strict=True)]
         both = stages.at(0, kept + values)
         return (adder_tree(both[:len(kept)], stages) << 1) - adder_tree(both[len(kept):], stages)
-    if sliceable(w_fmt, a_fmt):
-        return sliced_dot_product(w_codes, a_codes, w_fmt, a_fmt, stages)
+    parts = table_parts(w_codes, a_codes, w_fmt, a_fmt)
+    if parts is not None:
+        return table_dot_product(parts, stages)
     return adder_tree(stages.at(0, [product(decode(w, w_fmt), decode(a, a_fmt))
                                     for w, a in zip(w_codes, a_codes, strict=True)]), stages)
 
@@ -159,40 +168,120 @@ def lut_dot_product(w_codes: list[Value], a_codes: list[Value], w_fmt: Format,
 LUT_INPUTS = 6
 
 
+@dataclass
+class Part:
+    """One table lookup per lane, ``table[index]`` negated where ``negative``, summed over
+    the lanes and weighted by ``2**shift``: a partial product whose index fits one LUT."""
+
+    table: list[int]
+    indices: list[Value]
+    negative: list[Value] | None
+    shift: int
+
+
+def code_values(fmt: Format, bits: int) -> list[int]:
+    """Grid integers of the codes ``0 .. 2**bits - 1`` (NaN/inf codes, which quantizers
+    never produce, as 0)."""
+    with np.errstate(invalid="ignore"):
+        values = np.asarray(fmt.decode(np.arange(2**bits)), dtype=np.float64)
+    return fmt.to_grid(np.where(np.isfinite(values), values, 0)).tolist()
+
+
+def sign_bit(fmt: Format) -> bool:
+    """Whether the top code bit is a sign apart from the magnitude (signed minifloats)."""
+    return isinstance(fmt, Minifloat) and fmt.signed
+
+
+def tabulable(fmt: Format) -> bool:
+    return (isinstance(fmt, Int) and not fmt.bipolar) or \
+        (isinstance(fmt, Minifloat) and fmt.subnormals)
+
+
+def table_kind(w_fmt: Format, a_fmt: Format) -> str | None:
+    """How :func:`table_parts` splits the products: ``"slice weights"``, ``"slice
+    activations"``, ``"magnitudes"``, or None when some partial product needs more than
+    :data:`LUT_INPUTS` code bits (a multiplier then)."""
+    if not (tabulable(w_fmt) and tabulable(a_fmt)):
+        return None
+    w_is_int, a_is_int = isinstance(w_fmt, Int), isinstance(a_fmt, Int)
+    sliced_w = w_is_int and (not a_is_int or w_fmt.bits > a_fmt.bits)
+    if (a_is_int or w_is_int) and LUT_INPUTS - (a_fmt if sliced_w else w_fmt).bits >= 2:
+        return "slice weights" if sliced_w else "slice activations"
+    if w_fmt.bits - sign_bit(w_fmt) + a_fmt.bits - sign_bit(a_fmt) <= LUT_INPUTS:
+        return "magnitudes"
+    return None
+
+
 def sliceable(w_fmt: Format, a_fmt: Format) -> bool:
-    """Plain integers where the narrower operand leaves >= 2 LUT inputs for slices of the
-    wider one, and the wider one needs more than one slice."""
-    if not all(isinstance(f, Int) and not f.bipolar for f in (w_fmt, a_fmt)):
-        return False
-    narrow, wide = sorted((w_fmt.bits, a_fmt.bits))
-    return LUT_INPUTS - narrow >= 2 and wide > LUT_INPUTS - narrow
+    """Whether the products are LUT tables rather than multipliers (the cost model asks)."""
+    return table_kind(w_fmt, a_fmt) is not None
 
 
-def sliced_dot_product(w_codes: list[Value], a_codes: list[Value], w_fmt: Format,
-                       a_fmt: Format, stages: Stages) -> Value:
-    """``sum_j (sum_i t_i * slice_j(x_i)) << (j * s)``: each partial product has six input
-    bits, so every output bit is one LUT6 (a ROM), and the shifts are applied once per
-    slice after the adder trees instead of once per lane."""
-    if w_fmt.bits > a_fmt.bits:
-        w_codes, a_codes, w_fmt, a_fmt = a_codes, w_codes, a_fmt, w_fmt
-    width = LUT_INPUTS - w_fmt.bits
-    cuts = list(range(0, a_fmt.bits, width))
-    w_levels = w_fmt.decode(np.arange(2**w_fmt.bits)).astype(np.int64)
-    partial = []
-    for j, cut in enumerate(cuts):
-        bits = min(width, a_fmt.bits - cut)
-        signed_slice = j == len(cuts) - 1 and a_fmt.signed
-        s_levels = decode_int(np.arange(2**bits), bits, signed_slice)  # a 1-bit slice: 0/-1
-        table = [int(w) * int(v) for w in w_levels for v in s_levels]  # index: w code, slice
-        rom = Array(Const(x, range(min(table), max(table) + 1)) for x in table)
-        partial += [rom[Cat(a[cut:cut + bits], w)] for w, a in zip(w_codes, a_codes,
-                                                                    strict=True)]
-    partial = stages.at(0, partial)
-    lanes = len(w_codes)
+def table_parts(w_codes: list[Value], a_codes: list[Value], w_fmt: Format,
+                a_fmt: Format) -> list[Part] | None:
+    """Partial products of at most :data:`LUT_INPUTS` code bits each, or None.
+
+    - Slices: an integer operand is linear in its bits, so it is cut into slices of
+      ``LUT_INPUTS - b`` bits where ``b`` is the other operand's whole code (<= 4 bits);
+      each slice times that code is one table (the top slice of a signed integer is signed).
+      The wider integer is the one sliced.
+    - Magnitudes: otherwise, when the operands' codes without their sign bits fit one LUT
+      together, one table of magnitudes and a negation by the XOR of the signs.
+    """
+    kind = table_kind(w_fmt, a_fmt)
+    if kind is None:
+        return None
+    if kind != "magnitudes":
+        whole, whole_fmt, cut_codes, cut_fmt = (a_codes, a_fmt, w_codes, w_fmt) \
+            if kind == "slice weights" else (w_codes, w_fmt, a_codes, a_fmt)
+        width = LUT_INPUTS - whole_fmt.bits
+        whole_values = code_values(whole_fmt, whole_fmt.bits)
+        parts = []
+        for cut in range(0, cut_fmt.bits, width):
+            bits = min(width, cut_fmt.bits - cut)
+            top = cut + bits == cut_fmt.bits and cut_fmt.signed  # a 1-bit slice: 0/-1
+            s_values = decode_int(np.arange(2**bits), bits, top).tolist()
+            parts.append(Part([x * v for x in whole_values for v in s_values],  # x: high bits
+                              [Cat(c[cut:cut + bits], x) for c, x in zip(cut_codes, whole,
+                                                                         strict=True)],
+                              None, cut))
+        return parts
+    w_mag, a_mag = w_fmt.bits - sign_bit(w_fmt), a_fmt.bits - sign_bit(a_fmt)
+    signs = [(w[-1] if sign_bit(w_fmt) else 0) ^ (a[-1] if sign_bit(a_fmt) else 0)
+             for w, a in zip(w_codes, a_codes, strict=True)]
+    table = [x * y for x in code_values(w_fmt, w_mag) for y in code_values(a_fmt, a_mag)]
+    return [Part(table, [Cat(a[:a_mag], w[:w_mag]) for w, a in zip(w_codes, a_codes,
+                                                                  strict=True)],
+                 signs if sign_bit(w_fmt) or sign_bit(a_fmt) else None, 0)]
+
+
+def table_dot_product(parts: list[Part], stages: Stages) -> Value:
+    """``sum_j (sum_i part_j[i]) << shift_j``: every table bit is one LUT, and the shifts are
+    applied once per part after its adder tree instead of once per lane.
+
+    Tables without a sign to apply are stored offset-binary (``entry - min``, unsigned, often
+    a bit narrower than two's complement, and so are their trees); the offsets return as one
+    constant.
+    """
+    lanes = len(parts[0].indices)
+    values: list[Value] = []
+    offset = 0
+    for part in parts:
+        lo = 0 if part.negative else min(part.table)
+        hi = max(max(part.table) - lo, 0)
+        rom = Array(Const(x - lo, range(min(min(part.table) - lo, 0), hi + 1))
+                    for x in part.table)
+        looked = [rom[index] for index in part.indices]
+        if part.negative:
+            looked = [Mux(neg, -v, v) for neg, v in zip(part.negative, looked, strict=True)]
+        values += looked
+        offset += (lo * lanes) << part.shift
+    values = stages.at(0, values)
     rows = tree_depth(lanes)
-    sums = [adder_tree(partial[j * lanes:(j + 1) * lanes], stages, 1, rows)
-            for j in range(len(cuts))]
-    return sum((total << cut for total, cut in zip(sums, cuts, strict=True)), Const(0, 1))
+    sums = [adder_tree(values[j * lanes:(j + 1) * lanes], stages, 1, rows)
+            for j in range(len(parts))]
+    total = sum((s << part.shift for s, part in zip(sums, parts, strict=True)), Const(0, 1))
+    return total + offset if offset else total
 
 
 def packed_dot_products(w_rows: list[list[Value]], a_codes: list[Value], w_fmt: Format,
@@ -208,8 +297,8 @@ def packed_dot_products(w_rows: list[list[Value]], a_codes: list[Value], w_fmt: 
     acts = [element_value(a, a_fmt) for a in a_codes]
     if plan.ways == 1:
         return [adder_tree(stages.at(0, [element_value(w, w_fmt) * x
-                                         for w, x in zip(ws, acts, strict=True)]), stages)
-                for ws in w_rows]
+                                         for w, x in zip(ws, acts, strict=True)]), stages,
+                           chains=False) for ws in w_rows]
     lo = packing_.field_span(w_fmt, a_fmt, plan.group)[0]
     starts = range(0, lanes, plan.group)
     last_lo = packing_.field_span(w_fmt, a_fmt, lanes - starts[-1])[0]
@@ -227,12 +316,13 @@ def packed_dot_products(w_rows: list[list[Value]], a_codes: list[Value], w_fmt: 
             # the last group may be shorter: its own (smaller) bound keeps the fields apart
             g_lo = lo if start + plan.group <= lanes else last_lo
             terms = [*products[start:start + plan.group], packing_.bias(plan, ways, g_lo)]
-            packed = adder_tree(terms, stages, 1, group_rows)
+            packed = adder_tree(terms, stages, 1, group_rows, chains=False)
             per_group.append(packing_.unpack(packed, plan, ways, g_lo))
         offsets = [lo * (len(starts) - 1) + last_lo] * (ways - 1) + [0]
         for f in range(ways):
             terms = [fields[f] for fields in per_group]
             if offsets[f]:
                 terms.append(packing_.offset_constant(offsets[f]))
-            results.append(adder_tree(terms, stages, 1 + group_rows, field_rows))
+            results.append(adder_tree(terms, stages, 1 + group_rows, field_rows,
+                                      chains=False))
     return results

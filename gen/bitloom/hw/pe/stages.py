@@ -24,18 +24,33 @@ class Stages:
             raise ValueError("pipeline registers need a module")
         self.deepest = 0
 
-    def at(self, level: int, values: list[Value | int]) -> list[Value | int]:
+    def at(self, level: int, values: list[Value | int], keep: bool = False
+           ) -> list[Value | int]:
         """``values`` leaving ``level``: registered there if asked, passed through otherwise
-        (constants always pass: they have no timing to keep in step)."""
+        (constants always pass: they have no timing to keep in step).
+
+        ``keep`` puts unregistered values on wires Yosys must keep (when there is a module):
+        its ``alumacc`` pass would otherwise merge a whole adder tree into one ``$macc``,
+        which ``synth_xilinx`` maps to a carry-save tree of LUT full adders; kept wires leave
+        one carry-chain adder per sum, about one LUT per result bit.
+        """
         self.deepest = max(self.deepest, level)
-        if level not in self.levels:
-            return values
-        return [v if isinstance(v, int | Const) else self.register(level, v) for v in values]
+        if level in self.levels:
+            return [v if isinstance(v, int | Const) else self.register(level, v)
+                    for v in values]
+        if keep and self.m is not None:
+            return [v if isinstance(v, int | Const) else self.wire(level, v) for v in values]
+        return values
 
     def register(self, level: int, value: Value) -> Signal:
         reg = Signal(value.shape(), name=f"stage{level}")
         self.m.d.sync += reg.eq(value)
         return reg
+
+    def wire(self, level: int, value: Value) -> Signal:
+        kept = Signal(value.shape(), name=f"sum{level}", attrs={"keep": 1})
+        self.m.d.comb += kept.eq(value)
+        return kept
 
 
 def spread(depth: int, levels: int) -> list[int]:
