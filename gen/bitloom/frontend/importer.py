@@ -12,6 +12,7 @@ mixins with an ``OPS`` table (see :mod:`bitloom.frontend.qonnx`).
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from fractions import Fraction
 from typing import ClassVar
@@ -36,6 +37,7 @@ from bitloom.ir import (
     OutputDequantizer,
     Quantizer,
     Thresholding,
+    Thresholds,
     Window,
     derive_thresholds,
 )
@@ -53,8 +55,15 @@ CORE_OPS = {
     "Cast": "_cast",
     "Sum": "_sum",
     "Softmax": "_host_op", "LogSoftmax": "_host_op", "ArgMax": "_host_op",
-    "ArgMin": "_host_op",
+    "ArgMin": "_host_op", "TopK": "_host_op",
 }
+#: handlers that read a transposed activation (``perm``) themselves
+LAYOUT_AWARE = {"_transpose", "_layout", "_multithreshold", "_fold_constant", "_host_op",
+                "_host_qdq"}
+#: handlers indifferent to the layout of their one activation: they see the untransposed
+#: tensor (constants transposed alike) and their result gets the transpose back
+ELEMENTWISE = {"_clamp", "_pass_through", "_cast", "_arith", "_sum", "_qonnx_quant",
+               "_qonnx_float_quant"}
 #: standard-domain ops that are never constant-folded: they turn constants into weights
 NOT_FOLDED = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"}
 #: ops accepted only where they compute constants (shapes, folded initializers)
@@ -62,7 +71,7 @@ CONSTANT_OPS = {"Constant", "Shape", "Gather", "Unsqueeze", "Squeeze", "Concat",
                 "Slice", "ConstantOfShape", "Range", "Transpose"}
 #: inputs every (non-standard) op bitloom reads requires; standard ops use their ONNX schema
 REQUIRED_INPUTS = {"Quant": 4, "IntQuant": 4, "BipolarQuant": 2, "FloatQuant": 2, "Trunc": 2,
-                   "QGemm": 6}
+                   "QGemm": 6, "MultiThreshold": 2}
 #: attribute types of the non-standard ops bitloom reads
 ATTRIBUTE_TYPES = {
     "signed": onnx.AttributeProto.INT, "narrow": onnx.AttributeProto.INT,
@@ -70,6 +79,8 @@ ATTRIBUTE_TYPES = {
     "has_inf": onnx.AttributeProto.INT, "has_nan": onnx.AttributeProto.INT,
     "transA": onnx.AttributeProto.INT, "transB": onnx.AttributeProto.INT,
     "alpha": onnx.AttributeProto.FLOAT,
+    "out_dtype": onnx.AttributeProto.STRING, "out_scale": onnx.AttributeProto.FLOAT,
+    "out_bias": onnx.AttributeProto.FLOAT, "data_layout": onnx.AttributeProto.STRING,
 }
 
 
@@ -110,7 +121,9 @@ class Stream:
 
     ``shape`` is the per-sample ONNX shape (``(C, H, W)`` for a feature map, which the
     hardware streams channel-last). A feature map flattened to a vector keeps the hardware's
-    element order; ``order[i]`` is then the ONNX index of hardware element ``i``.
+    element order; ``order[i]`` is then the ONNX index of hardware element ``i``. A
+    transposed feature map keeps its hardware order too: ``perm`` (per-sample axes) says
+    which view of the ``(C, H, W)`` tensor the ONNX graph holds, and ``shape`` is that view.
     """
 
     producer: int  # index of the producing layer, -1 for the input quantizer
@@ -119,6 +132,7 @@ class Stream:
     zero_point: int
     shape: tuple[int, ...]
     order: np.ndarray | None = None
+    perm: tuple[int, ...] | None = None
 
 
 @dataclass
@@ -133,6 +147,7 @@ class Derived:
     chain: Chain
     shape: tuple[int, ...]
     max_pools: tuple[Window, ...] = ()
+    perm: tuple[int, ...] | None = None  # as in Stream
 
 
 @dataclass
@@ -174,6 +189,34 @@ class HostQuantize(HostOp):
             return np.clip(q, self.lo, self.hi).astype(np.float32)
         return ((y.astype(np.float64) - self.zero_point).astype(np.float32) * s).astype(
             np.float32)
+
+
+def untransposed(shape: tuple[int, ...], perm: tuple[int, ...] | None) -> tuple[int, ...]:
+    """The per-sample shape before a per-sample transpose ``perm`` gave ``shape``."""
+    if not perm:
+        return shape
+    out = [0] * len(shape)
+    for i, axis in enumerate(perm):
+        out[axis] = shape[i]
+    return tuple(out)
+
+
+def full_perm(perm: tuple[int, ...]) -> list[int]:
+    """A per-sample permutation as the ONNX ``perm`` attribute (batch axis first)."""
+    return [0, *(a + 1 for a in perm)]
+
+
+def host_shape(base: Stream | Derived, ops: list[HostOp]) -> list[int]:
+    """The shape (batch axis 1) of ``base`` after the host-side ``ops``."""
+    shape = [1, *base.shape]
+    for op in ops:
+        if (op.op_type in ("ArgMax", "ArgMin") and op.keepdims) or op.op_type == "TopK":
+            shape[op.axis] = op.k if op.op_type == "TopK" else 1
+        elif op.op_type in ("ArgMax", "ArgMin"):
+            del shape[op.axis]
+        elif op.op_type == "Transpose":
+            shape = [shape[a] for a in op.perm]
+    return shape
 
 
 def channel_last(shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -392,16 +435,44 @@ class Importer:
             raise self.fail(node, f"{op} on a non-constant tensor is not supported yet.")
         if op in ("QuantizeLinear", "DequantizeLinear") and isinstance(ins[0], HostResult):
             method = "_host_qdq"
-        if method not in ("_host_op", "_host_qdq") and any(isinstance(v, HostResult)
-                                                           for v in ins):
+        if method not in ("_host_op", "_host_qdq", "_transpose") and any(
+                isinstance(v, HostResult) for v in ins):
             raise self.fail(node, "only Softmax/ArgMax-like ops may follow a host-side output "
                             "op; bitloom runs them on the host at the graph output.")
-        out = getattr(self, method)(node, ins)
+        perms = {v.perm for v in ins if isinstance(v, (Stream, Derived)) and v.perm}
+        if perms and method not in LAYOUT_AWARE:
+            perm = next(iter(perms))
+            if method not in ELEMENTWISE or len(perms) > 1:
+                raise self.fail(node, f"{op} of a transposed activation (perm "
+                                f"{full_perm(perm)}) is not supported; bitloom maps "
+                                "Transposes that cancel around element-wise ops and "
+                                "MultiThreshold, that precede a Flatten/Reshape into "
+                                "MatMul/Gemm, or that sit at the graph output.")
+            out = getattr(self, method)(node, [self._untransposed(node, v, perm) for v in ins])
+            if isinstance(out, (Stream, Derived)):
+                out = replace(out, shape=tuple(out.shape[a] for a in perm), perm=perm)
+        else:
+            out = getattr(self, method)(node, ins)
         self.values[node.output[0]] = out
         if isinstance(out, (Stream, Derived)) and out.producer >= 0:
             names = self.layer_nodes[out.producer]
             if names[-1] != (node.name or op):
                 names.append(node.name or op)
+
+    def _untransposed(self, node, v: Value | None, perm: tuple[int, ...]) -> Value | None:
+        """``v`` as an element-wise op on the untransposed activation sees it: that activation
+        itself, or a constant transposed back so it broadcasts alike."""
+        if isinstance(v, (Stream, Derived)):
+            return replace(v, shape=untransposed(v.shape, perm), perm=None)
+        if not isinstance(v, Constant) or v.value.size == 1:
+            return v
+        rank = len(perm) + 1
+        if v.value.ndim > rank:
+            raise self.fail(node, f"constant of shape {list(v.value.shape)} does not broadcast "
+                            f"against the transposed activation of rank {rank}.")
+        value = v.value.reshape((1,) * (rank - v.value.ndim) + v.value.shape)
+        inverse = [perm.index(a) for a in range(len(perm))]
+        return replace(v, value=value.transpose(full_perm(tuple(inverse))))
 
     def _fold_constant(self, node: onnx.NodeProto, ins: list[Value | None]) -> Constant:
         if node.op_type == "Shape":
@@ -493,6 +564,21 @@ class Importer:
             self.input_quant = InputQuantizer(x.name, x.shape, x.flat_shape, quantizer)
             return Stream(-1, quantizer.fmt, np.array([quantizer.scale]),
                           quantizer.zero_point, x.flat_shape)
+        return self._requantize(
+            node, x, quantizer.fmt, lambda chain, acc: derive_thresholds(chain, quantizer, acc),
+            quantizer.scale, quantizer.zero_point, quantizer)
+
+    def _requantize(self, node, x: Value, fmt: Format,
+                    table_for: Callable[[Chain, Int], Thresholds], scale: float,
+                    zero_point: int, quantizer: Quantizer | None = None) -> Stream:
+        """Thresholds ``table_for(chain, acc_fmt)`` on ``x``: the requantization of the layer
+        computing ``x``, or a thresholding layer of its own on a quantized stream. The
+        result holds ``fmt`` values, real ``scale * (value - zero_point)``; ``quantizer`` is
+        the ONNX quantizer it implements, if any (float ops may then reopen it)."""
+        if isinstance(x, PendingConcat):
+            return self._concat_layer(node, [
+                self._requantize(node, p, fmt, table_for, scale, zero_point, quantizer)
+                for p in x.parts])
         if isinstance(x, Derived):
             if x.producer < 0:
                 raise self.fail(node, "a per-channel float view of the model input cannot be "
@@ -500,24 +586,24 @@ class Importer:
             layer = self.layers[x.producer]
             if layer.requant is not None:
                 raise self.fail(node, "a layer output is quantized twice.")
-            if quantizer.fmt.bits > self.MAX_THRESHOLD_BITS:
-                raise self.fail(node, f"requantizing a layer output to {quantizer.fmt} is not "
+            if fmt.bits > self.MAX_THRESHOLD_BITS:
+                raise self.fail(node, f"requantizing a layer output to {fmt} is not "
                                 f"supported yet (at most {self.MAX_THRESHOLD_BITS} bits); "
                                 "quantize activations to 8 bits or fewer.")
-            layer.requant = derive_thresholds(x.chain, quantizer, layer.acc_fmt)
-            self.requant_sources[x.producer] = (x.chain, quantizer)
-            out = Stream(x.producer, quantizer.fmt, np.array([quantizer.scale]),
-                         quantizer.zero_point, x.shape)
+            layer.requant = table_for(x.chain, layer.acc_fmt)
+            if quantizer is not None:
+                self.requant_sources[x.producer] = (x.chain, quantizer)
+            out = Stream(x.producer, fmt, np.array([scale]), zero_point, x.shape)
             if x.max_pools:
                 if any(x.chain.direction(c) < 0 for c in range(x.chain.channels)):
                     raise self.fail(node, "a MaxPool before this quantizer does not commute "
                                     "with the decreasing float ops between them.")
                 for window in x.max_pools:
                     in_shape = (*window.in_hw, x.chain.channels)
-                    window = replace(window, pad_value=quantizer.fmt.grid().lo)
+                    window = replace(window, pad_value=fmt.grid().lo)
                     index = self._add_layer(node, MaxPool(
                         f"maxpool{len(self.layers)}", (out.producer,), in_shape,
-                        fmt=quantizer.fmt, window=window))
+                        fmt=fmt, window=window))
                     out = replace(out, producer=index)
             return out
         if isinstance(x, Stream):  # onto another scale or format: a thresholding layer
@@ -531,8 +617,8 @@ class Importer:
             s = as_fractions(x.scale, 1)[0]
             n = shape[-1]
             chain = Chain(n).then(Affine([s / 2 ** grid.frac_bits] * n, [-s * x.zero_point] * n))
-            return self._quantize(node, Derived(index, chain, x.shape), quantizer,
-                                  per_tensor_scale)
+            return self._requantize(node, Derived(index, chain, x.shape), fmt, table_for,
+                                    scale, zero_point, quantizer)
         raise self.fail(node, "this quantizer's input is not a tensor bitloom can quantize.")
 
     def _reopen(self, node, x: Stream) -> Derived:
@@ -552,6 +638,25 @@ class Importer:
                                                               [-s * x.zero_point] * n))
         return Derived(x.producer, chain, x.shape)
 
+    def _rescaled(self, node, x: Stream, op: str, k: Fraction) -> Stream:
+        """A quantized stream times, or plus, a scalar (as after FINN's MultiThreshold):
+        the same values with another scale or zero point, when those stay exact."""
+        s = as_fractions(x.scale, 1)[0]
+        if op in ("Mul", "Div"):
+            if k <= 0:
+                raise self.fail(node, f"{op} of a quantized stream by {float(k):g}: only "
+                                "positive factors keep it a stream.")
+            scale = s * k if op == "Mul" else s / k
+            if Fraction(float(scale)) != scale:
+                raise self.fail(node, f"the scale {float(s):g} {op} {float(k):g} is not "
+                                "exactly a float; use power-of-two scales.")
+            return replace(x, scale=np.array([float(scale)]))
+        shift = (k if op == "Add" else -k) / s
+        if shift.denominator != 1 or x.fmt.grid().frac_bits:
+            raise self.fail(node, f"{op} of {float(k):g} to a quantized stream of scale "
+                            f"{float(s):g} is not a whole number of steps; it cannot stay exact.")
+        return replace(x, zero_point=x.zero_point - int(shift))
+
     def _cast(self, node, ins: list[Value | None]) -> Value:
         """Casting an integer accumulator to float is exact while it fits float32's 24-bit
         significand (or float64's 53)."""
@@ -566,11 +671,23 @@ class Importer:
     def _pass_through(self, node, ins: list[Value | None]) -> Value:
         return ins[0]
 
-    def _transpose(self, node, ins: list[Value | None]) -> QuantConstant:
-        w = ins[0]
+    def _transpose(self, node, ins: list[Value | None]) -> Value:
+        """Weights are transposed here; an activation keeps its hardware order and records
+        the view (``perm``) that the ONNX graph continues with."""
+        w, perm = ins[0], attributes(node).get("perm")
+        if isinstance(w, HostResult):
+            rank = len(host_shape(w.base, w.ops))
+            if perm is None or sorted(perm) != list(range(rank)):
+                raise self.fail(node, f"perm {perm} is not a permutation of {rank} axes.")
+            return HostResult(w.base, [*w.ops, HostOp("Transpose", perm=tuple(perm))])
+        if isinstance(w, FloatInput):
+            raise self.fail(node, f"Transpose of the model input (perm {perm}) is not "
+                            "supported; feed the input in the layout its first layer reads.")
+        if isinstance(w, (Stream, Derived)):
+            return self._transpose_activation(node, w, perm)
         if not isinstance(w, QuantConstant):
-            raise self.fail(node, "Transpose of an activation is not supported yet.")
-        perm = attributes(node).get("perm") or list(range(w.values.ndim))[::-1]
+            raise self.fail(node, "Transpose of this tensor is not supported.")
+        perm = perm or list(range(w.values.ndim))[::-1]
         if sorted(perm) != list(range(w.values.ndim)):
             raise self.fail(node, f"perm {list(perm)} is not a permutation of the "
                             f"{w.values.ndim} axes of its input {w.values.shape}.")
@@ -580,6 +697,20 @@ class Importer:
         elif scale.size != 1:
             raise self.fail(node, "cannot transpose weights with this scale shape.")
         return QuantConstant(w.values.transpose(perm), scale, w.fmt)
+
+    def _transpose_activation(self, node, x: Stream | Derived, perm) -> Stream | Derived:
+        rank = len(x.shape) + 1
+        perm = list(perm) if perm else list(range(rank))[::-1]
+        if sorted(perm) != list(range(rank)):
+            raise self.fail(node, f"perm {perm} is not a permutation of the {rank} axes of "
+                            f"its input {[1, *x.shape]}.")
+        if perm[0] != 0:
+            raise self.fail(node, f"Transpose with perm {perm} moves the batch axis; only "
+                            "per-sample axes may be permuted.")
+        view = x.perm or tuple(range(rank - 1))
+        new = tuple(view[a - 1] for a in perm[1:])
+        shape = tuple(x.shape[a - 1] for a in perm[1:])
+        return replace(x, shape=shape, perm=None if new == tuple(sorted(new)) else new)
 
     def _weights_of(self, node, v: Value | None) -> QuantConstant:
         if isinstance(v, QuantConstant):
@@ -673,6 +804,11 @@ class Importer:
         x, c = (Constant(v.dequantized()) if isinstance(v, QuantConstant) else v for v in ins)
         if op == "Add" and isinstance(x, Stream) and isinstance(c, Stream):
             return self._add_streams(node, x, c)
+        if isinstance(c, Stream) and isinstance(x, Constant) and op in ("Add", "Mul"):
+            x, c = c, x  # commutative: the stream first
+        if isinstance(x, Stream) and isinstance(c, Constant) and c.value.size == 1 and not (
+                x.producer in self.requant_sources and x.producer not in self.consumed):
+            return self._rescaled(node, x, op, Fraction(float(c.value.reshape(-1)[0])))
         if isinstance(x, Stream) and isinstance(c, Constant):
             x = self._reopen(node, x)
         elif isinstance(c, Stream) and isinstance(x, Constant):
@@ -815,6 +951,8 @@ class Importer:
         """``x`` with a new per-sample ONNX shape; the hardware order must survive it."""
         if isinstance(x, FloatInput):
             return FloatInput(x.name, x.shape, new)
+        if x.perm:
+            return self._flatten_transposed(node, x, new)
         old = x.shape
         if channel_last(old) == channel_last(new) or (len(old) == len(new) == 1):
             return replace(x, shape=new)
@@ -832,6 +970,27 @@ class Importer:
             "a feature map before its quantizer"
         raise self.fail(node, f"reshaping {what} from {old} to {new} is not supported; "
                         "flatten after quantizing, or reshape only (C, H, W) -> (C*H*W,).")
+
+    def _flatten_transposed(self, node, x: Stream | Derived, new: tuple[int, ...]) -> Value:
+        """A transposed feature map flattened to a vector: the weights that read it are
+        permuted (``order``); a NHWC view flattens in the hardware's own order."""
+        base = untransposed(x.shape, x.perm)
+        if len(new) != 1 or (isinstance(x, Stream) and x.order is not None):
+            raise self.fail(node, f"reshaping a transposed feature map (perm "
+                            f"{full_perm(x.perm)}) to {new} is not supported; only flattening "
+                            "it to a vector is.")
+        ids = np.arange(int(np.prod(base))).reshape(base)
+        position = np.empty(ids.size, dtype=np.int64)  # ONNX index of each element
+        position[ids.transpose(x.perm).reshape(-1)] = np.arange(ids.size)
+        hardware = ids.transpose(1, 2, 0) if ids.ndim == 3 else ids  # channel-last
+        order = position[hardware.reshape(-1)]
+        if np.array_equal(order, np.arange(order.size)):
+            return replace(x, shape=new, perm=None, **({"order": None}
+                                                        if isinstance(x, Stream) else {}))
+        if isinstance(x, Derived):
+            raise self.fail(node, "flattening a transposed feature map before its quantizer "
+                            "is not supported; quantize it first.")
+        return replace(x, shape=new, perm=None, order=order)
 
     def _host_qdq(self, node, ins: list[Value | None]) -> HostResult:
         """QuantizeLinear/DequantizeLinear after a host-side op (onnxruntime quantizes the
@@ -869,11 +1028,36 @@ class Importer:
                             "last layer.")
         if op in ("Softmax", "LogSoftmax"):
             ops.append(HostOp(op, int(attrs.get("axis", -1 if self.opset >= 13 else 1))))
+        elif op == "TopK":
+            return self._top_k(node, base, ops)
         else:
             if attrs.get("select_last_index", 0):
                 raise self.fail(node, "select_last_index=1 is not supported.")
             ops.append(HostOp(op, int(attrs.get("axis", 0)), bool(attrs.get("keepdims", 1))))
         return HostResult(base, ops)
+
+    def _top_k(self, node, base: Stream | Derived, ops: list[HostOp]) -> HostResult:
+        """TopK on the host: values (output 0) and indices (output 1) as onnxruntime gives
+        them, equal values in ascending index order."""
+        attrs = attributes(node)
+        shape = host_shape(base, ops)
+        rank, axis = len(shape), int(attrs.get("axis", -1))
+        if not -rank <= axis < rank or axis % rank == 0:
+            raise self.fail(node, f"TopK along axis {axis} of a rank-{rank} tensor: only a "
+                            "per-sample axis is supported.")
+        if len(node.input) > 1 and node.input[1]:
+            k = self._const_int(node, self.values.get(node.input[1]), "K", 1, 2**31)
+        else:
+            k = int(attrs.get("k", 0))
+        if not 1 <= k <= shape[axis]:
+            raise self.fail(node, f"K={k} is not between 1 and the {shape[axis]} elements of "
+                            f"axis {axis}.")
+        results = [HostResult(base, [*ops, HostOp("TopK", axis, k=k,
+                                                  largest=bool(attrs.get("largest", 1)),
+                                                  output=i)]) for i in (0, 1)]
+        if len(node.output) > 1 and node.output[1]:
+            self.values[node.output[1]] = results[1]
+        return results[0]
 
     # -- the end ------------------------------------------------------------------------------
     def _finish(self, output_name: str) -> Network:
@@ -881,6 +1065,9 @@ class Importer:
         host_ops: list[HostOp] = []
         if isinstance(out, HostResult):
             out, host_ops = out.base, out.ops
+        if isinstance(out, (Stream, Derived)) and out.perm:  # transposed back on the host
+            host_ops = [HostOp("Transpose", perm=full_perm(out.perm)), *host_ops]
+            out = replace(out, shape=untransposed(out.shape, out.perm), perm=None)
         if self.input_quant is None or not (
                 self.layers or (isinstance(out, (Stream, Derived)) and out.producer == -1)):
             raise BitloomError(

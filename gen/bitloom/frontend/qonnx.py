@@ -4,25 +4,35 @@
 range, then rounds with ``rounding_mode``; its output is the dequantized float. On a
 constant it yields quantized weights; on the graph input, the host-side input quantizer; on
 a layer's float output, that layer's thresholds.
+
+FINN's ``MultiThreshold(x, thresholds)`` counts the thresholds each value reaches
+(``x >= t``) and returns ``out_scale * count + out_bias``: on a layer's float output it
+becomes that layer's thresholds, on a quantized stream a thresholding layer, with the counts
+as values of ``out_dtype``.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
+from fractions import Fraction
 from typing import ClassVar
 
 import numpy as np
 
-from bitloom.formats import Format, Int, normalize_rounding
+from bitloom.formats import TERNARY, Format, Int, normalize_rounding
 from bitloom.formats.minifloat import float_quant_format
 from bitloom.frontend.importer import (
     Constant,
     Derived,
+    FloatInput,
+    PendingConcat,
     QuantConstant,
+    Stream,
     Value,
     attributes,
 )
-from bitloom.ir import CLIP_THEN_ROUND, ROUND_THEN_SHIFT, Quantizer
+from bitloom.ir import CLIP_THEN_ROUND, ROUND_THEN_SHIFT, Chain, Quantizer, Thresholds
 from bitloom.ir.elementwise import Requantize
 
 QONNX_DOMAINS = frozenset({"qonnx.custom_op.general", "onnx.brevitas", "finn.custom_op.general"})
@@ -37,7 +47,68 @@ class QonnxOps:
         (QONNX_DOMAINS, "BipolarQuant"): "_qonnx_quant",
         (QONNX_DOMAINS, "FloatQuant"): "_qonnx_float_quant",
         (QONNX_DOMAINS, "Trunc"): "_qonnx_trunc",
+        (QONNX_DOMAINS, "MultiThreshold"): "_multithreshold",
     }
+
+    def _multithreshold(self, node, ins: list[Value | None]) -> Stream:
+        """``out_scale * count(x >= t) + out_bias`` with per-tensor or per-channel ``t``."""
+        attrs = attributes(node)
+        x = ins[0]
+        if isinstance(x, FloatInput):
+            raise self.fail(node, "MultiThreshold on the model input is not supported; "
+                            "quantize the input with a Quant node.")
+        if not isinstance(x, (Stream, Derived, PendingConcat)):
+            raise self.fail(node, "MultiThreshold of this tensor is not supported; it must "
+                            "follow a layer or a quantizer.")
+        thresholds = self._const_input(node, ins[1], "thresholds", allow_inf=True)
+        if thresholds.ndim != 2 or thresholds.shape[1] < 1:
+            raise self.fail(node, f"thresholds of shape {list(thresholds.shape)}: expected "
+                            "[channels or 1, count].")
+        thresholds = thresholds.astype(np.float32).astype(np.float64)
+        fmt = finn_datatype(self, node, str(attrs.get("out_dtype", "")))
+        out_scale = Fraction(float(np.float32(attrs.get("out_scale", 1.0))))
+        out_bias = Fraction(float(np.float32(attrs.get("out_bias", 0.0))))
+        if out_scale <= 0:
+            raise self.fail(node, f"out_scale {float(out_scale):g} must be positive.")
+        # real = out_scale * count + out_bias = scale * (levels[offset + count] - zero_point)
+        levels = [int(v) for v in fmt.grid_levels()]
+        step = levels[1] - levels[0]
+        scale = out_scale / step
+        count = thresholds.shape[1]
+        start = out_bias / scale
+        if start.denominator != 1 or float(scale) != scale:
+            raise self.fail(node, f"out_bias {float(out_bias):g} is not a whole number of "
+                            f"output steps ({float(out_scale):g}); no integer stream holds "
+                            "these outputs.")
+        if count > len(levels) - 1:
+            raise self.fail(node, f"{count} thresholds give {count + 1} output levels; "
+                            f"out_dtype {fmt.name} has {len(levels)}.")
+        offset = levels.index(int(start)) if int(start) in levels and \
+            levels.index(int(start)) + count < len(levels) else 0
+        zero_point = levels[offset] - int(start)
+        shape = x.shape
+        perm = getattr(x, "perm", None) or tuple(range(len(shape)))
+        channels = shape[perm.index(0)] if shape else 1
+        if thresholds.shape[0] not in (1, channels):
+            raise self.fail(node, f"thresholds for {thresholds.shape[0]} channels; the tensor "
+                            f"has {channels}.")
+        layout = str(attrs.get("data_layout", "")) or \
+            {1: "NC", 2: "NWC", 3: "NCHW"}.get(len(shape), "")
+        axis = layout.index("C") if "C" in layout else 1
+        if len(layout) not in (0, len(shape) + 1):
+            raise self.fail(node, f"data_layout {layout!r} does not match a tensor of rank "
+                            f"{len(shape) + 1}.")
+        if thresholds.shape[0] > 1 and axis != 1 + perm.index(0):
+            raise self.fail(node, f"data_layout {layout!r} puts channels on axis {axis}, but "
+                            f"the tensor of shape {[1, *shape]} has its channels on axis "
+                            f"{1 + perm.index(0)}.")
+
+        def table_for(chain: Chain, acc_fmt: Int) -> Thresholds:
+            return count_thresholds(chain, acc_fmt, thresholds, len(levels), offset, fmt)
+
+        canonical = replace(x, perm=None) if getattr(x, "perm", None) else x
+        out = self._requantize(node, canonical, fmt, table_for, float(scale), zero_point)
+        return replace(out, perm=getattr(x, "perm", None))
 
     def _qonnx_trunc(self, node, ins: list[Value | None]) -> Value:
         """``Trunc`` (v1: x, scale, zp, in_bits, out_bits; v2: x, scale, zp, in_bits,
@@ -164,3 +235,60 @@ class QonnxOps:
             values[mask] = Quantizer(fmt, float(step), 0, rounding,
                                      CLIP_THEN_ROUND).apply_exactly(w[mask])
         return QuantConstant(values, scale, fmt)
+
+
+def finn_datatype(importer, node, name: str) -> Int:
+    """The integer format of a FINN/QONNX ``DataType`` name (``INT4``, ``UINT8``,
+    ``BIPOLAR``, ``BINARY``, ``TERNARY``)."""
+    fixed = {"BIPOLAR": Int(1, signed=True), "BINARY": Int(1, signed=False), "TERNARY": TERNARY}
+    if name in fixed:
+        return fixed[name]
+    match = re.fullmatch(r"(U?)INT(\d+)", name)
+    if match is None or not 1 <= int(match[2]) <= 16 or name == "INT1":
+        raise importer.fail(node, f"out_dtype {name!r} is not supported; use INTn/UINTn "
+                            "(n <= 16), BIPOLAR, BINARY or TERNARY.")
+    return Int(int(match[2]), signed=not match[1])
+
+
+def count_thresholds(chain: Chain, acc_fmt: Int, thresholds: np.ndarray, levels: int,
+                     offset: int, fmt: Int) -> Thresholds:
+    """Accumulator thresholds for ``offset + count(chain(acc) >= t)`` (a level index of
+    ``fmt``): for each real threshold ``t`` the first accumulator value whose exact real
+    value reaches it (the last, on a decreasing channel). Levels below ``offset`` are always
+    reached, those past the threshold count never."""
+    channels = chain.channels
+    real = np.sort(np.broadcast_to(thresholds, (channels, thresholds.shape[1])), axis=1).T
+    lo, hi = acc_fmt.min_int, acc_fmt.max_int
+    wide = np.int64 if acc_fmt.bits <= 62 else object
+    sign = np.array([1 if chain.direction(c) >= 0 else -1 for c in range(channels)], dtype=wide)
+    # search a = sign * acc upward, where chain(sign * a) does not decrease; end = never
+    start = np.array([lo if sg > 0 else -hi for sg in sign], dtype=wide)
+    end = np.array([hi + 1 if sg > 0 else -lo + 1 for sg in sign], dtype=wide)
+    a = np.broadcast_to(start, real.shape).astype(wide)
+    b = np.broadcast_to(end, real.shape).astype(wide)
+    while np.any(a < b):  # float64 bisection first; exact rational checks below settle it
+        mid = (a + b) // 2
+        ok = chain.approx((mid * sign).astype(np.float64)) >= real
+        open_ = a < b
+        b = np.where(open_ & ok, mid, b)
+        a = np.where(open_ & ~ok, mid + 1, a)
+
+    def reaches(candidate: int, t: Fraction, c: int) -> bool:
+        return candidate >= end[c] or chain.exact(Fraction(candidate * int(sign[c])), c) >= t
+
+    for (i, c), found in np.ndenumerate(a):
+        if not np.isfinite(real[i, c]):
+            continue  # +-inf: never / always, which the bisection found exactly
+        t, found = Fraction(float(real[i, c])), int(found)
+        while found > start[c] and reaches(found - 1, t, c):
+            found -= 1
+        while not reaches(found, t, c):
+            found += 1
+        a[i, c] = found
+    counted = (a * sign).T  # [channels, thresholds] in accumulator units
+    always = np.where(sign > 0, lo, hi).astype(wide)[:, None]
+    never = np.where(sign > 0, hi + 1, lo - 1).astype(wide)[:, None]
+    after = levels - 1 - offset - counted.shape[1]
+    table = np.concatenate([np.repeat(always, offset, axis=1), counted,
+                            np.repeat(never, after, axis=1)], axis=1)
+    return Thresholds(np.ascontiguousarray(table), (sign > 0).astype(bool), fmt)
