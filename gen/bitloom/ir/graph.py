@@ -85,6 +85,10 @@ class OutputDequantizer:
     host_ops: list[HostOp] = field(default_factory=list)
 
     def apply(self, values: np.ndarray) -> np.ndarray:
+        # the chain is per channel: the last axis of the channel-last per-sample shape (a
+        # (rows, columns) tensor of a zero-layer network arrives flattened)
+        stream = (*self.shape[1:], self.shape[0]) if len(self.shape) == 3 else self.shape
+        values = values.reshape((values.shape[0], *stream))
         y = self.chain.approx(values.astype(np.float64)).astype(np.float32)
         if y.ndim == 4:  # channel-last feature map back to ONNX's NCHW
             y = y.transpose(0, 3, 1, 2)
