@@ -140,3 +140,118 @@ def test_qlinear_ops_against_onnx_reference(kind):
         assert (golden == expected).mean() > 0.95
     else:
         np.testing.assert_allclose(golden, expected, rtol=1e-6, atol=1e-6)
+
+
+def _host_qdq_model(path, shape: tuple[int, ...], scale: np.ndarray, zero_point: np.ndarray,
+                    **attrs) -> onnx.ModelProto:
+    """``x -> QuantizeLinear -> DequantizeLinear -> y`` with per-axis or blocked (``attrs``)
+    uint8 parameters, opset 21, saved to ``path``."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    inits = [numpy_helper.from_array(scale.astype(np.float32), "s"),
+             numpy_helper.from_array(zero_point.astype(np.uint8), "z")]
+    nodes = [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"], **attrs),
+             helper.make_node("DequantizeLinear", ["q", "s", "z"], ["y"], **attrs)]
+    graph = helper.make_graph(nodes, "host_qdq",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)],
+                              inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
+    model.ir_version = 10
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save(model, str(path))
+    return model
+
+
+#: per-axis along the channel axis, per-axis along axis 0 (the batch), blocked along axis 2
+HOST_QDQ = {
+    "per_axis_channel": ((4, 3, 2, 5), np.array([0.02, 0.05, 0.1]), np.array([128, 100, 7]),
+                         {"axis": 1}),
+    "per_axis_batch": ((3, 6), np.array([0.03, 0.07, 0.011]), np.array([10, 128, 200]),
+                       {"axis": 0}),
+    "blocked": ((2, 3, 8), np.random.default_rng(1).uniform(0.01, 0.1, (2, 3, 2)),
+                np.random.default_rng(2).integers(0, 256, (2, 3, 2)),
+                {"axis": 2, "block_size": 4}),
+}
+
+
+@pytest.mark.parametrize("case", HOST_QDQ)
+def test_host_side_per_axis_and_blocked_qdq_equal_onnxruntime(tmp_path, case):
+    """The host quantizes and dequantizes the whole batched tensor with ONNX's per-element
+    parameters (the batch axis included): equal to onnxruntime, which runs the same model."""
+    import onnxruntime as ort
+
+    shape, scale, zero, attrs = HOST_QDQ[case]
+    path = tmp_path / f"{case}.onnx"
+    _host_qdq_model(path, shape, scale, zero, **attrs)
+    rng = np.random.default_rng(5)
+    x = (rng.normal(size=shape) * 4).astype(np.float32)
+    x.reshape(-1)[::7] = 1e6  # saturates
+    net = bitloom.load(path)
+    assert not net.layers
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    expected = sess.run(None, {"x": x})[0]
+    got = net.run(x)
+    np.testing.assert_array_equal(got, expected)
+    assert len(np.unique(got)) > got.size // 3  # not all saturated
+    if shape[0] > 1 and case != "per_axis_channel":  # parameters index the batch axis
+        with pytest.raises(BitloomError, match="must hold exactly"):
+            net.run(x[:1])
+
+
+def test_per_axis_input_codes_may_not_reach_a_layer(tmp_path):
+    """Layers read per-tensor codes: a per-axis quantized input feeding a MatMul (through a
+    per-tensor DequantizeLinear) is refused at load, so never compiled."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    inits = [numpy_helper.from_array(np.array([0.1, 0.2, 0.3, 0.4], np.float32), "s"),
+             numpy_helper.from_array(np.full(4, 128, np.uint8), "z"),
+             numpy_helper.from_array(np.float32(0.1), "s1"),
+             numpy_helper.from_array(np.uint8(128), "z1"),
+             numpy_helper.from_array(np.ones((4, 2), np.int8), "w"),
+             numpy_helper.from_array(np.float32(0.5), "ws")]
+    nodes = [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"], axis=1),
+             helper.make_node("DequantizeLinear", ["q", "s1", "z1"], ["d"]),
+             helper.make_node("DequantizeLinear", ["w", "ws"], ["wf"]),
+             helper.make_node("MatMul", ["d", "wf"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info(
+        "x", TensorProto.FLOAT, (1, 4))], [helper.make_tensor_value_info(
+            "y", TensorProto.FLOAT, (1, 2))], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
+    with pytest.raises(BitloomError, match="may only reach the graph output"):
+        bitloom.load(model)
+
+
+def test_per_axis_quantization_of_a_layer_output_is_refused(tmp_path):
+    """Between layers the requantizer has one scale and zero point per tensor."""
+    path = quantized(tmp_path, "u8_s8_per_tensor_gemm")
+    model = onnx.load(str(path))
+    q = next(n for n in model.graph.node if n.op_type == "QuantizeLinear"
+             and n.input[0] != model.graph.input[0].name)
+    scale = next(t for t in model.graph.initializer if t.name == q.input[1])
+    value = onnx.numpy_helper.to_array(scale).reshape(-1)[0]
+    scale.CopyFrom(onnx.numpy_helper.from_array(np.full(12, value, np.float32), scale.name))
+    zp = next(t for t in model.graph.initializer if t.name == q.input[2])
+    zp.CopyFrom(onnx.numpy_helper.from_array(np.full(12, onnx.numpy_helper.to_array(zp),
+                                                     np.uint8), zp.name))
+    with pytest.raises(BitloomError, match="supported only of the model input"):
+        bitloom.load(model)
+
+
+def test_compile_refuses_a_host_only_per_axis_model(tmp_path):
+    """A per-axis Q/DQ model has no layer: ``bitloom compile`` says so with exit 2 (and
+    writes no RTL) instead of building hardware that would not mean the model."""
+    import subprocess
+    import sys
+
+    shape, scale, zero, attrs = HOST_QDQ["per_axis_batch"]
+    path = tmp_path / "per_axis.onnx"
+    _host_qdq_model(path, shape, scale, zero, **attrs)
+    out = tmp_path / "design"
+    proc = subprocess.run([sys.executable, "-m", "bitloom.cli", "compile", str(path),
+                           "--board", "pynq-z2", "--out", str(out)], capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
+    assert "no layer" in proc.stderr
+    assert not (out / "rtl").exists()

@@ -72,6 +72,9 @@ class Quantizer:
     rounding: str = "round"
     order: str = CLIP_THEN_ROUND
 
+    def describe(self) -> str:
+        return f"{self.fmt} (scale {self.scale:g}, zero point {self.zero_point})"
+
     def exact(self, v: Fraction) -> int:
         fmt = self.fmt
         if not isinstance(fmt, Int):
@@ -184,6 +187,10 @@ class ElementQuantizer:
     @property
     def batch(self) -> int | None:
         return parameter_batch(self.scale, self.zero_point)
+
+    def describe(self) -> str:
+        shape = np.broadcast_shapes(np.shape(self.scale), np.shape(self.zero_point))
+        return f"{self.fmt} (scale and zero point per element, of shape {shape}, on the host)"
 
     def apply(self, x: np.ndarray) -> np.ndarray:
         """Grid integers (int64) of a batched float array (its batch must fit :attr:`batch`)."""
