@@ -197,6 +197,20 @@ def rom_sites(depth: int) -> float:
     return address / 6 * max(depth / 64, 1)
 
 
+def weight_memory(lp, depth: int, width: int) -> dict[str, float]:
+    """Counts of a layer's weights in the memory style the plan chose for them
+    (:mod:`bitloom.plan.memory`): block RAM, a ROM built as logic, or a stream (one word
+    register per step); without a chosen style, what Yosys picks by itself."""
+    memory = getattr(lp, "memory", None)
+    if memory is None:
+        return memory_cost(depth, width)
+    if memory.style == "bram":
+        return {"BRAM36": memory.bram36}
+    if memory.style == "streamed":
+        return {"beat": width}
+    return {"rom": width * rom_sites(depth)} if depth > 1 else {}
+
+
 def varying_bits(table, lanes: int, tbits: int) -> int:
     """Bits of the threshold ROM's words (``lanes`` channels' tables each) that differ
     between words: the others are constants that Yosys folds into the compare logic."""
@@ -277,7 +291,7 @@ def layer_parts(lp) -> dict[str, dict[str, float]]:
             lut, ff = per_mac(w_fmt, in_fmt)
             add(unit, {"mac": lanes * lut, "ff_mac": lanes * ff})
         add(unit, {"acc": fold.pe * acc_bits, "ff_acc": fold.pe * (acc_bits + out_bits)})
-        add(unit, memory_cost(lp.cycles // ly.pixels, lanes * w_fmt.bits))  # weights
+        add(unit, weight_memory(lp, lp.cycles // ly.pixels, lanes * w_fmt.bits))
         add(unit, memory_cost(ly.in_features // fold.simd, fold.simd * ib, "buffer"))
         lanes_in = fold.simd
         add(unit, threshold_counts(ly.requant, acc_bits, fold.pe))
@@ -288,7 +302,7 @@ def layer_parts(lp) -> dict[str, dict[str, float]]:
         if isinstance(ly, DepthwiseConv):
             lut, ff = per_mac(ly.w_fmt, in_fmt)
             add(unit, {"mac": p * lut, "ff_mac": p * ff})
-            add(unit, memory_cost(ly.window.size * channels // p, p * ly.w_fmt.bits))
+            add(unit, weight_memory(lp, ly.window.size * channels // p, p * ly.w_fmt.bits))
         if isinstance(ly, AddStreams):
             unit["acc"] += p * 2 * ib * max(1, max(ly.multipliers).bit_length())
         add(unit, threshold_counts(getattr(ly, "requant", None), acc_bits, p))

@@ -1,0 +1,143 @@
+"""The cost model's structure: each component responds to what it physically depends on."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+import bitloom
+from bitloom.dse.calibrate import Row, fit
+from bitloom.formats import parse_format
+from bitloom.ir import Thresholds
+from bitloom.plan import cost
+from bitloom.plan.folding import make_plan
+
+from qonnx_models import random_mlp
+
+
+def mlp_plan(target: int, w_bits: int = 4, act_bits: int = 4):
+    return make_plan(bitloom.load(random_mlp(0, sizes=(32, 16, 8), w_bits=w_bits,
+                                             act_bits=act_bits, in_bits=act_bits)), target)
+
+
+def test_more_parallelism_costs_more_luts():
+    fast, slow = mlp_plan(16), mlp_plan(256)
+    assert sum(lp.fold.pe * lp.fold.simd for lp in fast.layers) > \
+        sum(lp.fold.pe * lp.fold.simd for lp in slow.layers)
+    assert cost.estimate_plan(fast)["LUT"] > cost.estimate_plan(slow)["LUT"]
+    assert cost.estimate_plan(fast) == {k: sum(cost.estimate_layer(lp)[k] for lp in fast.layers)
+                                        for k in ("LUT", "FF", "DSP", "BRAM36")}
+
+
+def test_wider_formats_cost_more():
+    assert cost.estimate_plan(mlp_plan(16, 6, 6))["LUT"] > \
+        cost.estimate_plan(mlp_plan(16, 3, 3))["LUT"]
+
+
+def test_block_ram_only_for_large_deep_memories():
+    assert cost.memory_cost(64, 256) == {"rom": 256 * cost.rom_sites(64)}  # shallow: logic
+    assert "BRAM36" not in cost.memory_cost(576, 20)  # Yosys built this one as logic
+    assert cost.memory_cost(720, 24) == {"BRAM36": 1.0}  # ... and this one in a RAMB36
+    assert cost.memory_cost(512, 8, "fifo") == {"BRAM36": 0.5}
+    assert "ram" in cost.memory_cost(16, 64, "fifo")
+    assert "ram" in cost.memory_cost(144, 16, "buffer")
+    assert cost.memory_cost(1, 32, "rom") == {}  # one word of constants: wiring
+    # a deeper ROM of the same width never costs fewer LUT sites while it stays logic
+    sites = [cost.memory_cost(d, 8).get("rom", 0) for d in (8, 32, 64, 128, 256)]
+    assert sites == sorted(sites)
+
+
+def test_bram_tiles():
+    assert cost.bram36(512, 36) == 0.5
+    assert cost.bram36(1024, 36) == 1
+    assert cost.bram36(1024, 72) == 2
+
+
+def test_dsp_mapping_by_product_width():
+    f = parse_format
+    assert cost.dsp_product(f("int8"), f("uint8"))
+    assert cost.dsp_product(f("int6"), f("int6"))
+    assert not cost.dsp_product(f("int3"), f("uint3"))  # 6-bit product: LUTs
+    assert not cost.dsp_product(f("int4"), f("uint4"))  # sliced LUT-ROM products
+    assert not cost.dsp_product(f("e4m3"), f("e4m3"))
+    assert not cost.dsp_product(f("bipolar"), f("int8"))
+    plan = mlp_plan(16, 8, 8)
+    counts = [cost.layer_counts(lp) for lp in plan.layers]
+    assert [c.get("DSP", 0) for c in counts] == [lp.fold.pe * lp.fold.simd for lp in plan.layers]
+    assert all("mac" not in c for c in counts)
+
+
+def thresholds(channels: int, levels: int, rng: np.random.Generator) -> Thresholds:
+    table = np.sort(rng.integers(-500, 500, size=(channels, levels)), axis=1)
+    return Thresholds(table=table, increasing=np.ones(channels, bool),
+                      out_fmt=parse_format(f"uint{int(np.log2(levels + 1))}"))
+
+
+def test_thresholds_against_constants_are_cheaper():
+    """One channel per lane: the table is constant, folded into the compares."""
+    req = thresholds(8, 15, np.random.default_rng(0))
+    constant = cost.threshold_counts(req, 12, lanes=8)
+    from_rom = cost.threshold_counts(req, 12, lanes=2)
+    assert constant["table"] == 0 and from_rom["table"] > 0
+    # per comparator, a compare against a constant costs a fraction of one against a ROM
+    assert constant["compare"] / 8 < from_rom["compare"] / 2 / 2
+    more_levels = cost.threshold_counts(thresholds(8, 255, np.random.default_rng(0)), 12, 2)
+    assert more_levels["compare"] > from_rom["compare"]
+
+
+def test_varying_bits_ignores_shared_table_bits():
+    table = np.array([[1, 2], [1, 3], [1, 2], [1, 3]])
+    assert cost.varying_bits(table, lanes=1, tbits=8) == 1  # only the LSB of column 2
+    assert cost.varying_bits(table, lanes=4, tbits=8) == 0
+
+
+def test_product_costs_read_at_run_time(tmp_path):
+    """The bench-pe table is read when estimating; unmeasured pairs are interpolated
+    within their family, between their measured neighbours."""
+    rows = [{"weight": w, "activation": a, "family": "xc7", "simd": 16, "pes": 1,
+             "dsp_allowed": False, "lut": lut, "ff": 16 * 2} for w, a, lut in
+            (("int2", "int2", 16 * 10), ("int4", "int4", 16 * 40), ("int8", "int8", 16 * 160),
+             ("float4_e2m1fn", "float4_e2m1fn", 16 * 50))]
+    path = tmp_path / "pe_costs.json"
+    path.write_text(json.dumps({"costs": rows}))
+    f = parse_format
+    assert cost.per_mac(f("int4"), f("int4"), path) == (40, 2)
+    assert 10 < cost.per_mac(f("int3"), f("int3"), path)[0] < 40
+    assert cost.per_mac(f("int6"), f("int6"), path)[0] > 40
+    assert cost.per_mac(f("e3m2"), f("e3m2"), path)[0] > 50  # one point: proportional
+    assert cost.per_mac(f("int4"), f("int4"), tmp_path / "missing.json")[0] > 0
+
+
+def test_weights_in_the_chosen_memory_style():
+    lp = mlp_plan(64).layers[0]
+    depth, width = lp.memory.depth, lp.memory.width
+    as_bram = replace(lp, memory=replace(lp.memory, style="bram"))
+    as_logic = replace(lp, memory=replace(lp.memory, style="lutram"))
+    streamed = replace(lp, memory=replace(lp.memory, style="streamed"))
+    assert cost.weight_memory(as_bram, depth, width) == {"BRAM36": as_bram.memory.bram36}
+    assert as_bram.memory.bram36 > 0
+    assert cost.weight_memory(as_logic, depth, width)["rom"] > 0
+    assert "rom" not in cost.weight_memory(streamed, depth, width)
+    assert cost.estimate_layer(as_logic)["LUT"] > cost.estimate_layer(streamed)["LUT"]
+
+
+def test_fit_recovers_known_weights():
+    """Rows generated from known weights are fitted back to them (the calibration's fit)."""
+    rng = np.random.default_rng(1)
+    true = {res: {k: float(rng.uniform(0.5, 3)) for k in cost.COEFFICIENTS[res]}
+            for res in ("LUT", "FF")}
+    rows = []
+    for i in range(40):
+        counts = {k: float(rng.uniform(0, 500)) for k in
+                  {*cost.COEFFICIENTS["LUT"], *cost.FF_COUNTS.values()}}
+        est = cost.estimate_counts(counts, true)
+        measured = {"LUT": est["LUT"], "FF": est["FF"], "DSP": 0.0, "BRAM36": 0.0}
+        rows.append(Row(f"c{i}", "train", "l", "MatMul", "dense", "int", "int4", "int4", 1, 1,
+                        counts, measured, measured, {"unit": counts}, {"unit": measured}))
+    fitted = fit(rows)
+    for res in ("LUT", "FF"):
+        for k, v in true[res].items():
+            assert fitted[res][k] == pytest.approx(v, rel=0.02), (res, k)
