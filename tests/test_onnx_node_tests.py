@@ -277,3 +277,28 @@ def test_refused_node_tests_name_the_reason(name):
 
 def test_every_node_test_is_passing_or_refused():
     assert set(node_tests()) == {n for n, _ in PASSING} | set(REFUSED)
+
+
+#: per-axis and blocked cases onnxruntime also runs (it cannot hand int4 outputs to numpy)
+ORT_CASES = [(n, how) for n in ("test_quantizelinear_axis", "test_quantizelinear_int4",
+                                "test_quantizelinear_blocked_asymmetric",
+                                "test_dequantizelinear_blocked")
+             for how in ("as_shipped", "float_boundary")
+             if (n, how) != ("test_quantizelinear_int4", "as_shipped")]
+
+
+@pytest.mark.parametrize(("name", "how"), ORT_CASES, ids=["-".join(p) for p in ORT_CASES])
+def test_golden_equals_onnxruntime_on_per_axis_and_blocked_cases(name, how):
+    """onnxruntime runs the same model; it implements opsets up to 23 and Q/DQ's per-axis
+    and blocked semantics have not changed since opset 21, so the model is declared 23."""
+    import onnxruntime as ort
+
+    model, x, _ = (bound if how == "as_shipped" else wrapped)(node_tests()[name])
+    got = bitloom.load(model).run(x)
+    for opset in model.opset_import:
+        if opset.domain in ("", "ai.onnx"):
+            opset.version = min(opset.version, 23)
+    model.ir_version = min(model.ir_version, 10)
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    expected = sess.run(None, {model.graph.input[0].name: x})[0]
+    np.testing.assert_array_equal(got.astype(np.float64), expected.astype(np.float64))
