@@ -153,15 +153,23 @@ class Quantizer:
 def quantize_elements(x: np.ndarray, fmt: Format, scale: np.ndarray, zero_point: np.ndarray,
                       rounding: str = "round", order: str = ROUND_THEN_SHIFT) -> np.ndarray:
     """Grid integers of ``x`` with a scale and zero point per element (arrays that broadcast
-    against ``x``): each distinct (scale, zero point) pair quantizes its elements exactly."""
+    against ``x``): the elements of each distinct (scale, zero point) pair are quantized
+    together, exactly. Pairs are found on the parameters, before they broadcast."""
     x = np.asarray(x)
-    s = np.broadcast_to(np.asarray(scale, dtype=np.float32), x.shape)
-    z = np.broadcast_to(np.asarray(zero_point, dtype=np.int64), x.shape)
-    codes = np.empty(x.shape, dtype=np.int64)
-    for step, zero in {(float(a), int(b)) for a, b in zip(s.ravel(), z.ravel(), strict=True)}:
-        mask = (s == step) & (z == zero)
-        codes[mask] = Quantizer(fmt, step, zero, rounding, order).apply_exactly(x[mask])
-    return codes
+    s, z = np.broadcast_arrays(np.asarray(scale, dtype=np.float32),
+                               np.asarray(zero_point, dtype=np.int64))
+    pairs, inverse = np.unique(np.stack([s.ravel().astype(np.float64),
+                                         z.ravel().astype(np.float64)], axis=1),
+                               axis=0, return_inverse=True)
+    group = np.broadcast_to(inverse.reshape(s.shape), x.shape).ravel()
+    by_group = np.argsort(group, kind="stable")
+    starts = np.searchsorted(group[by_group], np.arange(len(pairs) + 1))
+    flat, codes = x.ravel(), np.empty(x.size, dtype=np.int64)
+    for (step, zero), a, b in zip(pairs, starts[:-1], starts[1:], strict=True):
+        index = by_group[a:b]
+        codes[index] = Quantizer(fmt, float(step), int(zero), rounding,
+                                 order).apply_exactly(flat[index])
+    return codes.reshape(x.shape)
 
 
 def parameter_batch(*params: np.ndarray) -> int | None:
