@@ -183,7 +183,7 @@ class QdqOps:
                         ) -> tuple[np.ndarray, np.ndarray]:
         """Per-axis or blocked scale and zero point laid out to broadcast against a tensor
         of ``shape``."""
-        like = np.empty(shape, dtype=np.int8)  # only its shape is read
+        like = np.broadcast_to(np.int8(0), shape)  # only its shape is read: no memory
         if not blocked:
             return (self._along_axis(node, like, scale, axis),
                     self._along_axis(node, like, zero_point, axis))
