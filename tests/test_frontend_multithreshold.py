@@ -197,3 +197,33 @@ def test_inspect_and_compile(tmp_path, capsys):
     report = json.loads((out / "report.json").read_text())
     assert len(report["layers"]) == 4
     assert (out / "rtl").is_dir()
+
+
+def shifted_outputs(conv: bool) -> onnx.ModelProto:
+    """MultiThreshold whose outputs (2..5) lie outside its INT2 out_dtype: the values stay
+    INT2 with a zero point, exact for a MatMul; a zero-padded Conv cannot pad with 0."""
+    rng = np.random.default_rng(9)
+    b = Builder()
+    x = b.quant("inp", 1.0, 3, False)
+    if conv:
+        x = multithreshold(b, x, thresholds(rng, 1, 3, 0, 7), "INT2", out_bias=2.0)
+        w = b.quant(b.const(rng.integers(-2, 3, size=(2, 1, 3, 3))), 1.0, 3, True)
+        y = b.node("Conv", [x, w], kernel_shape=[3, 3], pads=[1, 1, 1, 1])
+        return make_model(b, y, [1, 1, 4, 4], [1, 2, 4, 4])
+    x = multithreshold(b, x, thresholds(rng, 6, 3, 0, 7), "INT2", out_bias=2.0)
+    y = b.node("MatMul", [x, b.quant(b.const(rng.integers(-3, 4, size=(6, 4))), 1.0, 3,
+                                     True)])
+    return make_model(b, y, [1, 6], [1, 4])
+
+
+def test_outputs_beyond_out_dtype_keep_a_zero_point(tmp_path, capsys):
+    model = shifted_outputs(conv=False)
+    net = bitloom.load(model)
+    x = inputs(np.random.default_rng(9), (6,))
+    np.testing.assert_array_equal(net.run(x), run_qonnx(model, x))
+    assert net.layers[0].requant.out_fmt == Int(2)
+    path = tmp_path / "conv.onnx"
+    onnx.save(shifted_outputs(conv=True), path)
+    assert main(["inspect", str(path)]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "(Conv)" in err and "zero padding cannot be represented" in err

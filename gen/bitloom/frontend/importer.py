@@ -190,6 +190,9 @@ class HostQuantize(HostOp):
         return ((y.astype(np.float64) - self.zero_point).astype(np.float32) * s).astype(
             np.float32)
 
+    def describe(self) -> str:
+        return f"{self.op_type}(scale={self.scale:g}, zero_point={self.zero_point})"
+
 
 def untransposed(shape: tuple[int, ...], perm: tuple[int, ...] | None) -> tuple[int, ...]:
     """The per-sample shape before a per-sample transpose ``perm`` gave ``shape``."""
@@ -647,9 +650,9 @@ class Importer:
                 raise self.fail(node, f"{op} of a quantized stream by {float(k):g}: only "
                                 "positive factors keep it a stream.")
             scale = s * k if op == "Mul" else s / k
-            if Fraction(float(scale)) != scale:
+            if Fraction(float(np.float32(scale))) != scale:
                 raise self.fail(node, f"the scale {float(s):g} {op} {float(k):g} is not "
-                                "exactly a float; use power-of-two scales.")
+                                "exactly a float32; use power-of-two factors.")
             return replace(x, scale=np.array([float(scale)]))
         shift = (k if op == "Add" else -k) / s
         if shift.denominator != 1 or x.fmt.grid().frac_bits:
@@ -676,7 +679,7 @@ class Importer:
         the view (``perm``) that the ONNX graph continues with."""
         w, perm = ins[0], attributes(node).get("perm")
         if isinstance(w, HostResult):
-            rank = len(host_shape(w.base, w.ops))
+            rank = len(self._host_shape(node, w.base, w.ops))
             if perm is None or sorted(perm) != list(range(rank)):
                 raise self.fail(node, f"perm {perm} is not a permutation of {rank} axes.")
             return HostResult(w.base, [*w.ops, HostOp("Transpose", perm=tuple(perm))])
@@ -1036,11 +1039,18 @@ class Importer:
             ops.append(HostOp(op, int(attrs.get("axis", 0)), bool(attrs.get("keepdims", 1))))
         return HostResult(base, ops)
 
+    def _host_shape(self, node, base: Stream | Derived, ops: list[HostOp]) -> list[int]:
+        try:
+            return host_shape(base, ops)
+        except IndexError:
+            raise self.fail(node, "an op before it on the host has an axis out of range."
+                            ) from None
+
     def _top_k(self, node, base: Stream | Derived, ops: list[HostOp]) -> HostResult:
         """TopK on the host: values (output 0) and indices (output 1) as onnxruntime gives
         them, equal values in ascending index order."""
         attrs = attributes(node)
-        shape = host_shape(base, ops)
+        shape = self._host_shape(node, base, ops)
         rank, axis = len(shape), int(attrs.get("axis", -1))
         if not -rank <= axis < rank or axis % rank == 0:
             raise self.fail(node, f"TopK along axis {axis} of a rank-{rank} tensor: only a "

@@ -111,6 +111,17 @@ class SpatialOps:
             raise self.fail(node, "a zero point on a non-integer input is not supported.")
         return x.zero_point
 
+    def _padded_window(self, node, x: Stream, kernel: tuple[int, ...]) -> Window:
+        """The window of ``node``, padded with the value of real zero, which must be one of
+        the input format's values (a zero point may lie outside, e.g. after a
+        MultiThreshold's out_bias)."""
+        window = self._window(node, x.shape, kernel, self._pad_of(node, x))
+        grid = x.fmt.grid()
+        if any(window.pads) and not grid.lo <= x.zero_point <= grid.hi:
+            raise self.fail(node, f"its input's real zero is value {x.zero_point}, outside "
+                            f"{x.fmt.name}: zero padding cannot be represented.")
+        return window
+
     # -- Conv -------------------------------------------------------------------------------
     def _conv(self, node, ins: list[Value | None]) -> Derived:
         x = ins[0]
@@ -134,7 +145,7 @@ class SpatialOps:
         m, c_per_group, kh, kw = w.values.shape
         c = x.shape[0] if len(x.shape) == 3 else -1
         group = int(attributes(node).get("group", 1))
-        window = self._window(node, x.shape, (kh, kw), self._pad_of(node, x))
+        window = self._padded_window(node, x, (kh, kw))
         wscale = np.asarray(w.scale, dtype=np.float32)
         if wscale.size not in (1, m) or (wscale.size == m and wscale.reshape(-1).size != m):
             raise self.fail(node, "weight scales must be per-tensor or per output channel.")
@@ -229,7 +240,7 @@ class SpatialOps:
         keep = True
         if op == "AveragePool":
             kernel = tuple(attrs.get("kernel_shape", ()))
-            window = self._window(node, x.shape, kernel, self._pad_of(node, x))
+            window = self._padded_window(node, x, kernel)
             if any(window.pads) and not attrs.get("count_include_pad", 0):
                 raise self.fail(node, "padded AveragePool with count_include_pad=0 divides by "
                                 "a varying count; export with count_include_pad=1 or no pads.")
