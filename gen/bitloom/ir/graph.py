@@ -57,7 +57,7 @@ class InputQuantizer:
         big = float(np.finfo(np.float32).max)  # +-inf saturate like any out-of-range value
         x = np.clip(x, -big, big)
         if isinstance(self.quantizer, ElementQuantizer):
-            check_batch(self.quantizer.batch, x.shape[0], f"input {self.name!r}")
+            check_batch(self.quantizer.batch, x.shape[0], f"input {self.name!r} is quantized")
         values = self.quantizer.apply(x.reshape((x.shape[0], *self.flat_shape)))
         if len(self.flat_shape) == 3:
             return values.transpose(0, 2, 3, 1)
@@ -69,7 +69,7 @@ def check_batch(expected: int | None, got: int, what: str) -> None:
     if expected is not None and got != expected:
         from bitloom.errors import BitloomError
 
-        raise BitloomError(f"{what} is quantized with parameters per index of axis 0 (the "
+        raise BitloomError(f"{what} with parameters per index of axis 0 (the "
                            f"model declares a batch of {expected}); it must hold exactly "
                            f"{expected} samples, got {got}.")
 
@@ -153,7 +153,8 @@ class HostDequantize(HostOp):
     zero_point: np.ndarray = field(default_factory=lambda: np.zeros((), np.int64))
 
     def apply(self, y: np.ndarray) -> np.ndarray:
-        check_batch(parameter_batch(self.scale, self.zero_point), y.shape[0], "the output")
+        check_batch(parameter_batch(self.scale, self.zero_point), y.shape[0],
+                    "the output is dequantized")
         return ((y.astype(np.float64) - self.zero_point) * self.scale.astype(np.float64)
                 ).astype(np.float32)
 
