@@ -255,3 +255,21 @@ def test_compile_refuses_a_host_only_per_axis_model(tmp_path):
     assert "Traceback" not in proc.stderr + proc.stdout
     assert "no layer" in proc.stderr
     assert not (out / "rtl").exists()
+
+
+def test_dequantize_per_batch_index_needs_that_batch():
+    """Codes in, DequantizeLinear along axis 0: one scale per index of the declared batch."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = helper.make_graph(
+        [helper.make_node("DequantizeLinear", ["q", "s", "z"], ["y"], axis=0)], "dq_axis0",
+        [helper.make_tensor_value_info("q", TensorProto.UINT8, (3, 4))],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, (3, 4))],
+        [numpy_helper.from_array(np.array([0.5, 0.25, 3.0], np.float32), "s"),
+         numpy_helper.from_array(np.array([1, 2, 3], np.uint8), "z")])
+    net = bitloom.load(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)]))
+    q = np.arange(12, dtype=np.uint8).reshape(3, 4)
+    expected = (q.astype(np.float32) - [[1], [2], [3]]) * np.float32([[0.5], [0.25], [3.0]])
+    np.testing.assert_array_equal(net.run(q), expected)
+    with pytest.raises(BitloomError, match="dequantized with parameters per index of axis 0"):
+        net.run(q[:2])
