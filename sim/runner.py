@@ -154,6 +154,21 @@ class SimResult:
         return (done[-1] - done[half]) / (len(done) - 1 - half)
 
 
+def link_weights(rtl_dir: Path, work_dir: Path) -> Path:
+    """Make the design's ``weights/`` folder visible from the simulator's working folder,
+    where the ROMs' ``$readmemh("weights/...")`` look at run time (so swapped weight files
+    need no rebuild); returns the folder, whose ``streams.json`` lists streamed weights."""
+    weights = rtl_dir / "weights"
+    link = work_dir / "weights"
+    if link.is_symlink() or link.is_file():
+        link.unlink()
+    elif link.is_dir():
+        shutil.rmtree(link)
+    if weights.is_dir():
+        link.symlink_to(weights, target_is_directory=True)
+    return weights
+
+
 def simulate(sources: list[Path], vectors: Vectors, work_dir: Path, status=None) -> SimResult:
     """Run the stream testbench on ``vectors``; never raises on a mismatch (see result)."""
     from cocotb_tools.runner import get_runner
@@ -163,6 +178,7 @@ def simulate(sources: list[Path], vectors: Vectors, work_dir: Path, status=None)
     work_dir.mkdir(parents=True, exist_ok=True)
     vec_path, res_path = work_dir / "vectors.json", work_dir / "result.json"
     res_path.unlink(missing_ok=True)
+    weights = link_weights(Path(sources[0]).resolve().parent, work_dir)
     vectors.save(vec_path)
     if status:
         status.update(f"Simulating {vectors.frames} frames on Verilator...")
@@ -175,7 +191,8 @@ def simulate(sources: list[Path], vectors: Vectors, work_dir: Path, status=None)
                     build_dir=str(build_dir), test_dir=str(work_dir),
                     results_xml=str(work_dir / "results.xml"), log_file=str(log),
                     extra_env={"BITLOOM_VECTORS": str(vec_path),
-                               "BITLOOM_RESULT": str(res_path)})
+                               "BITLOOM_RESULT": str(res_path),
+                               "BITLOOM_WEIGHTS": str(weights)})
     if not res_path.exists():
         tail = log.read_text()[-3000:] if log.exists() else "(no log)"
         raise BitloomError(f"the simulation did not complete; log {log}:\n{tail}")

@@ -3,6 +3,8 @@
 Random gaps on ``s_axis_tvalid`` and ``m_axis_tready`` (probabilities from the vectors file)
 exercise back-pressure with many frames in flight. Every layer's output is watched through
 the core's probe ports; on a mismatch the failure names the first layer that differs.
+Streamed weights are fed from the design's ``weights/*.mem`` files (listed in
+``weights/streams.json``), each file once per pass, with the same random gaps as the input.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, RisingEdge, SimTimeoutError, with_timeout
 from cocotbext.axi import AxiStreamBus, AxiStreamFrame, AxiStreamSink, AxiStreamSource
 
+from bitloom.emit.design import read_mem
 from bitloom.sim.vectors import Vectors, first_mismatch
 
 
@@ -32,6 +35,12 @@ async def watch(valid, ready, payload, clock, sink: list[int]) -> None:
         await RisingEdge(clock)
         if valid.value and ready.value:
             sink.append(int(payload.value))
+
+
+def weight_streams(weights: Path) -> list[dict]:
+    """The streamed layers of the design (``weights/streams.json``; none without it)."""
+    manifest = weights / "streams.json"
+    return json.loads(manifest.read_text()) if manifest.is_file() else []
 
 
 async def count_cycles(clock, counter: list[int]) -> None:
@@ -70,6 +79,18 @@ async def stream_batch(dut) -> None:
         cocotb.start_soon(watch(*probe, dut.ap_clk, store))
     cycles = [0]
     cocotb.start_soon(count_cycles(dut.ap_clk, cycles))
+
+    for stream in weight_streams(Path(os.environ.get("BITLOOM_WEIGHTS", "."))):
+        feed = AxiStreamSource(AxiStreamBus.from_prefix(dut, stream["port"]), dut.ap_clk,
+                               dut.ap_rst_n, reset_active_level=False)
+        feed.log.setLevel(logging.WARNING)
+        if vec.in_pause > 0:
+            feed.set_pause_generator(pauses(vec.in_pause, rng))
+        width = len(getattr(dut, f"{stream['port']}_tdata")) // 8
+        words = read_mem(Path(os.environ["BITLOOM_WEIGHTS"]).parent / stream["file"])
+        frame = b"".join(w.to_bytes(width, "little") for w in words) * stream["passes_per_frame"]
+        for _ in range(vec.frames):
+            await feed.send(AxiStreamFrame(frame))
 
     per_frame = vec.in_beats_per_frame
     for f in range(vec.frames):

@@ -111,10 +111,13 @@ def cmd_compile(args) -> int:
     from bitloom.boards import load_board
     from bitloom.emit.design import emit_design
     from bitloom.plan import plan_for_board
+    from bitloom.plan.memory import board_budget, parse_overrides, with_memories
 
     board = load_board(args.board)
     net = load(args.model)
     plan = plan_for_board(net, board, target_fps=args.target_fps)
+    default, per_layer = parse_overrides(args.weights_memory or [])
+    plan = with_memories(plan, board_budget(board), per_layer, default)
     if args.backend == "hls":
         from bitloom.emit.hls import emit_hls, run_vitis_hls
 
@@ -257,6 +260,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.add_argument("--target-fps", type=float, default=None)
     p.add_argument("--backend", choices=("amaranth", "hls"), default="amaranth")
+    p.add_argument("--weights-memory", action="append", metavar="[LAYER=]STYLE",
+                   help="weight memory style: lutram, bram or streamed, for every layer or "
+                        "(LAYER=STYLE, repeatable) one layer; default: chosen per layer")
     p.set_defaults(func=cmd_compile)
 
     p = sub.add_parser("verify", help="cocotb on Verilator, bit-exact against golden")

@@ -65,6 +65,7 @@ def report_dict(plan, board) -> dict:
             "macs_per_frame": ly.macs,
             "cycles_per_frame": lp.cycles,
             "fifo_depths": list(lp.fifo_depths),
+            "weight_memory": None if lp.memory is None else lp.memory.as_dict(),
             "estimated": estimate_layer(lp),
         })
     est_total: dict[str, float] = {}

@@ -20,6 +20,7 @@ from bitloom.emit.vivado import DMA_CELL, OVERLAY, StreamWidths, stream_widths
 from bitloom.errors import BitloomError
 from bitloom.formats import Int
 from bitloom.formats import rounding as rounding_module
+from bitloom.hw.weights import STREAMED
 from bitloom.ir import Affine, Network
 from bitloom.ir import quantizer as quantizer_module
 
@@ -111,6 +112,13 @@ def driver_context(design: Design, widths: StreamWidths) -> dict:
             io["output"]["beats_per_frame"]) != (out_fmt.bits, last.out_elems, last.out_beats):
         raise BitloomError(f"{design.path}/report.json does not describe the streams of its "
                            "model any more; compile the design again.")
+    streamed = [lp.layer.name for lp in plan.layers
+                if lp.memory is not None and lp.memory.style == STREAMED]
+    if streamed:
+        raise BitloomError(
+            f"layer(s) {', '.join(streamed)} stream their weights, and the PYNQ overlay has "
+            "one DMA, for the frames only. Compile with --weights-memory bram (or lutram) for "
+            "a board build, or feed rtl/weights/streams.json's streams from your own design.")
     if out_fmt.bits > MAX_OUT_BITS:
         raise BitloomError(f"output codes of {out_fmt.bits} bits are wider than the driver's "
                            f"{MAX_OUT_BITS}-bit limit.")

@@ -11,6 +11,7 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from bitloom.hw.mvu import Folding, MatrixVectorUnit
+from bitloom.hw.weights import STREAMED
 from bitloom.hw.window import SlidingWindow
 from bitloom.ir import MatrixVector
 
@@ -21,19 +22,23 @@ class ConvolutionUnit(wiring.Component):
 
     ``fold.simd`` must divide ``C`` (a beat never straddles two taps). An output pixel takes
     ``SF * NF`` cycles (:attr:`cycles_per_frame` per image); the window generator delivers
-    the ``SF`` input beats of a pixel during its first neuron fold.
+    the ``SF`` input beats of a pixel during its first neuron fold. Streamed weights (the
+    ``w`` port) pass straight to the MVU: its words again for every output pixel.
     """
 
-    def __init__(self, layer: MatrixVector, fold: Folding) -> None:
+    def __init__(self, layer: MatrixVector, fold: Folding, style: str = "lutram") -> None:
         if layer.window is None:
             raise ValueError(f"{layer.name}: a ConvolutionUnit needs a windowed layer")
-        self.layer, self.fold = layer, fold
+        self.layer, self.fold, self.style = layer, fold, style
         self.im2col = SlidingWindow(layer.window, layer.in_shape[-1], fold.simd, layer.in_fmt)
-        self.mvu = MatrixVectorUnit(layer, fold)
-        super().__init__({
+        self.mvu = MatrixVectorUnit(layer, fold, style)
+        members = {
             "i": In(stream.Signature(unsigned(fold.simd * layer.in_fmt.bits))),
             "o": Out(stream.Signature(unsigned(fold.pe * layer.out_fmt.bits))),
-        })
+        }
+        if style == STREAMED:
+            members["w"] = In(stream.Signature(unsigned(self.mvu.weight_bits)))
+        super().__init__(members)
 
     @property
     def cycles_per_frame(self) -> int:
@@ -46,4 +51,6 @@ class ConvolutionUnit(wiring.Component):
         wiring.connect(m, wiring.flipped(self.i), self.im2col.i)
         wiring.connect(m, self.im2col.o, self.mvu.i)
         wiring.connect(m, self.mvu.o, wiring.flipped(self.o))
+        if self.style == STREAMED:
+            wiring.connect(m, wiring.flipped(self.w), self.mvu.w)
         return m

@@ -6,11 +6,13 @@ several consumers feeds them through a :class:`~bitloom.hw.branch.Duplicate`. Th
 ports are plain streams (``i``, ``o``); the AXI4-Stream wrapper from ``rtl_templates/``
 adapts them. Each layer's output is also brought out as a probe port
 (``probe<n>__valid/ready/payload``) so verification can name the first layer that differs;
-probes are taps on existing wires and cost no logic.
+probes are taps on existing wires and cost no logic. A layer whose weights are streamed has
+its own input stream ``w<n>`` (``n`` its index), passed straight to its unit.
 """
 
 from __future__ import annotations
 
+import numpy as np
 from amaranth import Module, unsigned
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
@@ -18,9 +20,11 @@ from amaranth.lib.wiring import In, Out
 from bitloom.hw.branch import ConcatUnit, Duplicate
 from bitloom.hw.conv import ConvolutionUnit
 from bitloom.hw.glue import StreamFifo, WidthConverter
-from bitloom.hw.mvu import MatrixVectorUnit
+from bitloom.hw.mvu import MatrixVectorUnit, unpack_weight_words
+from bitloom.hw.mvu import weight_words as mvu_weight_words
 from bitloom.hw.pointwise import AddUnit, ThresholdUnit
-from bitloom.hw.pool import DepthwiseUnit, PoolUnit
+from bitloom.hw.pool import DepthwiseUnit, PoolUnit, tap_weight_words, unpack_tap_weight_words
+from bitloom.hw.weights import STREAMED
 from bitloom.ir import (
     AddStreams,
     Concat,
@@ -43,10 +47,10 @@ def make_unit(lp: LayerPlan) -> tuple[wiring.Component, list[str]]:
     order of ``layer.inputs``."""
     layer, fold = lp.layer, lp.fold
     if isinstance(layer, MatrixVector):
-        unit = ConvolutionUnit(layer, fold) if layer.window else MatrixVectorUnit(layer, fold)
-        return unit, ["i"]
+        unit_type = ConvolutionUnit if layer.window else MatrixVectorUnit
+        return unit_type(layer, fold, lp.style), ["i"]
     if isinstance(layer, DepthwiseConv):
-        return DepthwiseUnit(layer, fold.pe), ["i"]
+        return DepthwiseUnit(layer, fold.pe, lp.style), ["i"]
     if isinstance(layer, (MaxPool, SumPool)):
         return PoolUnit(layer, fold.pe), ["i"]
     if isinstance(layer, Thresholding):
@@ -56,6 +60,32 @@ def make_unit(lp: LayerPlan) -> tuple[wiring.Component, list[str]]:
     if isinstance(layer, Concat):
         return ConcatUnit(layer, fold.pe), [f"i{k}" for k in range(len(layer.inputs))]
     raise TypeError(f"no hardware unit for {type(layer).__name__}")
+
+
+def weight_words(lp: LayerPlan) -> list[int]:
+    """A weight layer's memory words in step order, exactly as its unit holds them."""
+    layer, fold = lp.layer, lp.fold
+    if isinstance(layer, MatrixVector):
+        return mvu_weight_words(layer.weights, fold, layer.w_fmt, layer.name)
+    return tap_weight_words(layer.name, layer.weights, layer.window, fold.pe, layer.w_fmt)
+
+
+def decode_weight_words(lp: LayerPlan, words: list[int]) -> np.ndarray:
+    """Memory words -> the layer's weights (grid integers, the layer's weight shape): the
+    inverse of :func:`weight_words`, to check an init file against the model."""
+    layer = lp.layer
+    if isinstance(layer, MatrixVector):
+        codes = unpack_weight_words(words, layer.weights.shape, lp.fold, layer.w_fmt)
+    else:
+        codes = unpack_tap_weight_words(words, layer.window, layer.channels, lp.fold.pe,
+                                        layer.w_fmt)
+    return layer.w_fmt.to_grid(layer.w_fmt.decode(codes)).reshape(layer.weights.shape)
+
+
+def streamed_layers(plan: Plan) -> list[tuple[int, LayerPlan]]:
+    """The layers (index, plan) whose weights come in on a core input stream."""
+    return [(n, lp) for n, lp in enumerate(plan.layers)
+            if lp.memory is not None and lp.memory.style == STREAMED]
 
 
 class Core(wiring.Component):
@@ -70,6 +100,8 @@ class Core(wiring.Component):
         }
         for n, lp in enumerate(plan.layers):
             members[f"probe{n}"] = Out(probe_signature(lp.out_beat_bits))
+        for n, lp in streamed_layers(plan):
+            members[f"w{n}"] = In(stream.Signature(unsigned(lp.memory.width)))
         # which input FIFOs are full (bit k: plan.fifos()[k]), to name the one a stall
         # backs up into
         self.fifo_plans = plan.fifos()
@@ -125,6 +157,8 @@ class Core(wiring.Component):
                     m.d.comb += self.fifo_full[k].eq(~buf.i.ready)
                     upstream = buf.o
                 wiring.connect(m, upstream, getattr(unit, port))
+            if lp.memory is not None and lp.memory.style == STREAMED:
+                wiring.connect(m, wiring.flipped(getattr(self, f"w{n}")), unit.w)
             probe = getattr(self, f"probe{n}")
             m.d.comb += [
                 probe.payload.eq(unit.o.payload),

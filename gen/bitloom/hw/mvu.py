@@ -11,6 +11,10 @@ Pipeline (every register advances together when the output register can move):
     issue: counters, weight/buffer addresses -> dot: SIMD products per PE, adder tree,
     accumulate -> requant: threshold compares (or the raw accumulator), shared with every
     unit in :mod:`~bitloom.hw.thresholds` -> output register
+
+Weights: one word (``PE * SIMD`` codes) per step, from a ROM (``lutram``/``bram``, see
+:mod:`bitloom.hw.weights`) or from the ``w`` stream (``streamed``: the words in step order,
+again for every output pixel).
 """
 
 from __future__ import annotations
@@ -24,7 +28,9 @@ from amaranth.lib.wiring import In, Out
 
 from bitloom.formats import Format
 from bitloom.hw.pe import dot_product
-from bitloom.hw.thresholds import acc_shape, pack, requantize
+from bitloom.hw.thresholds import acc_shape, requantize
+from bitloom.hw.thresholds import pack as pack  # re-exported: stream beats use it
+from bitloom.hw.weights import STREAMED, pack_checked, weight_codes, weight_source
 from bitloom.ir import MatrixVector
 
 
@@ -36,30 +42,55 @@ class Folding:
     simd: int
 
 
-def weight_words(weights: np.ndarray, fold: Folding, w_fmt: Format) -> list[int]:
+def weight_words(weights: np.ndarray, fold: Folding, w_fmt: Format, name: str = "") -> list[int]:
     """Weight memory contents: word ``nf * SF + sf`` holds ``W[sf*SIMD + s, nf*PE + p]``
     at element ``p * SIMD + s``."""
     k, n = weights.shape
     sf_count, nf_count = k // fold.simd, n // fold.pe
-    codes = w_fmt.encode(w_fmt.from_grid(weights))
+    codes = weight_codes(name, weights, w_fmt)
     blocks = codes.reshape(sf_count, fold.simd, nf_count, fold.pe)  # [sf, s, nf, p]
-    return [pack(blocks[sf, :, nf, :].T, w_fmt.bits)
+    return [pack_checked(name, blocks[sf, :, nf, :].T, w_fmt.bits)
             for nf in range(nf_count) for sf in range(sf_count)]
+
+
+def unpack_weight_words(words: list[int], shape: tuple[int, int], fold: Folding,
+                        w_fmt: Format) -> np.ndarray:
+    """The inverse of :func:`weight_words`: memory words -> the ``(K, N)`` weight codes."""
+    k, n = shape
+    sf_count, nf_count = k // fold.simd, n // fold.pe
+    mask = (1 << w_fmt.bits) - 1
+    codes = np.zeros((sf_count, fold.simd, nf_count, fold.pe), dtype=np.int64)
+    for i, word in enumerate(words):
+        nf, sf = divmod(i, sf_count)
+        for p in range(fold.pe):
+            for s in range(fold.simd):
+                codes[sf, s, nf, p] = word >> ((p * fold.simd + s) * w_fmt.bits) & mask
+    return codes.reshape(k, n)
 
 
 class MatrixVectorUnit(wiring.Component):
     """Streams ``K``-vectors in and ``N``-vectors out, computing one MatrixVector layer."""
 
-    def __init__(self, layer: MatrixVector, fold: Folding) -> None:
+    def __init__(self, layer: MatrixVector, fold: Folding, style: str = "lutram") -> None:
         k, n = layer.weights.shape
         if k % fold.simd or n % fold.pe:
             raise ValueError(f"{layer.name}: SIMD {fold.simd} must divide {k}, PE {fold.pe} {n}")
-        self.layer, self.fold = layer, fold
+        self.layer, self.fold, self.style = layer, fold, style
         self.sf_count, self.nf_count = k // fold.simd, n // fold.pe
-        super().__init__({
+        self.steps = self.sf_count * self.nf_count
+        self.weight_bits = fold.pe * fold.simd * layer.w_fmt.bits
+        members = {
             "i": In(stream.Signature(unsigned(fold.simd * layer.in_fmt.bits))),
             "o": Out(stream.Signature(unsigned(fold.pe * layer.out_fmt.bits))),
-        })
+        }
+        if style == STREAMED:
+            members["w"] = In(stream.Signature(unsigned(self.weight_bits)))
+        super().__init__(members)
+
+    @property
+    def weight_words(self) -> list[int]:
+        """The weight memory's contents (or the streamed words of one pass), step order."""
+        return weight_words(self.layer.weights, self.fold, self.layer.w_fmt, self.layer.name)
 
     @property
     def cycles_per_frame(self) -> int:
@@ -80,9 +111,10 @@ class MatrixVectorUnit(wiring.Component):
         step = Signal(range(sf_n * nf_n))
         from_input = nf == 0
         issue = Signal()
+        w_ok = self.w.valid if self.style == STREAMED else 1  # a streamed weight is here
         m.d.comb += [
-            self.i.ready.eq(en & from_input),
-            issue.eq(en & (~from_input | self.i.valid)),
+            self.i.ready.eq(en & from_input & w_ok),
+            issue.eq(en & (~from_input | self.i.valid) & w_ok),
         ]
         with m.If(issue):
             m.d.sync += [
@@ -92,15 +124,11 @@ class MatrixVectorUnit(wiring.Component):
             with m.If(sf == sf_n - 1):
                 m.d.sync += nf.eq(Mux(nf == nf_n - 1, 0, nf + 1))
 
-        m.submodules.weights = wmem = memory.Memory(
-            shape=unsigned(fold.pe * fold.simd * w_fmt.bits), depth=sf_n * nf_n,
-            init=weight_words(layer.weights, fold, w_fmt))
-        w_rd = wmem.read_port()
+        w_word = weight_source(m, layer.name, self, self.weight_words, step, en, issue)
         m.submodules.inbuf = bmem = memory.Memory(
             shape=unsigned(fold.simd * in_fmt.bits), depth=sf_n, init=[])
         b_rd, b_wr = bmem.read_port(), bmem.write_port()
         m.d.comb += [
-            w_rd.addr.eq(step), w_rd.en.eq(en),
             b_rd.addr.eq(sf), b_rd.en.eq(en),
             b_wr.addr.eq(sf), b_wr.data.eq(self.i.payload), b_wr.en.eq(issue & from_input),
         ]
@@ -119,7 +147,7 @@ class MatrixVectorUnit(wiring.Component):
         accs = [Signal(acc_shape(acc_fmt), name=f"acc{p}") for p in range(fold.pe)]
         b_valid = Signal()
         for p, acc in enumerate(accs):
-            ws = [w_rd.data.word_select(p * fold.simd + s, w_fmt.bits) for s in range(fold.simd)]
+            ws = [w_word.word_select(p * fold.simd + s, w_fmt.bits) for s in range(fold.simd)]
             dot = dot_product(ws, xs, w_fmt, in_fmt)
             with m.If(en & a_valid):
                 m.d.sync += acc.eq(Mux(a_first, 0, acc) + dot)

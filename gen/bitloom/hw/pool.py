@@ -16,7 +16,9 @@ Output: the ``(OH, OW, C)`` map, ``simd`` channels per beat.
 Schedule: one input beat per cycle; an image takes ``OH*OW*KH*KW*C/simd`` cycles
 (``H*W*C/simd`` for a global window), one output beat per window and chunk. Pipeline:
 issue (counters, weight ROM address) -> accumulate -> requantize/select -> output register
-(latency 3, plus 1 in the window generator).
+(latency 3, plus 1 in the window generator). Depthwise weights come from a ROM or, streamed,
+from the ``w`` port: one word of ``simd`` weights per input beat, in issue order, again for
+every output pixel (see :mod:`bitloom.hw.weights`).
 
 Max pooling compares decoded grid values (:func:`~bitloom.hw.pe.element_value`), so it
 is exact for every format the datapath decodes (integers, bipolar, minifloats), and outputs
@@ -33,7 +35,8 @@ from amaranth.lib.wiring import In, Out
 
 from bitloom.formats import Format, Int
 from bitloom.hw.pe import dot_product, element_value
-from bitloom.hw.thresholds import out_bits, pack, requantize
+from bitloom.hw.thresholds import out_bits, requantize
+from bitloom.hw.weights import STREAMED, pack_checked, weight_codes, weight_source
 from bitloom.hw.window import SlidingWindow, nested_counters
 from bitloom.ir import DepthwiseConv, MaxPool, SumPool, Thresholds, Window
 
@@ -41,6 +44,38 @@ from bitloom.ir import DepthwiseConv, MaxPool, SumPool, Thresholds, Window
 def is_global(window: Window) -> bool:
     """The window is the whole map: one output pixel, no padding."""
     return window.kernel == window.in_hw and not any(window.pads)
+
+
+def issue_order(window: Window) -> list[str]:
+    """The issue counters, innermost first: per pixel the taps of each channel chunk, or
+    (global window) the chunks of each pixel."""
+    return ["chunk", "tap"] if is_global(window) else ["tap", "chunk"]
+
+
+def _step_axes(window: Window) -> list[int]:
+    return [("tap", "chunk").index(n) for n in reversed(issue_order(window))]
+
+
+def tap_weight_words(name: str, weights: np.ndarray, window: Window, simd: int,
+                     w_fmt: Format) -> list[int]:
+    """Per-channel weights ``(taps, C)`` as memory words in issue order: one word of
+    ``simd`` weights per (tap, chunk)."""
+    codes = weight_codes(name, weights, w_fmt).reshape(window.size, -1)
+    blocks = codes.reshape(window.size, codes.shape[1] // simd, simd)
+    steps = np.transpose(blocks, [*_step_axes(window), 2])
+    return [pack_checked(name, row, w_fmt.bits) for row in steps.reshape(-1, simd)]
+
+
+def unpack_tap_weight_words(words: list[int], window: Window, channels: int, simd: int,
+                            w_fmt: Format) -> np.ndarray:
+    """The inverse of :func:`tap_weight_words`: words -> ``(taps, C)`` weight codes."""
+    mask = (1 << w_fmt.bits) - 1
+    rows = np.array([[w >> (s * w_fmt.bits) & mask for s in range(simd)] for w in words],
+                    dtype=np.int64)
+    axes = _step_axes(window)
+    shape = [(window.size, channels // simd)[a] for a in axes]
+    blocks = np.transpose(rows.reshape(*shape, simd), [*np.argsort(axes), 2])
+    return blocks.reshape(window.size, channels)
 
 
 class TapReducer(wiring.Component):
@@ -51,32 +86,39 @@ class TapReducer(wiring.Component):
     def __init__(self, window: Window, channels: int, simd: int, in_fmt: Format, *,
                  maximum: bool = False, weights: np.ndarray | None = None,
                  w_fmt: Format | None = None, acc_fmt: Int | None = None,
-                 requant: Thresholds | None = None) -> None:
+                 requant: Thresholds | None = None, name: str = "",
+                 style: str = "lutram") -> None:
         if channels % simd:
             raise ValueError(f"SIMD {simd} must divide the {channels} channels")
         self.window, self.channels, self.simd, self.in_fmt = window, channels, simd, in_fmt
         self.maximum, self.weights, self.w_fmt = maximum, weights, w_fmt
         self.acc_fmt, self.requant = acc_fmt, requant
+        self.name, self.style = name, style
         self.chunks = channels // simd
         self.glob = is_global(window)
+        self.steps = window.size * self.chunks
+        self.weight_bits = simd * w_fmt.bits if w_fmt is not None else 0
         elem = in_fmt.bits if maximum else out_bits(requant, acc_fmt)
-        super().__init__({
+        members = {
             "i": In(stream.Signature(unsigned(simd * in_fmt.bits))),
             "o": Out(stream.Signature(unsigned(simd * elem))),
-        })
+        }
+        if weights is not None and style == STREAMED:
+            members["w"] = In(stream.Signature(unsigned(self.weight_bits)))
+        super().__init__(members)
 
     @property
     def cycles_per_frame(self) -> int:
         """Input beats of the reducer per image (one per cycle)."""
         return int(np.prod(self.window.out_hw)) * self.window.size * self.chunks
 
-    def _weight_words(self, inner_first: list[str]) -> list[int]:
-        """Weight ROM in issue order: one word of ``simd`` weights per (tap, chunk)."""
-        codes = self.w_fmt.encode(self.w_fmt.from_grid(self.weights))  # [taps, C]
-        blocks = codes.reshape(self.window.size, self.chunks, self.simd)
-        axes = [("tap", "chunk").index(n) for n in reversed(inner_first)]
-        steps = np.transpose(blocks, [*axes, 2])
-        return [pack(row, self.w_fmt.bits) for row in steps.reshape(-1, self.simd)]
+    @property
+    def inner_first(self) -> list[str]:
+        return issue_order(self.window)
+
+    @property
+    def weight_words(self) -> list[int]:
+        return tap_weight_words(self.name, self.weights, self.window, self.simd, self.w_fmt)
 
     def elaborate(self, platform) -> Module:
         m = Module()
@@ -95,13 +137,14 @@ class TapReducer(wiring.Component):
         en = Signal()  # the whole pipeline advances together
         m.d.comb += en.eq(~self.o.valid | self.o.ready)
         take = Signal()
-        m.d.comb += [src.ready.eq(en), take.eq(en & src.valid)]
+        streamed = self.weights is not None and self.style == STREAMED
+        w_ok = self.w.valid if streamed else 1  # a streamed weight is here
+        m.d.comb += [src.ready.eq(en & w_ok), take.eq(en & src.valid & w_ok)]
 
         # -- issue ------------------------------------------------------------------------
         tap, cb = Signal(range(taps)), Signal(range(cb_n))
         counters = {"tap": (tap, taps), "chunk": (cb, cb_n)}
-        inner_first = ["chunk", "tap"] if self.glob else ["tap", "chunk"]
-        nested_counters(m, [counters[n] for n in inner_first], take)
+        nested_counters(m, [counters[n] for n in self.inner_first], take)
         a_valid, a_first, a_last = Signal(), Signal(), Signal()
         a_cb = Signal(range(cb_n))
         a_x = Signal(len(src.payload))
@@ -112,11 +155,7 @@ class TapReducer(wiring.Component):
             step = Signal(range(taps * cb_n))
             with m.If(take):
                 m.d.sync += step.eq(Mux(step == taps * cb_n - 1, 0, step + 1))
-            m.submodules.weights = wmem = memory.Memory(
-                shape=unsigned(simd * self.w_fmt.bits), depth=taps * cb_n,
-                init=self._weight_words(inner_first))
-            w_rd = wmem.read_port()
-            m.d.comb += [w_rd.addr.eq(step), w_rd.en.eq(en)]
+            w_word = weight_source(m, self.name, self, self.weight_words, step, en, take)
 
         # -- accumulate: one word of simd lanes per group ----------------------------------
         acc_bits = in_bits if self.maximum else self.acc_fmt.bits
@@ -142,7 +181,7 @@ class TapReducer(wiring.Component):
             if self.weights is None:
                 term = element_value(x, self.in_fmt)
             else:
-                w = w_rd.data.word_select(s, self.w_fmt.bits)
+                w = w_word.word_select(s, self.w_fmt.bits)
                 term = dot_product([w], [x], self.w_fmt, self.in_fmt)
             lanes.append((Mux(a_first, 0, self._acc_value(old)) + term)[:acc_bits])
         m.d.comb += [
@@ -171,11 +210,11 @@ class DepthwiseUnit(TapReducer):
     """DepthwiseConv: per channel, the window's taps times that channel's kernel, summed,
     then thresholds (or the raw accumulator)."""
 
-    def __init__(self, layer: DepthwiseConv, simd: int) -> None:
+    def __init__(self, layer: DepthwiseConv, simd: int, style: str = "lutram") -> None:
         self.layer = layer
         super().__init__(layer.window, layer.channels, simd, layer.in_fmt,
                          weights=layer.weights, w_fmt=layer.w_fmt, acc_fmt=layer.acc_fmt,
-                         requant=layer.requant)
+                         requant=layer.requant, name=layer.name, style=style)
 
 
 class PoolUnit(TapReducer):

@@ -8,7 +8,8 @@ output channels x ``SIMD`` inputs per cycle; every other layer has one lane coun
 consumer's ``SIMD`` divide one another, so the width converter on every edge is a simple
 (un)packer.
 
-FIFO depths are chosen in :mod:`bitloom.plan.fifos`.
+FIFO depths are chosen in :mod:`bitloom.plan.fifos`, weight memory styles in
+:mod:`bitloom.plan.memory`.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from bitloom.ir import (
     SumPool,
 )
 from bitloom.plan.fifos import fifo_depths
+from bitloom.plan.memory import WeightMemory, choose_memories
 
 
 def divisors(n: int) -> list[int]:
@@ -75,6 +77,12 @@ class LayerPlan:
     layer: AnyLayer
     fold: Folding
     fifo_depths: tuple[int, ...]  # per input, in beats of that input (0: no FIFO)
+    memory: WeightMemory | None = None  # the weights' memory (None: a layer without weights)
+
+    @property
+    def style(self) -> str:
+        """The weight memory style the hardware unit is built with."""
+        return self.memory.style if self.memory is not None else "lutram"
 
     @property
     def cycles(self) -> int:
@@ -207,13 +215,16 @@ def make_plan(net: Network, target_cycles: int, clock_mhz: float = 100.0) -> Pla
 
 
 def make_plan_with(net: Network, folds: list[Folding], depths: list[tuple[int, ...]] | None,
-                   clock_mhz: float, in_elems: int | None = None) -> Plan:
+                   clock_mhz: float, in_elems: int | None = None,
+                   styles: list[str | None] | None = None) -> Plan:
     """A plan with the given per-layer folding (as recorded in a report.json); FIFO depths
-    are computed unless given."""
+    are computed unless given, weight memory styles chosen (without a BRAM limit) unless
+    given per layer."""
     if len(folds) != len(net.layers):
         raise BitloomError(f"{len(folds)} foldings for {len(net.layers)} layers.")
     first = next(i for i, ly in enumerate(net.layers) if -1 in ly.inputs)
     in_elems = in_elems or folds[first].simd
+    memories = choose_memories(net, folds, styles=styles)
     layers = []
     for i, (layer, fold) in enumerate(zip(net.layers, folds, strict=True)):
         for p in layer.inputs:
@@ -222,7 +233,7 @@ def make_plan_with(net: Network, folds: list[Folding], depths: list[tuple[int, .
                 raise BitloomError(f"{layer.name}: SIMD {fold.simd} and its producer's PE {pe} "
                                    "must divide one another.")
         d = fifo_depths(net, folds, i) if depths is None else tuple(depths[i])
-        layers.append(LayerPlan(layer, fold, d))
+        layers.append(LayerPlan(layer, fold, d, memories[i]))
     return Plan(net, layers, clock_mhz, in_elems)
 
 

@@ -1,0 +1,110 @@
+"""Weight memories: where a layer's weights live, and the checks that none is truncated.
+
+Three styles, chosen per layer by :mod:`bitloom.plan.memory`:
+
+- ``lutram``: a ROM in distributed logic (LUTs), for small memories;
+- ``bram``: a ROM in block RAM;
+- ``streamed``: no memory; the words arrive on the unit's ``w`` stream in step order, one
+  per step, again for every pass (FINN's "external" weights), fed by the host's DMA.
+
+A ROM carries the Verilog attribute ``rom_style`` (``"distributed"`` / ``"block"``, what
+Vivado reads for ROMs) and :data:`INIT_ATTR` naming its init file; the emitter replaces the
+inline contents by ``$readmemh`` of that file (see :mod:`bitloom.emit.design`).
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+from amaranth import Module, Signal, unsigned
+from amaranth.hdl import Value
+from amaranth.lib import memory
+
+from bitloom.errors import BitloomError
+from bitloom.formats import Format
+
+LUTRAM, BRAM, STREAMED = "lutram", "bram", "streamed"
+STYLES = (LUTRAM, BRAM, STREAMED)
+#: ``rom_style`` attribute value per ROM style
+ROM_STYLE = {LUTRAM: "distributed", BRAM: "block"}
+#: attribute naming a ROM's init file, relative to the ``rtl`` folder
+INIT_ATTR = "bitloom_init"
+
+
+def init_file(layer: str) -> str:
+    """The init file of a layer's weights, relative to the ``rtl`` folder."""
+    return f"weights/{re.sub(r'[^A-Za-z0-9_.-]', '_', layer)}.mem"
+
+
+def weight_codes(layer: str, weights: np.ndarray, w_fmt: Format) -> np.ndarray:
+    """The codes of ``weights`` (grid integers) in ``w_fmt``; a weight the format does not
+    hold is an error naming the layer and the weight, never a wrapped code."""
+    values = np.asarray(weights)
+    try:
+        codes = w_fmt.encode(w_fmt.from_grid(values))
+        back = w_fmt.to_grid(w_fmt.decode(codes))
+    except ValueError:
+        back = None
+    bad = (np.ones(values.shape, dtype=bool) if back is None
+           else (back != values) | (codes < 0) | (codes >= 1 << w_fmt.bits))
+    if bad.any():
+        if back is None:  # name the first weight the format rejects on its own
+            bad = np.array([not _fits(v, w_fmt) for v in values.reshape(-1)]).reshape(values.shape)
+        where = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise BitloomError(
+            f"{layer}: weight {w_fmt.from_grid(values[where])} at index {where} does not fit "
+            f"its {w_fmt.bits}-bit weight format {w_fmt.name}; it would be truncated in the "
+            "weight memory.")
+    return codes
+
+
+def _fits(value: float, w_fmt: Format) -> bool:
+    try:
+        code = w_fmt.encode(w_fmt.from_grid(np.array([value])))
+        return bool(w_fmt.to_grid(w_fmt.decode(code))[0] == value)
+    except ValueError:
+        return False
+
+
+def pack_checked(layer: str, codes: np.ndarray, bits: int) -> int:
+    """Pack codes ``bits`` each into one word, element 0 lowest; a code wider than ``bits``
+    is an error, not a silent mask."""
+    word = 0
+    for i, c in enumerate(codes.reshape(-1).tolist()):
+        if not 0 <= c < 1 << bits:
+            raise BitloomError(f"{layer}: weight code {c} does not fit {bits} bits.")
+        word |= int(c) << (i * bits)
+    return word
+
+
+def weight_source(m: Module, name: str, unit, words: list[int], step: Value, en: Value,
+                  issue: Value) -> Value:
+    """The weight word of the step issued in the previous enabled cycle (the pipeline's
+    stage after issue), from ``unit``'s ROM or its ``w`` stream.
+
+    ``name`` is the layer's; ``unit`` has ``style``, ``weight_bits``, ``steps`` and
+    (streamed) the ``w`` port;
+    ``step`` is the ROM address, ``issue`` the cycle a step is issued (takes a streamed word).
+    """
+    if len(words) != unit.steps:
+        raise BitloomError(f"{name}: {len(words)} weight words for "
+                           f"{unit.steps} steps.")
+    if unit.style == STREAMED:
+        word = Signal(unit.weight_bits)
+        m.d.comb += unit.w.ready.eq(issue)
+        with m.If(en):
+            m.d.sync += word.eq(unit.w.payload)
+        return word
+    if unit.style not in ROM_STYLE:
+        raise BitloomError(f"{name}: unknown weight memory style {unit.style!r}; "
+                           f"choose one of {', '.join(STYLES)}.")
+    if any(not 0 <= w < 1 << unit.weight_bits for w in words):
+        raise BitloomError(f"{name}: a weight word does not fit "
+                           f"{unit.weight_bits} bits.")
+    m.submodules.weights = rom = memory.Memory(
+        shape=unsigned(unit.weight_bits), depth=unit.steps, init=words,
+        attrs={"rom_style": ROM_STYLE[unit.style], INIT_ATTR: init_file(name)})
+    rd = rom.read_port()
+    m.d.comb += [rd.addr.eq(step), rd.en.eq(en)]
+    return rd.data

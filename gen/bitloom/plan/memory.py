@@ -1,0 +1,141 @@
+"""Choosing where each layer's weights live: LUTRAM, block RAM, or streamed from the host.
+
+Small memories (at most :data:`LUTRAM_MAX_DEPTH` words or :data:`LUTRAM_MAX_BITS` bits) cost
+a few LUTs; larger ones go to block RAM while the board's budget lasts, the smallest first
+(they waste the least of a tile); what does not fit is streamed: the weights then come in
+on an extra AXI4-Stream input of the accelerator, one word per step, and cost no memory.
+A user may force a style for every layer or for named layers.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from bitloom.errors import BitloomError
+from bitloom.hw.mvu import Folding
+from bitloom.hw.weights import BRAM, LUTRAM, STREAMED, STYLES
+from bitloom.ir import AnyLayer, DepthwiseConv, MatrixVector, Network
+
+LUTRAM_MAX_DEPTH = 64
+LUTRAM_MAX_BITS = 4096
+#: (depth, width) of one RAMB18's aspect ratios (simple dual port up to 36 bits wide)
+RAMB18_SHAPES = ((16384, 1), (8192, 2), (4096, 4), (2048, 9), (1024, 18), (512, 36))
+
+
+@dataclass(frozen=True)
+class WeightMemory:
+    """One layer's weight memory: ``depth`` words of ``width`` bits, held as ``style``."""
+
+    style: str
+    depth: int
+    width: int
+    passes: int  # times the words are read per frame (output pixels of a convolution)
+
+    @property
+    def bits(self) -> int:
+        return self.depth * self.width
+
+    @property
+    def bram36(self) -> float:
+        return bram36_tiles(self.depth, self.width) if self.style == BRAM else 0.0
+
+    def as_dict(self) -> dict:
+        return {"style": self.style, "depth": self.depth, "width": self.width,
+                "bits": self.bits, "bram36": self.bram36, "passes_per_frame": self.passes}
+
+
+def bram36_tiles(depth: int, width: int) -> float:
+    """Block RAM tiles (RAMB36 = two RAMB18) of a ``depth`` x ``width`` ROM."""
+    halves = min(math.ceil(width / w) * math.ceil(depth / d) for d, w in RAMB18_SHAPES)
+    return halves / 2
+
+
+def weight_geometry(layer: AnyLayer, fold: Folding) -> tuple[int, int, int] | None:
+    """``(depth, width, passes)`` of a layer's weight memory, or None if it has no weights."""
+    if isinstance(layer, MatrixVector):
+        depth = (layer.in_features // fold.simd) * (layer.out_features // fold.pe)
+        return depth, fold.pe * fold.simd * layer.w_fmt.bits, layer.pixels
+    if isinstance(layer, DepthwiseConv):
+        depth = layer.window.size * layer.channels // fold.pe
+        return depth, fold.pe * layer.w_fmt.bits, math.prod(layer.window.out_hw)
+    return None
+
+
+def parse_overrides(specs: Sequence[str]) -> tuple[str | None, dict[str, str]]:
+    """``--weights-memory`` values: ``STYLE`` (every layer) and/or ``LAYER=STYLE``."""
+    default, per_layer = None, {}
+    for spec in specs:
+        name, _, style = spec.rpartition("=")
+        if style not in STYLES:
+            raise BitloomError(f"--weights-memory {spec!r}: unknown style {style!r}; choose "
+                               f"one of {', '.join(STYLES)} (optionally LAYER=STYLE).")
+        if name:
+            per_layer[name] = style
+        else:
+            default = style
+    return default, per_layer
+
+
+def choose_memories(net: Network, folds: Sequence[Folding], bram36_budget: float | None = None,
+                    styles: Sequence[str | None] | dict[str, str] | None = None,
+                    default: str | None = None) -> list[WeightMemory | None]:
+    """Per layer, its weight memory (None for a layer without weights).
+
+    ``styles`` forces a style per layer (a list in layer order, or a dict by layer name),
+    ``default`` for every other weight layer; the rest are chosen automatically within
+    ``bram36_budget`` tiles (no limit if None).
+    """
+    names = [ly.name for ly in net.layers]
+    if isinstance(styles, dict):
+        for name, style in styles.items():
+            if name not in names:
+                raise BitloomError(f"--weights-memory {name}={style}: no layer {name!r}; the "
+                                   f"layers are {', '.join(names)}.")
+            if weight_geometry(net.layers[names.index(name)], Folding(1, 1)) is None:
+                raise BitloomError(f"--weights-memory {name}={style}: layer {name} has no "
+                                   "weights.")
+        styles = [styles.get(name) for name in names]
+    styles = list(styles or [None] * len(names))
+    geometry = [weight_geometry(ly, f) for ly, f in zip(net.layers, folds, strict=True)]
+    chosen: list[str | None] = []
+    for ly, geo, style in zip(net.layers, geometry, styles, strict=True):
+        style = style or default
+        if style is not None and style not in STYLES:
+            raise BitloomError(f"{ly.name}: unknown weight memory style {style!r}; choose one "
+                               f"of {', '.join(STYLES)}.")
+        if geo is None:
+            style = None
+        elif style is None and (geo[0] <= LUTRAM_MAX_DEPTH or geo[0] * geo[1] <= LUTRAM_MAX_BITS):
+            style = LUTRAM
+        chosen.append(style)
+    used = sum(bram36_tiles(g[0], g[1]) for g, s in zip(geometry, chosen, strict=True)
+               if s == BRAM)
+    open_ = sorted((i for i, (g, s) in enumerate(zip(geometry, chosen, strict=True))
+                    if g is not None and s is None), key=lambda i: geometry[i][0] * geometry[i][1])
+    for i in open_:
+        tiles = bram36_tiles(*geometry[i][:2])
+        if bram36_budget is None or used + tiles <= bram36_budget:
+            chosen[i], used = BRAM, used + tiles
+        else:
+            chosen[i] = STREAMED
+    return [None if s is None else WeightMemory(s, *g)  # type: ignore[misc]
+            for g, s in zip(geometry, chosen, strict=True)]
+
+
+def with_memories(plan, bram36_budget: float | None = None,
+                  styles: Sequence[str | None] | dict[str, str] | None = None,
+                  default: str | None = None):
+    """``plan`` with its weight memories chosen again (see :func:`choose_memories`)."""
+    from dataclasses import replace
+
+    folds = [lp.fold for lp in plan.layers]
+    memories = choose_memories(plan.net, folds, bram36_budget, styles, default)
+    layers = [replace(lp, memory=mem) for lp, mem in zip(plan.layers, memories, strict=True)]
+    return replace(plan, layers=layers)
+
+
+def board_budget(board, share: float = 0.5) -> float:
+    """Block RAM tiles the weights may take on ``board``: ``share`` of its BRAM36."""
+    return share * board.resources.get("BRAM36", 0)
