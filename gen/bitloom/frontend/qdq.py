@@ -191,14 +191,24 @@ class QdqOps:
                 self._blocked(node, like, zero_point, axis) if zero_point.size > 1
                 else zero_point.reshape(()))
 
-    def _batched(self, name: str, shape: tuple[int, ...]) -> tuple[int, ...]:
+    def _batched(self, node, name: str, shape: tuple[int, ...], scale: np.ndarray,
+                 zero_point: np.ndarray, axis: int, blocked: bool) -> tuple[int, ...]:
         """The ONNX shape of the whole batched tensor of per-sample ``shape``: axis 0 is the
-        graph input's declared static batch (1 when it is symbolic). Per-axis or blocked
-        parameters of the model input may index it; the host then needs exactly that batch."""
+        graph input's declared static batch (1 when it is symbolic, which parameters varying
+        along axis 0 cannot be). Per-axis or blocked parameters of the model input may index
+        it; the host then needs exactly that batch."""
         info = next(i for i in self.model.graph.input if i.name == name)
         dims = info.type.tensor_type.shape.dim
-        batch = dims[0].dim_value if dims and dims[0].HasField("dim_value") else 0
-        return (max(int(batch), 1), *shape)
+        if dims and dims[0].HasField("dim_value") and dims[0].dim_value > 0:
+            return (int(dims[0].dim_value), *shape)
+        rank = len(shape) + 1
+        along_batch = any(np.ndim(v) == rank and v.shape[0] > 1 for v in (scale, zero_point)) \
+            if blocked else axis % rank == 0 and max(scale.size, zero_point.size) > 1
+        if along_batch:
+            raise self.fail(node, f"its parameters vary along axis 0, the batch axis, which "
+                            f"input {name!r} leaves symbolic; export the model with a fixed "
+                            "batch size.")
+        return (1, *shape)
 
     def _quantized_input(self, node, x: Value, scale: np.ndarray, zero_point: np.ndarray,
                          fmt: Format, axis: int, blocked: bool) -> Stream:
@@ -215,13 +225,13 @@ class QdqOps:
                             "requantized with one scale and zero point per tensor.")
         if self.input_quant is not None:
             raise self.fail(node, "the model input is quantized twice.")
-        s, z = self._element_params(node, self._batched(x.name, x.flat_shape), scale,
-                                    zero_point, axis, blocked)
+        batched = self._batched(node, x.name, x.flat_shape, scale, zero_point, axis, blocked)
+        s, z = self._element_params(node, batched, scale, zero_point, axis, blocked)
         self.input_quant = InputQuantizer(x.name, x.shape, x.flat_shape,
                                           ElementQuantizer(fmt, s, z))
-        # the stream's own scale stays an array: nothing may read it as one per-tensor scale
-        return Stream(-1, fmt, np.broadcast_to(s, np.broadcast_shapes(s.shape, z.shape)), 0,
-                      x.flat_shape)
+        # the codes themselves, as integer graph inputs are (scale 1, zero point 0) until an
+        # op states their scale: a DequantizeLinear, which the host then computes
+        return Stream(-1, fmt, np.ones(1), 0, x.flat_shape)
 
     def _add_layer(self, node, layer) -> int:
         if -1 in layer.inputs and self.input_quant is not None and isinstance(
@@ -285,8 +295,9 @@ class QdqOps:
         """Per-axis or blocked DequantizeLinear of the model input's codes: the host computes
         it on the batched ONNX tensor at the graph output, after the codes come back, so only
         host-side ops may follow it."""
-        s, z = self._element_params(node, self._batched(self.input_quant.name, x.shape), scale,
-                                    zero_point, axis, blocked)
+        batched = self._batched(node, self.input_quant.name, x.shape, scale, zero_point, axis,
+                                blocked)
+        s, z = self._element_params(node, batched, scale, zero_point, axis, blocked)
         codes = replace(x, scale=np.ones(1), zero_point=0)
         return HostResult(codes, [HostDequantize("DequantizeLinear", scale=s,
                                                  zero_point=z.astype(np.int64))])
