@@ -1,0 +1,86 @@
+"""FIFO depths from the pipeline schedule (bitloom.plan.fifos): bounded by a whole frame,
+growing with the lag of the long branch, and confirmed in simulation: the computed depths
+run a residual block with no stall at the planned cycles per frame, half the skip FIFO
+deadlocks it (the depths are not padded far beyond the need)."""
+
+from __future__ import annotations
+
+import math
+
+import brevitas_models as bm
+import pytest
+from core_sim import run_core, with_depths
+
+import bitloom
+from bitloom.ir import AddStreams, Concat, MatrixVector
+from bitloom.plan import make_plan
+from bitloom.plan.folding import in_shapes
+
+from qonnx_models import random_cnn
+
+TARGET_CYCLES = 256  # as tests/test_rtl_cnn.py: several layers folded
+
+
+def frame_cap(net, lp) -> list[int]:
+    """The old bound: a whole input frame per join input, + 2."""
+    return [math.prod(s) // lp.fold.simd + 2 for s in in_shapes(net, lp.layer)]
+
+
+@pytest.mark.parametrize("width", [8, 16, 32])
+def test_skip_fifo_follows_the_branch_lag(width):
+    """A 3x3 pad-1 conv on the residual branch lags W + 2 pixels: the skip FIFO holds about
+    that (a row and a bit), not the whole W x W map."""
+    net = bitloom.load(random_cnn(0, shape=(2, width, width), residual=True, pool="none"))
+    plan = make_plan(net, TARGET_CYCLES)
+    add = next(lp for lp in plan.layers if isinstance(lp.layer, AddStreams))
+    chunks = add.layer.out_shape[-1] // add.fold.simd  # beats per pixel
+    skip = max(add.fifo_depths)
+    assert (width + 2) * chunks <= skip <= (2 * width + 8) * chunks, (add.fifo_depths, chunks)
+    assert all(d <= cap for d, cap in zip(add.fifo_depths, frame_cap(net, add), strict=True))
+    if width >= 16:
+        assert skip < frame_cap(net, add)[0] / 4
+
+
+@pytest.mark.parametrize(("variant", "form"), [("residual_int8", "qcdq"),
+                                                ("concat_e4m3", "qonnx"),
+                                                ("cnn_int4", "qonnx")])
+def test_depths_never_exceed_a_frame(variant, form):
+    net = bitloom.load(bm.cached_export(variant, form))
+    plan = make_plan(net, TARGET_CYCLES)
+    for lp in plan.layers:
+        assert all(0 <= d <= cap for d, cap in
+                   zip(lp.fifo_depths, frame_cap(net, lp), strict=True)), lp.layer.name
+        if isinstance(lp.layer, (AddStreams, Concat)):
+            assert min(lp.fifo_depths) >= 2 and max(lp.fifo_depths) < frame_cap(net, lp)[0]
+
+
+def test_multi_fold_dense_unit_buffers_its_producer():
+    """A dense unit with several neuron folds reads its input in the first fold only: the
+    FIFO in front holds what the producer makes meanwhile, at most one input vector."""
+    net = bitloom.load(bm.cached_export("cnn_int4", "qonnx"))
+    plan = make_plan(net, TARGET_CYCLES)
+    dense = next(lp for lp in plan.layers
+                 if isinstance(lp.layer, MatrixVector) and lp.layer.window is None)
+    sf = dense.layer.in_features // dense.fold.simd
+    nf = dense.layer.out_features // dense.fold.pe
+    assert nf > 1
+    assert 2 < dense.fifo_depths[0] <= sf + 2
+
+
+def test_computed_depths_run_a_residual_block_at_full_rate_and_half_deadlocks():
+    """Amaranth simulation of the whole core, no back-pressure: with the computed depths the
+    residual model is bit-exact at the planned cycles per frame; with half the join FIFOs
+    the skip branch fills its FIFO and the block stalls, naming that FIFO."""
+    net = bitloom.load(bm.cached_export("residual_int8", "qcdq"))
+    plan = make_plan(net, TARGET_CYCLES)
+    run = run_core(plan, frames=4)
+    assert run.bit_exact, (run.stalled_at, run.full_fifos)
+    assert abs(run.cycles_per_frame / plan.cycles_per_frame - 1) <= 0.05, run.frame_done
+
+    add = next(n for n, lp in enumerate(plan.layers) if isinstance(lp.layer, AddStreams))
+    depths = [lp.fifo_depths for lp in plan.layers]
+    depths[add] = tuple(d // 2 for d in depths[add])
+    half = run_core(with_depths(plan, depths), frames=4)
+    assert half.stalled_at is not None
+    name = plan.layers[add].layer.name
+    assert any(f.startswith(f"{name}_in") for f in half.full_fifos), half.full_fifos
