@@ -273,3 +273,11 @@ def test_dequantize_per_batch_index_needs_that_batch():
     np.testing.assert_array_equal(net.run(q), expected)
     with pytest.raises(BitloomError, match="dequantized with parameters per index of axis 0"):
         net.run(q[:2])
+
+
+def test_parameters_along_a_symbolic_batch_axis_are_refused(tmp_path):
+    model = _host_qdq_model(tmp_path / "m.onnx", (3, 6), np.array([0.1, 0.2, 0.3]),
+                            np.array([1, 2, 3]), axis=0)
+    model.graph.input[0].type.tensor_type.shape.dim[0].dim_param = "N"
+    with pytest.raises(BitloomError, match="leaves symbolic; export the model with a fixed"):
+        bitloom.load(model)
