@@ -35,11 +35,13 @@ class Case:
     """
 
     name: str
-    kind: str  # "dense" (32 -> 16 -> 10) or "conv" (3x3 conv 4 -> 8 on 6x6, dense -> 10)
+    kind: str  # "dense" (32 -> 16 -> 10) or "conv" (3x3 conv 4 -> 8 on 6x6, dense -> 10),
+    # or the kind of ``model``'s first layer
     weights: str  # a format name, or "bipolar" (int2 quantization written as BipolarQuant)
     acts: str
     target: int  # cycles per frame the plan aims at
     split: str  # "train" or "test"
+    model: str | None = None  # an already quantized model (path in the source tree) instead
 
     @property
     def family(self) -> str:
@@ -70,7 +72,11 @@ CASES: tuple[Case, ...] = (
     Case("conv-e4m3", "conv", "e4m3", "e4m3", 2592, "test"),
     Case("conv-int4-pe8", "conv", "int4", "int4", 324, "train"),
     Case("dense-int3-pe16", "dense", "int3", "int3", 4, "test"),
+    Case("cnn-digits", "conv", "int4", "uint4", 512, "test", "examples/cnn_digits.onnx"),
+    Case("mlp-digits", "dense", "int4", "uint4", 64, "test", "examples/mlp_digits.onnx"),
 )
+#: the source tree, where the example models are
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def bipolar_weights(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -162,7 +168,9 @@ def synthesize_case(case: Case, work: Path) -> Path:
     if done.is_file() and "synth" in json.loads(done.read_text()):
         return out
     model, calib = float_model(case.kind)
-    if case.weights == "bipolar":
+    if case.model is not None:
+        q = onnx.load(ROOT / case.model)
+    elif case.weights == "bipolar":
         q = bipolar_weights(quantize_model(model, "int2", case.acts, calib))
     else:
         q = quantize_model(model, case.weights, case.acts, calib)
@@ -293,6 +301,19 @@ def summarize(rows: list[Row], estimate: str = "estimated") -> dict[str, dict]:
     return out
 
 
+def designs(rows: list[Row]) -> dict[str, dict]:
+    """Per case, the sums over its layers (what the planner compares with a board)."""
+    out: dict[str, dict] = {}
+    for r in rows:
+        d = out.setdefault(r.case, {"split": r.split, **{k: dict.fromkeys(RESOURCES, 0.0)
+                                                        for k in ("estimated", "measured",
+                                                                  "before")}})
+        for k in ("estimated", "measured", "before"):
+            for res in RESOURCES:
+                d[k][res] += getattr(r, k)[res]
+    return out
+
+
 def leave_one_case_out(rows: list[Row]) -> list[float]:
     """LUT error of every layer with the weights fitted on all other cases' layers."""
     from bitloom.plan.cost import estimate_counts
@@ -326,6 +347,16 @@ def markdown(rows: list[Row], result: dict) -> str:
                 f"{e['DSP']['estimated']:g}/{e['DSP']['measured']:g} | "
                 f"{e['BRAM36']['estimated']:g}/{e['BRAM36']['measured']:g} |")
         lines.append("")
+    lines += ["## Whole designs (sum over layers)", "",
+              "| case | split | LUT est / Yosys | err | before | FF est / Yosys | DSP est / Yosys "
+              "| BRAM36 est / Yosys |", "|---|---|---|---|---|---|---|---|"]
+    for case, d in result["designs"].items():
+        e, m, b = d["estimated"], d["measured"], d["before"]
+        lines.append(f"| {case} | {d['split']} | {e['LUT']:g} / {m['LUT']:g} | "
+                     f"{(e['LUT'] - m['LUT']) / m['LUT']:+.0%} | "
+                     f"{(b['LUT'] - m['LUT']) / m['LUT']:+.0%} | {e['FF']:g} / {m['FF']:g} | "
+                     f"{e['DSP']:g} / {m['DSP']:g} | {e['BRAM36']:g} / {m['BRAM36']:g} |")
+    lines.append("")
     loo = result["leave_one_case_out"]
     lines += [f"Leave-one-design-out over all {loo['layers']} layers: LUT mean |error| "
               f"{loo['mean_abs']:.0%} ({loo['min']:+.0%} .. {loo['max']:+.0%}).", "",
@@ -389,6 +420,7 @@ def main(argv: list[str] | None = None) -> int:
         "leave_one_case_out": {"layers": len(loo),
                                "mean_abs": round(float(np.mean(np.abs(loo))), 4),
                                "min": round(min(loo), 4), "max": round(max(loo), 4)},
+        "designs": designs(rows),
         "rows": [{**asdict(r), "error": round(r.error(), 4)} for r in rows],
     }
     out = Path(args.out)
