@@ -9,6 +9,8 @@ bits of LUT RAM, control blocks), and its LUTs (FFs) are a weighted sum of those
   measure are interpolated within their family). Integer products whose result has at least
   :data:`DSP_MIN_PRODUCT_BITS` bits are what ``synth_xilinx`` puts in DSP48s: one DSP per
   lane, and only the adder tree stays in LUTs.
+- **adder trees**: ``lanes x (product bits + log2 SIMD)``, on top of bench-pe's 16-lane
+  units.
 - **accumulators**: one per PE.
 - **thresholds**: ``levels`` comparators per lane. With one channel per lane the table is a
   constant and a compare against a constant needs about one LUT per
@@ -61,11 +63,11 @@ BRAM18_SHAPES = ((16384, 1), (8192, 2), (4096, 4), (2048, 9), (1024, 18), (512, 
 
 #: LUT and FF weights of each component count, fitted by ``bitloom.dse.calibrate``
 COEFFICIENTS: dict[str, dict[str, float]] = {
-    "LUT": {"mac": 0.8342, "dsp_tree": 0.0, "acc": 0.0, "compare": 0.1766, "table": 1.6754,
-            "rom": 2.7839, "ram": 0.9789, "control": 74.2573, "window": 194.7054,
-            "fifo": 32.6128},
-    "FF": {"mac": 0.2043, "acc": 0.0, "compare": 0.8685, "table": 0.7417, "beat": 1.8902,
-            "control": 37.9351, "window": 36.6353, "fifo": 24.7172},
+    "LUT": {"mac": 0.8641, "tree": 0.1293, "acc": 0.0, "compare": 0.1992, "table": 1.678,
+            "rom": 3.0816, "ram": 2.2904, "control": 0.0, "window": 165.5147,
+            "fifo": 23.5557},
+    "FF": {"mac": 0.2417, "acc": 0.0, "compare": 0.7138, "table": 0.8154, "beat": 1.4331,
+            "control": 42.8667, "window": 48.4727, "fifo": 32.3703},
 }
 
 #: the count behind each FF weight (each LUT weight multiplies the count of its own name)
@@ -265,8 +267,9 @@ def layer_parts(lp) -> dict[str, dict[str, float]]:
     thresholds), ``window`` (the sliding-window generator) and ``link`` (its input FIFOs
     and width converter).
 
-    LUT counts: ``mac`` (fabric LUTs of the products at bench-pe rates), ``dsp_tree``
-    (adder-tree bits next to DSP products), ``acc``, ``compare``, ``table`` (threshold ROM
+    LUT counts: ``mac`` (fabric LUTs of the products at bench-pe rates), ``tree``
+    (lanes x the adder tree's widest sum, which bench-pe's 16-lane units do not scale with,
+    and which is all the LUT logic of DSP products), ``acc``, ``compare``, ``table`` (threshold ROM
     sites), ``rom`` (weight ROM sites), ``ram`` (LUT RAM sites), ``control``, ``window``,
     ``fifo``; FF counts: ``ff_mac``, ``ff_acc``, ``ff_compare``, ``ff_table``, ``beat``
     (stream register bits) and the same ``control``/``window``/``fifo``; and the resources
@@ -283,10 +286,10 @@ def layer_parts(lp) -> dict[str, dict[str, float]]:
     window = getattr(ly, "window", None)
     if isinstance(ly, MatrixVector):
         lanes, w_fmt = fold.pe * fold.simd, ly.w_fmt
+        tree = w_fmt.bits + ib + math.ceil(math.log2(max(fold.simd, 2)))
+        unit["tree"] = lanes * tree
         if dsp_product(w_fmt, in_fmt):
-            tree = w_fmt.bits + ib + math.ceil(math.log2(max(fold.simd, 2)))
-            add(unit, {"DSP": lanes, "dsp_tree": lanes * tree,
-                       "ff_mac": lanes * per_mac(w_fmt, in_fmt)[1]})
+            add(unit, {"DSP": lanes, "ff_mac": lanes * per_mac(w_fmt, in_fmt)[1]})
         else:
             lut, ff = per_mac(w_fmt, in_fmt)
             add(unit, {"mac": lanes * lut, "ff_mac": lanes * ff})
