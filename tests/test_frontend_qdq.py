@@ -281,3 +281,13 @@ def test_parameters_along_a_symbolic_batch_axis_are_refused(tmp_path):
     model.graph.input[0].type.tensor_type.shape.dim[0].dim_param = "N"
     with pytest.raises(BitloomError, match="leaves symbolic; export the model with a fixed"):
         bitloom.load(model)
+
+
+def test_inspect_describes_a_per_axis_input_quantizer(tmp_path, capsys):
+    from bitloom.cli import main
+
+    shape, scale, zero, attrs = HOST_QDQ["per_axis_batch"]
+    path = tmp_path / "per_axis.onnx"
+    _host_qdq_model(path, shape, scale, zero, **attrs)
+    assert main(["inspect", str(path)]) == 0
+    assert "scale and zero point per element" in capsys.readouterr().out

@@ -8,8 +8,7 @@ from bitloom.ir import Network
 def summary_text(net: Network) -> str:
     """A plain-text table of layers, shapes, formats and MACs."""
     lines = [f"{net.source}", f"  input  {net.input.name}: {net.input.shape} -> quantized to "
-             f"{net.input.fmt} (scale {net.input.quantizer.scale:g}, zero point "
-             f"{net.input.quantizer.zero_point})"]
+             f"{net.input.quantizer.describe()}"]
     header = f"  {'layer':10} {'op':14} {'in -> out':>22} {'in':>7} {'weight':>7} " \
              f"{'acc':>7} {'out':>7} {'MACs':>8}  requant"
     lines.append(header)
