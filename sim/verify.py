@@ -69,7 +69,10 @@ class Verification:
 
 def verify(design, samples: int = 100, seed: int = 0, pause: float = 0.3,
            status=None) -> Verification:
+    from bitloom.emit.design import check_weight_files
+
     plan, net = design.plan, design.net
+    check_weight_files(plan, Path(design.path) / "rtl")  # a stale .mem file, named early
     shape = net.input.stream_shape
     values = stimulus(plan.in_fmt, math.prod(shape), samples, seed)
     trace = net.trace_values(values.reshape(len(values), *shape))

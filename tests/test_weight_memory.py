@@ -263,3 +263,19 @@ def test_rom_styles_reach_yosys(tmp_path):
     assert not any(tiles for name, tiles in ram.items() if second.layer.name in name), ram
     log = result.log_path.read_text()
     assert "rom_style = block' on memory" in log and "rom_style = logic' on memory" in log
+
+
+def test_pynq_driver_refuses_streamed_weights(tmp_path):
+    from bitloom.boards import load_board
+    from bitloom.emit.design import emit_design
+    from bitloom.emit.driver import write_driver
+
+    model = tmp_path / "mlp.onnx"
+    import onnx
+
+    onnx.save(random_mlp(5, sizes=(16, 12, 4)), model)
+    net = bitloom.load(model)
+    plan = with_memories(make_plan(net, 16), default="streamed")
+    design = emit_design(plan, load_board("pynq-z2"), tmp_path / "design", model)
+    with pytest.raises(BitloomError, match="stream their weights"):
+        write_driver(design)
