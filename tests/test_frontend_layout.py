@@ -240,3 +240,31 @@ def test_topk_with_k_too_large_is_refused(tmp_path, capsys):
     model = dense_topk(0, 13, 1, 0)
     err = refused(tmp_path, capsys, model)
     assert "(TopK)" in err and "K=13 is not between 1 and the 12 elements" in err
+
+
+def test_topk_with_both_outputs_is_refused_cleanly(tmp_path, capsys):
+    g = QdqGraph(0)
+    x = g.qdq("inp", 0.125, signed=False)
+    (y,) = g.node("MatMul", [x, g.weights((8, 12), 0.25)])
+    values, indices = g.node("TopK", [g.qdq(y, 2.0), g.init(np.array([3], dtype=np.int64))],
+                             outputs=2)
+    model = g.model([1, 8], [(values, TensorProto.FLOAT, [1, 3]),
+                             (indices, TensorProto.INT64, [1, 3])])
+    err = refused(tmp_path, capsys, model)
+    assert "1 inputs and 2 outputs" in err
+
+
+def test_requantizing_a_flattened_map_keeps_its_order():
+    """Conv -> Quant -> Flatten -> Quant (another scale) -> Gemm: the second quantizer is a
+    thresholding layer on the channel-last stream, whose order the Gemm's rows follow."""
+    rng = np.random.default_rng(13)
+    b = Builder()
+    x = b.quant("inp", 1.0, 3, False)
+    w = b.quant(b.const(rng.integers(-2, 3, size=(3, 2, 3, 3))), 1.0, 3, True)
+    y = b.node("Flatten", [b.quant(b.node("Conv", [x, w], kernel_shape=[3, 3]), 1.0, 4,
+                                   True)])
+    y = b.quant(y, 2.0, 3, True)
+    w = b.quant(b.const(rng.integers(-2, 3, size=(12, 4))), 1.0, 3, True)
+    model = b.model("inp", [1, 2, 4, 4], b.node("MatMul", [y, w]), [1, 4])
+    x = frames(13, (2, 4, 4), 16)
+    np.testing.assert_array_equal(bitloom.load(model).run(x), run_qonnx(model, x))

@@ -227,3 +227,39 @@ def test_outputs_beyond_out_dtype_keep_a_zero_point(tmp_path, capsys):
     assert main(["inspect", str(path)]) == 2
     err = " ".join(capsys.readouterr().err.split())
     assert "(Conv)" in err and "zero padding cannot be represented" in err
+
+
+def flattened_or_concatenated(concat: bool) -> onnx.ModelProto:
+    """Per-element thresholds on a flattened feature map (streamed channel-last), or
+    per-channel thresholds on a Concat of branches quantized with different scales."""
+    rng = np.random.default_rng(11)
+    b = Builder()
+    x = b.quant("inp", 1.0, 2, False)
+
+    def conv(x: str, cout: int) -> str:
+        w = b.quant(b.const(rng.integers(-2, 3, size=(cout, 2, 3, 3))), 1.0, 3, True)
+        return b.node("Conv", [x, w], kernel_shape=[3, 3])
+
+    if concat:
+        left = b.quant(conv(x, 2), 1.0, 4, True)
+        right = b.quant(conv(x, 3), 2.0, 4, True)
+        y = b.node("Concat", [left, right], axis=1)
+        y = multithreshold(b, y, thresholds(rng, 5, 3, -10, 10), "UINT2")
+        y = b.node("Flatten", [y])
+        n = 5 * 2 * 2
+    else:
+        y = b.node("Flatten", [b.quant(conv(x, 3), 1.0, 4, True)])
+        y = multithreshold(b, y, thresholds(rng, 12, 3, -6, 6), "UINT2")
+        n = 12
+    y = b.node("MatMul", [y, b.quant(b.const(rng.integers(-3, 4, size=(n, 4))), 1.0, 3,
+                                     True)])
+    return make_model(b, y, [1, 2, 4, 4], [1, 4])
+
+
+@pytest.mark.parametrize("concat", [False, True])
+def test_flattened_and_concatenated_inputs(concat):
+    model = flattened_or_concatenated(concat)
+    net = bitloom.load(model)
+    x = inputs(np.random.default_rng(12), (2, 4, 4), 16)
+    np.testing.assert_array_equal(net.run(x), run_qonnx(model, x))
+    assert any(isinstance(ly, Thresholding) for ly in net.layers)

@@ -620,8 +620,9 @@ class Importer:
             s = as_fractions(x.scale, 1)[0]
             n = shape[-1]
             chain = Chain(n).then(Affine([s / 2 ** grid.frac_bits] * n, [-s * x.zero_point] * n))
-            return self._requantize(node, Derived(index, chain, x.shape), fmt, table_for,
-                                    scale, zero_point, quantizer)
+            out = self._requantize(node, Derived(index, chain, x.shape), fmt, table_for,
+                                   scale, zero_point, quantizer)
+            return replace(out, order=x.order)  # element-wise: the stream order stays
         raise self.fail(node, "this quantizer's input is not a tensor bitloom can quantize.")
 
     def _reopen(self, node, x: Stream) -> Derived:

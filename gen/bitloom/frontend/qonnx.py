@@ -103,12 +103,22 @@ class QonnxOps:
                             f"the tensor of shape {[1, *shape]} has its channels on axis "
                             f"{1 + perm.index(0)}.")
 
-        def table_for(chain: Chain, acc_fmt: Int) -> Thresholds:
-            return count_thresholds(chain, acc_fmt, thresholds, len(levels), offset, fmt)
+        def apply(x: Stream | Derived, t: np.ndarray) -> Stream:
+            if isinstance(x, Stream) and x.order is not None and t.shape[0] > 1:
+                t = t[x.order]  # a flattened feature map streams in the hardware's order
+            return self._requantize(
+                node, x, fmt,
+                lambda chain, acc: count_thresholds(chain, acc, t, len(levels), offset, fmt),
+                float(scale), zero_point)
 
-        canonical = replace(x, perm=None) if getattr(x, "perm", None) else x
-        out = self._requantize(node, canonical, fmt, table_for, float(scale), zero_point)
-        return replace(out, perm=getattr(x, "perm", None))
+        if isinstance(x, PendingConcat):  # each branch gets its channels' thresholds
+            ends = np.cumsum([p.shape[0] for p in x.parts])
+            per_part = np.split(thresholds, ends[:-1]) if thresholds.shape[0] > 1 else \
+                [thresholds] * len(x.parts)
+            return self._concat_layer(node, [apply(p, t) for p, t in
+                                             zip(x.parts, per_part, strict=True)])
+        out = apply(replace(x, perm=None), thresholds)
+        return replace(out, perm=x.perm)
 
     def _qonnx_trunc(self, node, ins: list[Value | None]) -> Value:
         """``Trunc`` (v1: x, scale, zp, in_bits, out_bits; v2: x, scale, zp, in_bits,
