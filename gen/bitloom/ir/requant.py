@@ -20,9 +20,9 @@ from fractions import Fraction
 
 import numpy as np
 
-from bitloom.formats import Format, Int
-from bitloom.ir.elementwise import Chain, Requantize
-from bitloom.ir.quantizer import Quantizer
+from bitloom.formats import Format, Int, normalize_rounding
+from bitloom.ir.elementwise import Affine, Chain, Clamp, Requantize
+from bitloom.ir.quantizer import CLIP_THEN_ROUND, Quantizer
 
 
 @dataclass
@@ -37,15 +37,14 @@ class Thresholds:
     def channels(self) -> int:
         return self.table.shape[0]
 
-    def apply(self, acc: np.ndarray) -> np.ndarray:
-        """Integer output values for an accumulator array ``(..., channels)``."""
+    def index(self, acc: np.ndarray) -> np.ndarray:
+        """Output level numbers (0 .. levels - 1) for an accumulator array ``(..., channels)``."""
         acc = np.asarray(acc)
-        levels = self.out_fmt.grid_levels()
         if acc.dtype == object or self.table.dtype == object:  # beyond 64 bits
             a = acc[..., None]
             up = np.sum(a >= self.table, axis=-1)
             down = np.sum(a <= self.table, axis=-1)
-            return levels[np.where(self.increasing, up, down).astype(np.int64)]
+            return np.where(self.increasing, up, down).astype(np.int64)
         flat = acc.reshape(-1, self.channels)
         index = np.empty(flat.shape, dtype=np.int64)
         for c in range(self.channels):  # a binary search per channel: no (..., levels) array
@@ -54,64 +53,205 @@ class Thresholds:
                 index[:, c] = np.searchsorted(row, flat[:, c], side="right")
             else:
                 index[:, c] = len(row) - np.searchsorted(row, flat[:, c], side="left")
-        return levels[index].reshape(acc.shape)
+        return index.reshape(acc.shape)
+
+    def apply(self, acc: np.ndarray) -> np.ndarray:
+        """Integer output values for an accumulator array ``(..., channels)``."""
+        return self.out_fmt.grid_levels()[self.index(acc)]
+
+
+#: unit roundoff of float64: every correctly rounded operation is within this relative error
+_U = 2.0**-53
+#: a bound on the absolute error an operation that underflows can add
+_TINY = 8 * float(np.finfo(np.float64).smallest_subnormal)
+_DIRECTED = ("floor", "ceil", "down", "up")  # rounding modes that jump at integers, not ties
 
 
 def derive_thresholds(chain: Chain, quantizer: Quantizer, acc_fmt: Int) -> Thresholds:
     """Exact thresholds for ``quantizer(chain(acc))`` over the accumulator's whole range.
 
-    A vectorized bisection in float64 finds every (level, channel) threshold at once; each
-    is then confirmed (and, where float error misled the bisection, moved) with exact
-    rational evaluation, so the table is exact while costing two exact evaluations per entry.
+    An intermediate quantizer in the chain splits it in two: the part before it has a
+    threshold table onto the intermediate format, the part after it (fed with that small
+    format's values) has one onto the output, and the two compose exactly in integers. A
+    chain without intermediate quantizer is searched in float64 with a rigorous error bound;
+    only the entries that bound cannot settle are evaluated in rational arithmetic.
     """
+    for r, op in enumerate(chain.ops):
+        if isinstance(op, Requantize):
+            grid = op.quantizer.fmt.grid()
+            first = derive_thresholds(Chain(chain.channels, chain.ops[:r]), op.quantizer, acc_fmt)
+            second = derive_thresholds(Chain(chain.channels, chain.ops[r + 1:]), quantizer,
+                                       Int.spanning(grid.lo, grid.hi))
+            rising = np.array([chain.direction(c) >= 0 for c in range(chain.channels)])
+            return _compose(first, second, acc_fmt, rising)
+    return _derive_plain(chain, quantizer, acc_fmt)
+
+
+def _search_space(signs: np.ndarray, acc_fmt: Int, dtype) -> tuple[np.ndarray, np.ndarray]:
+    """Per channel, the range searched for ``a' = sign * acc``: rising channels
+    ``[lo, hi + 1]``, falling ``[-hi, -lo + 1]``; the upper end means "never reached"."""
+    lo, hi = acc_fmt.min_int, acc_fmt.max_int
+    start = np.array([lo if s > 0 else -hi for s in signs], dtype=dtype)
+    end = np.array([hi + 1 if s > 0 else -lo + 1 for s in signs], dtype=dtype)
+    return start, end
+
+
+def _compose(first: Thresholds, second: Thresholds, acc_fmt: Int,
+             rising: np.ndarray) -> Thresholds:
+    """The table of ``second(first(acc))``, where ``second`` reads ``first``'s output values,
+    in the direction ``rising`` (which differs from the tables' only where a flat op makes
+    the output constant: there the table says "always" up to that constant, then "never").
+
+    In ``a' = sign * acc`` (``sign`` the product of both directions) the composition rises.
+    ``first``'s level number ``i`` rises with ``s1 * acc``, passing ``i >= j`` at
+    ``a1[j] = s1 * T1[j - 1]``, and ``tab[i]``, the output level of ``first``'s level ``i``,
+    is monotone in ``i`` with direction ``s2``. If ``s2 > 0`` the output reaches ``k`` from
+    the first ``i = J`` with ``tab[J] >= k``, i.e. from ``a' = a1[J]``; if ``s2 < 0`` it
+    reaches ``k`` while ``i <= J`` (the last such ``i``), i.e. from ``a' = 1 - a1[J + 1]``.
+    """
+    wide = first.table.dtype
+    n_first = first.table.shape[1] + 1
+    channels = first.channels
+    levels1 = first.out_fmt.grid_levels()
+    tab = second.index(np.repeat(levels1[:, None], channels, axis=1))  # [n_first, channels]
+    s1 = np.where(first.increasing, 1, -1)
+    s2 = np.where(second.increasing, 1, -1)
+    sign = np.where(rising, 1, -1)
+    start, end = _search_space(sign, acc_fmt, wide)
+    ks = np.arange(1, second.table.shape[1] + 1)
+    table = np.empty((channels, len(ks)), dtype=wide)
+    constant = tab[first.index(np.full((1, channels), acc_fmt.min_int)), np.arange(channels)]
+    for c in range(channels):
+        if sign[c] != s1[c] * s2[c]:
+            table[c] = np.where(ks <= constant[0, c], start[c], end[c]) * sign[c]
+            continue
+        a1 = first.table[c] * s1[c]  # a1[j - 1] is where first's level number reaches j
+        col = tab[:, c]
+        if s2[c] > 0:
+            j = np.searchsorted(col, ks, side="left")  # first level whose output reaches k
+            at = np.where(j == 0, start[c], end[c]).astype(wide)
+            inner = (j > 0) & (j < n_first)
+            at[inner] = a1[j[inner] - 1]
+        else:
+            j = n_first - np.searchsorted(col[::-1], ks, side="left") - 1  # last such level
+            at = np.where(j < 0, end[c], start[c]).astype(wide)
+            inner = (j >= 0) & (j < n_first - 1)
+            at[inner] = 1 - a1[j[inner]]
+        table[c] = at * sign[c]
+    return Thresholds(table, rising, second.out_fmt)
+
+
+def _float_with_error(chain: Chain, acc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Float64 values of a chain of affine and clamp ops, and a rigorous bound on how far
+    each is from the exact value (standard rounding-error analysis, with slack)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        y = np.asarray(acc, dtype=np.float64)
+        err = np.where(np.abs(y) <= 2.0**53, 0.0, 2 * _U * np.abs(y))  # int -> float64
+        for op in chain.ops:
+            if isinstance(op, Affine):
+                a = np.array([float(v) for v in op.a])
+                b = np.array([float(v) for v in op.b])
+                product = y * a
+                out = product + b
+                # |a_f - a|, |b_f - b|, and the product and the sum each round once
+                err = np.abs(a) * err * (1 + 4 * _U) + 4 * _U * (
+                    np.abs(product) + np.abs(b) + np.abs(out)) + _TINY
+                y = out
+            elif isinstance(op, Clamp):  # clamping moves no value further from the exact one
+                lo = -np.inf if op.lo is None else float(op.lo)
+                hi = np.inf if op.hi is None else float(op.hi)
+                y = np.clip(y, lo, hi)
+                bound = max(abs(v) for v in (lo, hi, 0.0) if np.isfinite(v))
+                err = err + 2 * _U * bound
+            else:
+                raise TypeError(f"not a float op: {op!r}")
+    return y, err
+
+
+def _certain(quantizer: Quantizer, real: np.ndarray, err: np.ndarray) -> np.ndarray:
+    """Where every real within ``err`` of ``real`` quantizes like ``real`` itself, so the
+    float64 result equals the exact one. Boundaries are the ties (or, for directed modes,
+    the integers) of integer formats and every value and midpoint of other formats."""
+    fmt = quantizer.fmt
+    with np.errstate(over="ignore", invalid="ignore"):
+        if isinstance(fmt, Int) and fmt.bipolar:
+            return np.abs(real) > err
+        t = np.asarray(real, dtype=np.float64) / quantizer.scale
+        err_t = err / abs(quantizer.scale) * (1 + 4 * _U) + 4 * _U * np.abs(t)
+        if not isinstance(fmt, Int) or quantizer.order == CLIP_THEN_ROUND:
+            t = t + quantizer.zero_point
+            err_t = err_t + 4 * _U * np.abs(t)
+        if isinstance(fmt, Int):
+            directed = normalize_rounding(quantizer.rounding) in _DIRECTED
+            s = t if directed else t - 0.5
+            gap = np.abs(s - np.round(s))
+        else:
+            values = fmt.values()
+            edges = np.sort(np.concatenate([values, (values[1:] + values[:-1]) / 2]))
+            i = np.clip(np.searchsorted(edges, t), 1, len(edges) - 1)
+            gap = np.minimum(np.abs(t - edges[i - 1]), np.abs(edges[i] - t))
+        return np.isfinite(t) & (gap > err_t + 4 * _U * (np.abs(t) + 1))
+
+
+def _settle(guess: int, reaches, start: int, end: int) -> int:
+    """The smallest ``a`` in ``[start, end]`` with ``reaches(a)`` (``end`` always counts),
+    for a monotone ``reaches``: gallop out from ``guess``, then bisect."""
+    def ok(a: int) -> bool:
+        return a >= end or reaches(a)
+
+    lo, hi, step = guess - 1, guess, 1  # invariant: lo < start or not ok(lo); ok(hi)
+    if ok(guess):
+        while lo >= start and ok(lo):
+            hi, lo, step = lo, max(lo - step, start - 1), step * 2
+    else:
+        lo, hi = guess, guess + 1
+        while not ok(hi):
+            lo, hi, step = hi, min(hi + step, end), step * 2
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if ok(mid):
+            hi = mid
+        else:
+            lo = mid
+    return hi
+
+
+def _derive_plain(chain: Chain, quantizer: Quantizer, acc_fmt: Int) -> Thresholds:
+    """Thresholds for a chain of affine and clamp ops: a vectorized float64 bisection finds
+    every (level, channel) entry at once; an entry is exact when the error bound shows both
+    it and the accumulator below it on the right side, and is settled exactly otherwise."""
     out_fmt = quantizer.fmt
     levels = out_fmt.grid_levels()[1:][:, None]  # [L, 1]
     channels = chain.channels
-    lo, hi = acc_fmt.min_int, acc_fmt.max_int
     wide = np.int64 if acc_fmt.bits <= 62 else object  # Python ints beyond 64 bits
     sign = np.array([1 if chain.direction(c) >= 0 else -1 for c in range(channels)], dtype=wide)
-    # Search a' = sign * acc upward: rising channels in [lo, hi + 1], falling in [-hi, -lo + 1];
-    # the upper end means "never reached".
-    start = np.array([lo if sg > 0 else -hi for sg in sign], dtype=wide)
-    end = np.array([hi + 1 if sg > 0 else -lo + 1 for sg in sign], dtype=wide)
+    start, end = _search_space(sign, acc_fmt, wide)
     shape = (len(levels), channels)
     a = np.broadcast_to(start, shape).astype(wide)
     b = np.broadcast_to(end, shape).astype(wide)
 
-    def reaches(candidate: np.ndarray) -> np.ndarray:
-        real = chain.approx((candidate * sign).astype(np.float64))
-        return quantizer.apply_float(real) >= levels
+    def evaluate(candidate: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Whether float64 says ``candidate`` reaches its level, and whether that is sure."""
+        real, err = _float_with_error(chain, (candidate * sign).astype(np.float64))
+        return quantizer.apply_float(real) >= levels, _certain(quantizer, real, err)
 
-    while np.any(a < b):
+    while np.any(a < b):  # invariant: a - 1 does not reach in float64, b does (or is end)
         mid = (a + b) // 2
-        ok = reaches(mid)
+        ok, _ = evaluate(mid)
         open_ = a < b
         b = np.where(open_ & ok, mid, b)
         a = np.where(open_ & ~ok, mid + 1, a)
 
-    def exact_reaches(candidate: int, level: int, c: int) -> bool:
-        if candidate >= end[c]:
-            return True
-        return quantizer.exact(chain.exact(Fraction(candidate * int(sign[c])), c)) >= level
+    at_ok, at_sure = evaluate(np.minimum(a, end - 1))
+    below_ok, below_sure = evaluate(np.maximum(a - 1, start))
+    exact_at = (a == end) | (at_ok & at_sure)
+    exact_below = (a == start) | (~below_ok & below_sure)
+    for i, c in zip(*np.nonzero(~(exact_at & exact_below)), strict=True):
+        level, sg = int(levels[i, 0]), int(sign[c])
 
-    # Float64 is trusted where both T and T - 1 are clearly away from rounding boundaries and
-    # no intermediate quantizer sits in the chain; everything else is settled exactly.
-    plain = not any(isinstance(op, Requantize) for op in chain.ops)
-    trusted = np.zeros(shape, dtype=bool)
-    if plain:
-        at = quantizer.certain(chain.approx((a * sign).astype(np.float64)))
-        below = quantizer.certain(chain.approx(((a - 1) * sign).astype(np.float64)))
-        inside = (a > start) & (a < end)
-        trusted = at & below & inside
-    for (i, c), t in np.ndenumerate(a):
-        if trusted[i, c]:
-            continue
-        level = int(levels[i, 0])
-        t = int(t)
-        while t > start[c] and exact_reaches(t - 1, level, c):
-            t -= 1
-        while not exact_reaches(t, level, c):
-            t += 1
-        a[i, c] = t
+        def reaches(candidate: int, level=level, sg=sg, c=c) -> bool:
+            return quantizer.exact(chain.exact(Fraction(candidate * sg), c)) >= level
+
+        a[i, c] = _settle(int(a[i, c]), reaches, int(start[c]), int(end[c]))
     table = (a * sign).T  # back to accumulator units, [channels, levels]
     return Thresholds(np.ascontiguousarray(table), (sign > 0).astype(bool), out_fmt)
