@@ -159,7 +159,8 @@ def test_emitted_design_loads_its_roms_from_the_weight_files(tmp_path):
     emit_rtl(plan, rtl)
     core = (rtl / "bitloom_core.v").read_text()
     top = (rtl / "bitloom_top.v").read_text()
-    assert 'rom_style = "block"' in core and 'rom_style = "distributed"' not in core
+    assert 'rom_style = "block"' in core and 'ram_style = "block"' in core
+    assert 'rom_style = "distributed"' not in core
     assert f'$readmemh("weights/{first}.mem", weights, 0,' in core
     assert "weights[0] =" not in core  # no inline contents left
     streams = json.loads((rtl / "weights" / "streams.json").read_text())
@@ -262,7 +263,7 @@ def test_rom_styles_reach_yosys(tmp_path):
     assert result.resources["BRAM36"] == planned.bram36 > 0
     assert not any(tiles for name, tiles in ram.items() if second.layer.name in name), ram
     log = result.log_path.read_text()
-    assert "rom_style = block' on memory" in log and "rom_style = logic' on memory" in log
+    assert "ram_style = block' on memory" in log and "ram_style = logic' on memory" in log
 
 
 def test_pynq_driver_refuses_streamed_weights(tmp_path):

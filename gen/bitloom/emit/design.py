@@ -128,6 +128,9 @@ def emit_weights(plan: Plan, rtl_dir: Path) -> dict[str, tuple[list[int], int]]:
         if mem is None:
             continue
         words, rel = weight_words(lp), init_file(lp.layer.name)
+        if rel in roms or rel in (st["file"] for st in streams):
+            raise BitloomError(f"{lp.layer.name}: its weight file {rel} is another layer's "
+                               "too; rename one of the layers.")
         if len(words) != mem.depth:
             raise BitloomError(f"{lp.layer.name}: {len(words)} weight words, the plan has "
                                f"{mem.depth}.")

@@ -207,10 +207,7 @@ def _script(
         path = Path(src).resolve()
         flag = "-sv " if path.suffix == ".sv" else ""
         lines.append(f'read_verilog {flag}"{os.path.relpath(path, work)}"')
-    # Weight ROMs say rom_style "distributed" (LUTs, Vivado's word); Yosys maps ROMs to LUTs
-    # as "logic" and has no distributed ROM mapping of its own. $readmemh init files are
-    # found relative to the Verilog file that reads them.
-    lines.append('setattr -set rom_style "logic" */a:rom_style=distributed')
+    # $readmemh init files (weight ROMs) are found relative to the Verilog file reading them
     options = (" -uram" if uram else "") + ("" if dsp else " -nodsp")
     lines.append(f"synth_xilinx -family {family} -top {top} -noiopad -noclkbuf{options}")
     lines.append(f"tee -q -o {_STAT} stat -json")

@@ -7,9 +7,9 @@ Three styles, chosen per layer by :mod:`bitloom.plan.memory`:
 - ``streamed``: no memory; the words arrive on the unit's ``w`` stream in step order, one
   per step, again for every pass (FINN's "external" weights), fed by the host's DMA.
 
-A ROM carries the Verilog attribute ``rom_style`` (``"distributed"`` / ``"block"``, what
-Vivado reads for ROMs) and :data:`INIT_ATTR` naming its init file; the emitter replaces the
-inline contents by ``$readmemh`` of that file (see :mod:`bitloom.emit.design`).
+A ROM carries Verilog attributes for its style (:data:`ROM_ATTRS`) and :data:`INIT_ATTR`
+naming its init file; the emitter replaces the inline contents by ``$readmemh`` of that file
+(see :mod:`bitloom.emit.design`).
 """
 
 from __future__ import annotations
@@ -26,8 +26,11 @@ from bitloom.formats import Format
 
 LUTRAM, BRAM, STREAMED = "lutram", "bram", "streamed"
 STYLES = (LUTRAM, BRAM, STREAMED)
-#: ``rom_style`` attribute value per ROM style
-ROM_STYLE = {LUTRAM: "distributed", BRAM: "block"}
+#: Verilog attributes per ROM style. ``rom_style`` is what Vivado reads for a ROM. Yosys
+#: reads ``ram_style`` first, and has no distributed mapping for a ROM (it stops with "no
+#: valid mapping" on ``rom_style = "distributed"``): its LUT ROM is ``"logic"``.
+ROM_ATTRS = {LUTRAM: {"rom_style": "distributed", "ram_style": "logic"},
+             BRAM: {"rom_style": "block", "ram_style": "block"}}
 #: attribute naming a ROM's init file, relative to the ``rtl`` folder
 INIT_ATTR = "bitloom_init"
 
@@ -43,14 +46,11 @@ def weight_codes(layer: str, weights: np.ndarray, w_fmt: Format) -> np.ndarray:
     values = np.asarray(weights)
     try:
         codes = w_fmt.encode(w_fmt.from_grid(values))
-        back = w_fmt.to_grid(w_fmt.decode(codes))
-    except ValueError:
-        back = None
-    bad = (np.ones(values.shape, dtype=bool) if back is None
-           else (back != values) | (codes < 0) | (codes >= 1 << w_fmt.bits))
+        bad = (w_fmt.to_grid(w_fmt.decode(codes)) != values) | (codes < 0) | \
+            (codes >= 1 << w_fmt.bits)
+    except ValueError:  # the format rejects a weight on its own: find the first
+        bad = ~np.vectorize(lambda v: _fits(v, w_fmt), otypes=[bool])(values)
     if bad.any():
-        if back is None:  # name the first weight the format rejects on its own
-            bad = np.array([not _fits(v, w_fmt) for v in values.reshape(-1)]).reshape(values.shape)
         where = tuple(int(i) for i in np.argwhere(bad)[0])
         raise BitloomError(
             f"{layer}: weight {w_fmt.from_grid(values[where])} at index {where} does not fit "
@@ -96,7 +96,7 @@ def weight_source(m: Module, name: str, unit, words: list[int], step: Value, en:
         with m.If(en):
             m.d.sync += word.eq(unit.w.payload)
         return word
-    if unit.style not in ROM_STYLE:
+    if unit.style not in ROM_ATTRS:
         raise BitloomError(f"{name}: unknown weight memory style {unit.style!r}; "
                            f"choose one of {', '.join(STYLES)}.")
     if any(not 0 <= w < 1 << unit.weight_bits for w in words):
@@ -104,7 +104,7 @@ def weight_source(m: Module, name: str, unit, words: list[int], step: Value, en:
                            f"{unit.weight_bits} bits.")
     m.submodules.weights = rom = memory.Memory(
         shape=unsigned(unit.weight_bits), depth=unit.steps, init=words,
-        attrs={"rom_style": ROM_STYLE[unit.style], INIT_ATTR: init_file(name)})
+        attrs={**ROM_ATTRS[unit.style], INIT_ATTR: init_file(name)})
     rd = rom.read_port()
     m.d.comb += [rd.addr.eq(step), rd.en.eq(en)]
     return rd.data
