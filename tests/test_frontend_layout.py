@@ -268,3 +268,18 @@ def test_requantizing_a_flattened_map_keeps_its_order():
     model = b.model("inp", [1, 2, 4, 4], b.node("MatMul", [y, w]), [1, 4])
     x = frames(13, (2, 4, 4), 16)
     np.testing.assert_array_equal(bitloom.load(model).run(x), run_qonnx(model, x))
+
+
+def test_qdq_between_cancelling_transposes_matches_onnxruntime():
+    """Conv -> Q/DQ -> Transpose to NHWC -> Relu -> Q/DQ -> Transpose back -> Conv."""
+    g = QdqGraph(14)
+    x = g.qdq("inp", 0.25, signed=False)
+    (y,) = g.node("Conv", [x, g.weights((3, 2, 3, 3), 0.5)], kernel_shape=[3, 3],
+                  pads=[1, 1, 1, 1])
+    (y,) = g.node("Transpose", [g.qdq(y, 0.5)], perm=[0, 2, 3, 1])
+    (y,) = g.node("Relu", [y])
+    (y,) = g.node("Transpose", [g.qdq(y, 1.0, signed=False)], perm=[0, 3, 1, 2])
+    (y,) = g.node("Conv", [y, g.weights((2, 3, 3, 3), 0.5)], kernel_shape=[3, 3])
+    model = g.model([None, 2, 5, 5], [(g.qdq(y, 0.5), TensorProto.FLOAT, [None, 2, 3, 3])])
+    x = frames(14, (2, 5, 5))
+    np.testing.assert_array_equal(bitloom.load(model).run(x), run_ort(model, x)[0])

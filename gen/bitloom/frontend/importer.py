@@ -64,6 +64,8 @@ LAYOUT_AWARE = {"_transpose", "_layout", "_multithreshold", "_fold_constant", "_
 #: tensor (constants transposed alike) and their result gets the transpose back
 ELEMENTWISE = {"_clamp", "_pass_through", "_cast", "_arith", "_sum", "_qonnx_quant",
                "_qonnx_float_quant"}
+#: handlers that are element-wise when their parameters (inputs after the first) are scalars
+PER_TENSOR = {"_quantize_linear", "_dequantize_linear"}
 #: standard-domain ops that are never constant-folded: they turn constants into weights
 NOT_FOLDED = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"}
 #: ops accepted only where they compute constants (shapes, folded initializers)
@@ -445,15 +447,21 @@ class Importer:
         perms = {v.perm for v in ins if isinstance(v, (Stream, Derived)) and v.perm}
         if perms and method not in LAYOUT_AWARE:
             perm = next(iter(perms))
-            if method not in ELEMENTWISE or len(perms) > 1:
+            scalars = all(v is None or (isinstance(v, Constant) and v.value.size == 1)
+                          for v in ins[1:])
+            if not (method in ELEMENTWISE or (method in PER_TENSOR and scalars)) or \
+                    len(perms) > 1:
                 raise self.fail(node, f"{op} of a transposed activation (perm "
                                 f"{full_perm(perm)}) is not supported; bitloom maps "
                                 "Transposes that cancel around element-wise ops and "
                                 "MultiThreshold, that precede a Flatten/Reshape into "
                                 "MatMul/Gemm, or that sit at the graph output.")
             out = getattr(self, method)(node, [self._untransposed(node, v, perm) for v in ins])
-            if isinstance(out, (Stream, Derived)):
-                out = replace(out, shape=tuple(out.shape[a] for a in perm), perm=perm)
+            if not isinstance(out, (Stream, Derived)):
+                raise self.fail(node, f"{op} of a transposed activation (perm "
+                                f"{full_perm(perm)}) gives a tensor bitloom cannot keep "
+                                "transposed; transpose it back first.")
+            out = replace(out, shape=tuple(out.shape[a] for a in perm), perm=perm)
         else:
             out = getattr(self, method)(node, ins)
         self.values[node.output[0]] = out
