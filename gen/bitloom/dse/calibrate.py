@@ -35,8 +35,8 @@ class Case:
     """
 
     name: str
-    kind: str  # "dense" (32 -> 16 -> 10) or "conv" (3x3 conv 4 -> 8 on 6x6, dense -> 10),
-    # or the kind of ``model``'s first layer
+    kind: str  # "dense" (32 -> 16 -> 10), "conv" (3x3 conv 4 -> 8 on 6x6, dense -> 10) or
+    # "pool" (the conv, max and global average pooling, dense 8 -> 10): see float_model
     weights: str  # a format name, or "bipolar" (int2 quantization written as BipolarQuant)
     acts: str
     target: int  # cycles per frame the plan aims at
@@ -72,6 +72,8 @@ CASES: tuple[Case, ...] = (
     Case("conv-e4m3", "conv", "e4m3", "e4m3", 2592, "test"),
     Case("conv-int4-pe8", "conv", "int4", "int4", 324, "train"),
     Case("dense-int3-pe16", "dense", "int3", "int3", 4, "test"),
+    Case("pool-int4", "pool", "int4", "int4", 648, "train"),
+    Case("pool-e3m2", "pool", "e3m2", "e3m2", 648, "test"),
     Case("cnn-digits", "conv", "int4", "uint4", 512, "test", "examples/cnn_digits.onnx"),
     Case("mlp-digits", "dense", "int4", "uint4", 64, "test", "examples/mlp_digits.onnx"),
 )
@@ -100,7 +102,7 @@ class Row:
     split: str
     layer: str
     op: str
-    kind: str  # "dense" or "conv" (the design's first layer)
+    kind: str  # "dense", "conv", or the op of another layer (pooling)
     family: str
     weights: str
     acts: str
@@ -121,7 +123,8 @@ class Row:
 
 def float_model(kind: str, seed: int = 0) -> tuple[onnx.ModelProto, np.ndarray]:
     """A float model of one hidden layer (dense 32->16 or conv 4->8 channels on 6x6) with
-    ReLU, then a dense output layer, and a calibration batch for it."""
+    ReLU (for ``pool``, then max and global average pooling), then a dense output layer,
+    and a calibration batch for it."""
     rng = np.random.default_rng(seed)
 
     def init(name: str, shape: tuple[int, ...], fan_in: int) -> onnx.TensorProto:
@@ -135,13 +138,23 @@ def float_model(kind: str, seed: int = 0) -> tuple[onnx.ModelProto, np.ndarray]:
         nodes = [helper.make_node("Gemm", ["x", "w0", "b0"], ["h"], transB=1),
                  helper.make_node("Relu", ["h"], ["r"]),
                  helper.make_node("Gemm", ["r", "w1", "b1"], ["y"], transB=1)]
-    else:
+    elif kind == "conv":
         in_shape = [1, 4, 6, 6]
         inits = [init("w0", (8, 4, 3, 3), 36), init("b0", (8,), 8),
                  init("w1", (10, 288), 288), init("b1", (10,), 8)]
         nodes = [helper.make_node("Conv", ["x", "w0", "b0"], ["h"], pads=[1, 1, 1, 1]),
                  helper.make_node("Relu", ["h"], ["r"]),
                  helper.make_node("Flatten", ["r"], ["f"]),
+                 helper.make_node("Gemm", ["f", "w1", "b1"], ["y"], transB=1)]
+    else:  # "pool": the conv, a 2x2 max pool, a global average pool, dense 8 -> 10
+        in_shape = [1, 4, 6, 6]
+        inits = [init("w0", (8, 4, 3, 3), 36), init("b0", (8,), 8),
+                 init("w1", (10, 8), 8), init("b1", (10,), 8)]
+        nodes = [helper.make_node("Conv", ["x", "w0", "b0"], ["h"], pads=[1, 1, 1, 1]),
+                 helper.make_node("Relu", ["h"], ["r"]),
+                 helper.make_node("MaxPool", ["r"], ["m"], kernel_shape=[2, 2], strides=[2, 2]),
+                 helper.make_node("GlobalAveragePool", ["m"], ["g"]),
+                 helper.make_node("Flatten", ["g"], ["f"]),
                  helper.make_node("Gemm", ["f", "w1", "b1"], ["y"], transB=1)]
     graph = helper.make_graph(
         nodes, kind, [helper.make_tensor_value_info("x", TensorProto.FLOAT, in_shape)],
@@ -234,7 +247,8 @@ def case_rows(case: Case, out: Path) -> list[Row]:
         if (lp.layer.name, lp.fold.pe, lp.fold.simd) != (ly["name"], ly["pe"], ly["simd"]):
             raise RuntimeError(f"{case.name}: the plan of {ly['name']} changed since it was "
                                f"synthesized; delete {out} to synthesize it again")
-        rows.append(Row(case.name, case.split, ly["name"], ly["op"], case.kind, case.family,
+        kind = {"Conv": "conv", "MatMul": "dense"}.get(ly["op"], ly["op"].lower())
+        rows.append(Row(case.name, case.split, ly["name"], ly["op"], kind, case.family,
                         case.weights, case.acts, ly["pe"], ly["simd"], layer_counts(lp),
                         {k: float(ly["measured"][k]) for k in RESOURCES},
                         {k: float(ly["estimated"][k]) for k in RESOURCES},
