@@ -283,3 +283,14 @@ def test_qdq_between_cancelling_transposes_matches_onnxruntime():
     model = g.model([None, 2, 5, 5], [(g.qdq(y, 0.5), TensorProto.FLOAT, [None, 2, 3, 3])])
     x = frames(14, (2, 5, 5))
     np.testing.assert_array_equal(bitloom.load(model).run(x), run_ort(model, x)[0])
+
+
+def test_reshape_of_a_transposed_map_is_refused(tmp_path, capsys):
+    b = Builder()
+    x = b.quant("inp", 1.0, 3, False)
+    x = b.node("Transpose", [x], perm=[0, 2, 3, 1])
+    shape = b.name("shape")
+    b.inits.append(numpy_helper.from_array(np.array([1, 4, 8], dtype=np.int64), shape))
+    y = b.node("Reshape", [x, shape])
+    err = refused(tmp_path, capsys, b.model("inp", [1, 2, 4, 4], y, [1, 4, 8]))
+    assert "(Reshape)" in err and "transposed feature map (perm [0, 2, 3, 1])" in err

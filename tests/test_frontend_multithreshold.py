@@ -186,12 +186,14 @@ def test_unsupported_variants_exit_2_naming_the_node(tmp_path, capsys, attrs, me
     assert "MultiThreshold" in err and message in " ".join(err.split())
 
 
-def test_inspect_and_compile(tmp_path, capsys):
-    path = tmp_path / "mlp.onnx"
-    onnx.save(mlp(0), path)
+@pytest.mark.parametrize("kind", ["mlp", "cnn"])
+def test_inspect_and_compile(tmp_path, capsys, kind):
+    path = tmp_path / f"{kind}.onnx"
+    onnx.save(mlp(0) if kind == "mlp" else cnn(0, nhwc_flatten=False), path)
     assert main(["inspect", str(path)]) == 0
     text = capsys.readouterr().out
-    assert "uint4" in text and "bipolar" in text and "thresholds" in text
+    assert "thresholds" in text
+    assert ("uint4" in text and "bipolar" in text) if kind == "mlp" else "uint2" in text
     out = tmp_path / "design"
     assert main(["compile", str(path), "--board", "pynq-z2", "--out", str(out)]) == 0
     report = json.loads((out / "report.json").read_text())
