@@ -16,9 +16,10 @@ bits of LUT RAM, control blocks), and its LUTs (FFs) are a weighted sum of those
   constant and a compare against a constant needs about one LUT per
   :data:`CONST_COMPARE_BITS` bits; otherwise the table is a ROM indexed by the neuron fold
   and each compare bit costs a LUT.
-- **memories**: weight and threshold ROMs as logic (``width x ceil(depth / 64)`` LUT6s), or
-  block RAM when deep and large (:func:`memory_cost`); input buffers, line buffers and FIFOs
-  as LUT RAM or block RAM by the same rule.
+- **memories**: weight and threshold ROMs as logic (:func:`rom_sites` LUT6s per bit), or
+  block RAM when Yosys's own cost rule prefers it (:func:`memory_cost`), or as the plan's
+  memory style says (:mod:`bitloom.plan.memory`); input buffers, line buffers and FIFOs as
+  LUT RAM or block RAM by the sizes measured.
 - **control**: counters, handshakes and width converters, a constant per layer, and one per
   sliding window.
 
@@ -104,13 +105,18 @@ def pair_size(w: tuple, a: tuple) -> tuple[str, float]:
     return "minifloat", float(mw * ma + rw + ra)
 
 
-@functools.lru_cache(maxsize=4)
 def pe_table(path: Path = PE_COSTS) -> dict[tuple, tuple[float, float]]:
-    """LUTs and FFs per MAC of the fabric (no-DSP) xc7 rows of ``bitloom bench pe``."""
-    from bitloom.formats import parse_format
-
+    """LUTs and FFs per MAC of the fabric (no-DSP) xc7 rows of ``bitloom bench pe``, read
+    again whenever the file changes (it is regenerated as the PE datapaths improve)."""
     if not path.is_file():
         return {}
+    return _read_pe_table(path, path.stat().st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=4)
+def _read_pe_table(path: Path, mtime_ns: int) -> dict[tuple, tuple[float, float]]:
+    from bitloom.formats import parse_format
+
     table = {}
     for row in json.loads(path.read_text())["costs"]:
         if row["family"] == "xc7" and not row["dsp_allowed"]:
@@ -123,7 +129,8 @@ def pe_table(path: Path = PE_COSTS) -> dict[tuple, tuple[float, float]]:
 def per_mac(w_fmt: Format, a_fmt: Format, path: Path = PE_COSTS) -> tuple[float, float]:
     """LUTs and FFs per MAC of a fabric dot product: measured for the pair, else a line
     through the measured pairs of its family (through the origin with one point), else
-    2.3 LUT and 1.3 FF per product bit (the int8 row of the first table)."""
+    (no table: an installed wheel) 2.5 LUT and 0.5 FF per product bit, about bench-pe's
+    int8 x int8 row."""
     table = pe_table(path)
     w, a = format_key(w_fmt), format_key(a_fmt)
     for key in ((w, a), (a, w)):
@@ -133,7 +140,7 @@ def per_mac(w_fmt: Format, a_fmt: Format, path: Path = PE_COSTS) -> tuple[float,
     points = [(s, cost) for k, cost in table.items()
               for f, s in (pair_size(*k),) if f == family]
     if not points:
-        return 2.3 * size, 1.3 * size
+        return 2.5 * size, 0.5 * size
     estimate = []
     for i in range(2):
         xs = [p[0] for p in points]
