@@ -265,3 +265,18 @@ def test_flattened_and_concatenated_inputs(concat):
     x = inputs(np.random.default_rng(12), (2, 4, 4), 16)
     np.testing.assert_array_equal(net.run(x), run_qonnx(model, x))
     assert any(isinstance(ly, Thresholding) for ly in net.layers)
+
+
+def test_double_thresholds_keep_their_precision():
+    """A float64 threshold just above an integer is not that integer (no float32 cast)."""
+    b = Builder()
+    x = b.quant("inp", 1.0, 4, True)
+    y = b.node("MatMul", [x, b.quant(b.const(np.eye(2)), 1.0, 2, True)])
+    t = b.name("thr")
+    b.inits.append(numpy_helper.from_array(np.array([[2 + 1e-9], [-3 - 1e-9]]), t))
+    y = b.node("MultiThreshold", [y, t], domain=QONNX, out_dtype="BINARY")
+    model = make_model(b, y, [1, 2], [1, 2])
+    x = np.repeat(np.arange(-8, 8, dtype=np.float32)[:, None], 2, axis=1)
+    got = bitloom.load(model).run(x)
+    np.testing.assert_array_equal(got, run_qonnx(model, x))
+    np.testing.assert_array_equal(got[:, 0], x[:, 0] >= 3)

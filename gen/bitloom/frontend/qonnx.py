@@ -64,7 +64,7 @@ class QonnxOps:
         if thresholds.ndim != 2 or thresholds.shape[1] < 1:
             raise self.fail(node, f"thresholds of shape {list(thresholds.shape)}: expected "
                             "[channels or 1, count].")
-        thresholds = thresholds.astype(np.float32).astype(np.float64)
+        thresholds = thresholds.astype(np.float64)  # exact for every float type
         fmt = finn_datatype(self, node, str(attrs.get("out_dtype", "")))
         out_scale = Fraction(float(np.float32(attrs.get("out_scale", 1.0))))
         out_bias = Fraction(float(np.float32(attrs.get("out_bias", 0.0))))
