@@ -133,6 +133,11 @@ def cmd_compile(args) -> int:
 
     write_report_html(design.path)
     console.print(layer_table(plan))
+    memories = [f"{lp.layer.name} {lp.memory.style}"
+                + (f" ({lp.memory.bram36:g} BRAM36)" if lp.memory.bram36 else "")
+                for lp in plan.layers if lp.memory is not None]
+    if memories:
+        console.print(f"weights: {', '.join(memories)} (init files in {args.out}/rtl/weights)")
     r = design.report
     console.print(f"{board.title} ({board.part}) at {plan.clock_mhz:g} MHz: "
                   f"{r['cycles_per_frame']} cycles/frame, {r['frames_per_second']:,.0f} frames/s"
