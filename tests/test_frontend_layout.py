@@ -16,6 +16,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 import bitloom
 from bitloom.cli import main
+from bitloom.errors import BitloomWarning
 from bitloom.ir import MatrixVector
 
 from qonnx_models import Builder, run_qonnx
@@ -294,3 +295,13 @@ def test_reshape_of_a_transposed_map_is_refused(tmp_path, capsys):
     y = b.node("Reshape", [x, shape])
     err = refused(tmp_path, capsys, b.model("inp", [1, 2, 4, 4], y, [1, 4, 8]))
     assert "(Reshape)" in err and "transposed feature map (perm [0, 2, 3, 1])" in err
+
+
+def test_unsorted_topk_warns_and_returns_the_same_elements():
+    model = dense_topk(5, 5, 0, 1)
+    next(a for a in model.graph.node[-1].attribute if a.name == "sorted").i = 0
+    x = frames(5, (8,))
+    with pytest.warns(BitloomWarning, match="sorted=0"):
+        net = bitloom.load(model)
+    got, (want,) = net.run(x), run_ort(model, x)
+    np.testing.assert_array_equal(np.sort(got, axis=1), np.sort(want, axis=1))

@@ -1071,6 +1071,9 @@ class Importer:
         if not 1 <= k <= shape[axis]:
             raise self.fail(node, f"K={k} is not between 1 and the {shape[axis]} elements of "
                             f"axis {axis}.")
+        if not attrs.get("sorted", 1) and k > 1:
+            self.warn(node, "sorted=0 leaves the order of the K results to the runtime; "
+                      "bitloom returns them sorted (onnxruntime's order differs).")
         results = [HostResult(base, [*ops, HostOp("TopK", axis, k=k,
                                                   largest=bool(attrs.get("largest", 1)),
                                                   output=i)]) for i in (0, 1)]
