@@ -305,3 +305,12 @@ def test_unsorted_topk_warns_and_returns_the_same_elements():
         net = bitloom.load(model)
     got, (want,) = net.run(x), run_ort(model, x)
     np.testing.assert_array_equal(np.sort(got, axis=1), np.sort(want, axis=1))
+
+
+def test_inspect_lists_host_side_output_ops(tmp_path, capsys):
+    from bitloom.cli import main
+
+    path = tmp_path / "topk.onnx"
+    onnx.save(dense_topk(0, 3, 1, 1), path)
+    assert main(["inspect", str(path)]) == 0
+    assert "TopK(k=3, axis=-1, largest) indices on the host" in capsys.readouterr().out

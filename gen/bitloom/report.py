@@ -22,8 +22,9 @@ def summary_text(net: Network) -> str:
             f"  {ly.name:10} {ly.kind:14} {shapes:>22} {fmts['input']:>7} "
             f"{fmts.get('weight', '-'):>7} {acc or '-':>7} {fmts['output']:>7} "
             f"{ly.macs:>8}  {req}")
+    host = "".join(f" -> {op.describe()}" for op in net.output.host_ops)
     lines.append(f"  output {net.output.name}: {net.output.shape}, float32 "
-                 f"({net.output.chain.describe()} on the host)")
+                 f"({net.output.chain.describe()}{host} on the host)")
     lines.append(f"  total MACs per frame: {sum(ly.macs for ly in net.layers)}")
     return "\n".join(lines)
 
