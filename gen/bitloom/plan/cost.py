@@ -64,11 +64,11 @@ BRAM18_SHAPES = ((16384, 1), (8192, 2), (4096, 4), (2048, 9), (1024, 18), (512, 
 
 #: LUT and FF weights of each component count, fitted by ``bitloom.dse.calibrate``
 COEFFICIENTS: dict[str, dict[str, float]] = {
-    "LUT": {"mac": 0.8641, "tree": 0.1293, "acc": 0.0, "compare": 0.1992, "table": 1.678,
-            "rom": 3.0816, "ram": 2.2904, "control": 0.0, "window": 165.5147,
-            "fifo": 23.5557},
-    "FF": {"mac": 0.2417, "acc": 0.0, "compare": 0.7138, "table": 0.8154, "beat": 1.4331,
-            "control": 42.8667, "window": 48.4727, "fifo": 32.3703},
+    "LUT": {"mac": 0.8679, "tree": 0.0105, "acc": 0.0, "compare": 0.453, "table": 1.1492,
+            "rom": 2.9797, "ram": 2.0899, "control": 19.7034, "window": 168.4208,
+            "fifo": 24.3719},
+    "FF": {"mac": 0.2574, "acc": 0.0, "compare": 0.7583, "table": 0.8066, "beat": 1.6445,
+            "control": 23.8618, "window": 46.7321, "fifo": 26.6523},
 }
 
 #: the count behind each FF weight (each LUT weight multiplies the count of its own name)
