@@ -97,3 +97,27 @@ def test_blocked_weights_are_exact_on_one_grid():
 def test_blocked_weights_without_a_small_common_unit_are_refused():
     _refused(_blocked_mlp(np.array([[0.1, 0.25, 0.75, 1.0], [1e-4, 0.375, 0.5, 2.0]])),
              "node 'dqw' (DequantizeLinear)", "limit 2**16")
+
+
+@pytest.mark.parametrize("op", ["Mul", "Add"])
+def test_arithmetic_on_integer_codes_is_refused(op):
+    """``QuantizeLinear -> Mul(codes, uint8 2) -> DequantizeLinear``: ONNX multiplies the
+    codes in wrapping uint8 arithmetic (onnx.reference gives 14.4 for 25.5 * 2 at scale 0.1);
+    bitloom refuses rather than treating the codes as reals."""
+    from onnx import TensorProto
+    from onnx.reference import ReferenceEvaluator
+
+    inits = [numpy_helper.from_array(np.float32(0.1), "s"),
+             numpy_helper.from_array(np.uint8(0), "z"),
+             numpy_helper.from_array(np.uint8(2), "k")]
+    nodes = [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"]),
+             helper.make_node(op, ["q", "k"], ["m"], name="on_codes"),
+             helper.make_node("DequantizeLinear", ["m", "s", "z"], ["y"])]
+    model = helper.make_model(helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 4])], inits),
+        opset_imports=[helper.make_opsetid("", 19)])
+    x = np.array([[0, 0.5, 1.9, 25.5]], np.float32)
+    reference = ReferenceEvaluator(model).run(None, {"x": x})[0]
+    assert not np.array_equal(reference, x)  # the op does change the result
+    _refused(model, "on_codes", f"{op} of quantized codes")

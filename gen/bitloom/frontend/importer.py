@@ -135,6 +135,7 @@ class Stream:
     shape: tuple[int, ...]
     order: np.ndarray | None = None
     perm: tuple[int, ...] | None = None
+    codes: bool = False  # an integer-typed ONNX tensor (QuantizeLinear's output), not reals
 
 
 @dataclass
@@ -362,7 +363,7 @@ class Importer:
             return FloatInput(info.name, shape, shape)
         quantizer = Quantizer(fmt, 1.0, 0, "round", ROUND_THEN_SHIFT)
         self.input_quant = InputQuantizer(info.name, shape, shape, quantizer)
-        return Stream(-1, fmt, np.array([1.0]), 0, shape)
+        return Stream(-1, fmt, np.array([1.0]), 0, shape, codes=True)
 
     def _static_shape(self, info: onnx.ValueInfoProto) -> tuple[int, ...]:
         dims = info.type.tensor_type.shape.dim
@@ -813,6 +814,11 @@ class Importer:
 
     def _arith(self, node, ins: list[Value | None], op: str | None = None) -> Derived:
         op = op or node.op_type
+        if any(isinstance(v, Stream) and v.codes for v in ins):
+            raise self.fail(node, f"{op} of quantized codes (an integer tensor, e.g. a "
+                            "QuantizeLinear's output): ONNX computes it in wrapping integer "
+                            "arithmetic, which bitloom does not map; apply it to the "
+                            "DequantizeLinear's float output instead.")
         x, c = (Constant(v.dequantized()) if isinstance(v, QuantConstant) else v for v in ins)
         if op == "Add" and isinstance(x, Stream) and isinstance(c, Stream):
             return self._add_streams(node, x, c)

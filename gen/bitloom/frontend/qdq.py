@@ -176,7 +176,8 @@ class QdqOps:
             raise self.fail(node, "QuantizeLinear of this tensor is not supported.")
         quantizer = Quantizer(fmt, float(scale.reshape(-1)[0]), int(zero_point.reshape(-1)[0]),
                               "round", ROUND_THEN_SHIFT)
-        return self._quantize(node, x, quantizer, scale)
+        out = self._quantize(node, x, quantizer, scale)
+        return replace(out, codes=True) if isinstance(out, Stream) else out
 
     def _element_params(self, node, shape: tuple[int, ...], scale: np.ndarray,
                         zero_point: np.ndarray, axis: int, blocked: bool
@@ -280,7 +281,7 @@ class QdqOps:
         if isinstance(x, Stream):
             if not blocked and scale.size == 1 and zero_point.size == 1:
                 return replace(x, scale=scale.reshape(-1),
-                               zero_point=int(zero_point.reshape(-1)[0]))
+                               zero_point=int(zero_point.reshape(-1)[0]), codes=False)
             what = "blocked" if blocked else f"per-axis (axis {axis})"
             if x.producer == -1 and not self.layers:
                 return self._dequantized_input(node, x, scale, zero_point, axis, blocked)

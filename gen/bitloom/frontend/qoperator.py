@@ -118,7 +118,8 @@ class QOperatorOps:
             raise self.fail(node, "outputs need a per-tensor scale and zero point.")
         quantizer = Quantizer(fmt, float(scale.reshape(-1)[0]), int(zero_point.reshape(-1)[0]),
                               "round", ROUND_THEN_SHIFT)
-        return self._quantize(node, x, quantizer, scale)
+        out = self._quantize(node, x, quantizer, scale)
+        return replace(out, codes=True) if isinstance(out, Stream) else out
 
     def _qlinear_conv(self, node, ins: list[Value | None]) -> Value:
         ins = ins + [None] * (9 - len(ins))
