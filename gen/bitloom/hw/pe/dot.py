@@ -6,15 +6,20 @@ bounds can never overflow. The strategies differ only in what the hardware is ma
 
 - bipolar x bipolar: XNOR and popcount, ``sum = 2 * popcount(xnor) - SIMD``;
 - bipolar x integer: ``2 * sum(kept) - sum(all)``, two adder trees and no negation;
-- integer x integer: LUT multipliers (Yosys maps them), or with ``dsp=FAMILY`` several PEs'
+- narrow operands (:func:`table_parts`): partial products of at most six code bits, each a
+  table whose every bit is one LUT6 -- an integer cut into slices times the other code, or
+  sign-magnitude operands' magnitudes multiplied and negated by the signs' XOR;
+- other integer pairs: LUT multipliers (Yosys maps them), or with ``dsp=FAMILY`` several PEs'
   products packed into each DSP multiplier (:mod:`bitloom.hw.pe.dsp`);
-- minifloat operands: significands (hidden bit included) multiplied, exponents added into one
-  shift, signs XORed: exact on the product grid; the accumulator is wide enough for the full
-  exponent range (Kulisch).
+- other minifloat operands: significands (hidden bit included) multiplied, exponents added
+  into one shift, signs XORed: exact on the product grid; the accumulator is wide enough for
+  the full exponent range (Kulisch).
 
 ``stages`` (:class:`~bitloom.hw.pe.stages.Stages`) registers the products (level 0) and
 rows of the adder trees; parallel trees are padded to equal depth so every output of one
-call has the same latency.
+call has the same latency. With a module it also keeps the LUT trees' sums as carry-chain
+adders (:meth:`~bitloom.hw.pe.stages.Stages.at`), which a layer gets by passing
+``Stages(m)``.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from amaranth import Array, Cat, Const, Mux, signed
+from amaranth import Cat, Const, Mux, Shape, signed
 from amaranth.hdl import Value
 
 from bitloom.formats import Format, Int
@@ -255,6 +260,17 @@ def table_parts(w_codes: list[Value], a_codes: list[Value], w_fmt: Format,
                  signs if sign_bit(w_fmt) or sign_bit(a_fmt) else None, 0)]
 
 
+def rom_lookup(entries: list[int], index: Value) -> Value:
+    """``entries[index]`` as a slice of one constant word: the same LUT functions as a case
+    statement after synthesis, and one line of Verilog for the simulators."""
+    shape = Shape.cast(range(min(min(entries), 0), max(max(entries), 0) + 1))
+    mask = (1 << shape.width) - 1
+    word = Const(sum((x & mask) << (k * shape.width) for k, x in enumerate(entries)),
+                 shape.width * len(entries))
+    value = word.word_select(index, shape.width)
+    return value.as_signed() if shape.signed else value
+
+
 def table_dot_product(parts: list[Part], stages: Stages) -> Value:
     """``sum_j (sum_i part_j[i]) << shift_j``: every table bit is one LUT, and the shifts are
     applied once per part after its adder tree instead of once per lane.
@@ -268,10 +284,7 @@ def table_dot_product(parts: list[Part], stages: Stages) -> Value:
     offset = 0
     for part in parts:
         lo = 0 if part.negative else min(part.table)
-        hi = max(max(part.table) - lo, 0)
-        rom = Array(Const(x - lo, range(min(min(part.table) - lo, 0), hi + 1))
-                    for x in part.table)
-        looked = [rom[index] for index in part.indices]
+        looked = [rom_lookup([x - lo for x in part.table], index) for index in part.indices]
         if part.negative:
             looked = [Mux(neg, -v, v) for neg, v in zip(part.negative, looked, strict=True)]
         values += looked
