@@ -520,3 +520,43 @@ def test_driver_through_verilator_equals_golden(pynq_design, tmp_path):
     golden = net.run(x)
     assert y.dtype == golden.dtype == np.float32
     np.testing.assert_array_equal(y, golden)
+
+
+def test_driver_transposes_the_input_as_the_model_does(tmp_path):
+    """A model that transposes its (NHWC) input first: the driver's host-side quantize()
+    applies the same transpose before packing, like the golden model's input quantizer."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    def init(value, name):
+        return numpy_helper.from_array(np.asarray(value), name)
+
+    rng = np.random.default_rng(0)
+    inits = [init(np.float32(0.25), "s"), init(np.uint8(0), "z"), init(np.float32(0.5), "ws"),
+             init(np.int8(0), "wz"), init(rng.integers(-3, 4, (3, 2, 3, 3)).astype(np.int8), "w"),
+             init(rng.integers(-3, 4, (27, 4)).astype(np.int8), "m"),
+             init(np.float32(0.5), "ys"), init(np.uint8(0), "yz")]
+    nodes = [helper.make_node("Transpose", ["x"], ["t"], perm=[0, 3, 1, 2]),
+             helper.make_node("QuantizeLinear", ["t", "s", "z"], ["tq"]),
+             helper.make_node("DequantizeLinear", ["tq", "s", "z"], ["td"]),
+             helper.make_node("DequantizeLinear", ["w", "ws", "wz"], ["wd"]),
+             helper.make_node("Conv", ["td", "wd"], ["c"], kernel_shape=[3, 3]),
+             helper.make_node("QuantizeLinear", ["c", "ys", "yz"], ["cq"]),
+             helper.make_node("DequantizeLinear", ["cq", "ys", "yz"], ["cd"]),
+             helper.make_node("Flatten", ["cd"], ["f"]),
+             helper.make_node("DequantizeLinear", ["m", "ws", "wz"], ["md"]),
+             helper.make_node("MatMul", ["f", "md"], ["mm"]),
+             helper.make_node("QuantizeLinear", ["mm", "ys", "yz"], ["yq"]),
+             helper.make_node("DequantizeLinear", ["yq", "ys", "yz"], ["y"])]
+    model = helper.make_model(helper.make_graph(
+        nodes, "nhwc", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 5, 5, 2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 4])], inits),
+        opset_imports=[helper.make_opsetid("", 13)])
+    path = tmp_path / "nhwc.onnx"
+    onnx.save(model, path)
+    out = tmp_path / "design"
+    assert main(["compile", str(path), "--board", "pynq-z2", "--out", str(out)]) == 0
+    design = load_design(out)
+    driver = import_driver(write_driver(design, tmp_path / "overlay"), "bitloom_driver_nhwc")
+    x = rng.uniform(-1, 4, (6, 5, 5, 2)).astype(np.float32)
+    np.testing.assert_array_equal(driver.quantize(x),
+                                  design.net.input.apply(x).reshape(len(x), -1))

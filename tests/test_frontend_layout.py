@@ -206,6 +206,8 @@ def refused(tmp_path, capsys, model: onnx.ModelProto) -> str:
 def test_transpose_before_conv_is_refused_naming_node_and_perm(tmp_path, capsys):
     b = Builder()
     x = b.quant("inp", 1.0, 3, False)
+    w = b.quant(b.const(np.ones((2, 2, 1, 1))), 1.0, 3, True)
+    x = b.quant(b.node("Conv", [x, w], kernel_shape=[1, 1]), 1.0, 3, False)
     x = b.node("Transpose", [x], perm=[0, 1, 3, 2])
     w = b.quant(b.const(np.ones((2, 2, 3, 3))), 1.0, 3, True)
     y = b.node("Conv", [x, w], kernel_shape=[3, 3])
@@ -221,12 +223,36 @@ def test_transpose_of_the_batch_axis_is_refused(tmp_path, capsys):
     assert "(Transpose)" in err and "perm [1, 0] moves the batch axis" in err
 
 
-def test_transpose_of_the_model_input_is_refused(tmp_path, capsys):
+@pytest.mark.parametrize("quantize_first", [False, True])
+def test_transpose_of_the_model_input_runs_on_the_host(quantize_first):
+    """NHWC model input -> Transpose to NCHW -> Conv (as converted TensorFlow models start):
+    the host transposes the input before it quantizes, whether the Transpose comes before or
+    after the input's Q/DQ."""
+    g = QdqGraph(5)
+    if quantize_first:
+        x = g.qdq("inp", 0.25, signed=False)
+        (x,) = g.node("Transpose", [x], perm=[0, 3, 1, 2])
+    else:
+        (x,) = g.node("Transpose", ["inp"], perm=[0, 3, 1, 2])
+        x = g.qdq(x, 0.25, signed=False)
+    (y,) = g.node("Conv", [x, g.weights((3, 2, 3, 3), 0.5)], kernel_shape=[3, 3])
+    y = g.qdq(y, 0.5)
+    model = g.model([None, 5, 5, 2], [(y, TensorProto.FLOAT, [None, 3, 3, 3])])
+    x = frames(5, (5, 5, 2))
+    (want,) = run_ort(model, x)
+    net = bitloom.load(model)
+    assert net.input.perm == (2, 0, 1)
+    np.testing.assert_array_equal(net.run(x), want)
+
+
+def test_transpose_of_the_model_input_after_a_reshape_is_refused(tmp_path, capsys):
     b = Builder()
-    x = b.node("Transpose", ["inp"], perm=[0, 3, 1, 2])
+    b.inits.append(numpy_helper.from_array(np.array([1, 4, 2, 4], dtype=np.int64), "shape"))
+    x = b.node("Reshape", ["inp", "shape"])
+    x = b.node("Transpose", [x], perm=[0, 3, 1, 2])
     x = b.quant(x, 1.0, 3, False)
-    err = refused(tmp_path, capsys, b.model("inp", [1, 4, 4, 2], x, [1, 2, 4, 4]))
-    assert "(Transpose)" in err and "Transpose of the model input (perm [0, 3, 1, 2])" in err
+    err = refused(tmp_path, capsys, b.model("inp", [1, 4, 4, 2], x, [1, 4, 4, 2]))
+    assert "(Transpose)" in err and "after a reshape is not supported" in err
 
 
 def test_topk_before_a_layer_is_refused(tmp_path, capsys):
@@ -289,6 +315,8 @@ def test_qdq_between_cancelling_transposes_matches_onnxruntime():
 def test_reshape_of_a_transposed_map_is_refused(tmp_path, capsys):
     b = Builder()
     x = b.quant("inp", 1.0, 3, False)
+    w = b.quant(b.const(np.ones((2, 2, 1, 1))), 1.0, 3, True)
+    x = b.quant(b.node("Conv", [x, w], kernel_shape=[1, 1]), 1.0, 3, False)
     x = b.node("Transpose", [x], perm=[0, 2, 3, 1])
     shape = b.name("shape")
     b.inits.append(numpy_helper.from_array(np.array([1, 4, 8], dtype=np.int64), shape))

@@ -141,6 +141,7 @@ def driver_context(design: Design, widths: StreamWidths) -> dict:
         "input_shape": repr(tuple(net.input.shape)),
         "input_shape_text": ", ".join(map(str, net.input.shape)),
         "flat_shape": repr(tuple(net.input.flat_shape)),
+        "perm": repr(tuple(net.input.perm) if net.input.perm else None),
         "in_bits": in_fmt.bits,
         "in_signed": in_fmt.signed,
         "in_narrow": in_fmt.narrow,

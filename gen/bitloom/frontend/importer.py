@@ -110,11 +110,13 @@ class QuantConstant:
 
 @dataclass
 class FloatInput:
-    """The float graph input, possibly reshaped on the host before it is quantized."""
+    """The float graph input, possibly transposed (``perm``, per-sample axes) and then
+    reshaped (to ``flat_shape``) on the host before it is quantized."""
 
     name: str
     shape: tuple[int, ...]
     flat_shape: tuple[int, ...]
+    perm: tuple[int, ...] | None = None
 
 
 @dataclass
@@ -573,7 +575,7 @@ class Importer:
         if isinstance(x, FloatInput):
             if self.input_quant is not None:
                 raise self.fail(node, "the model input is quantized twice.")
-            self.input_quant = InputQuantizer(x.name, x.shape, x.flat_shape, quantizer)
+            self.input_quant = InputQuantizer(x.name, x.shape, x.flat_shape, quantizer, x.perm)
             return Stream(-1, quantizer.fmt, np.array([quantizer.scale]),
                           quantizer.zero_point, x.flat_shape)
         return self._requantize(
@@ -694,8 +696,18 @@ class Importer:
                 raise self.fail(node, f"perm {perm} is not a permutation of {rank} axes.")
             return HostResult(w.base, [*w.ops, HostOp("Transpose", perm=tuple(perm))])
         if isinstance(w, FloatInput):
-            raise self.fail(node, f"Transpose of the model input (perm {perm}) is not "
-                            "supported; feed the input in the layout its first layer reads.")
+            return self._transpose_input(node, w, perm)
+        iq = self.input_quant
+        if isinstance(w, Stream) and w.producer == -1 and iq is not None and \
+                isinstance(iq.quantizer, Quantizer) and w.shape == iq.flat_shape and \
+                w.perm is None and w.order is None and \
+                sum(node.input[0] in n.input for n in self.model.graph.node) == 1:
+            # the quantized model input, read only here: per-tensor quantization commutes
+            # with the Transpose, so the host does it first
+            moved = self._transpose_input(node, FloatInput(iq.name, iq.shape, iq.flat_shape,
+                                                           iq.perm), perm)
+            self.input_quant = replace(iq, flat_shape=moved.flat_shape, perm=moved.perm)
+            return replace(w, shape=moved.flat_shape)
         if isinstance(w, (Stream, Derived)):
             return self._transpose_activation(node, w, perm)
         if not isinstance(w, QuantConstant):
@@ -965,10 +977,29 @@ class Importer:
                 raise self.fail(node, f"{op} of the batch axis is not supported.")
         return self._reshaped(node, x, tuple(int(d) for d in new))
 
+    def _transpose_input(self, node, x: FloatInput, perm: list[int] | None) -> FloatInput:
+        """A Transpose of the float model input (e.g. NHWC -> NCHW at the top of a converted
+        model) is done by the host before it quantizes, composed with earlier ones."""
+        rank = len(x.flat_shape) + 1
+        perm = list(range(rank))[::-1] if perm is None else list(perm)
+        if sorted(perm) != list(range(rank)):
+            raise self.fail(node, f"perm {perm} is not a permutation of the {rank} axes of "
+                            f"the model input {[1, *x.flat_shape]}.")
+        if perm[0] != 0:
+            raise self.fail(node, f"Transpose with perm {perm} moves the batch axis; only "
+                            "per-sample axes may be permuted.")
+        base = x.perm or tuple(range(len(x.shape)))
+        if tuple(x.shape[a] for a in base) != x.flat_shape:
+            raise self.fail(node, f"Transpose (perm {perm}) of the model input after a "
+                            "reshape is not supported; transpose it before reshaping.")
+        sample = [a - 1 for a in perm[1:]]
+        return FloatInput(x.name, x.shape, tuple(x.flat_shape[a] for a in sample),
+                          tuple(base[a] for a in sample))
+
     def _reshaped(self, node, x: FloatInput | Stream | Derived, new: tuple[int, ...]) -> Value:
         """``x`` with a new per-sample ONNX shape; the hardware order must survive it."""
         if isinstance(x, FloatInput):
-            return FloatInput(x.name, x.shape, new)
+            return FloatInput(x.name, x.shape, new, x.perm)
         if x.perm:
             return self._flatten_transposed(node, x, new)
         old = x.shape

@@ -229,7 +229,7 @@ class QdqOps:
         batched = self._batched(node, x.name, x.flat_shape, scale, zero_point, axis, blocked)
         s, z = self._element_params(node, batched, scale, zero_point, axis, blocked)
         self.input_quant = InputQuantizer(x.name, x.shape, x.flat_shape,
-                                          ElementQuantizer(fmt, s, z))
+                                          ElementQuantizer(fmt, s, z), x.perm)
         # the codes themselves, as integer graph inputs are (scale 1, zero point 0) until an
         # op states their scale: a DequantizeLinear, which the host then computes
         return Stream(-1, fmt, np.ones(1), 0, x.flat_shape)

@@ -26,6 +26,7 @@ class InputQuantizer:
     shape: tuple[int, ...]  # per-sample shape of the ONNX input (batch axis dropped)
     flat_shape: tuple[int, ...]  # per-sample ONNX shape after host-side reshapes
     quantizer: Quantizer | ElementQuantizer
+    perm: tuple[int, ...] | None = None  # host-side transpose (per-sample axes), before reshapes
 
     @property
     def fmt(self) -> Format:
@@ -58,6 +59,8 @@ class InputQuantizer:
         x = np.clip(x, -big, big)
         if isinstance(self.quantizer, ElementQuantizer):
             check_batch(self.quantizer.batch, x.shape[0], f"input {self.name!r} is quantized")
+        if self.perm:
+            x = x.transpose(0, *(a + 1 for a in self.perm))
         values = self.quantizer.apply(x.reshape((x.shape[0], *self.flat_shape)))
         if len(self.flat_shape) == 3:
             return values.transpose(0, 2, 3, 1)
