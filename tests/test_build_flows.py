@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+import yaml
 
 import bitloom
 from bitloom.cli import main
@@ -161,33 +162,6 @@ def run_stubbed_vivado(tcl: Path, tmp_path: Path) -> list[str]:
     return proc.stdout.splitlines()
 
 
-def parse_capi2(text: str) -> dict:
-    """The YAML subset the core file uses: nested maps, lists of scalars, quoted scalars."""
-    lines = [ln for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
-    assert lines[0] == "CAPI=2:"
-    root: dict = {}
-    stack: list[tuple[int, dict | list]] = [(-1, root)]
-    for i, line in enumerate(lines[1:], start=1):
-        indent, item = len(line) - len(line.lstrip()), line.strip()
-        while stack[-1][0] >= indent:
-            stack.pop()
-        parent = stack[-1][1]
-        if item.startswith("- "):
-            assert isinstance(parent, list), line
-            parent.append(item[2:])
-            continue
-        assert isinstance(parent, dict), line
-        key, colon, value = item.partition(":")
-        assert colon and re.fullmatch(r"[\w-]+", key), line
-        if value.strip():
-            parent[key] = value.strip().strip('"')
-        else:
-            following = lines[i + 1].strip() if i + 1 < len(lines) else ""
-            parent[key] = [] if following.startswith("- ") else {}
-            stack.append((indent, parent[key]))
-    return root
-
-
 # -- Vivado --------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def digits_design(tmp_path_factory, example_model) -> Design:
@@ -301,10 +275,13 @@ def test_component_xml_matches_the_verilog_top(pynq_design):
     for fileset in root.iterfind("spirit:fileSets/spirit:fileSet", NS):
         names = [f.findtext("spirit:name", namespaces=NS)
                  for f in fileset.iterfind("spirit:file", NS)]
-        assert [Path(n).name for n in names] == ["bitloom_core.v", "bitloom_top.v"]
-        for name in names:
-            assert (ip / name).read_text() == (pynq_design.path / "rtl" / Path(name).name
-                                               ).read_text()
+        mems = sorted(p.name for p in (pynq_design.path / "rtl" / "weights").glob("*.mem"))
+        assert mems  # the MLP's weight ROMs load their init files
+        assert names == ["src/bitloom_core.v", "src/bitloom_top.v",
+                         *[f"src/weights/{m}" for m in mems]]
+        for name in names:  # same layout as rtl/: $readmemh paths are relative to the Verilog
+            assert (ip / name).read_text() == (pynq_design.path / "rtl" /
+                                               Path(name).relative_to("src")).read_text()
 
 
 def test_dma_widths_are_powers_of_two_at_least_the_stream():
@@ -372,15 +349,21 @@ def test_build_needs_a_design_folder(tmp_path):
 # -- FuseSoC and the open flow ----------------------------------------------------------------
 def test_fusesoc_core_is_capi2(pynq_design):
     core = pynq_design.path / "rtl" / "bitloom.core"
-    data = parse_capi2(core.read_text())
+    data = yaml.safe_load(core.read_text().split("\n", 1)[1])
+    assert core.read_text().startswith("CAPI=2:\n")
     assert data["name"] == f"bitloom:accel:pynq:{bitloom.__version__}"
     files = data["filesets"]["rtl"]["files"]
     assert files == ["bitloom_core.v", "bitloom_top.v"]
     assert all((core.parent / f).is_file() for f in files)
     assert data["filesets"]["rtl"]["file_type"] == "verilogSource"
+    mems = [next(iter(entry)) for entry in data["filesets"]["weights"]["files"]]
+    assert mems == sorted(f"weights/{p.name}" for p in (core.parent / "weights").glob("*.mem"))
+    for entry in data["filesets"]["weights"]["files"]:
+        (name, attrs), = entry.items()
+        assert attrs == {"file_type": "user", "copyto": name}
     for target in ("default", "synth"):
         assert data["targets"][target]["toplevel"] == "bitloom_top"
-        assert data["targets"][target]["filesets"] == ["rtl"]
+        assert data["targets"][target]["filesets"] == ["rtl", "weights"]
     assert data["targets"]["synth"]["tools"]["vivado"]["part"] == pynq_design.report["part"]
 
 

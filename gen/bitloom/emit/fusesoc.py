@@ -34,6 +34,8 @@ def write_fusesoc_core(design: Design) -> Path:
     report = design.report
     family = report["family"]
     files = [f"{CORE}.v", f"{TOP}.v"]  # the core before the wrapper that instantiates it
+    mems = sorted((design.path / "rtl" / "weights").glob("*.mem"))  # read by $readmemh
+    filesets = ["      - rtl", *(["      - weights"] if mems else [])]
     model = Path(str(report.get("model") or design.net.source)).name
     lines = [
         "CAPI=2:",
@@ -47,16 +49,19 @@ def write_fusesoc_core(design: Design) -> Path:
         "    file_type: verilogSource",
         "    files:",
         *[f"      - {name}" for name in files],
+        *(["  weights:", "    files:",
+           *[f"      - weights/{m.name}: {{file_type: user, copyto: weights/{m.name}}}"
+             for m in mems]] if mems else []),
         "",
         "targets:",
         "  default:",
         "    filesets:",
-        "      - rtl",
+        *filesets,
         f"    toplevel: {TOP}",
         "  synth:",
         "    default_tool: vivado",
         "    filesets:",
-        "      - rtl",
+        *filesets,
         f"    toplevel: {TOP}",
         "    tools:",
         "      vivado:",

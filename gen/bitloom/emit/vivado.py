@@ -195,7 +195,12 @@ def write_component(design: Design, ip_dir: Path) -> Path:
     files = []
     for src in (design.path / "rtl" / f"{CORE}.v", sources[0]):  # core before the wrapper
         shutil.copyfile(src, ip_dir / "src" / src.name)
-        files.append(f"src/{src.name}")
+        files.append({"name": f"src/{src.name}", "type": "verilogSource"})
+    # weight ROMs $readmemh "weights/<layer>.mem" relative to the Verilog: same layout here
+    for mem in sorted((design.path / "rtl" / "weights").glob("*.mem")):
+        (ip_dir / "src" / "weights").mkdir(exist_ok=True)
+        shutil.copyfile(mem, ip_dir / "src" / "weights" / mem.name)
+        files.append({"name": f"src/weights/{mem.name}", "type": "mem"})
     version, revision = ip_version(__version__)
     model = Path(str(report.get("model") or design.net.source)).name
     views = [
