@@ -85,6 +85,8 @@ def test_html_holds_the_report_numbers(design):
         assert row[1] == ly["op"]
         assert str(ly["cycles_per_frame"]) in row[:17]
         assert str(ly["estimated"]["LUT"]) in row[:17]
+        mem = ly["weight_memory"]
+        assert f"{mem['style']} {mem['depth']}×{mem['width']}" in row[:17]
     assert str(report["totals"]["estimated"]["LUT"]) in cells
     text = (design / "report.html").read_text()
     assert f">{report['cycles_per_frame']}<" in text
