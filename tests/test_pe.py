@@ -12,6 +12,7 @@ from amaranth.sim import Simulator
 
 from bitloom.formats import Int, parse_format
 from bitloom.hw.pe import dot_product
+from bitloom.hw.pe.dot import table_kind
 
 SMALL = [Int(1, True), Int(2, True), Int(2, False), Int(3, True), Int(4, True),
          Int(4, False), Int(4, True, narrow=True), parse_format("float4_e2m1fn"),
@@ -90,3 +91,15 @@ def test_e4m3_times_e4m3_exhaustive():
     cases = [([int(w)], [int(a)]) for w in grid for a in grid]
     got = evaluate(fmt, fmt, 1, cases)
     assert got == [w[0] * a[0] for w, a in cases]
+
+
+def test_narrow_products_are_tables():
+    """Which pairs get LUT-table partial products (one LUT6 per bit) instead of multipliers."""
+    e2m1, e4m3 = parse_format("float4_e2m1fn"), parse_format("float8_e4m3fn")
+    assert table_kind(Int(4), Int(4)) == "slice activations"
+    assert table_kind(Int(8), Int(4, False)) == "slice weights"
+    assert table_kind(Int(4), e2m1) == "slice weights"
+    assert table_kind(e2m1, e2m1) == "magnitudes"
+    assert table_kind(e2m1, parse_format("e1m2")) == "magnitudes"
+    assert table_kind(e4m3, e4m3) is None
+    assert table_kind(Int(8), Int(8)) is None
