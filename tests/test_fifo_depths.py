@@ -16,7 +16,7 @@ from bitloom.ir import AddStreams, Concat, MatrixVector
 from bitloom.plan import make_plan
 from bitloom.plan.folding import in_shapes
 
-from qonnx_models import random_cnn
+from qonnx_models import random_cnn, random_mlp
 
 TARGET_CYCLES = 256  # as tests/test_rtl_cnn.py: several layers folded
 
@@ -84,3 +84,15 @@ def test_computed_depths_run_a_residual_block_at_full_rate_and_half_deadlocks():
     assert half.stalled_at is not None
     name = plan.layers[add].layer.name
     assert any(f.startswith(f"{name}_in") for f in half.full_fifos), half.full_fifos
+
+
+@pytest.mark.parametrize("target", [4, 16, 48])
+def test_dense_chain_runs_at_the_planned_rate(target):
+    """Dense units with several neuron folds behind one another (Amaranth, no
+    back-pressure): the computed FIFOs keep every unit at the planned cycles per frame."""
+    net = bitloom.load(random_mlp(11, sizes=(64, 32, 16, 10)))
+    plan = make_plan(net, target)
+    assert any(lp.layer.out_features // lp.fold.pe > 1 for lp in plan.layers)
+    run = run_core(plan, frames=12)
+    assert run.bit_exact, (run.stalled_at, run.full_fifos)
+    assert abs(run.cycles_per_frame / plan.cycles_per_frame - 1) <= 0.05, run.frame_done
