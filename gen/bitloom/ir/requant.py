@@ -141,46 +141,98 @@ def _compose(first: Thresholds, second: Thresholds, acc_fmt: Int,
     return Thresholds(table, rising, second.out_fmt)
 
 
-def _float_with_error(chain: Chain, acc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Float64 values of a chain of affine and clamp ops, and a rigorous bound on how far
-    each is from the exact value (standard rounding-error analysis, with slack)."""
+def _split(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``a`` as the exact sum of two halves of at most 26 significant bits (Veltkamp)."""
+    c = 134217729.0 * a  # 2**27 + 1
+    hi = c - (c - a)
+    return hi, a - hi
+
+
+def _two_product(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``a * b`` rounded, and its rounding error exactly (Dekker; exact barring underflow)."""
+    p = a * b
+    ah, al = _split(a)
+    bh, bl = _split(b)
+    return p, ((ah * bh - p) + ah * bl + al * bh) + al * bl
+
+
+def _two_sum(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``a + b`` rounded, and its rounding error exactly (Knuth)."""
+    s = a + b
+    bb = s - a
+    return s, (a - (s - bb)) + (b - bb)
+
+
+def _as_float(values: list[Fraction]) -> tuple[np.ndarray, np.ndarray]:
+    """Nearest float64 of each rational, and a bound on how far it is (0 when exact)."""
+    near = np.array([float(v) for v in values])
+    off = np.array([abs(float(v - Fraction(float(f)))) for v, f in zip(values, near,
+                                                                       strict=True)])
+    return near, np.where(np.array([v != Fraction(float(f)) for v, f in zip(
+        values, near, strict=True)]), np.maximum(off * (1 + 8 * _U), _TINY), 0.0)
+
+
+def _float_ops(chain: Chain) -> list[tuple[str, np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+    """Each op of a chain of affine and clamp ops as float64 coefficients with bounds on
+    their distance from the exact ones: ``(kind, first, first_error, second, second_error)``
+    for ``a * x + b`` ("affine") and ``clip(x, lo, hi)`` ("clamp")."""
+    ops = []
+    for op in chain.ops:
+        if isinstance(op, Affine):
+            ops.append(("affine", *_as_float(op.a), *_as_float(op.b)))
+        elif isinstance(op, Clamp):
+            lo, d_lo = _as_float([op.lo]) if op.lo is not None else (np.array([-np.inf]), 0.0)
+            hi, d_hi = _as_float([op.hi]) if op.hi is not None else (np.array([np.inf]), 0.0)
+            ops.append(("clamp", lo, d_lo, hi, d_hi))
+        else:
+            raise TypeError(f"not a float op: {op!r}")
+    return ops
+
+
+def _float_with_error(ops: list, acc: np.ndarray,
+                      bound: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+    """Float64 values of a chain (as :func:`_float_ops`), and (if ``bound``) a rigorous
+    bound on how far each is from the exact value. Rounding errors are computed exactly (error-free
+    transformations), so the bound is 0 wherever float64 happens to be exact: dyadic
+    coefficients on integers, as dequantization scales usually are, and their ties."""
     with np.errstate(over="ignore", invalid="ignore"):
         y = np.asarray(acc, dtype=np.float64)
         err = np.where(np.abs(y) <= 2.0**53, 0.0, 2 * _U * np.abs(y))  # int -> float64
-        for op in chain.ops:
-            if isinstance(op, Affine):
-                a = np.array([float(v) for v in op.a])
-                b = np.array([float(v) for v in op.b])
-                product = y * a
-                out = product + b
-                # |a_f - a|, |b_f - b|, and the product and the sum each round once
-                err = np.abs(a) * err * (1 + 4 * _U) + 4 * _U * (
-                    np.abs(product) + np.abs(b) + np.abs(out)) + _TINY
+        for kind, first, d_first, second, d_second in ops:
+            if not bound:
+                y = y * first + second if kind == "affine" else np.clip(y, first, second)
+            elif kind == "affine":
+                product, e_product = _two_product(y, first)
+                out, e_sum = _two_sum(product, second)
+                # exact - out = e_product + e_sum + (a - a_f) x + a (x - x_f) + (b - b_f)
+                err = (np.abs(e_product) + np.abs(e_sum) + d_first * np.abs(y)
+                       + (np.abs(first) + d_first) * err + d_second) * (1 + 8 * _U)
+                err = err + np.where(np.abs(product) < 2.0**-900, _TINY, 0.0)  # underflow
                 y = out
-            elif isinstance(op, Clamp):  # clamping moves no value further from the exact one
-                lo = -np.inf if op.lo is None else float(op.lo)
-                hi = np.inf if op.hi is None else float(op.hi)
-                y = np.clip(y, lo, hi)
-                bound = max(abs(v) for v in (lo, hi, 0.0) if np.isfinite(v))
-                err = err + 2 * _U * bound
-            else:
-                raise TypeError(f"not a float op: {op!r}")
+            else:  # clamping moves no value further from the exact one than its bounds move
+                y = np.clip(y, first, second)
+                err = err + d_first + d_second
     return y, err
 
 
 def _certain(quantizer: Quantizer, real: np.ndarray, err: np.ndarray) -> np.ndarray:
     """Where every real within ``err`` of ``real`` quantizes like ``real`` itself, so the
-    float64 result equals the exact one. Boundaries are the ties (or, for directed modes,
-    the integers) of integer formats and every value and midpoint of other formats."""
+    float64 result equals the exact one: either the quantizer's scaled input is exact in
+    float64, or it is further than its error from every rounding boundary (the ties, or for
+    directed modes the integers, of integer formats; every value and midpoint of others)."""
     fmt = quantizer.fmt
+    real = np.asarray(real, dtype=np.float64)
     with np.errstate(over="ignore", invalid="ignore"):
         if isinstance(fmt, Int) and fmt.bipolar:
-            return np.abs(real) > err
-        t = np.asarray(real, dtype=np.float64) / quantizer.scale
-        err_t = err / abs(quantizer.scale) * (1 + 4 * _U) + 4 * _U * np.abs(t)
+            return np.isfinite(err) & ((err == 0) | (np.abs(real) > err))
+        scale = np.float64(quantizer.scale)
+        t = real / scale
+        product, e_product = _two_product(t, scale)  # real - t * scale, exactly
+        err_t = (err + np.abs(real - product) + np.abs(e_product)) / abs(scale) * (1 + 8 * _U)
         if not isinstance(fmt, Int) or quantizer.order == CLIP_THEN_ROUND:
-            t = t + quantizer.zero_point
-            err_t = err_t + 4 * _U * np.abs(t)
+            t, e_shift = _two_sum(t, np.float64(quantizer.zero_point))
+            err_t = (err_t + np.abs(e_shift)) * (1 + 8 * _U)
+        err_t = err_t + np.where(np.abs(product) < 2.0**-900, _TINY, 0.0)  # underflow
         if isinstance(fmt, Int):
             directed = normalize_rounding(quantizer.rounding) in _DIRECTED
             s = t if directed else t - 0.5
@@ -190,7 +242,8 @@ def _certain(quantizer: Quantizer, real: np.ndarray, err: np.ndarray) -> np.ndar
             edges = np.sort(np.concatenate([values, (values[1:] + values[:-1]) / 2]))
             i = np.clip(np.searchsorted(edges, t), 1, len(edges) - 1)
             gap = np.minimum(np.abs(t - edges[i - 1]), np.abs(edges[i] - t))
-        return np.isfinite(t) & (gap > err_t + 4 * _U * (np.abs(t) + 1))
+        clear = gap > err_t + 4 * _U * (np.abs(t) + 1)
+        return np.isfinite(t) & np.isfinite(err_t) & ((err_t == 0) | clear)
 
 
 def _settle(guess: int, reaches, start: int, end: int) -> int:
@@ -230,20 +283,24 @@ def _derive_plain(chain: Chain, quantizer: Quantizer, acc_fmt: Int) -> Threshold
     a = np.broadcast_to(start, shape).astype(wide)
     b = np.broadcast_to(end, shape).astype(wide)
 
-    def evaluate(candidate: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Whether float64 says ``candidate`` reaches its level, and whether that is sure."""
-        real, err = _float_with_error(chain, (candidate * sign).astype(np.float64))
-        return quantizer.apply_float(real) >= levels, _certain(quantizer, real, err)
+    ops = _float_ops(chain)
+
+    def evaluate(candidate: np.ndarray, sure: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        """Whether float64 says ``candidate`` reaches its level, and (if ``sure``) whether
+        that is certain."""
+        real, err = _float_with_error(ops, (candidate * sign).astype(np.float64), sure)
+        return (quantizer.apply_float(real) >= levels,
+                _certain(quantizer, real, err) if sure else None)
 
     while np.any(a < b):  # invariant: a - 1 does not reach in float64, b does (or is end)
         mid = (a + b) // 2
-        ok, _ = evaluate(mid)
+        ok, _ = evaluate(mid, sure=False)
         open_ = a < b
         b = np.where(open_ & ok, mid, b)
         a = np.where(open_ & ~ok, mid + 1, a)
 
-    at_ok, at_sure = evaluate(np.minimum(a, end - 1))
-    below_ok, below_sure = evaluate(np.maximum(a - 1, start))
+    at_ok, at_sure = evaluate(np.minimum(a, end - 1), sure=True)
+    below_ok, below_sure = evaluate(np.maximum(a - 1, start), sure=True)
     exact_at = (a == end) | (at_ok & at_sure)
     exact_below = (a == start) | (~below_ok & below_sure)
     for i, c in zip(*np.nonzero(~(exact_at & exact_below)), strict=True):
