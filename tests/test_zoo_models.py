@@ -1,23 +1,27 @@
-"""The onnx wheel's model-zoo topologies, quantized by onnxruntime (QDQ): each imports and
-runs in golden, or is refused with a BitloomError naming what is unsupported; nothing else."""
+"""The onnx wheel's model-zoo topologies, quantized by onnxruntime (QDQ): each imports, runs
+in golden and agrees with onnxruntime (identical argmax, at most one output quantization step
+apart), or is refused with a BitloomError naming what is unsupported; nothing else."""
 
 from __future__ import annotations
 
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import onnx
 import pytest
 import zoo_models as zm
+from reference_check import check_against_reference
 
-import bitloom
 from bitloom.errors import BitloomError
 
-#: ResNet-50 imports (Sum maps to Add) but deriving its exact threshold tables takes minutes
-#: (every entry is settled in rational arithmetic because onnxruntime's Conv -> Q -> DQ ->
-#: BatchNorm chains hold an intermediate quantizer), too slow for the suite
-FAST = ("squeezenet", "shufflenet", "inception_v1")
+#: DenseNet-121, VGG-19, AlexNet and ZFNet-512 are left out because onnxruntime takes 2 to 4
+#: minutes to quantize each of them (docs/results/2026-11-23-threshold-derivation.md);
+#: Inception v2 is not measured
+FAST = ("squeezenet", "shufflenet", "inception_v1", "resnet50")
+#: models that import and keep onnxruntime's argmax but are further than one output step
+#: from its output (strict: a fix makes the test fail until the entry goes)
+BEYOND_ONE_STEP = {"squeezenet": "golden is 2 output steps (2/255) from onnxruntime, same "
+                                 "argmax, with the thresholds of the previous derivation too"}
 
 
 def _cache() -> Path:
@@ -27,18 +31,17 @@ def _cache() -> Path:
         f"zoo-{onnx.__version__}-{onnxruntime.__version__}")
 
 
-@pytest.mark.parametrize("name", [n for n in FAST if n in zm.available()])
-def test_zoo_model_runs_or_is_refused_by_name(name):
+@pytest.mark.parametrize("name", [
+    pytest.param(n, marks=pytest.mark.xfail(reason=BEYOND_ONE_STEP[n], raises=AssertionError,
+                                            strict=True)) if n in BEYOND_ONE_STEP else n
+    for n in FAST if n in zm.available()])
+def test_zoo_model_matches_onnxruntime_or_is_refused_by_name(name):
     path, _ = zm.quantized_zoo_model(name, _cache())
     try:
-        net = bitloom.load(path)
+        check_against_reference(path, "qdq", zm.zoo_input(path, 1))
     except BitloomError as exc:
         message = str(exc)
         assert str(path) in message
         if "unsupported op(s)" in message:  # every unsupported op type is named
             listed = message.split("unsupported op(s):")[1].split(". bitloom maps")[0]
             assert listed.strip()
-        return
-    x = zm.zoo_input(path, 1)
-    y = net.run(x)
-    assert y.dtype == np.float32 and np.all(np.isfinite(y))
