@@ -27,7 +27,8 @@ from amaranth.lib import memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from bitloom.formats import Format
-from bitloom.hw.pe import dot_product
+from bitloom.hw.pe import dot_products
+from bitloom.hw.pe.stages import Stages
 from bitloom.hw.thresholds import acc_shape, requantize
 from bitloom.hw.thresholds import pack as pack  # re-exported: stream beats use it
 from bitloom.hw.weights import STREAMED, pack_checked, weight_codes, weight_source
@@ -146,9 +147,12 @@ class MatrixVectorUnit(wiring.Component):
         xs = [x.word_select(s, in_fmt.bits) for s in range(fold.simd)]
         accs = [Signal(acc_shape(acc_fmt), name=f"acc{p}") for p in range(fold.pe)]
         b_valid = Signal()
-        for p, acc in enumerate(accs):
-            ws = [w_word.word_select(p * fold.simd + s, w_fmt.bits) for s in range(fold.simd)]
-            dot = dot_product(ws, xs, w_fmt, in_fmt)
+        w_rows = [[w_word.word_select(p * fold.simd + s, w_fmt.bits) for s in range(fold.simd)]
+                  for p in range(fold.pe)]
+        # Stages(m) adds no register (the pipeline stalls as one) but keeps the adder tree's
+        # sums, so Yosys builds one carry-chain adder per sum (docs/pe.md)
+        dots = dot_products(w_rows, xs, w_fmt, in_fmt, stages=Stages(m))
+        for acc, dot in zip(accs, dots, strict=True):
             with m.If(en & a_valid):
                 m.d.sync += acc.eq(Mux(a_first, 0, acc) + dot)
         with m.If(en):
