@@ -70,6 +70,21 @@ def test_dsp_mapping_by_product_width():
     assert all("mac" not in c for c in counts)
 
 
+def test_packed_dsps_are_counted_per_multiplier():
+    """A board plan packs int8 products two per DSP (fewer DSPs, same LUT model); an int4
+    plan keeps its products in LUT tables."""
+    from bitloom.plan.folding import with_dsps
+
+    plain = mlp_plan(4, 8, 8)
+    packed = with_dsps(mlp_plan(4, 8, 8), "xcup")
+    assert all(lp.dsp == "xcup" for lp in packed.layers)
+    for a, b in zip(plain.layers, packed.layers, strict=True):
+        assert cost.dsp_count(b) == -(-a.fold.pe // 2) * a.fold.simd < cost.dsp_count(a) \
+            or a.fold.pe == 1
+    assert cost.estimate_plan(packed)["DSP"] < cost.estimate_plan(plain)["DSP"]
+    assert all(lp.dsp is None for lp in with_dsps(mlp_plan(4), "xcup").layers)
+
+
 def thresholds(channels: int, levels: int, rng: np.random.Generator) -> Thresholds:
     table = np.sort(rng.integers(-500, 500, size=(channels, levels)), axis=1)
     return Thresholds(table=table, increasing=np.ones(channels, bool),

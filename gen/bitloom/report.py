@@ -66,6 +66,7 @@ def report_dict(plan, board) -> dict:
             "cycles_per_frame": lp.cycles,
             "fifo_depths": list(lp.fifo_depths),
             "weight_memory": None if lp.memory is None else lp.memory.as_dict(),
+            "dsp": lp.dsp,
             "estimated": estimate_layer(lp),
         })
     est_total: dict[str, float] = {}

@@ -235,11 +235,12 @@ def load_design(path: str | Path) -> Design:
         report = json.loads(report_path.read_text())
         folds = [Folding(ly["pe"], ly["simd"]) for ly in report["layers"]]
         styles = [(ly.get("weight_memory") or {}).get("style") for ly in report["layers"]]
+        dsps = [ly.get("dsp") for ly in report["layers"]]
         depths = [tuple(ly["fifo_depths"]) for ly in report["layers"]]
         clock = float(report["clock_mhz"])
         in_elems = int(report["io"]["input"]["elements_per_beat"])
     except (KeyError, ValueError, TypeError) as exc:
         raise BitloomError(f"{report_path}: damaged report ({exc}); compile again.") from None
     net = load(path / "model.onnx")
-    plan = make_plan_with(net, folds, depths, clock, in_elems, styles)
+    plan = make_plan_with(net, folds, depths, clock, in_elems, styles, dsps)
     return Design(path, net, plan, report)

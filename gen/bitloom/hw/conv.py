@@ -26,12 +26,13 @@ class ConvolutionUnit(wiring.Component):
     ``w`` port) pass straight to the MVU: its words again for every output pixel.
     """
 
-    def __init__(self, layer: MatrixVector, fold: Folding, style: str = "lutram") -> None:
+    def __init__(self, layer: MatrixVector, fold: Folding, style: str = "lutram",
+                 dsp: str | None = None) -> None:
         if layer.window is None:
             raise ValueError(f"{layer.name}: a ConvolutionUnit needs a windowed layer")
         self.layer, self.fold, self.style = layer, fold, style
         self.im2col = SlidingWindow(layer.window, layer.in_shape[-1], fold.simd, layer.in_fmt)
-        self.mvu = MatrixVectorUnit(layer, fold, style)
+        self.mvu = MatrixVectorUnit(layer, fold, style, dsp)
         members = {
             "i": In(stream.Signature(unsigned(fold.simd * layer.in_fmt.bits))),
             "o": Out(stream.Signature(unsigned(fold.pe * layer.out_fmt.bits))),

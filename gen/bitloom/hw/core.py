@@ -48,7 +48,7 @@ def make_unit(lp: LayerPlan) -> tuple[wiring.Component, list[str]]:
     layer, fold = lp.layer, lp.fold
     if isinstance(layer, MatrixVector):
         unit_type = ConvolutionUnit if layer.window else MatrixVectorUnit
-        return unit_type(layer, fold, lp.style), ["i"]
+        return unit_type(layer, fold, lp.style, lp.dsp), ["i"]
     if isinstance(layer, DepthwiseConv):
         return DepthwiseUnit(layer, fold.pe, lp.style), ["i"]
     if isinstance(layer, (MaxPool, SumPool)):

@@ -72,11 +72,12 @@ def unpack_weight_words(words: list[int], shape: tuple[int, int], fold: Folding,
 class MatrixVectorUnit(wiring.Component):
     """Streams ``K``-vectors in and ``N``-vectors out, computing one MatrixVector layer."""
 
-    def __init__(self, layer: MatrixVector, fold: Folding, style: str = "lutram") -> None:
+    def __init__(self, layer: MatrixVector, fold: Folding, style: str = "lutram",
+                 dsp: str | None = None) -> None:
         k, n = layer.weights.shape
         if k % fold.simd or n % fold.pe:
             raise ValueError(f"{layer.name}: SIMD {fold.simd} must divide {k}, PE {fold.pe} {n}")
-        self.layer, self.fold, self.style = layer, fold, style
+        self.layer, self.fold, self.style, self.dsp = layer, fold, style, dsp
         self.sf_count, self.nf_count = k // fold.simd, n // fold.pe
         self.steps = self.sf_count * self.nf_count
         self.weight_bits = fold.pe * fold.simd * layer.w_fmt.bits
@@ -151,7 +152,7 @@ class MatrixVectorUnit(wiring.Component):
                   for p in range(fold.pe)]
         # Stages(m) adds no register (the pipeline stalls as one) but keeps the adder tree's
         # sums, so Yosys builds one carry-chain adder per sum (docs/pe.md)
-        dots = dot_products(w_rows, xs, w_fmt, in_fmt, stages=Stages(m))
+        dots = dot_products(w_rows, xs, w_fmt, in_fmt, dsp=self.dsp, stages=Stages(m))
         for acc, dot in zip(accs, dots, strict=True):
             with m.If(en & a_valid):
                 m.d.sync += acc.eq(Mux(a_first, 0, acc) + dot)

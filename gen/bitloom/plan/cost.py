@@ -166,6 +166,18 @@ def dsp_product(w_fmt: Format, a_fmt: Format) -> bool:
     return w_fmt.bits + a_fmt.bits >= DSP_MIN_PRODUCT_BITS
 
 
+def dsp_count(lp) -> int:
+    """DSP48s of a matrix-vector layer's products: one per product as synth_xilinx maps
+    them, or one per ``ways`` PEs per lane when the plan packs them (:mod:`~.pe.dsp`)."""
+    fold = lp.fold
+    if lp.dsp is None:
+        return fold.pe * fold.simd
+    from bitloom.hw.pe.dsp import plan as packing
+
+    ways = packing(lp.layer.w_fmt, lp.in_fmt, lp.dsp, fold.pe, fold.simd).ways
+    return math.ceil(fold.pe / ways) * fold.simd
+
+
 def bram36(depth: int, width: int) -> float:
     """Block RAMs (in BRAM36 units, a RAMB18 counting half) for a ``depth x width`` memory."""
     if any(depth <= d and width <= w for d, w in BRAM18_SHAPES):
@@ -296,7 +308,7 @@ def layer_parts(lp) -> dict[str, dict[str, float]]:
         tree = w_fmt.bits + ib + math.ceil(math.log2(max(fold.simd, 2)))
         unit["tree"] = lanes * tree
         if dsp_product(w_fmt, in_fmt):
-            add(unit, {"DSP": lanes, "ff_mac": lanes * per_mac(w_fmt, in_fmt)[1]})
+            add(unit, {"DSP": dsp_count(lp), "ff_mac": lanes * per_mac(w_fmt, in_fmt)[1]})
         else:
             lut, ff = per_mac(w_fmt, in_fmt)
             add(unit, {"mac": lanes * lut, "ff_mac": lanes * ff})

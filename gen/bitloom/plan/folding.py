@@ -78,6 +78,7 @@ class LayerPlan:
     fold: Folding
     fifo_depths: tuple[int, ...]  # per input, in beats of that input (0: no FIFO)
     memory: WeightMemory | None = None  # the weights' memory (None: a layer without weights)
+    dsp: str | None = None  # the DSP family its integer products are packed into (None: LUTs)
 
     @property
     def style(self) -> str:
@@ -214,9 +215,37 @@ def make_plan(net: Network, target_cycles: int, clock_mhz: float = 100.0) -> Pla
     return make_plan_with(net, folds, None, clock_mhz, in_elems)
 
 
+def dsp_family(layer: AnyLayer, family: str | None) -> str | None:
+    """``family`` when a matrix-vector layer's products go into DSPs, else None.
+
+    Integer products that ``synth_xilinx`` would map to one DSP48 each (9 or more bits) are
+    packed two to four per multiplier instead (:mod:`bitloom.hw.pe.dsp`); narrower products
+    and minifloats stay in LUTs, where they are cheaper (docs/pe.md).
+    """
+    from bitloom.hw.pe.dsp import plan as packing
+    from bitloom.plan.cost import dsp_product
+
+    if family is None or not isinstance(layer, MatrixVector) or \
+            not dsp_product(layer.w_fmt, layer.in_fmt):
+        return None
+    try:
+        packing(layer.w_fmt, layer.in_fmt, family, 1, 1)
+    except ValueError:  # operands wider than the multiplier's ports
+        return None
+    return family
+
+
+def with_dsps(plan: Plan, family: str | None) -> Plan:
+    """``plan`` with each layer's DSP use chosen for a board of ``family``."""
+    for lp in plan.layers:
+        lp.dsp = dsp_family(lp.layer, family)
+    return plan
+
+
 def make_plan_with(net: Network, folds: list[Folding], depths: list[tuple[int, ...]] | None,
                    clock_mhz: float, in_elems: int | None = None,
-                   styles: list[str | None] | None = None) -> Plan:
+                   styles: list[str | None] | None = None,
+                   dsps: list[str | None] | None = None) -> Plan:
     """A plan with the given per-layer folding (as recorded in a report.json); FIFO depths
     are computed unless given, weight memory styles chosen (without a BRAM limit) unless
     given per layer."""
@@ -233,7 +262,7 @@ def make_plan_with(net: Network, folds: list[Folding], depths: list[tuple[int, .
                 raise BitloomError(f"{layer.name}: SIMD {fold.simd} and its producer's PE {pe} "
                                    "must divide one another.")
         d = fifo_depths(net, folds, i) if depths is None else tuple(depths[i])
-        layers.append(LayerPlan(layer, fold, d, memories[i]))
+        layers.append(LayerPlan(layer, fold, d, memories[i], None if dsps is None else dsps[i]))
     return Plan(net, layers, clock_mhz, in_elems)
 
 
@@ -269,7 +298,7 @@ def plan_for_board(net: Network, board, target_fps: float | None = None,
         if cycles < 1:
             raise BitloomError(f"{target_fps} frames/s is above one frame per cycle at "
                                f"{clock} MHz.")
-        plan = make_plan(net, cycles, clock)
+        plan = with_dsps(make_plan(net, cycles, clock), board.family)
         if plan.cycles_per_frame > cycles:
             raise BitloomError(f"{target_fps} frames/s needs {cycles} cycles per frame; the "
                                f"fastest folding takes {plan.cycles_per_frame}.")
@@ -281,7 +310,7 @@ def plan_for_board(net: Network, board, target_fps: float | None = None,
         plan = make_plan(net, target, clock)
         # a target below what the slowest layer can reach leaves the others over-provisioned:
         # re-plan at the speed reached, for the cheapest plan of that speed
-        plan = make_plan(net, plan.cycles_per_frame, clock)
+        plan = with_dsps(make_plan(net, plan.cycles_per_frame, clock), board.family)
         if not over(plan):
             return plan
     raise BitloomError(f"the model does not fit {board.name} even fully folded: "
