@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -23,6 +24,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
+
+from bitloom.errors import BitloomError
 
 
 @dataclass(frozen=True)
@@ -266,7 +269,11 @@ def fit(rows: list[Row]) -> dict[str, dict[str, float]]:
     """LUT and FF weights minimizing the squared relative error of every part (unit,
     window, link) of every layer in ``rows`` against the Yosys modules of that part (weights
     kept non-negative: every component costs something or nothing, never less)."""
-    from scipy.optimize import nnls
+    try:
+        from scipy.optimize import nnls
+    except ImportError:
+        raise BitloomError("fitting the cost model needs SciPy: pip install "
+                           "'bitloom[calibrate]'.") from None
 
     from bitloom.plan.cost import COEFFICIENTS, FF_COUNTS
 
@@ -449,4 +456,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    try:
+        raise SystemExit(main())
+    except BitloomError as exc:
+        print(f"bitloom: error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
