@@ -91,16 +91,36 @@ def thresholds(channels: int, levels: int, rng: np.random.Generator) -> Threshol
                       out_fmt=parse_format(f"uint{int(np.log2(levels + 1))}"))
 
 
-def test_thresholds_against_constants_are_cheaper():
-    """One channel per lane: the table is constant, folded into the compares."""
-    req = thresholds(8, 15, np.random.default_rng(0))
-    constant = cost.threshold_counts(req, 12, lanes=8)
+def test_thresholds_against_constants_are_counted_apart():
+    """One channel per lane: the table is constant, folded into the compares; a ROM of 16
+    words or more (whose output register Yosys keeps) is counted as a table of its own."""
+    req = thresholds(32, 15, np.random.default_rng(0))
+    constant = cost.threshold_counts(req, 12, lanes=32)
     from_rom = cost.threshold_counts(req, 12, lanes=2)
-    assert constant["table"] == 0 and from_rom["table"] > 0
-    # per comparator, a compare against a constant costs a fraction of one against a ROM
-    assert constant["compare"] / 8 < from_rom["compare"] / 2 / 2
-    more_levels = cost.threshold_counts(thresholds(8, 255, np.random.default_rng(0)), 12, 2)
-    assert more_levels["compare"] > from_rom["compare"]
+    shallow = cost.threshold_counts(req, 12, lanes=4)
+    assert constant["table"] == 0 and constant["compare_bits"] == 0
+    assert constant["const_compare"] == 32 * 15 * 13
+    assert from_rom["table"] > 0 and from_rom["compare_bits"] > 0
+    assert shallow["table"] == 0 and shallow["compare_bits"] > 0  # 8 words: merged
+    assert from_rom["compare_bits"] + from_rom["const_compare"] == 2 * 15 * 13
+    more_levels = cost.threshold_counts(thresholds(32, 255, np.random.default_rng(0)), 12, 2)
+    assert more_levels["compare"] == 2 * 255 > from_rom["compare"]
+
+
+def test_datapath_follows_the_pe_strategy():
+    """Narrow pairs are table lookups (no multiplier), wide ones multipliers; the adder
+    trees widen by a bit per row."""
+    f = parse_format
+    assert cost.tree_bits(1, 8) == 0
+    assert cost.tree_bits(2, 8) == 9
+    assert cost.tree_bits(4, 8) == 2 * 9 + 10
+    looked, trees, shared = cost.datapath(f("int4"), f("int4"))
+    assert looked > 0 and len(trees) == 2 and not shared  # two 2-bit slices of the weight
+    assert cost.datapath(f("e4m3"), f("e4m3"))[0] == 0  # a multiplier
+    assert cost.datapath(f("bipolar"), f("int4")) == (4, (4,), (4,))
+    plan = mlp_plan(4)
+    assert all("lookup" in cost.layer_counts(lp) and "mac" not in cost.layer_counts(lp)
+               for lp in plan.layers)
 
 
 def test_varying_bits_ignores_shared_table_bits():

@@ -79,6 +79,11 @@ CASES: tuple[Case, ...] = (
     Case("pool-e3m2", "pool", "e3m2", "e3m2", 648, "test"),
     Case("cnn-digits", "conv", "int4", "uint4", 512, "test", "examples/cnn_digits.onnx"),
     Case("mlp-digits", "dense", "int4", "uint4", 64, "test", "examples/mlp_digits.onnx"),
+    Case("dense-e5m2", "dense", "e5m2", "e5m2", 32, "test"),
+    Case("dense-bipolar-pe", "dense", "bipolar", "int3", 4, "train"),
+    Case("conv-bipolar-int4", "conv", "bipolar", "int4", 1296, "test"),
+    Case("dense-int5", "dense", "int5", "int5", 16, "test"),
+    Case("conv-int3", "conv", "int3", "int3", 648, "test"),
 )
 #: the source tree, where the example models are
 ROOT = Path(__file__).resolve().parents[3]

@@ -4,18 +4,21 @@ Every layer is split into physical components, each described by a count a desig
 write down (products, adder-tree bits, threshold-compare bits, bits of constant tables,
 bits of LUT RAM, control blocks), and its LUTs (FFs) are a weighted sum of those counts:
 
-- **products**: ``PE x SIMD`` lanes at the LUTs per MAC that ``bitloom bench pe`` measured
-  for the format pair (``docs/results/pe_costs.json``, read at run time; pairs it did not
-  measure are interpolated within their family). Integer products whose result has at least
+- **products**, as the PE strategy of the format pair builds them (:mod:`bitloom.hw.pe.dot`):
+  narrow pairs look their partial products up in tables whose every bit is one LUT6
+  (``lookup``: the tables' bits per lane, a bipolar weight's select or XNOR likewise);
+  other fabric multipliers cost the LUTs per MAC that ``bitloom bench pe`` measured for
+  the pair (``mac``; ``docs/results/pe_costs.json``, read at run time; unmeasured pairs are
+  interpolated within their family). Integer products whose result has at least
   :data:`DSP_MIN_PRODUCT_BITS` bits are what ``synth_xilinx`` puts in DSP48s: one DSP per
-  lane, and only the adder tree stays in LUTs.
-- **adder trees**: ``lanes x (product bits + log2 SIMD)``, on top of bench-pe's 16-lane
-  units.
+  lane (or per packed group), and only the adder tree stays in LUTs.
+- **adder trees**: the bits of every adder of every tree (``tree``), one tree per partial
+  product and PE, widening by a bit per row from the product's width.
 - **accumulators**: one per PE.
-- **thresholds**: ``levels`` comparators per lane. With one channel per lane the table is a
-  constant and a compare against a constant needs about one LUT per
-  :data:`CONST_COMPARE_BITS` bits; otherwise the table is a ROM indexed by the neuron fold
-  and each compare bit costs a LUT.
+- **thresholds**: ``levels`` comparators per lane (``compare``: the count of them, whose
+  hits a popcount sums) and their bits: against a constant when one channel per lane makes
+  the table constant (``const_compare``), else against a ROM word (``compare_bits``, the
+  ROM's ``table`` sites apart); only table bits that differ between words vary.
 - **memories**: weight and threshold ROMs as logic (:func:`rom_sites` LUT6s per bit), or
   block RAM when Yosys's own cost rule prefers it (:func:`memory_cost`), or as the plan's
   memory style says (:mod:`bitloom.plan.memory`); input buffers, line buffers and FIFOs as
@@ -43,12 +46,14 @@ from bitloom.ir import AddStreams, DepthwiseConv, MatrixVector
 PE_COSTS = Path(__file__).resolve().parents[3] / "docs" / "results" / "pe_costs.json"
 #: synth_xilinx maps a ``$mul`` to a DSP48 from this result width up (mul2dsp's Y minimum)
 DSP_MIN_PRODUCT_BITS = 9
-#: bits of a compare against a constant that one LUT6 (with its carry-chain mux) covers
-CONST_COMPARE_BITS = 5
 #: memory_libmap's costs (Yosys xilinx memory libraries): a ROM built as logic costs a LUT6
 #: per 64 bits, a RAMB18 129 and a RAMB36 257, and Yosys takes the cheaper
 ROM_BITS_PER_COST = 64
 BRAM18_COST, BRAM36_COST = 129, 257
+#: deepest ROM that Yosys merges into the LUTs it feeds (table products, compares) rather
+#: than building a mux tree of its own; 8 had the lowest leave-one-design-out error over the
+#: calibration's training designs among 4, 8, 16, 32 and 64
+SHALLOW_ROM_DEPTH = 8
 #: a simple-dual-port RAM (FIFO, line buffer) went to block RAM when deeper than this and
 #: larger than FIFO_BRAM_MIN_BITS in every design measured (38 x 24 and 74 x 16 did, 130 x 4
 #: did not); single-port buffers stayed LUT RAM up to the largest measured, 144 x 16
@@ -64,12 +69,14 @@ BRAM18_SHAPES = ((16384, 1), (8192, 2), (4096, 4), (2048, 9), (1024, 18), (512, 
 
 #: LUT and FF weights of each component count, fitted by ``bitloom.dse.calibrate``
 COEFFICIENTS: dict[str, dict[str, float]] = {
-    "LUT": {"mac": 0.8679, "tree": 0.0105, "acc": 0.0, "compare": 0.453, "table": 1.1492,
-            "rom": 2.9797, "ram": 2.0899, "control": 19.7034, "window": 168.4208,
-            "fifo": 24.3719},
-    "FF": {"mac": 0.2574, "acc": 0.0, "compare": 0.7583, "table": 0.8066, "beat": 1.6445,
-            "control": 23.8618, "window": 46.7321, "fifo": 26.6523},
+    "LUT": {"mac": 0.7886, "lookup": 2.0858, "tree": 0.1673, "acc": 0.1937, "compare": 1.7295,
+            "compare_bits": 0.7704, "const_compare": 0.0, "table": 1.1988, "rom": 1.7441,
+            "rom_shallow": 0.0, "ram": 1.2645, "control": 32.751, "window": 183.6973,
+            "fifo": 24.9605},
+    "FF": {"mac": 0.1824, "acc": 0.0, "compare": 0.9587, "table": 0.819, "beat": 1.807,
+           "control": 24.5673, "window": 43.8078, "fifo": 23.6459},
 }
+
 
 #: the count behind each FF weight (each LUT weight multiplies the count of its own name)
 FF_COUNTS = {"mac": "ff_mac", "acc": "ff_acc", "compare": "ff_compare", "table": "ff_table",
@@ -166,6 +173,64 @@ def dsp_product(w_fmt: Format, a_fmt: Format) -> bool:
     return w_fmt.bits + a_fmt.bits >= DSP_MIN_PRODUCT_BITS
 
 
+def tree_bits(terms: int, width: int) -> int:
+    """Bits of the adders of a balanced tree over ``terms`` inputs of ``width`` bits, each
+    row one bit wider (:func:`bitloom.hw.pe.dot.adder_tree`)."""
+    bits = 0
+    while terms > 1:
+        width += 1
+        bits += (terms // 2) * width
+        terms -= terms // 2
+    return bits
+
+
+@functools.lru_cache(maxsize=256)
+def datapath(w_fmt: Format, a_fmt: Format) -> tuple[int, tuple[int, ...], tuple[int, ...]]:
+    """What one lane of the pair's fabric dot product is made of, as
+    :func:`bitloom.hw.pe.dot.lut_dot_product` builds it: LUT bits looked up per lane (0 for a
+    multiplier), the widths of the adder trees each PE sums over its lanes, and of the trees
+    all PEs share (a bipolar x integer unit's sum of all activations)."""
+    from amaranth import Shape, Signal
+
+    from bitloom.formats.base import accumulator_grid
+    from bitloom.hw.pe.dot import is_bipolar, table_parts
+
+    if is_bipolar(w_fmt) and is_bipolar(a_fmt):
+        return 1, (1,), ()  # XNOR, popcount
+    if is_bipolar(w_fmt) or is_bipolar(a_fmt):
+        other = a_fmt if is_bipolar(w_fmt) else w_fmt
+        return other.bits, (other.bits,), (other.bits,)  # kept values; all values
+    parts = table_parts([Signal(w_fmt.bits)], [Signal(a_fmt.bits)], w_fmt, a_fmt)
+    if parts is None:
+        grid = accumulator_grid(w_fmt, a_fmt, 1)
+        return 0, (Int.spanning(grid.lo, grid.hi).bits,), ()
+    looked, widths = 0, []
+    for part in parts:
+        lo = 0 if part.negative else min(part.table)
+        entries = [x - lo for x in part.table]
+        width = Shape.cast(range(min(min(entries), 0), max(max(entries), 0) + 1)).width
+        looked += width + (width + 1 if part.negative else 0)  # the negation's adder
+        widths.append(width + bool(part.negative))
+    return looked, tuple(widths), ()
+
+
+def product_counts(lp) -> dict[str, float]:
+    """LUT and FF counts of a matrix-vector layer's products and adder trees."""
+    fold, w_fmt, a_fmt = lp.fold, lp.layer.w_fmt, lp.in_fmt
+    lanes = fold.pe * fold.simd
+    looked, trees, shared = datapath(w_fmt, a_fmt)
+    ff = per_mac(w_fmt, a_fmt)[1]
+    counts = {"tree": fold.pe * sum(tree_bits(fold.simd, w) for w in trees)
+              + sum(tree_bits(fold.simd, w) for w in shared), "ff_mac": lanes * ff}
+    if dsp_product(w_fmt, a_fmt):
+        counts["DSP"] = dsp_count(lp)
+    elif looked:
+        counts["lookup"] = lanes * looked
+    else:
+        counts["mac"] = lanes * per_mac(w_fmt, a_fmt)[0]
+    return counts
+
+
 def dsp_count(lp) -> int:
     """DSP48s of a matrix-vector layer's products: one per product as synth_xilinx maps
     them, or one per ``ways`` PEs per lane when the plan packs them (:mod:`~.pe.dsp`)."""
@@ -205,8 +270,16 @@ def memory_cost(depth: int, width: int, kind: str = "rom") -> dict[str, float]:
     if bram:
         return {"BRAM36": tiles}
     if kind == "rom":
-        return {"rom": width * rom_sites(depth)}
+        return rom_counts(depth, width)
     return {"ram": width * math.ceil(depth / 64)}
+
+
+def rom_counts(depth: int, width: int) -> dict[str, float]:
+    """LUT6 sites of a ROM built as logic: ``rom_shallow`` for one of at most
+    :data:`SHALLOW_ROM_DEPTH` words, which merges into the LUTs it feeds, ``rom`` for a
+    deeper one."""
+    key = "rom_shallow" if depth <= SHALLOW_ROM_DEPTH else "rom"
+    return {key: width * rom_sites(depth)}
 
 
 def rom_sites(depth: int) -> float:
@@ -229,7 +302,7 @@ def weight_memory(lp, depth: int, width: int) -> dict[str, float]:
         return {"BRAM36": memory.bram36}
     if memory.style == "streamed":
         return {"beat": width}
-    return {"rom": width * rom_sites(depth)} if depth > 1 else {}
+    return rom_counts(depth, width) if depth > 1 else {}
 
 
 def varying_bits(table, lanes: int, tbits: int) -> int:
@@ -251,8 +324,8 @@ def threshold_counts(req, acc_bits: int, lanes: int) -> dict[str, float]:
     """Compare bits and table of ``lanes`` banks of ``levels`` threshold comparators.
 
     The table is a ROM indexed by the neuron fold; its bits that are the same in every word
-    (all of them with one channel per lane) are constants, and a compare against a
-    constant needs about one LUT per :data:`CONST_COMPARE_BITS` bits instead of one per bit.
+    (all of them with one channel per lane) are constants, and a compare bit against a
+    constant costs a fraction of one against a ROM bit, so the two are counted apart.
     """
     if req is None:
         return {}
@@ -261,10 +334,14 @@ def threshold_counts(req, acc_bits: int, lanes: int) -> dict[str, float]:
     total = lanes * levels * tbits
     varying = varying_bits(req.table, lanes, tbits)
     groups = max(req.channels // lanes, 1)
-    table = memory_cost(groups, varying) if varying else {}
-    return {"table": table.get("rom", 0.0), "BRAM36": table.get("BRAM36", 0.0),
-            "compare": lanes * levels + varying + (total - varying) / CONST_COMPARE_BITS,
-            "ff_compare": lanes * levels,
+    # a ROM whose output register Yosys keeps is logic of its own; a shallower one's
+    # register moves to the address and its bits merge into the compares' LUTs
+    table = memory_cost(groups, varying) if varying and \
+        groups >= REGISTERED_TABLE_MIN_DEPTH else {}
+    return {"table": table.get("rom", 0.0) + table.get("rom_shallow", 0.0),
+            "BRAM36": table.get("BRAM36", 0.0),
+            "compare": lanes * levels, "compare_bits": varying,
+            "const_compare": total - varying, "ff_compare": lanes * levels,
             "ff_table": varying if groups >= REGISTERED_TABLE_MIN_DEPTH else 0}
 
 
@@ -286,9 +363,9 @@ def layer_parts(lp) -> dict[str, dict[str, float]]:
     thresholds), ``window`` (the sliding-window generator) and ``link`` (its input FIFOs
     and width converter).
 
-    LUT counts: ``mac`` (fabric LUTs of the products at bench-pe rates), ``tree``
-    (lanes x the adder tree's widest sum, which bench-pe's 16-lane units do not scale with,
-    and which is all the LUT logic of DSP products), ``acc``, ``compare``, ``table`` (threshold ROM
+    LUT counts: ``mac`` (fabric multipliers at bench-pe rates), ``lookup`` (table bits of
+    table products), ``tree`` (adder bits, all the LUT logic of DSP products), ``acc``,
+    ``compare``/``compare_bits``/``const_compare`` (thresholds), ``table`` (threshold ROM
     sites), ``rom`` (weight ROM sites), ``ram`` (LUT RAM sites), ``control``, ``window``,
     ``fifo``; FF counts: ``ff_mac``, ``ff_acc``, ``ff_compare``, ``ff_table``, ``beat``
     (stream register bits) and the same ``control``/``window``/``fifo``; and the resources
@@ -305,13 +382,7 @@ def layer_parts(lp) -> dict[str, dict[str, float]]:
     window = getattr(ly, "window", None)
     if isinstance(ly, MatrixVector):
         lanes, w_fmt = fold.pe * fold.simd, ly.w_fmt
-        tree = w_fmt.bits + ib + math.ceil(math.log2(max(fold.simd, 2)))
-        unit["tree"] = lanes * tree
-        if dsp_product(w_fmt, in_fmt):
-            add(unit, {"DSP": dsp_count(lp), "ff_mac": lanes * per_mac(w_fmt, in_fmt)[1]})
-        else:
-            lut, ff = per_mac(w_fmt, in_fmt)
-            add(unit, {"mac": lanes * lut, "ff_mac": lanes * ff})
+        add(unit, product_counts(lp))
         add(unit, {"acc": fold.pe * acc_bits, "ff_acc": fold.pe * (acc_bits + out_bits)})
         add(unit, weight_memory(lp, lp.cycles // ly.pixels, lanes * w_fmt.bits))
         add(unit, memory_cost(ly.in_features // fold.simd, fold.simd * ib, "buffer"))
