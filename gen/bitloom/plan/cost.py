@@ -69,14 +69,13 @@ BRAM18_SHAPES = ((16384, 1), (8192, 2), (4096, 4), (2048, 9), (1024, 18), (512, 
 
 #: LUT and FF weights of each component count, fitted by ``bitloom.dse.calibrate``
 COEFFICIENTS: dict[str, dict[str, float]] = {
-    "LUT": {"mac": 0.7886, "lookup": 2.0858, "tree": 0.1673, "acc": 0.1937, "compare": 1.7295,
-            "compare_bits": 0.7704, "const_compare": 0.0, "table": 1.1988, "rom": 1.7441,
-            "rom_shallow": 0.0, "ram": 1.2645, "control": 32.751, "window": 183.6973,
-            "fifo": 24.9605},
-    "FF": {"mac": 0.1824, "acc": 0.0, "compare": 0.9587, "table": 0.819, "beat": 1.807,
-           "control": 24.5673, "window": 43.8078, "fifo": 23.6459},
+    "LUT": {"mac": 0.7839, "lookup": 2.0892, "tree": 0.1662, "acc": 0.1856, "compare": 1.7448,
+            "compare_bits": 0.7819, "const_compare": 0.0, "table": 1.2328, "rom": 1.7696,
+            "rom_shallow": 0.0, "ram": 1.2738, "control": 32.6839, "window": 183.5253,
+            "fifo": 24.8662},
+    "FF": {"mac": 0.1825, "acc": 0.0, "compare": 0.959, "table": 0.8332, "beat": 1.8058,
+           "control": 24.6051, "window": 43.8285, "fifo": 23.6595},
 }
-
 
 #: the count behind each FF weight (each LUT weight multiplies the count of its own name)
 FF_COUNTS = {"mac": "ff_mac", "acc": "ff_acc", "compare": "ff_compare", "table": "ff_table",
@@ -330,7 +329,10 @@ def threshold_counts(req, acc_bits: int, lanes: int) -> dict[str, float]:
     if req is None:
         return {}
     levels = req.table.shape[1]
-    tbits = acc_bits + 1
+    # thresholds span far fewer bits than a wide (minifloat) accumulator: above their span
+    # every compare only asks whether the accumulator is beyond it, once per lane
+    span = max(int(req.table.min()).bit_length(), int(req.table.max()).bit_length()) + 1
+    tbits = min(acc_bits + 1, span)
     total = lanes * levels * tbits
     varying = varying_bits(req.table, lanes, tbits)
     groups = max(req.channels // lanes, 1)
@@ -341,7 +343,8 @@ def threshold_counts(req, acc_bits: int, lanes: int) -> dict[str, float]:
     return {"table": table.get("rom", 0.0) + table.get("rom_shallow", 0.0),
             "BRAM36": table.get("BRAM36", 0.0),
             "compare": lanes * levels, "compare_bits": varying,
-            "const_compare": total - varying, "ff_compare": lanes * levels,
+            "const_compare": total - varying + lanes * (acc_bits + 1 - tbits),
+            "ff_compare": lanes * levels,
             "ff_table": varying if groups >= REGISTERED_TABLE_MIN_DEPTH else 0}
 
 
