@@ -84,6 +84,7 @@ CASES: tuple[Case, ...] = (
     Case("conv-bipolar-int4", "conv", "bipolar", "int4", 1296, "test"),
     Case("dense-int5", "dense", "int5", "int5", 16, "test"),
     Case("conv-int3", "conv", "int3", "int3", 648, "test"),
+    Case("conv-bipolar-int3", "conv", "bipolar", "int3", 648, "train"),
 )
 #: the source tree, where the example models are
 ROOT = Path(__file__).resolve().parents[3]
@@ -358,7 +359,7 @@ def markdown(rows: list[Row], result: dict) -> str:
              "Generated; LUT/FF: (estimate - Yosys) / Yosys per layer; DSP/BRAM36: mean "
              "absolute difference per layer, and totals estimated/measured. `before`: the "
              "model these designs were compiled with.", ""]
-    for split in ("test", "train"):
+    for split in (s for s in ("test", "train") if s in result):
         title = "Held-out layers (not used in the fit)" if split == "test" else \
             "Training layers (the fit's own data)"
         lines += [f"## {title}", "",

@@ -69,12 +69,12 @@ BRAM18_SHAPES = ((16384, 1), (8192, 2), (4096, 4), (2048, 9), (1024, 18), (512, 
 
 #: LUT and FF weights of each component count, fitted by ``bitloom.dse.calibrate``
 COEFFICIENTS: dict[str, dict[str, float]] = {
-    "LUT": {"mac": 0.7839, "lookup": 2.0892, "tree": 0.1662, "acc": 0.1856, "compare": 1.7448,
-            "compare_bits": 0.7819, "const_compare": 0.0, "table": 1.2328, "rom": 1.7696,
-            "rom_shallow": 0.0, "ram": 1.2738, "control": 32.6839, "window": 183.5253,
-            "fifo": 24.8662},
-    "FF": {"mac": 0.1825, "acc": 0.0, "compare": 0.959, "table": 0.8332, "beat": 1.8058,
-           "control": 24.6051, "window": 43.8285, "fifo": 23.6595},
+    "LUT": {"mac": 0.7964, "lookup": 2.2342, "tree": 0.0585, "acc": 0.0, "compare": 1.7187,
+            "compare_bits": 0.7645, "const_compare": 0.0, "table": 1.2149, "rom": 2.6102,
+            "rom_shallow": 0.0, "ram": 1.3637, "control": 32.3244, "window": 181.8255,
+            "fifo": 25.0719},
+    "FF": {"mac": 0.1806, "acc": 0.0, "compare": 0.9581, "table": 0.8333, "beat": 1.8096,
+           "control": 25.6939, "window": 44.4062, "fifo": 24.5447},
 }
 
 #: the count behind each FF weight (each LUT weight multiplies the count of its own name)
@@ -312,9 +312,15 @@ def varying_bits(table, lanes: int, tbits: int) -> int:
     groups = table.shape[0] // lanes
     if groups <= 1:
         return 0
-    if tbits > 62:  # beyond int64: count every bit as varying
-        return table.shape[1] * lanes * tbits
-    words = np.asarray(table, dtype=np.int64).reshape(groups, -1) & ((1 << tbits) - 1)
+    mask = (1 << tbits) - 1
+    if tbits > 62:  # beyond int64: Python integers
+        words = [[int(v) & mask for v in row] for row in
+                 np.asarray(table, dtype=object).reshape(groups, -1)]
+        diff = [0] * len(words[0])
+        for row in words[1:]:
+            diff = [d | (v ^ v0) for d, v, v0 in zip(diff, row, words[0], strict=True)]
+        return sum(d.bit_count() for d in diff)
+    words = np.asarray(table, dtype=np.int64).reshape(groups, -1) & mask
     diff = np.bitwise_or.reduce(words ^ words[0], axis=0)
     return int(sum(int(d).bit_count() for d in diff))
 
