@@ -129,6 +129,9 @@ def test_varying_bits_ignores_shared_table_bits():
     table = np.array([[1, 2], [1, 3], [1, 2], [1, 3]])
     assert cost.varying_bits(table, lanes=1, tbits=8) == 1  # only the LSB of column 2
     assert cost.varying_bits(table, lanes=4, tbits=8) == 0
+    # wide (Kulisch) accumulators: thresholds beyond int64 are counted exactly too
+    wide = np.array([[2**70 + 1, -(2**70)], [2**70 + 3, -(2**70)]], dtype=object)
+    assert cost.varying_bits(wide, lanes=1, tbits=73) == 1
 
 
 def test_product_costs_read_at_run_time(tmp_path):
