@@ -22,6 +22,8 @@ def summary_text(net: Network) -> str:
             f"  {ly.name:10} {ly.kind:14} {shapes:>22} {fmts['input']:>7} "
             f"{fmts.get('weight', '-'):>7} {acc or '-':>7} {fmts['output']:>7} "
             f"{ly.macs:>8}  {req}")
+    lines.extend(f"  {ly.name}: golden only (no hardware mapping): {ly.golden_only}"
+                 for ly in net.layers if ly.golden_only)
     host = "".join(f" -> {op.describe()}" for op in net.output.host_ops)
     lines.append(f"  output {net.output.name}: {net.output.shape}, float32 "
                  f"({net.output.chain.describe()}{host} on the host)")

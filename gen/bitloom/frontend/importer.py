@@ -343,7 +343,7 @@ class Importer:
                 f"{self.source}: the model has {len(inputs)} inputs and {len(graph.output)} "
                 "outputs; this version of bitloom compiles models with exactly one of each."
             )
-        graph_input = inputs[0]
+        graph_input = self.graph_input = inputs[0]
         shape = self._static_shape(graph_input)
         self.values[graph_input.name] = self._graph_input(graph_input, shape[1:])
         for node in graph.node:
@@ -366,6 +366,13 @@ class Importer:
         quantizer = Quantizer(fmt, 1.0, 0, "round", ROUND_THEN_SHIFT)
         self.input_quant = InputQuantizer(info.name, shape, shape, quantizer)
         return Stream(-1, fmt, np.array([1.0]), 0, shape, codes=True)
+
+    def declared_batch(self) -> int | None:
+        """The batch size the graph input declares (its axis 0), None when symbolic."""
+        dims = self.graph_input.type.tensor_type.shape.dim
+        if dims and dims[0].HasField("dim_value") and dims[0].dim_value > 0:
+            return int(dims[0].dim_value)
+        return None
 
     def _static_shape(self, info: onnx.ValueInfoProto) -> tuple[int, ...]:
         dims = info.type.tensor_type.shape.dim
@@ -764,35 +771,76 @@ class Importer:
         return x
 
     def _dense(self, node, x: Value | None, w: QuantConstant, trans_b: bool) -> Derived:
-        """A new MatrixVector layer; its float output is ``scale_x * scale_w * (acc - zp)``."""
+        """A new MatrixVector layer; its float output is ``scale_x * scale_w * (acc - zp)``.
+        A per-sample ``(rows, K)`` input (a rank-3 A of MatMul) is ``rows`` vectors, each
+        multiplied by the matrix, or by its sample's own matrix (see :meth:`_matrices`)."""
         if not isinstance(x, Stream):
             raise self.fail(node, "its input is not quantized; put a quantizer before it.")
-        if len(x.shape) != 1:
-            raise self.fail(node, f"input of per-sample shape {x.shape}: only vectors map "
-                            "onto MatMul/Gemm; flatten the tensor first.")
-        values, wscale = w.values, np.asarray(w.scale, dtype=np.float32)
-        if values.ndim != 2:
-            raise self.fail(node, f"weights of rank {values.ndim}: expected a 2-D matrix.")
+        matrix = node.op_type not in ("Gemm", "QGemm")  # MatMul broadcasts a rank-3 A
+        if len(x.shape) not in ((1, 2) if matrix else (1,)):
+            raise self.fail(node, f"input of per-sample shape {x.shape}: only vectors"
+                            f"{' and (rows, K) matrices' if matrix else ''} map onto "
+                            f"{node.op_type}; flatten the tensor first.")
+        values, wscale = self._matrices(node, x, w)
         if trans_b:
             values = values.T
             wscale = wscale.T if wscale.ndim == 2 else wscale
-        k, n = values.shape
-        if k != x.shape[0]:
-            raise self.fail(node, f"weights have {k} rows for an input of {x.shape[0]}.")
+        k, n = values.shape[-2:]
+        if k != x.shape[-1]:
+            raise self.fail(node, f"weights have {k} rows for an input of {x.shape[-1]}.")
         if wscale.size not in (1, n) or (wscale.ndim == 2 and wscale.shape[0] != 1):
             raise self.fail(node, "weight scales must be per-tensor or per output channel.")
         if x.order is not None:  # the input is a flattened feature map, streamed channel-last
             values = values[x.order]
+        rows = x.shape[0] if len(x.shape) == 2 else 1
+        per_sample = values.ndim == 3
         return self._weighted(
-            node, x, values, as_fractions(wscale, n), w.fmt, (n,),
-            lambda index, acc: MatrixVector(f"mvu{index}", (x.producer,), channel_last(x.shape),
-                                            acc_fmt=acc, weights=values.astype(np.int64),
-                                            in_fmt=x.fmt, w_fmt=w.fmt))
+            node, x, values, as_fractions(wscale, n), w.fmt, (*x.shape[:-1], n),
+            lambda index, acc: MatrixVector(
+                f"mvu{index}", (x.producer,), x.shape if rows > 1 else x.shape[-1:], acc_fmt=acc,
+                weights=values.astype(np.int64), in_fmt=x.fmt, w_fmt=w.fmt, rows=rows,
+                in_zero_point=x.zero_point if per_sample else 0),
+            zero_in_layer=per_sample)
+
+    def _matrices(self, node, x: Stream, w: QuantConstant) -> tuple[np.ndarray, np.ndarray]:
+        """The weights as one ``(K, N)`` matrix, or ``(G, K, N)``, one per sample, and their
+        scale. ONNX MatMul broadcasts a rank-3 B against a rank-3 A along axis 0, which
+        bitloom streams as independent samples: a leading axis of 1 is one matrix for all,
+        one of the model's batch size a matrix per sample; other batched Bs mix samples."""
+        values, wscale = w.values, np.asarray(w.scale, dtype=np.float32)
+        if values.ndim == 3 and len(x.shape) == 2:
+            groups = values.shape[0]
+            if wscale.ndim == 3:
+                if wscale.shape[0] != 1:
+                    raise self.fail(node, f"weight scales of shape {wscale.shape} vary along "
+                                    "B's leading axis; only per-tensor or per-column scales "
+                                    "are supported.")
+                wscale = wscale[0]
+            if groups == 1:
+                return values[0], wscale
+            batch = self.declared_batch()
+            if batch != groups:
+                declared = "leaves it symbolic" if batch is None else f"declares {batch}"
+                raise self.fail(node, f"B of shape {values.shape} holds one matrix per index "
+                                "of axis 0, the batch axis, for a batch of exactly "
+                                f"{groups} samples; input {self.graph_input.name!r} "
+                                f"{declared}. Export the model with a fixed batch size of "
+                                f"{groups} (or one matrix for every sample).")
+            return values, wscale
+        if values.ndim != 2:
+            raise self.fail(node, f"B of shape {values.shape} does not map onto a streamed "
+                            f"layer for an input of per-sample shape {x.shape} (batch axis "
+                            "0): bitloom maps a 2-D B, or for a rank-3 input a rank-3 B with "
+                            "one matrix for every sample or one per sample.")
+        return values, wscale
 
     def _weighted(self, node, x: Stream, values: np.ndarray, wscale: list[Fraction],
-                  w_fmt: Format, shape: tuple[int, ...], make) -> Derived:
+                  w_fmt: Format, shape: tuple[int, ...], make,
+                  zero_in_layer: bool = False) -> Derived:
         """A layer summing ``values[k, c] * x[k]`` over ``k`` (dense, conv and depthwise):
-        its float output is ``scale_x * scale_w[c] * (acc - zp * colsum[c])``."""
+        its float output is ``scale_x * scale_w[c] * (acc - zp * colsum[c])``, or with
+        ``zero_in_layer`` (the layer subtracts the input's zero point) ``scale_x *
+        scale_w[c] * acc``."""
         if x.scale.size != 1:
             raise self.fail(node, "the input needs a per-tensor scale.")
         # acc counts units of the product grid: 2**-(frac_w + frac_x)
@@ -800,9 +848,16 @@ class Importer:
         a = [Fraction(float(x.scale[0])) * s * unit for s in wscale]
         if x.zero_point and x.fmt.grid().frac_bits:
             raise self.fail(node, "a zero point on a non-integer input is not supported.")
-        colsum = values.sum(axis=0)
-        b = [-ai * x.zero_point * int(cs) for ai, cs in zip(a, colsum, strict=True)]
-        grid = accumulator_grid(w_fmt, x.fmt, values.shape[0])
+        in_fmt = x.fmt
+        if zero_in_layer:
+            b = [Fraction(0)] * len(a)
+            if x.zero_point:  # the product's operand is x - zp
+                grid = x.fmt.grid()
+                in_fmt = Int.spanning(int(grid.lo) - x.zero_point, int(grid.hi) - x.zero_point)
+        else:
+            colsum = values.sum(axis=0)
+            b = [-ai * x.zero_point * int(cs) for ai, cs in zip(a, colsum, strict=True)]
+        grid = accumulator_grid(w_fmt, in_fmt, values.shape[-2])
         index = self._add_layer(node, make(len(self.layers), Int.spanning(grid.lo, grid.hi)))
         return Derived(index, Chain(len(a)).then(Affine(a, b)), shape)
 
@@ -814,12 +869,14 @@ class Importer:
         return len(self.layers) - 1
 
     def _per_channel(self, node, c: np.ndarray, x: Derived) -> list[Fraction]:
-        """A constant that broadcasts per channel (axis 1 of ``(N, C, ...)``) as rationals."""
+        """A constant that broadcasts per channel of the chain as rationals: axis 1 of
+        ``(N, C)`` and ``(N, C, H, W)``, the last axis of a ``(N, rows, C)`` matrix."""
         c = np.asarray(c, dtype=np.float32)
         n, full = x.chain.channels, (1, *x.shape)
+        axis = 1 if len(x.shape) == 3 else len(x.shape)  # where channel_last puts channels
         shape = (1,) * (len(full) - c.ndim) + c.shape
         if c.ndim > len(full) or c.size not in (1, n) or any(
-                d != 1 for i, d in enumerate(shape) if i != 1):
+                d != 1 for i, d in enumerate(shape) if i != axis):
             raise self.fail(node, f"constant of shape {c.shape} is not per-channel ({n}) for a "
                             f"tensor of shape {full}.")
         return self._exact(node, c, n, "constant")

@@ -198,10 +198,9 @@ class QdqOps:
         graph input's declared static batch (1 when it is symbolic, which parameters varying
         along axis 0 cannot be). Per-axis or blocked parameters of the model input may index
         it; the host then needs exactly that batch."""
-        info = next(i for i in self.model.graph.input if i.name == name)
-        dims = info.type.tensor_type.shape.dim
-        if dims and dims[0].HasField("dim_value") and dims[0].dim_value > 0:
-            return (int(dims[0].dim_value), *shape)
+        batch = self.declared_batch()
+        if batch is not None:
+            return (batch, *shape)
         rank = len(shape) + 1
         along_batch = any(np.ndim(v) == rank and v.shape[0] > 1 for v in (scale, zero_point)) \
             if blocked else axis % rank == 0 and max(scale.size, zero_point.size) > 1

@@ -3,7 +3,8 @@
 ``QGemm`` (com.microsoft) and ``QLinearMatMul`` take quantized tensors with their scales
 and zero points and produce a requantized tensor (or, for QGemm without an output scale,
 float); ``MatMulInteger`` produces the raw int32 accumulator that later float ops scale.
-All of them become the same MatrixVector layer with a per-channel chain as Q/DQ models do.
+All of them become the same MatrixVector layer with a per-channel chain as Q/DQ models do;
+per-column parameters of B lie along its last axis (B may be batched, rank 3).
 """
 
 from __future__ import annotations
@@ -70,16 +71,6 @@ class QOperatorOps:
             fmt.min_int - int(zero_point.max()), fmt.max_int - int(zero_point.min()))
         return QuantConstant(values, self._along_axis(node, q, scale_v, axis), wfmt)
 
-    def _one_matrix(self, node, b: Value | None) -> None:
-        """Batched weights (one matrix per index of the leading axes, ONNX MatMul's batch
-        broadcasting) cannot be a streamed layer's weights: bitloom streams axis 0 as
-        independent samples through one layer with one weight matrix for all of them."""
-        if isinstance(b, Constant) and b.value.ndim > 2:
-            raise self.fail(node, f"B of shape {b.value.shape} holds one matrix per index of "
-                            "its leading axes (batched MatMul); a streamed layer applies one "
-                            "weight matrix to every sample, so only a 2-D B maps onto "
-                            "MatMul/Gemm.")
-
     def _qlinear_dense(self, node, ins: list[Value | None]) -> Value:
         attrs = attributes(node)
         ins = ins + [None] * (9 - len(ins))
@@ -87,8 +78,7 @@ class QOperatorOps:
             raise self.fail(node, "transA=1 is not supported.")
         trans_b = bool(attrs.get("transB", 0))
         x = self._operand(node, ins[0], ins[1], ins[2])
-        self._one_matrix(node, ins[3])
-        w = self._int_weights(node, ins[3], ins[4], ins[5], axis=0 if trans_b else 1)
+        w = self._int_weights(node, ins[3], ins[4], ins[5], axis=0 if trans_b else -1)
         out = self._dense(node, x, w, trans_b)
         n = out.chain.channels
         if node.op_type == "QGemm":
@@ -161,6 +151,5 @@ class QOperatorOps:
     def _matmul_integer(self, node, ins: list[Value | None]) -> Derived:
         ins = ins + [None] * (4 - len(ins))
         x = self._operand(node, ins[0], None, ins[2], unit_scale=True)
-        self._one_matrix(node, ins[1])
-        w = self._int_weights(node, ins[1], None, ins[3], axis=1)
+        w = self._int_weights(node, ins[1], None, ins[3], axis=-1)
         return self._dense(node, x, w, trans_b=False)

@@ -198,10 +198,22 @@ class Network:
             values.append(layer.golden(*(values[p + 1] for p in layer.inputs)))
         return values
 
+    def require_hardware(self) -> None:
+        """Refuse, naming them, layers only the golden executor runs (no hardware maps them),
+        before a plan or a hardware engine would build something else."""
+        from bitloom.errors import BitloomError
+
+        gaps = [f"{ly.label} runs in golden (bitloom run / inspect) but has no hardware "
+                f"mapping: {ly.golden_only}" for ly in self.layers if ly.golden_only]
+        if gaps:
+            raise BitloomError(f"{self.source}: {'; '.join(gaps)}.")
+
     def run(self, x: np.ndarray | dict[str, np.ndarray], engine: str = "golden", **options):
         """Run a batch through ``engine`` and return what the ONNX model would (float32)."""
-        from bitloom.engines import run_engine
+        from bitloom.engines import ENGINES, run_engine
 
+        if engine in ENGINES and engine != "golden":
+            self.require_hardware()
         if isinstance(x, dict):
             if set(x) != {self.input.name}:
                 from bitloom.errors import BitloomError

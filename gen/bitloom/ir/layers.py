@@ -2,7 +2,8 @@
 
 Every layer reads the integer values of its producers and writes integer values; tensors
 are channel-last: a vector is ``(batch, channels)``, a feature map ``(batch, H, W, C)``
-(the stream order of the hardware: pixels in raster order, channels fastest). Layers with
+(the stream order of the hardware: pixels in raster order, channels fastest), a per-sample
+matrix of rows travels flattened, row after row, as ``(batch, rows * channels)``. Layers with
 an accumulator end in an optional :class:`~bitloom.ir.Thresholds` requantization; without
 one, the accumulator itself is the output (the last layer, dequantized on the host).
 
@@ -89,6 +90,18 @@ class Layer:
     def macs(self) -> int:
         return 0
 
+    @property
+    def golden_only(self) -> str | None:
+        """Why the hardware cannot build this layer (None: it can)."""
+        return None
+
+    @property
+    def label(self) -> str:
+        """The layer and the ONNX nodes it came from, for messages."""
+        nodes = ", ".join(map(repr, self.source_nodes))
+        return f"layer {self.name!r} (ONNX node{'s' if len(self.source_nodes) > 1 else ''} " \
+               f"{nodes})"
+
     def golden(self, *xs: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
@@ -110,13 +123,20 @@ class Accumulating(Layer):
 
 @dataclass
 class MatrixVector(Accumulating):
-    """``acc = x @ weights`` per vector, or per window of a convolution (im2col order:
-    kernel row, kernel column, input channel) when ``window`` is set."""
+    """``acc = x @ weights`` per vector, per window of a convolution (im2col order: kernel
+    row, kernel column, input channel) when ``window`` is set, or per row of a per-sample
+    ``(rows, K)`` matrix (ONNX MatMul of a rank-3 A). Weights ``(G, K, N)`` hold one matrix
+    per sample (ONNX MatMul's batch broadcasting of a rank-3 B): a batch must then hold
+    exactly ``G`` samples, and the layer subtracts the input's zero point itself
+    (``in_zero_point``), because its correction, zero point times a column sum of the
+    sample's matrix, differs per sample and cannot join the per-channel chain."""
 
-    weights: np.ndarray = field(kw_only=True)  # int64 [K, N] grid integers of w_fmt
+    weights: np.ndarray = field(kw_only=True)  # int64 [K, N] (or [G, K, N]) grid integers
     in_fmt: Format = field(kw_only=True)
     w_fmt: Format = field(kw_only=True)
     window: Window | None = field(default=None, kw_only=True)
+    rows: int = field(default=1, kw_only=True)
+    in_zero_point: int = field(default=0, kw_only=True)
 
     @property
     def kind(self) -> str:
@@ -124,11 +144,11 @@ class MatrixVector(Accumulating):
 
     @property
     def in_features(self) -> int:
-        return self.weights.shape[0]
+        return self.weights.shape[-2]
 
     @property
     def out_features(self) -> int:
-        return self.weights.shape[1]
+        return self.weights.shape[-1]
 
     @property
     def pixels(self) -> int:
@@ -136,22 +156,50 @@ class MatrixVector(Accumulating):
 
     @property
     def out_shape(self) -> tuple[int, ...]:
-        if self.window is None:
-            return (self.out_features,)
-        return (*self.window.out_hw, self.out_features)
+        if self.window is not None:
+            return (*self.window.out_hw, self.out_features)
+        return (self.out_features,) if self.rows == 1 else (self.rows, self.out_features)
 
     @property
     def macs(self) -> int:
-        return self.in_features * self.out_features * self.pixels
+        return self.in_features * self.out_features * self.pixels * self.rows
+
+    @property
+    def golden_only(self) -> str | None:
+        if self.weights.ndim == 3:
+            return (f"it multiplies each of the {len(self.weights)} samples of a batch by its "
+                    "own weight matrix (a batched MatMul), and the hardware applies one weight "
+                    "matrix to every frame")
+        if self.rows > 1:
+            return (f"its input holds {self.rows} rows per sample, and the hardware's "
+                    "matrix-vector unit multiplies one vector (or convolution window) at a "
+                    "time, not the rows of a matrix")
+        return None
 
     def golden(self, x: np.ndarray) -> np.ndarray:
-        if self.window is None:  # a flattened feature map arrives as (B, H, W, C)
-            return self.finish(_exact_matmul(x.reshape(len(x), -1), self.weights,
-                                             self.acc_fmt))
+        if self.window is None:
+            return self._dense(x)
         p = self.window.patches(x)
         b, oh, ow = p.shape[:3]
         acc = _exact_matmul(p.reshape(b * oh * ow, -1), self.weights, self.acc_fmt)
         return self.finish(acc.reshape(b, oh, ow, -1))
+
+    def _dense(self, x: np.ndarray) -> np.ndarray:
+        """One vector, or ``rows`` of them, per sample (a flattened feature map arrives as
+        ``(B, H, W, C)``), times the matrix or the sample's own matrix."""
+        b = len(x)
+        vectors = x.reshape(b * self.rows, self.in_features)
+        if self.weights.ndim == 2:
+            acc = _exact_matmul(vectors, self.weights, self.acc_fmt)
+        else:
+            from bitloom.ir.graph import check_batch
+
+            check_batch(len(self.weights), b, f"{self.label} is a batched MatMul")
+            shifted = vectors.reshape(b, self.rows, -1).astype(np.int64) - \
+                self.in_zero_point
+            acc = np.concatenate([_exact_matmul(v, w, self.acc_fmt)
+                                  for v, w in zip(shifted, self.weights, strict=True)])
+        return self.finish(acc).reshape(b, self.rows * self.out_features)
 
 
 @dataclass

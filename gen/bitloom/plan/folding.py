@@ -194,6 +194,7 @@ def make_plan(net: Network, target_cycles: int, clock_mhz: float = 100.0) -> Pla
     from bitloom.engines import require_layers
 
     require_layers(net)
+    net.require_hardware()
     if target_cycles < 1:
         raise BitloomError(f"target of {target_cycles} cycles per frame is impossible.")
     folds: list[Folding] = []
@@ -249,6 +250,7 @@ def make_plan_with(net: Network, folds: list[Folding], depths: list[tuple[int, .
     """A plan with the given per-layer folding (as recorded in a report.json); FIFO depths
     are computed unless given, weight memory styles chosen (without a BRAM limit) unless
     given per layer."""
+    net.require_hardware()
     if len(folds) != len(net.layers):
         raise BitloomError(f"{len(folds)} foldings for {len(net.layers)} layers.")
     first = next(i for i, ly in enumerate(net.layers) if -1 in ly.inputs)
