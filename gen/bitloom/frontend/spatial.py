@@ -320,8 +320,14 @@ class SpatialOps:
                or not np.array_equal(v.scale, first.scale) for v in xs[1:]):
             raise self.fail(node, "Concat of branches quantized differently needs a quantizer "
                             "right after it (or one shared quantizer on every branch).")
-        channels = tuple(v.shape[0] for v in xs)
+        if len(first.shape) == 2:  # matrices travel flattened, row after row: rows append
+            channels = tuple(int(np.prod(v.shape)) for v in xs)
+            in_shape = (channels[0],)
+        else:
+            channels = tuple(v.shape[0] for v in xs)
+            in_shape = channel_last(first.shape)
         index = self._add_layer(node, Concat(
-            f"concat{len(self.layers)}", tuple(v.producer for v in xs),
-            channel_last(first.shape), fmt=first.fmt, channels=channels))
-        return replace(first, producer=index, shape=(sum(channels), *first.shape[1:]))
+            f"concat{len(self.layers)}", tuple(v.producer for v in xs), in_shape,
+            fmt=first.fmt, channels=channels))
+        return replace(first, producer=index,
+                       shape=(sum(v.shape[0] for v in xs), *first.shape[1:]))
