@@ -85,6 +85,9 @@ CASES: tuple[Case, ...] = (
     Case("dense-int5", "dense", "int5", "int5", 16, "test"),
     Case("conv-int3", "conv", "int3", "int3", 648, "test"),
     Case("conv-bipolar-int3", "conv", "bipolar", "int3", 648, "train"),
+    Case("mlp-digits-fast", "dense", "int4", "uint4", 4, "test", "examples/mlp_digits.onnx"),
+    Case("dense-int4-fast", "dense", "int4", "int4", 2, "train"),
+    Case("dense-int4u-fast", "dense", "int4", "uint4", 4, "test"),
 )
 #: the source tree, where the example models are
 ROOT = Path(__file__).resolve().parents[3]

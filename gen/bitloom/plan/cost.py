@@ -69,12 +69,12 @@ BRAM18_SHAPES = ((16384, 1), (8192, 2), (4096, 4), (2048, 9), (1024, 18), (512, 
 
 #: LUT and FF weights of each component count, fitted by ``bitloom.dse.calibrate``
 COEFFICIENTS: dict[str, dict[str, float]] = {
-    "LUT": {"mac": 0.7964, "lookup": 2.2342, "tree": 0.0585, "acc": 0.0, "compare": 1.7187,
-            "compare_bits": 0.7645, "const_compare": 0.0, "table": 1.2149, "rom": 2.6102,
-            "rom_shallow": 0.0, "ram": 1.3637, "control": 32.3244, "window": 181.8255,
-            "fifo": 25.0719},
-    "FF": {"mac": 0.1806, "acc": 0.0, "compare": 0.9581, "table": 0.8333, "beat": 1.8096,
-           "control": 25.6939, "window": 44.4062, "fifo": 24.5447},
+    "LUT": {"mac": 0.8061, "lookup": 1.831, "tree": 0.0, "acc": 0.1533, "compare": 2.0805,
+            "compare_bits": 0.7714, "const_compare": 0.0, "table": 1.2163, "rom": 2.4233,
+            "rom_shallow": 1.0277, "ram": 0.8024, "control": 38.8358, "window": 191.6489,
+            "fifo": 29.1559},
+    "FF": {"mac": 0.0334, "acc": 0.0, "compare": 1.2265, "table": 0.8496, "beat": 2.1799,
+           "control": 32.8763, "window": 38.0585, "fifo": 20.5389},
 }
 
 #: the count behind each FF weight (each LUT weight multiplies the count of its own name)
