@@ -88,6 +88,8 @@ CASES: tuple[Case, ...] = (
     Case("mlp-digits-fast", "dense", "int4", "uint4", 4, "test", "examples/mlp_digits.onnx"),
     Case("dense-int4-fast", "dense", "int4", "int4", 2, "train"),
     Case("dense-int4u-fast", "dense", "int4", "uint4", 4, "test"),
+    Case("dense-bipolar-int2", "dense", "bipolar", "int2", 16, "train"),
+    Case("conv-bipolar-slow", "conv", "bipolar", "int2", 2592, "train"),
 )
 #: the source tree, where the example models are
 ROOT = Path(__file__).resolve().parents[3]

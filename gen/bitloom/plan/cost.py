@@ -69,12 +69,12 @@ BRAM18_SHAPES = ((16384, 1), (8192, 2), (4096, 4), (2048, 9), (1024, 18), (512, 
 
 #: LUT and FF weights of each component count, fitted by ``bitloom.dse.calibrate``
 COEFFICIENTS: dict[str, dict[str, float]] = {
-    "LUT": {"mac": 0.8061, "lookup": 1.831, "tree": 0.0, "acc": 0.1533, "compare": 2.0805,
-            "compare_bits": 0.7714, "const_compare": 0.0, "table": 1.2163, "rom": 2.4233,
-            "rom_shallow": 1.0277, "ram": 0.8024, "control": 38.8358, "window": 191.6489,
-            "fifo": 29.1559},
-    "FF": {"mac": 0.0334, "acc": 0.0, "compare": 1.2265, "table": 0.8496, "beat": 2.1799,
-           "control": 32.8763, "window": 38.0585, "fifo": 20.5389},
+    "LUT": {"mac": 0.8018, "lookup": 1.8422, "tree": 0.0559, "acc": 0.0, "compare": 1.8116,
+            "compare_bits": 0.7764, "const_compare": 0.0, "table": 1.1959, "rom": 2.8144,
+            "rom_shallow": 0.6285, "ram": 0.782, "control": 44.2522, "window": 191.4126,
+            "fifo": 30.3598},
+    "FF": {"mac": 0.0342, "acc": 0.0, "compare": 1.2089, "table": 0.8521, "beat": 2.1592,
+           "control": 34.9727, "window": 39.7032, "fifo": 20.6329},
 }
 
 #: the count behind each FF weight (each LUT weight multiplies the count of its own name)
