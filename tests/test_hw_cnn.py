@@ -304,6 +304,29 @@ def test_threshold_and_add_units_are_bit_exact():
         np.testing.assert_array_equal(got, expected, err_msg=f"{layer.kind} {a_name} {b_name}")
 
 
+@pytest.mark.parametrize("in_name", ["uint4", "int4", "uint1"])
+def test_threshold_unit_meets_tables_that_reach_past_the_accumulator(in_name):
+    """Saturating tables hold ``hi + 1`` (a level never met) and ``lo - 1`` (always met). A
+    uint4 accumulator's ``hi + 1 = 16`` was read back as a signed 5-bit -16, so every
+    'never' level counted as met (a Brevitas residual block's shared quantizer, issue 15)."""
+    fmt = parse_format(in_name)
+    grid = fmt.grid()
+    lo, hi = int(grid.lo), int(grid.hi)
+    levels = fmt.grid_levels()
+    x = np.tile(levels, 4).reshape(1, 1, -1, 2)  # every code, on both channels
+    shape = x.shape[1:]
+    out_fmt = Int(4, signed=False)
+    rising = np.linspace(lo, hi + 1, 15).round().astype(np.int64)  # ends at 'never'
+    falling = np.linspace(lo - 1, hi, 15).round().astype(np.int64)  # starts at 'always'
+    layer = Thresholding("req", (-1,), shape, in_fmt=fmt, acc_fmt=Int.spanning(lo, hi))
+    layer.requant = Thresholds(np.stack([np.sort(rising), np.sort(falling)]),
+                               np.array([True, False]), out_fmt)
+    expected = layer.golden(x).reshape(-1)
+    out = simulate(ThresholdUnit(layer, 2), {"i": to_beats(x, fmt, 2)},
+                   {"o": expected.size // 2}, seed=3)
+    np.testing.assert_array_equal(from_beats(beats(out["o"]), out_fmt, 2), expected)
+
+
 # -- branches: concat and fan-out ---------------------------------------------------------
 
 def test_concat_interleaves_channels_per_pixel():

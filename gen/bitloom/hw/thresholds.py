@@ -39,8 +39,11 @@ def acc_shape(acc_fmt: Int):
 
 
 def threshold_bits(acc_fmt: Int) -> int:
-    """Width of a threshold: one more than the accumulator (thresholds reach lo-1 / hi+1)."""
-    return acc_fmt.bits + 1
+    """Width of a threshold, compared as a signed number: tables reach ``lo - 1`` and
+    ``hi + 1`` (a level never or always met), so a signed accumulator needs one more bit and
+    an unsigned one two (``2**bits`` of a uint accumulator is not a signed ``bits + 1``
+    number)."""
+    return acc_fmt.bits + (1 if acc_fmt.signed else 2)
 
 
 def threshold_words(req: Thresholds, lanes: int, tbits: int) -> list[int]:
