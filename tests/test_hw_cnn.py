@@ -35,6 +35,7 @@ from bitloom.ir import (
     Thresholds,
     Window,
 )
+from bitloom.plan.fifos import DECOUPLE
 from bitloom.sim.vectors import from_beats, to_beats
 
 
@@ -400,3 +401,14 @@ def test_residual_block_runs_with_the_documented_skip_fifo_and_stalls_without():
     stalled = Residual(conv, add, fold, 2)
     with pytest.raises(AssertionError, match="0 of"):
         simulate(stalled, inputs, {"o": expected.size // c}, seed=70, max_cycles=500)
+
+
+def test_decoupling_fifo_sustains_one_beat_per_cycle():
+    """The planner's smallest FIFO keeps up with a producer and consumer that never pause
+    (a 2-beat buffered FIFO moved every other beat: a residual block ran at 1,024 cycles per
+    frame against 576 planned, issue 15)."""
+    data = list(range(200))
+    out = simulate(StreamFifo(8, DECOUPLE), {"i": data}, {"o": len(data)}, seed=1, pause=0.0)
+    cycles = [c for c, _ in out["o"]]
+    assert beats(out["o"]) == data
+    assert cycles[-1] - cycles[0] == len(data) - 1

@@ -76,7 +76,12 @@ class WidthConverter(wiring.Component):
 
 
 class StreamFifo(wiring.Component):
-    """A synchronous FIFO with stream interfaces (``depth`` >= 1 beats)."""
+    """A synchronous FIFO with stream interfaces (``depth`` >= 1 beats).
+
+    Amaranth's buffered FIFO is an output register behind a FIFO of ``depth - 1`` that
+    cannot be written while full, even in a cycle it is read: below 3 beats it moves one
+    beat every other cycle, so a FIFO that must keep up at one beat per cycle has 3 or more.
+    """
 
     def __init__(self, width: int, depth: int) -> None:
         self.width, self.depth = width, depth

@@ -16,8 +16,11 @@ Stream orders (``simd`` channels per beat, element 0 lowest; ``simd`` divides ``
 
 Padding taps carry the code of the window's ``pad_value``; they read no memory.
 
-Buffer: a circular buffer of ``D = min((R + sh - 1) * W, H * W)`` pixels (``R`` = the
-dilated kernel height ``dh*(KH-1)+1``; ``R`` rows at stride 1) in one
+Buffer: a circular buffer of ``D = (R + sh - 1) * W`` pixels (``R`` = the dilated kernel
+height ``dh*(KH-1)+1``; ``R`` rows at stride 1), more than the map itself when the map is
+small, so the next frame's first pixels can come in while the last windows of a frame go
+out (a buffer of just the map made two padded convolutions on a 2x2 map wait for each
+other), in one
 :class:`~amaranth.lib.memory.Memory` of ``D * C/simd`` beats. Input pixel ``n`` (counted
 from the start of the frame the reader is in, across frame ends) is written once pixel
 ``n - D`` is no longer needed: ``n - D < F``, ``F`` a lower bound on the first pixel the
@@ -97,9 +100,8 @@ class SlidingWindow(wiring.Component):
         self.window, self.channels, self.simd, self.fmt, self.order = \
             window, channels, simd, fmt, order
         self.chunks = channels // simd
-        h, w = window.in_hw
         rows = window.dilation[0] * (window.kernel[0] - 1) + 1
-        self.depth_pixels = min((rows + window.stride[0] - 1) * w, h * w)
+        self.depth_pixels = (rows + window.stride[0] - 1) * window.in_hw[1]
         beat = unsigned(simd * fmt.bits)
         super().__init__({"i": In(stream.Signature(beat)), "o": Out(stream.Signature(beat))})
 

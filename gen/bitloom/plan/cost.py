@@ -356,9 +356,9 @@ def threshold_counts(req, acc_bits: int, lanes: int) -> dict[str, float]:
 
 def window_memory(window, channels: int, lanes: int, bits: int) -> dict[str, float]:
     """The sliding-window line buffer: the kernel's rows (plus stride) of the map."""
-    h, w = window.in_hw
+    w = window.in_hw[1]
     rows = window.dilation[0] * (window.kernel[0] - 1) + window.stride[0]
-    return memory_cost(min(rows * w, h * w) * channels // lanes, lanes * bits, "fifo")
+    return memory_cost(rows * w * channels // lanes, lanes * bits, "fifo")
 
 
 def add(total: dict[str, float], counts: Mapping[str, float]) -> None:

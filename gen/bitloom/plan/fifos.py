@@ -19,13 +19,14 @@ elements that the join cannot take until the later input catches up: its FIFO ho
 difference of delays times the beats per frame, plus one output pixel of the join (a
 concatenation makes each input wait while the others' chunks of a pixel go out) and
 :data:`MARGIN` beats. Too little is a deadlock: the fan-out feeding both branches stops.
-The frame-deep bound (a whole input frame, + 2) is kept as a cap: no branch can lead by
-more than a frame.
+No frame bound caps this: on a small map each windowed layer waits for most of the map,
+so a branch of two such layers leads by more than two frames, and a skip FIFO of one frame
+then limits the frames in flight (a residual pair on a 2x2 map ran 24% slow).
 
-Elsewhere a FIFO only decouples producer and consumer (2 beats sustain one beat per
-cycle), except in front of a dense matrix-vector unit with several neuron folds: it takes
-its input during the first fold only, so the FIFO holds what the producer makes during the
-other folds (at most the unit's whole input, ``SF`` beats), and the producer never waits.
+Elsewhere a FIFO only decouples producer and consumer with :data:`DECOUPLE` beats, except
+in front of a dense matrix-vector unit with several neuron folds: it takes its input during
+the first fold only, so the FIFO holds what the producer makes during the other folds (at
+most the unit's whole input, ``SF`` beats), and the producer never waits.
 A sliding window buffers rows itself and a convolution's unit reads it, not the FIFO.
 """
 
@@ -50,8 +51,9 @@ from bitloom.ir import (
 HOP_CYCLES = 6
 #: beats of slack on every join input beyond the schedule's difference
 MARGIN = 2
-#: a FIFO that only decouples two units
-DECOUPLE = 2
+#: a FIFO that only decouples two units: the fewest beats that sustain one beat per cycle
+#: (:class:`~bitloom.hw.glue.StreamFifo` of 2 beats alternates: half rate)
+DECOUPLE = 3
 
 
 def _windowed(layer: AnyLayer) -> bool:
@@ -94,7 +96,7 @@ def stream_delays(net: Network, folds: list[Folding]) -> dict[int, float]:
 def join_depths(net: Network, folds: list[Folding], index: int,
                 shapes: list[tuple[int, ...]]) -> tuple[int, ...]:
     """Input FIFO depths of the join ``index`` (Add, Concat): the schedule's lead of each
-    input over the latest one, capped at a whole input frame."""
+    input over the latest one."""
     layer, fold = net.layers[index], folds[index]
     delays = stream_delays(net, folds)
     latest = max(delays[p] for p in layer.inputs)
@@ -103,7 +105,7 @@ def join_depths(net: Network, folds: list[Folding], index: int,
     for p, shape in zip(layer.inputs, shapes, strict=True):
         frame = math.prod(shape) // fold.simd
         lead = math.ceil((latest - delays[p]) * frame - 1e-9)
-        depths.append(min(frame + 2, lead + pixel_beats + MARGIN))
+        depths.append(max(DECOUPLE, lead + pixel_beats + MARGIN))
     return tuple(depths)
 
 
@@ -127,5 +129,5 @@ def fifo_depths(net: Network, folds: list[Folding], index: int) -> tuple[int, ..
         # the producer's fastest rate: its frame of SF beats in its own cycles per frame
         produce = sf if producer < 0 else layer_cycles(net.layers[producer], folds[producer])
         made = math.ceil((nf - 1) * sf * sf / produce)
-        return (min(sf, made) + DECOUPLE,)
+        return (max(DECOUPLE, min(sf, made) + MARGIN),)
     return (DECOUPLE,)
