@@ -230,6 +230,47 @@ def concat(q: Quants, seed: int, pool: str = "float", **_):
     return Concat()
 
 
+@model("shared_quant_residual", (1, 8, 8))
+def shared_quant_residual(q: Quants, seed: int, **_):
+    """The residual block Brevitas users write for an add on one scale: one unsigned
+    quantizer used on both addends and after the add, a requantize of a requantize on the
+    branch (a Thresholding whose table saturates), 4-bit per-channel weights."""
+    import brevitas.nn as qnn
+    import torch
+    from brevitas.quant import Int8WeightPerChannelFloat, Uint8ActPerTensorFloat
+
+    rng = np.random.default_rng(seed)
+    w = {"weight_quant": Int8WeightPerChannelFloat, "weight_bit_width": q.bits, "bias": False}
+    uint = {"bit_width": q.bits, "act_quant": Uint8ActPerTensorFloat,
+            "return_quant_tensor": True}
+
+    class Block(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inp = qnn.QuantIdentity(bit_width=q.bits, return_quant_tensor=True)
+            self.c0 = qnn.QuantConv2d(1, 8, 3, padding=1, **w)
+            self.bn = _bn(8, rng)
+            self.r0 = qnn.QuantReLU(bit_width=q.bits, return_quant_tensor=True)
+            self.c1 = qnn.QuantConv2d(8, 8, 3, padding=1, **w)
+            self.r1 = qnn.QuantReLU(**uint)
+            self.q = qnn.QuantIdentity(**uint)  # used three times
+            self.pool = torch.nn.MaxPool2d(2)
+            self.c2 = qnn.QuantConv2d(8, 16, 3, padding=1, **w)
+            self.r2 = qnn.QuantReLU(bit_width=q.bits, return_quant_tensor=True)
+            self.gap = torch.nn.AdaptiveAvgPool2d(1)
+            self.qi = qnn.QuantIdentity(bit_width=q.bits, return_quant_tensor=True)
+            self.fc = qnn.QuantLinear(16, 10, bias=True, weight_bit_width=q.bits)
+
+        def forward(self, x):
+            a = self.r0(self.bn(self.c0(self.inp(x))))
+            b = self.r1(self.c1(a))
+            y = self.q(self.q(b) + self.q(a))
+            y = self.qi(self.gap(self.r2(self.c2(self.pool(y)))))
+            return self.fc(torch.flatten(y, 1))
+
+    return Block()
+
+
 # -- building, calibrating, exporting --------------------------------------------------------
 #: the variants the tests run: name -> (model, Quants kwargs, builder kwargs)
 INT_BITS = (2, 4, 8)
@@ -251,6 +292,7 @@ def variants(models=("mlp", "cnn", "residual", "depthwise", "concat")) -> dict[s
 
 
 VARIANTS = variants()
+VARIANTS["shared_quant_residual_int4"] = ("shared_quant_residual", {"bits": 4}, {})
 
 
 def input_batch(name: str, n: int = 16, seed: int = 0) -> np.ndarray:

@@ -10,10 +10,12 @@ import math
 import brevitas_models as bm
 import pytest
 from core_sim import run_core, with_depths
+from hw_fuzz_models import REGRESSIONS, export
 
 import bitloom
+from bitloom.boards import load_board
 from bitloom.ir import AddStreams, Concat, MatrixVector
-from bitloom.plan import make_plan
+from bitloom.plan import make_plan, plan_for_board
 from bitloom.plan.folding import in_shapes
 
 from qonnx_models import random_cnn, random_mlp
@@ -96,3 +98,22 @@ def test_dense_chain_runs_at_the_planned_rate(target):
     run = run_core(plan, frames=12)
     assert run.bit_exact, (run.stalled_at, run.full_fifos)
     assert abs(run.cycles_per_frame / plan.cycles_per_frame - 1) <= 0.05, run.frame_done
+
+
+@pytest.mark.parametrize("variant", ["shared_quant_residual_int4", "residual-pair-on-2x2"])
+def test_small_maps_and_elementwise_layers_run_at_the_planned_rate(tmp_path, variant):
+    """Amaranth, no back-pressure, 12 frames: element-wise layers at one beat per cycle
+    behind 2-beat FIFOs ran at half rate (the shared-quantizer residual block: 1,024 cycles
+    per frame against 576); two padded 3x3 convolutions on a 2x2 map waited for each other
+    through a window buffer of just the map and a skip FIFO capped at one frame (535 against
+    432)."""
+    if variant in bm.VARIANTS:
+        path = bm.cached_export(variant, "qonnx")
+        plan = plan_for_board(bitloom.load(path), load_board("pynq-z2"))
+    else:
+        path = export(REGRESSIONS[variant], tmp_path / "model.onnx")
+        plan = make_plan(bitloom.load(path), 1024)
+    run = run_core(plan, frames=12)
+    assert run.bit_exact, (run.stalled_at, run.full_fifos)
+    assert abs(run.cycles_per_frame / plan.cycles_per_frame - 1) <= 0.05, (
+        run.cycles_per_frame, plan.cycles_per_frame)
