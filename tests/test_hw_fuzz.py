@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import brevitas_models as bm
 import pytest
-from hw_fuzz_models import REGRESSIONS, random_spec
+from hw_fuzz_models import REGRESSIONS, Block, Spec, export, input_batch, random_spec
 from hw_fuzz_run import CYCLE_TOLERANCE, OK, run_spec
 from reference_check import check_against_reference
 
@@ -22,12 +22,11 @@ from bitloom.plan import plan_for_board
 from bitloom.plan.memory import board_budget, with_memories
 from bitloom.sim.verify import verify
 
-pytestmark = pytest.mark.verilator
-
 #: seeds of the fast subset (every source and form, a minifloat, streamed weights, a
 #: residual pair on a small map); each reaches Verilator
 FAST_SEEDS = (4, 1000, 1002, 1003)
 
+@pytest.mark.verilator
 @pytest.mark.parametrize("form", ["qonnx", "qcdq"])
 def test_shared_quantizer_residual_block_is_exact_at_the_planned_rate(tmp_path, form):
     """A Brevitas residual block with one quantizer on both addends and after the add, as
@@ -45,13 +44,29 @@ def test_shared_quantizer_residual_block_is_exact_at_the_planned_rate(tmp_path, 
         result.measured_cycles_per_frame, plan.cycles_per_frame)
 
 
+@pytest.mark.verilator
 @pytest.mark.parametrize("seed", FAST_SEEDS)
 def test_random_model_is_exact_on_verilator_at_the_planned_rate(tmp_path, seed):
     outcome = run_spec(random_spec(seed), tmp_path)
     assert outcome.stage == OK, outcome.as_dict()
 
 
+@pytest.mark.verilator
 @pytest.mark.parametrize("name", REGRESSIONS)
 def test_fuzzer_regression(tmp_path, name):
     outcome = run_spec(REGRESSIONS[name], tmp_path)
     assert outcome.stage == OK, outcome.as_dict()
+
+
+@pytest.mark.xfail(strict=True, reason="golden rounds the exact value; ONNX rounds the "
+                   "float32 product of DequantizeLinear, which can leave an exact tie")
+@pytest.mark.parametrize("form", ["qonnx", "qcdq"])
+def test_requantize_of_a_tie_as_onnx_computes_it(tmp_path, form):
+    """Found by the fuzzer (seed 0, shrunk): int8 codes requantized to int6 on a scale 4x
+    as large. Code -50 is exactly -12.5 steps, golden rounds it to -12 (half to even);
+    onnxruntime and qonnx round float32(-50 * s) / (4 s) = -12.5000006 to -13, and the head
+    then differs by ten output steps. The hardware equals golden."""
+    spec = Spec(0, "brevitas", form, (2, 4, 4), "int8",
+                (Block("requant", act="uint8", variant="uint6"),))
+    path = export(spec, tmp_path / "model.onnx")
+    check_against_reference(path, form, input_batch(spec, 8, seed=0))
