@@ -2,7 +2,8 @@
 test; ``tests/test_hw_fuzz.py`` runs a seeded subset).
 
     .venv/bin/python bench/hw_fuzz.py [--count 300] [--start 0] [--jobs 2] [--resume]
-                                      [--shrink] [--out docs/results/DATE-hw-fuzz.md]
+                                      [--results FILE.jsonl] [--shrink]
+                                      [--out docs/results/DATE-hw-fuzz.md]
 
 Each seed (tests/hw_fuzz_models.py) is a small DAG (conv, depthwise, max pool, requantize
 chains, residual adds with shared or separate quantizers, concatenations; integers of 2-8
@@ -11,8 +12,10 @@ by onnxruntime as QDQ. It goes through golden against the reference executor, th
 ``bitloom compile`` with a random folding, board and weight memory and ``bitloom verify``
 (random back-pressure, every layer checked, cycles per frame within 5% of the plan).
 
-Results stream to ``build/hw-fuzz/results.jsonl`` as they arrive (``--resume`` skips the
-seeds already there); every worker's own output goes to ``build/hw-fuzz/worker.log``. The
+Results stream to ``--results`` (``build/hw-fuzz/results.jsonl``) as they arrive
+(``--resume`` skips the seeds already there, so a run can be stopped and continued, and the
+summary rewritten from the file alone); every worker's own output goes to
+``build/hw-fuzz/worker.log``. The
 summary (counts per stage and per source, every failure with its message, shrunk with
 ``--shrink``) is written to ``--out`` with the machine and date.
 """
@@ -125,12 +128,13 @@ def main() -> int:
     parser.add_argument("--start", type=int, default=0)
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--results", type=Path, default=WORK / "results.jsonl")
     parser.add_argument("--shrink", action="store_true")
     parser.add_argument("--out", type=Path,
                         default=ROOT / "docs" / "results" / f"{datetime.date.today()}-hw-fuzz.md")
     args = parser.parse_args()
     WORK.mkdir(parents=True, exist_ok=True)
-    results = WORK / "results.jsonl"
+    results = args.results
     rows: list[dict] = []
     if args.resume and results.exists():
         rows = [json.loads(line) for line in results.read_text().splitlines() if line]
