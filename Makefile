@@ -7,7 +7,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint clean
+.PHONY: demo test test-fast lint clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,13 +18,18 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/python examples/demo.py
 
-test: $(STAMP)
-	$(BIN)/ruff check .
+test: lint
 	# exit 5 is pytest's "no tests collected": not a failure of the project
 	$(BIN)/python -m pytest -n auto -q --durations=30 || [ $$? -eq 5 ]
 
+# the quick loop: no Verilator, no Yosys, nothing marked slow
+test-fast: lint
+	$(BIN)/python -m pytest -n auto -q -m "not verilator and not synth and not slow" || [ $$? -eq 5 ]
+
+# style, and the layering of the stages (pyproject.toml [tool.importlinter])
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 
 clean:
 	rm -rf $(VENV) out build

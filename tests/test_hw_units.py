@@ -10,7 +10,8 @@ from amaranth.sim import Simulator
 
 import bitloom
 from bitloom.hw.glue import WidthConverter
-from bitloom.hw.mvu import Folding, MatrixVectorUnit
+from bitloom.hw.mvu import MatrixVectorUnit
+from bitloom.plan.fold import Folding
 from bitloom.sim.vectors import from_beats, to_beats
 
 from qonnx_models import minifloat_mlp, random_mlp

@@ -12,7 +12,7 @@ from amaranth.sim import Simulator
 
 from bitloom.formats import Int, parse_format
 from bitloom.hw.pe import dot_product
-from bitloom.hw.pe.dot import table_kind
+from bitloom.plan.products import table_kind
 
 SMALL = [Int(1, True), Int(2, True), Int(2, False), Int(3, True), Int(4, True),
          Int(4, False), Int(4, True, narrow=True), parse_format("float4_e2m1fn"),

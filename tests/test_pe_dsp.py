@@ -15,10 +15,10 @@ from amaranth.sim import Simulator
 
 from bitloom.formats import Int
 from bitloom.hw.pe import DotProductUnit
-from bitloom.hw.pe.dsp import plan
 from bitloom.hw.pe.sim import join, simulate, split
 from bitloom.hw.pe.stages import spread
 from bitloom.hw.pe.unit import sum_shape
+from bitloom.plan.products import dsp_packing as plan
 
 INT4, INT8, UINT8 = Int(4), Int(8), Int(8, signed=False)
 

@@ -105,8 +105,8 @@ def test_int8_products_packed_into_dsps_are_exact(tmp_path, family):
     keeps the fields apart: the RTL equals golden, odd zero points and all."""
     from float_models import float_mlp, ort_quantize
 
-    from bitloom.hw.pe.dsp import plan as packing
     from bitloom.plan.folding import with_dsps
+    from bitloom.plan.products import dsp_packing as packing
 
     rng = np.random.default_rng(1)
     path = ort_quantize(float_mlp(5, (16, 8, 4)), rng.normal(size=(32, 16)).astype(np.float32),

@@ -23,13 +23,15 @@ from bitloom.errors import BitloomError
 from bitloom.formats import Int, parse_format
 from bitloom.hw.conv import ConvolutionUnit
 from bitloom.hw.core import decode_weight_words, weight_words
-from bitloom.hw.mvu import Folding, MatrixVectorUnit
+from bitloom.hw.mvu import MatrixVectorUnit
 from bitloom.hw.mvu import weight_words as mvu_weight_words
 from bitloom.hw.pool import DepthwiseUnit
-from bitloom.hw.weights import STREAMED, STYLES
 from bitloom.ir import DepthwiseConv, MatrixVector, Window
 from bitloom.plan import LayerPlan, make_plan, make_plan_with
+from bitloom.plan.fold import Folding
 from bitloom.plan.memory import (
+    STREAMED,
+    STYLES,
     WeightMemory,
     bram36_tiles,
     choose_memories,

@@ -10,17 +10,16 @@ from pathlib import Path
 
 import onnx
 
+from bitloom import engines  # noqa: F401  (registers the engines of Network.run)
 from bitloom.errors import BitloomError
+from bitloom.frontend import load_model
 from bitloom.ir import Network
-
-__version__ = "0.1.0"
+from bitloom.version import __version__
 
 
 def load(source: str | Path | onnx.ModelProto) -> Network:
     """Read a quantized ONNX model into bitloom's IR (raises :class:`BitloomError`)."""
-    from bitloom.frontend import load_model
-
     return load_model(source)
 
 
-__all__ = ["BitloomError", "Network", "load"]
+__all__ = ["BitloomError", "Network", "__version__", "load"]

@@ -27,7 +27,7 @@ from amaranth.lib.wiring import In, Out
 
 from bitloom.formats import Format, Int, accumulator_grid, parse_format
 from bitloom.hw.pe import DotProductUnit
-from bitloom.hw.pe.dsp import packable, plan
+from bitloom.plan.products import dsp_packing, packable
 
 ACCUMULATED_BEATS = 64
 #: registers inside the unit by default: after the products (the DSP's MREG)
@@ -103,7 +103,7 @@ def measure(weight: str, activation: str, family: str, simd: int, dsp: bool, wor
 
     w_fmt, a_fmt = parse_format(weight), parse_format(activation)
     packed = dsp and packable(w_fmt, a_fmt)
-    pes = plan(w_fmt, a_fmt, family, 4, simd).ways if packed else 1
+    pes = dsp_packing(w_fmt, a_fmt, family, 4, simd).ways if packed else 1
     unit = DotProductBench(w_fmt, a_fmt, simd, pes, family if packed else None, pipeline)
     work.mkdir(parents=True, exist_ok=True)
     source = work / "pe.v"

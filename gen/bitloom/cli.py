@@ -62,8 +62,8 @@ def layer_table(plan, report: dict | None = None) -> Table:
     for col in ("layer", "op", "in -> out", "in", "weight", "acc", "out", "PE", "SIMD",
                 "cycles", "est. LUT"):
         table.add_column(col, justify="left" if col in ("layer", "op") else "right")
+    from bitloom.ir.summary import layer_formats
     from bitloom.plan.cost import estimate_layer
-    from bitloom.report import layer_formats
 
     for lp in plan.layers:
         ly, fmts = lp.layer, layer_formats(lp.layer)

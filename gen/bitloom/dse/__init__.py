@@ -6,8 +6,8 @@ model, resources and throughput from the cost model, Pareto fronts marked; ``add
 """
 
 from bitloom.dse.cli import add_arguments, command
-from bitloom.dse.dse import COLUMNS, DEFAULT_FORMATS, format_pairs, pareto, read_csv, sweep
-from bitloom.dse.plot import pareto_svg
+from bitloom.dse.dse import COLUMNS, DEFAULT_FORMATS, format_pairs, pareto, sweep
+from bitloom.emit.pareto import pareto_svg, read_csv
 
 __all__ = ["COLUMNS", "DEFAULT_FORMATS", "add_arguments", "command", "format_pairs", "pareto",
            "pareto_svg", "read_csv", "sweep"]

@@ -22,7 +22,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from bitloom.dse.dse import DEFAULT_FORMATS, format_pairs, sweep, synthesize_points, write_csv
-from bitloom.dse.plot import pareto_svg
+from bitloom.emit.pareto import pareto_svg
 from bitloom.errors import BitloomError
 
 console = Console(highlight=False)

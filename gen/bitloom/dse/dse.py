@@ -198,25 +198,6 @@ def write_csv(rows: Sequence[dict], path: Path) -> None:
             writer.writerow({k: r.get(k, "") for k in COLUMNS})
 
 
-def read_csv(path: Path) -> list[dict]:
-    """pareto.csv back into typed rows (what the plot and report.html read)."""
-    ints = {"target_cycles", "cycles_per_frame", "latency_cycles"}
-    floats = {"accuracy", "fps", "LUT", "FF", "DSP", "BRAM36", "utilization", "measured_LUT"}
-    flags = {"fits", "fastest_fit", "pareto_lut", "pareto_fps"}
-    rows = []
-    with path.open(newline="") as f:
-        for raw in csv.DictReader(f):
-            row: dict = dict(raw)
-            for k in ints:
-                row[k] = int(raw[k])
-            for k in floats:
-                row[k] = float(raw[k]) if raw.get(k) not in (None, "") else None
-            for k in flags:
-                row[k] = raw[k] == "True"
-            rows.append(row)
-    return rows
-
-
 def synthesize_points(rows: list[dict], k: int, board: str, out_dir: Path, console) -> None:
     """Compile and synthesize the ``k`` most accurate points of the LUT front with Yosys;
     their ``measured_LUT`` is filled in."""

@@ -25,13 +25,14 @@ import jinja2
 import numpy as np
 from amaranth.back import verilog
 
+from bitloom.emit.report import report_dict
 from bitloom.errors import BitloomError
 from bitloom.hw.core import Core, decode_weight_words, streamed_layers, weight_words
-from bitloom.hw.mvu import Folding
-from bitloom.hw.weights import INIT_ATTR, STREAMED, init_file
+from bitloom.hw.weights import INIT_ATTR, init_file
 from bitloom.ir import Network
 from bitloom.plan import Plan, make_plan_with
-from bitloom.report import report_dict
+from bitloom.plan.fold import Folding
+from bitloom.plan.memory import STREAMED
 
 CORE = "bitloom_core"
 TOP = "bitloom_top"
@@ -169,7 +170,7 @@ def check_weight_files(plan: Plan, rtl_dir: Path) -> None:
 def emit_rtl(plan: Plan, rtl_dir: Path) -> list[Path]:
     """``bitloom_core.v`` (Amaranth), ``bitloom_top.v`` (AXI4-Stream wrapper) and the
     weight init files (``weights/``)."""
-    from bitloom import __version__
+    from bitloom.version import __version__
 
     rtl_dir.mkdir(parents=True, exist_ok=True)
     roms = emit_weights(plan, rtl_dir)
@@ -224,7 +225,7 @@ def emit_design(plan: Plan, board, out_dir: Path, model_path: str | Path) -> Des
 
 def load_design(path: str | Path) -> Design:
     """Re-open a folder written by ``bitloom compile``."""
-    from bitloom import load
+    from bitloom.frontend import load_model
 
     path = Path(path)
     report_path = path / "report.json"
@@ -241,6 +242,6 @@ def load_design(path: str | Path) -> Design:
         in_elems = int(report["io"]["input"]["elements_per_beat"])
     except (KeyError, ValueError, TypeError) as exc:
         raise BitloomError(f"{report_path}: damaged report ({exc}); compile again.") from None
-    net = load(path / "model.onnx")
+    net = load_model(path / "model.onnx")
     plan = make_plan_with(net, folds, depths, clock, in_elems, styles, dsps)
     return Design(path, net, plan, report)

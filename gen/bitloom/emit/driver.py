@@ -20,9 +20,9 @@ from bitloom.emit.vivado import DMA_CELL, OVERLAY, StreamWidths, stream_widths
 from bitloom.errors import BitloomError
 from bitloom.formats import Int
 from bitloom.formats import rounding as rounding_module
-from bitloom.hw.weights import STREAMED
 from bitloom.ir import Affine, Network
 from bitloom.ir import quantizer as quantizer_module
+from bitloom.plan.memory import STREAMED
 
 DRIVER = "bitloom_driver.py"
 #: The DMA length register width the block design sets (PG021's maximum): 64 MiB - 1 per transfer.
@@ -96,8 +96,8 @@ def _first_line(node: ast.stmt) -> int:
 
 def driver_context(design: Design, widths: StreamWidths) -> dict:
     """Everything the template needs, checked against the plan so a stale report is caught."""
-    from bitloom import __version__
     from bitloom.boards import load_board
+    from bitloom.version import __version__
 
     net, plan, io = design.net, design.plan, design.report["io"]
     last = plan.output

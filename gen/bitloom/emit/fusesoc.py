@@ -16,7 +16,7 @@ CORE_FILE = "bitloom.core"
 
 def core_name(design: Design) -> str:
     """``bitloom:accel:<model stem>:<version>``; FuseSoC names allow only ``[\\w.-]``."""
-    from bitloom import __version__
+    from bitloom.version import __version__
 
     stem = Path(str(design.report.get("model") or design.net.source)).stem
     stem = re.sub(r"[^A-Za-z0-9_.-]", "_", stem) or "model"
@@ -29,7 +29,7 @@ def write_fusesoc_core(design: Design) -> Path:
     The YAML is written by hand (no anchors, plain scalars) so it needs no YAML library and
     stays readable; file paths are relative to the core file, which sits beside the RTL.
     """
-    from bitloom import __version__
+    from bitloom.version import __version__
 
     report = design.report
     family = report["family"]

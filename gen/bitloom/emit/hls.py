@@ -37,6 +37,7 @@ from bitloom.ir import (
     Thresholds,
     Window,
 )
+from bitloom.ir.stimulus import stimulus
 
 if TYPE_CHECKING:
     from bitloom.plan import Plan
@@ -362,8 +363,6 @@ def write_sources(net: Network, hls_dir: Path, plan: Plan | None = None) -> list
 def stimulus_frames(net: Network, frames: int, seed: int) -> np.ndarray:
     """Input grid integers for the test bench's golden vectors (corner frames, then random
     levels), shaped like :meth:`Network.trace_values` wants."""
-    from bitloom.sim.verify import stimulus
-
     shape = net.input.stream_shape
     flat = stimulus(net.input.fmt, int(np.prod(shape)), frames, seed)
     return flat.reshape((len(flat), *shape))

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bitloom.cache import cache_root, locked
 from bitloom.errors import BitloomError
 from bitloom.ir import Network
 
@@ -55,8 +56,6 @@ def compile_command(cxx: str, hls_dir: Path, binary: Path) -> list[str]:
 
 def build(sources: list[Path], hls_dir: Path) -> Path:
     """The test bench binary for these sources, compiled once and cached."""
-    from bitloom.sim.runner import cache_root, locked
-
     cxx = compiler()
     version = subprocess.run([cxx, "--version"], capture_output=True, text=True,
                              check=False).stdout

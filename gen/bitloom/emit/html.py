@@ -15,6 +15,7 @@ from pathlib import Path
 import jinja2
 from markupsafe import Markup
 
+from bitloom.emit.pareto import pareto_svg, read_csv
 from bitloom.errors import BitloomError
 
 TEMPLATE = "report.html.j2"
@@ -105,9 +106,6 @@ def resource_bars(report: dict, capacity: dict[str, float]) -> list[dict]:
 
 def dse_section(design_dir: Path) -> dict | None:
     """The DSE plot and its Pareto rows, when ``bitloom dse ... --out DIR/dse`` ran."""
-    from bitloom.dse.dse import read_csv
-    from bitloom.dse.plot import pareto_svg
-
     csv_path = design_dir / "dse" / "pareto.csv"
     if not csv_path.is_file():
         return None

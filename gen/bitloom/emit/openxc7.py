@@ -81,7 +81,7 @@ for `bitloom_driver.py`) with the Vivado flow in `../vivado`.
 
 def write_openxc7(design: Design, folder: Path | None = None) -> OpenXC7Scripts:
     """Write the Makefile, harness and README into ``DIR/build/openxc7``."""
-    from bitloom import __version__
+    from bitloom.version import __version__
 
     report = design.report
     board = load_board(report["board"])

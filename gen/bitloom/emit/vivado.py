@@ -111,7 +111,7 @@ def ip_version(version: str) -> tuple[str, int]:
 
 
 def ip_vlnv() -> str:
-    from bitloom import __version__
+    from bitloom.version import __version__
 
     return f"{IP_VENDOR}:{IP_LIBRARY}:{IP_NAME}:{ip_version(__version__)[0]}"
 
@@ -180,7 +180,7 @@ class VivadoScripts:
 
 def write_component(design: Design, ip_dir: Path) -> Path:
     """``ip/component.xml`` plus the RTL it names under ``ip/src``."""
-    from bitloom import __version__
+    from bitloom.version import __version__
 
     report = design.report
     sources = design.sources
@@ -226,7 +226,7 @@ def write_component(design: Design, ip_dir: Path) -> Path:
 
 def write_vivado(design: Design, folder: Path | None = None) -> VivadoScripts:
     """Write the IP and the project Tcl into ``DIR/build/vivado``."""
-    from bitloom import __version__
+    from bitloom.version import __version__
 
     report = design.report
     board = load_board(report["board"])

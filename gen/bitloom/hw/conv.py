@@ -10,10 +10,11 @@ from amaranth import Module, unsigned
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from bitloom.hw.mvu import Folding, MatrixVectorUnit
-from bitloom.hw.weights import STREAMED
+from bitloom.hw.mvu import MatrixVectorUnit
 from bitloom.hw.window import SlidingWindow
 from bitloom.ir import MatrixVector
+from bitloom.plan.fold import Folding
+from bitloom.plan.memory import STREAMED
 
 
 class ConvolutionUnit(wiring.Component):

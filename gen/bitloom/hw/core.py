@@ -24,7 +24,6 @@ from bitloom.hw.mvu import MatrixVectorUnit, unpack_weight_words
 from bitloom.hw.mvu import weight_words as mvu_weight_words
 from bitloom.hw.pointwise import AddUnit, ThresholdUnit
 from bitloom.hw.pool import DepthwiseUnit, PoolUnit, tap_weight_words, unpack_tap_weight_words
-from bitloom.hw.weights import STREAMED
 from bitloom.ir import (
     AddStreams,
     Concat,
@@ -35,6 +34,7 @@ from bitloom.ir import (
     Thresholding,
 )
 from bitloom.plan import LayerPlan, Plan
+from bitloom.plan.memory import STREAMED
 
 
 def probe_signature(width: int) -> wiring.Signature:

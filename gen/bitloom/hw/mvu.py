@@ -19,8 +19,6 @@ again for every output pixel).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 from amaranth import Module, Mux, Signal, unsigned
 from amaranth.lib import memory, stream, wiring
@@ -31,16 +29,10 @@ from bitloom.hw.pe import dot_products
 from bitloom.hw.pe.stages import Stages
 from bitloom.hw.thresholds import acc_shape, requantize
 from bitloom.hw.thresholds import pack as pack  # re-exported: stream beats use it
-from bitloom.hw.weights import STREAMED, pack_checked, weight_codes, weight_source
+from bitloom.hw.weights import pack_checked, weight_codes, weight_source
 from bitloom.ir import MatrixVector
-
-
-@dataclass(frozen=True)
-class Folding:
-    """How a layer is laid onto hardware: ``pe`` output channels x ``simd`` inputs per cycle."""
-
-    pe: int
-    simd: int
+from bitloom.plan.fold import Folding
+from bitloom.plan.memory import STREAMED
 
 
 def weight_words(weights: np.ndarray, fold: Folding, w_fmt: Format, name: str = "") -> list[int]:

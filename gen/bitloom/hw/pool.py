@@ -36,9 +36,10 @@ from amaranth.lib.wiring import In, Out
 from bitloom.formats import Format, Int
 from bitloom.hw.pe import dot_product, element_value
 from bitloom.hw.thresholds import out_bits, requantize
-from bitloom.hw.weights import STREAMED, pack_checked, weight_codes, weight_source
+from bitloom.hw.weights import pack_checked, weight_codes, weight_source
 from bitloom.hw.window import SlidingWindow, nested_counters
 from bitloom.ir import DepthwiseConv, MaxPool, SumPool, Thresholds, Window
+from bitloom.plan.memory import STREAMED
 
 
 def is_global(window: Window) -> bool:

@@ -46,16 +46,23 @@ def threshold_bits(acc_fmt: Int) -> int:
     return acc_fmt.bits + (1 if acc_fmt.signed else 2)
 
 
-def threshold_words(req: Thresholds, lanes: int, tbits: int) -> list[int]:
-    """ROM contents: word ``g`` holds channel ``g*lanes + p``'s table at elements
-    ``p*levels ...`` and its direction bit above all tables."""
+#: widest word of one threshold ROM: Amaranth's netlist holds at most 2**16 bits in a value
+MAX_WORD_BITS = (1 << 16) - 1
+
+
+def threshold_words(req: Thresholds, lanes: int, tbits: int, first: int = 0,
+                    count: int | None = None) -> list[int]:
+    """ROM contents for lanes ``first .. first + count`` (all by default): word ``g`` holds
+    channel ``g*lanes + first + p``'s table at elements ``p*levels ...`` and its direction
+    bit above all tables."""
+    count = lanes - first if count is None else count
     levels = req.table.shape[1]
     words = []
     for g in range(req.channels // lanes):
-        chans = slice(g * lanes, (g + 1) * lanes)
+        chans = slice(g * lanes + first, g * lanes + first + count)
         directions = req.increasing[chans].astype(np.int64)
         words.append(pack(req.table[chans], tbits)
-                      | (pack(directions, 1) << (lanes * levels * tbits)))
+                      | (pack(directions, 1) << (count * levels * tbits)))
     return words
 
 
@@ -83,18 +90,25 @@ def requantize(m: Module, name: str, values: Sequence[Value], req: Thresholds | 
         raise ValueError(f"{name}: {lanes} lanes must divide {req.channels} channels")
     tbits = threshold_bits(acc_fmt)
     levels = req.table.shape[1]
-    m.submodules[name] = tmem = memory.Memory(
-        shape=unsigned(lanes * (levels * tbits + 1)), depth=req.channels // lanes,
-        init=threshold_words(req, lanes, tbits))
-    t_rd = tmem.read_port()
-    m.d.comb += [t_rd.addr.eq(group), t_rd.en.eq(en)]
+    # one ROM for all lanes, or (wide minifloat tables) as few as keep a word within limits
+    per_rom = max(1, min(lanes, MAX_WORD_BITS // (levels * tbits + 1)))
+    reads = []
+    for first in range(0, lanes, per_rom):
+        count = min(per_rom, lanes - first)
+        suffix = "" if per_rom == lanes else f"_{first // per_rom}"
+        m.submodules[name + suffix] = tmem = memory.Memory(
+            shape=unsigned(count * (levels * tbits + 1)), depth=req.channels // lanes,
+            init=threshold_words(req, lanes, tbits, first, count))
+        t_rd = tmem.read_port()
+        m.d.comb += [t_rd.addr.eq(group), t_rd.en.eq(en)]
+        reads += [(t_rd.data, q, count) for q in range(count)]
     out_fmt = req.out_fmt
     codes = []
-    for p, acc in enumerate(accs):
-        rising = t_rd.data[lanes * levels * tbits + p]
+    for acc, (data, q, count) in zip(accs, reads, strict=True):
+        rising = data[count * levels * tbits + q]
         hits = []
         for i in range(levels):
-            t = t_rd.data.word_select(p * levels + i, tbits).as_signed()
+            t = data.word_select(q * levels + i, tbits).as_signed()
             hits.append(Mux(rising, acc >= t, acc <= t))
         index = adder_tree(hits)
         if isinstance(out_fmt, Int):  # codes are consecutive: index + min (mod 2**bits)

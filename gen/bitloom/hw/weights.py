@@ -23,9 +23,8 @@ from amaranth.lib import memory
 
 from bitloom.errors import BitloomError
 from bitloom.formats import Format
+from bitloom.plan.memory import BRAM, LUTRAM, STREAMED, STYLES
 
-LUTRAM, BRAM, STREAMED = "lutram", "bram", "streamed"
-STYLES = (LUTRAM, BRAM, STREAMED)
 #: Verilog attributes per ROM style. ``rom_style`` is what Vivado reads for a ROM. Yosys
 #: reads ``ram_style`` first, and has no distributed mapping for a ROM (it stops with "no
 #: valid mapping" on ``rom_style = "distributed"``): its LUT ROM is ``"logic"``.

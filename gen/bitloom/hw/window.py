@@ -73,16 +73,6 @@ def wrap_add(value: Value, constant: int, modulus: int) -> Value:
     return Mux(total >= modulus, total - modulus, total)
 
 
-def lag_pixels(window: Window) -> int:
-    """Input pixels taken before the first window can leave (the first window's last pixel
-    in the map, plus one): what a parallel branch must buffer meanwhile."""
-    (h, w), (kh, kw), (dh, dw) = window.in_hw, window.kernel, window.dilation
-    top, left = window.pads[:2]
-    bottom_row = min(dh * (kh - 1) - top, h - 1)
-    right_col = min(dw * (kw - 1) - left, w - 1)
-    return max(bottom_row, 0) * w + max(right_col, 0) + 1
-
-
 def pad_code(window: Window, fmt: Format) -> int:
     """The code of the window's padding value in ``fmt``."""
     return int(fmt.encode(fmt.from_grid(np.array([window.pad_value])))[0])

@@ -8,14 +8,22 @@ in a :class:`~bitloom.formats.Format` (never floats), laid out channel-last: an 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from bitloom.errors import BitloomError
 from bitloom.formats import Format
 from bitloom.ir.elementwise import Chain
 from bitloom.ir.layers import AnyLayer
 from bitloom.ir.quantizer import ElementQuantizer, Quantizer, parameter_batch
+from bitloom.ir.summary import summary_text
+
+#: Execution engines by name: ``runner(net, x, **options)`` returns float32 like the ONNX
+#: model. The IR names none of them: :mod:`bitloom.engines` registers golden, rtl and hls
+#: when bitloom is imported, so the graph stays below the simulators that run it.
+ENGINES: dict[str, Callable[..., np.ndarray]] = {}
 
 
 @dataclass
@@ -198,11 +206,16 @@ class Network:
             values.append(layer.golden(*(values[p + 1] for p in layer.inputs)))
         return values
 
+    def require_layers(self) -> None:
+        """Hardware needs at least one layer; a quantize/dequantize-only model has none."""
+        if not self.layers:
+            raise BitloomError(f"{self.source}: the model has no layer (quantize/dequantize "
+                               "only); there is nothing to build in hardware. Run it with "
+                               "--engine golden.")
+
     def require_hardware(self) -> None:
         """Refuse, naming them, layers only the golden executor runs (no hardware maps them),
         before a plan or a hardware engine would build something else."""
-        from bitloom.errors import BitloomError
-
         gaps = [f"{ly.label} runs in golden (bitloom run / inspect) but has no hardware "
                 f"mapping: {ly.golden_only}" for ly in self.layers if ly.golden_only]
         if gaps:
@@ -210,19 +223,18 @@ class Network:
 
     def run(self, x: np.ndarray | dict[str, np.ndarray], engine: str = "golden", **options):
         """Run a batch through ``engine`` and return what the ONNX model would (float32)."""
-        from bitloom.engines import ENGINES, run_engine
-
-        if engine in ENGINES and engine != "golden":
+        runner = ENGINES.get(engine)
+        if runner is None:
+            raise BitloomError(f"unknown engine {engine!r}; choose one of: "
+                               f"{', '.join(ENGINES)}")
+        if engine != "golden":
             self.require_hardware()
+            self.require_layers()
         if isinstance(x, dict):
             if set(x) != {self.input.name}:
-                from bitloom.errors import BitloomError
-
                 raise BitloomError(f"model input is {self.input.name!r}, got {sorted(x)}")
-            return {self.output.name: run_engine(self, x[self.input.name], engine, **options)}
-        return run_engine(self, x, engine, **options)
+            return {self.output.name: runner(self, np.asarray(x[self.input.name]), **options)}
+        return runner(self, np.asarray(x), **options)
 
     def summary(self) -> str:
-        from bitloom.report import summary_text
-
         return summary_text(self)

@@ -43,6 +43,16 @@ class Window:
     def size(self) -> int:
         return self.kernel[0] * self.kernel[1]
 
+    @property
+    def lag_pixels(self) -> int:
+        """Input pixels taken before the first window can leave (the first window's last
+        pixel in the map, plus one): what a parallel branch must buffer meanwhile."""
+        (h, w), (kh, kw), (dh, dw) = self.in_hw, self.kernel, self.dilation
+        top, left = self.pads[:2]
+        bottom_row = min(dh * (kh - 1) - top, h - 1)
+        right_col = min(dw * (kw - 1) - left, w - 1)
+        return max(bottom_row, 0) * w + max(right_col, 0) + 1
+
     def patches(self, x: np.ndarray) -> np.ndarray:
         """``(B, H, W, C)`` -> ``(B, OH, OW, KH*KW, C)``: every window, kernel rows first."""
         top, left, bottom, right = self.pads

@@ -39,8 +39,9 @@ import math
 from collections.abc import Mapping
 from pathlib import Path
 
-from bitloom.formats import Format, Int, Minifloat
+from bitloom.formats import Format, Int, Minifloat, accumulator_grid, integer_width
 from bitloom.ir import AddStreams, DepthwiseConv, MatrixVector
+from bitloom.plan.products import dsp_packing, is_bipolar, sliceable, table_layout
 
 #: where ``bitloom bench pe`` writes its table (a source checkout; absent from a wheel)
 PE_COSTS = Path(__file__).resolve().parents[3] / "docs" / "results" / "pe_costs.json"
@@ -164,8 +165,6 @@ def per_mac(w_fmt: Format, a_fmt: Format, path: Path = PE_COSTS) -> tuple[float,
 def dsp_product(w_fmt: Format, a_fmt: Format) -> bool:
     """Whether synth_xilinx maps this product to a DSP48: plain integer multiplies (not
     bipolar, not the sliced LUT-ROM products of narrow operands) of >= 9 result bits."""
-    from bitloom.hw.pe.dot import sliceable
-
     if not (isinstance(w_fmt, Int) and isinstance(a_fmt, Int)) or w_fmt.bipolar or \
             a_fmt.bipolar or sliceable(w_fmt, a_fmt):
         return False
@@ -189,17 +188,12 @@ def datapath(w_fmt: Format, a_fmt: Format) -> tuple[int, tuple[int, ...], tuple[
     :func:`bitloom.hw.pe.dot.lut_dot_product` builds it: LUT bits looked up per lane (0 for a
     multiplier), the widths of the adder trees each PE sums over its lanes, and of the trees
     all PEs share (a bipolar x integer unit's sum of all activations)."""
-    from amaranth import Shape, Signal
-
-    from bitloom.formats.base import accumulator_grid
-    from bitloom.hw.pe.dot import is_bipolar, table_parts
-
     if is_bipolar(w_fmt) and is_bipolar(a_fmt):
         return 1, (1,), ()  # XNOR, popcount
     if is_bipolar(w_fmt) or is_bipolar(a_fmt):
         other = a_fmt if is_bipolar(w_fmt) else w_fmt
         return other.bits, (other.bits,), (other.bits,)  # kept values; all values
-    parts = table_parts([Signal(w_fmt.bits)], [Signal(a_fmt.bits)], w_fmt, a_fmt)
+    parts = table_layout(w_fmt, a_fmt)
     if parts is None:
         grid = accumulator_grid(w_fmt, a_fmt, 1)
         return 0, (Int.spanning(grid.lo, grid.hi).bits,), ()
@@ -207,7 +201,7 @@ def datapath(w_fmt: Format, a_fmt: Format) -> tuple[int, tuple[int, ...], tuple[
     for part in parts:
         lo = 0 if part.negative else min(part.table)
         entries = [x - lo for x in part.table]
-        width = Shape.cast(range(min(min(entries), 0), max(max(entries), 0) + 1)).width
+        width = integer_width(min(min(entries), 0), max(max(entries), 0))
         looked += width + (width + 1 if part.negative else 0)  # the negation's adder
         widths.append(width + bool(part.negative))
     return looked, tuple(widths), ()
@@ -236,9 +230,7 @@ def dsp_count(lp) -> int:
     fold = lp.fold
     if lp.dsp is None:
         return fold.pe * fold.simd
-    from bitloom.hw.pe.dsp import plan as packing
-
-    ways = packing(lp.layer.w_fmt, lp.in_fmt, lp.dsp, fold.pe, fold.simd).ways
+    ways = dsp_packing(lp.layer.w_fmt, lp.in_fmt, lp.dsp, fold.pe, fold.simd).ways
     return math.ceil(fold.pe / ways) * fold.simd
 
 

@@ -5,7 +5,7 @@ streams its frame in order. So the schedule is described by one number per strea
 *delay*, the fraction of a frame by which its element ``k/n`` of the frame trails the
 model input's element ``k/n``. A layer adds to the latest of its inputs' delays
 
-- a sliding window: :func:`~bitloom.hw.window.lag_pixels` of its input map (the pixels
+- a sliding window: :attr:`~bitloom.ir.Window.lag_pixels` of its input map (the pixels
   taken before the first window is complete), then one output pixel's compute
   (``cycles / pixels`` of the layer);
 - a whole-input layer (dense matrix-vector, global pooling): the whole input frame, then
@@ -34,8 +34,6 @@ from __future__ import annotations
 
 import math
 
-from bitloom.hw.mvu import Folding
-from bitloom.hw.window import lag_pixels
 from bitloom.ir import (
     AddStreams,
     AnyLayer,
@@ -46,6 +44,7 @@ from bitloom.ir import (
     Network,
     SumPool,
 )
+from bitloom.plan.fold import Folding
 
 #: pipeline cycles per edge: a unit's registers (2-4), width converter (1), FIFO (1-2)
 HOP_CYCLES = 6
@@ -68,7 +67,7 @@ def _lag(layer: AnyLayer, fold: Folding, cycles: int, period: int) -> float:
     out_pixels = math.prod(layer.out_shape[:-1])
     if _windowed(layer):
         window = layer.window
-        return lag_pixels(window) / math.prod(window.in_hw) + cycles / out_pixels / period
+        return window.lag_pixels / math.prod(window.in_hw) + cycles / out_pixels / period
     if isinstance(layer, (MatrixVector, DepthwiseConv, MaxPool, SumPool)):
         # whole input first: a dense unit or a global pool; then one neuron fold
         if isinstance(layer, MatrixVector):

@@ -18,7 +18,6 @@ import math
 from dataclasses import dataclass
 
 from bitloom.errors import BitloomError
-from bitloom.hw.mvu import Folding
 from bitloom.ir import (
     AnyLayer,
     Concat,
@@ -29,7 +28,9 @@ from bitloom.ir import (
     SumPool,
 )
 from bitloom.plan.fifos import fifo_depths
+from bitloom.plan.fold import Folding
 from bitloom.plan.memory import WeightMemory, choose_memories
+from bitloom.plan.products import dsp_packing
 
 
 def divisors(n: int) -> list[int]:
@@ -191,9 +192,7 @@ class Plan:
 
 def make_plan(net: Network, target_cycles: int, clock_mhz: float = 100.0) -> Plan:
     """Fold every layer to reach ``target_cycles`` per frame as cheaply as possible."""
-    from bitloom.engines import require_layers
-
-    require_layers(net)
+    net.require_layers()
     net.require_hardware()
     if target_cycles < 1:
         raise BitloomError(f"target of {target_cycles} cycles per frame is impossible.")
@@ -223,14 +222,13 @@ def dsp_family(layer: AnyLayer, family: str | None) -> str | None:
     packed two to four per multiplier instead (:mod:`bitloom.hw.pe.dsp`); narrower products
     and minifloats stay in LUTs, where they are cheaper (docs/pe.md).
     """
-    from bitloom.hw.pe.dsp import plan as packing
     from bitloom.plan.cost import dsp_product
 
     if family is None or not isinstance(layer, MatrixVector) or \
             not dsp_product(layer.w_fmt, layer.in_fmt):
         return None
     try:
-        packing(layer.w_fmt, layer.in_fmt, family, 1, 1)
+        dsp_packing(layer.w_fmt, layer.in_fmt, family, 1, 1)
     except ValueError:  # operands wider than the multiplier's ports
         return None
     return family
@@ -282,10 +280,9 @@ def plan_for_board(net: Network, board, target_fps: float | None = None,
                    clock_mhz: float | None = None, budget: float = 0.5) -> Plan:
     """Fit to ``board``: the fastest plan within ``budget`` of its capacity, or the cheapest
     plan reaching ``target_fps``. Deterministic."""
-    from bitloom.engines import require_layers
     from bitloom.plan.cost import estimate_plan
 
-    require_layers(net)
+    net.require_layers()
     clock = clock_mhz or board.default_clock_mhz
 
     def over(plan: Plan) -> list[str]:

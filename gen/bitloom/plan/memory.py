@@ -14,10 +14,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from bitloom.errors import BitloomError
-from bitloom.hw.mvu import Folding
-from bitloom.hw.weights import BRAM, LUTRAM, STREAMED, STYLES
 from bitloom.ir import AnyLayer, DepthwiseConv, MatrixVector, Network
+from bitloom.plan.fold import Folding
 
+LUTRAM, BRAM, STREAMED = "lutram", "bram", "streamed"
+STYLES = (LUTRAM, BRAM, STREAMED)
 LUTRAM_MAX_DEPTH = 64
 LUTRAM_MAX_BITS = 4096
 #: (depth, width) of one RAMB18's aspect ratios (simple dual port up to 36 bits wide)

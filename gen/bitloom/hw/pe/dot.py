@@ -26,15 +26,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 from amaranth import Cat, Const, Mux, Shape, signed
 from amaranth.hdl import Value
 
 from bitloom.formats import Format, Int
-from bitloom.formats.integer import decode_int
 from bitloom.formats.minifloat import Minifloat
 from bitloom.hw.pe import dsp as packing_
 from bitloom.hw.pe.stages import Stages
+from bitloom.plan.products import (
+    dsp_packing,
+    field_span,
+    is_bipolar,
+    packable,
+    sign_bit,
+    table_kind,
+    table_layout,
+)
 
 
 @dataclass
@@ -121,10 +128,6 @@ def adder_tree(terms: list, stages: Stages | None = None, level: int = 1,
     return terms[0]
 
 
-def is_bipolar(fmt: Format) -> bool:
-    return isinstance(fmt, Int) and fmt.bipolar
-
-
 def dot_product(w_codes: list[Value], a_codes: list[Value], w_fmt: Format,
                 a_fmt: Format, dsp: str | None = None, stages: Stages | None = None) -> Value:
     """``sum(w[i] * a[i])`` over the lanes, exactly, from raw element codes.
@@ -142,7 +145,7 @@ def dot_products(w_rows: list[list[Value]], a_codes: list[Value], w_fmt: Format,
     if not w_rows or any(len(ws) != len(a_codes) for ws in w_rows) or not a_codes:
         raise ValueError("dot product needs equally many (>= 1) weight and activation lanes")
     stages = stages or Stages()
-    if dsp is not None and packing_.packable(w_fmt, a_fmt):
+    if dsp is not None and packable(w_fmt, a_fmt):
         return packed_dot_products(w_rows, a_codes, w_fmt, a_fmt, dsp, stages)
     return [lut_dot_product(ws, a_codes, w_fmt, a_fmt, stages) for ws in w_rows]
 
@@ -169,10 +172,6 @@ def lut_dot_product(w_codes: list[Value], a_codes: list[Value], w_fmt: Format,
                                     for w, a in zip(w_codes, a_codes, strict=True)]), stages)
 
 
-#: inputs of the fabric's LUT: any function of this many bits costs one LUT per output bit
-LUT_INPUTS = 6
-
-
 @dataclass
 class Part:
     """One table lookup per lane, ``table[index]`` negated where ``negative``, summed over
@@ -184,80 +183,26 @@ class Part:
     shift: int
 
 
-def code_values(fmt: Format, bits: int) -> list[int]:
-    """Grid integers of the codes ``0 .. 2**bits - 1`` (NaN/inf codes, which quantizers
-    never produce, as 0)."""
-    with np.errstate(invalid="ignore"):
-        values = np.asarray(fmt.decode(np.arange(2**bits)), dtype=np.float64)
-    return fmt.to_grid(np.where(np.isfinite(values), values, 0)).tolist()
-
-
-def sign_bit(fmt: Format) -> bool:
-    """Whether the top code bit is a sign apart from the magnitude (signed minifloats)."""
-    return isinstance(fmt, Minifloat) and fmt.signed
-
-
-def tabulable(fmt: Format) -> bool:
-    return (isinstance(fmt, Int) and not fmt.bipolar) or \
-        (isinstance(fmt, Minifloat) and fmt.subnormals)
-
-
-def table_kind(w_fmt: Format, a_fmt: Format) -> str | None:
-    """How :func:`table_parts` splits the products: ``"slice weights"``, ``"slice
-    activations"``, ``"magnitudes"``, or None when some partial product needs more than
-    :data:`LUT_INPUTS` code bits (a multiplier then)."""
-    if not (tabulable(w_fmt) and tabulable(a_fmt)):
-        return None
-    w_is_int, a_is_int = isinstance(w_fmt, Int), isinstance(a_fmt, Int)
-    sliced_w = w_is_int and (not a_is_int or w_fmt.bits > a_fmt.bits)
-    if (a_is_int or w_is_int) and LUT_INPUTS - (a_fmt if sliced_w else w_fmt).bits >= 2:
-        return "slice weights" if sliced_w else "slice activations"
-    if w_fmt.bits - sign_bit(w_fmt) + a_fmt.bits - sign_bit(a_fmt) <= LUT_INPUTS:
-        return "magnitudes"
-    return None
-
-
-def sliceable(w_fmt: Format, a_fmt: Format) -> bool:
-    """Whether the products are LUT tables rather than multipliers (the cost model asks)."""
-    return table_kind(w_fmt, a_fmt) is not None
-
-
 def table_parts(w_codes: list[Value], a_codes: list[Value], w_fmt: Format,
                 a_fmt: Format) -> list[Part] | None:
-    """Partial products of at most :data:`LUT_INPUTS` code bits each, or None.
-
-    - Slices: an integer operand is linear in its bits, so it is cut into slices of
-      ``LUT_INPUTS - b`` bits where ``b`` is the other operand's whole code (<= 4 bits);
-      each slice times that code is one table (the top slice of a signed integer is signed).
-      The wider integer is the one sliced.
-    - Magnitudes: otherwise, when the operands' codes without their sign bits fit one LUT
-      together, one table of magnitudes and a negation by the XOR of the signs.
-    """
-    kind = table_kind(w_fmt, a_fmt)
-    if kind is None:
+    """The partial products of :func:`~bitloom.plan.products.table_layout` on these codes,
+    or None."""
+    layout = table_layout(w_fmt, a_fmt)
+    if layout is None:
         return None
-    if kind != "magnitudes":
-        whole, whole_fmt, cut_codes, cut_fmt = (a_codes, a_fmt, w_codes, w_fmt) \
-            if kind == "slice weights" else (w_codes, w_fmt, a_codes, a_fmt)
-        width = LUT_INPUTS - whole_fmt.bits
-        whole_values = code_values(whole_fmt, whole_fmt.bits)
-        parts = []
-        for cut in range(0, cut_fmt.bits, width):
-            bits = min(width, cut_fmt.bits - cut)
-            top = cut + bits == cut_fmt.bits and cut_fmt.signed  # a 1-bit slice: 0/-1
-            s_values = decode_int(np.arange(2**bits), bits, top).tolist()
-            parts.append(Part([x * v for x in whole_values for v in s_values],  # x: high bits
-                              [Cat(c[cut:cut + bits], x) for c, x in zip(cut_codes, whole,
-                                                                         strict=True)],
-                              None, cut))
-        return parts
+    if table_kind(w_fmt, a_fmt) != "magnitudes":
+        whole, cut_codes = (a_codes, w_codes) if table_kind(w_fmt, a_fmt) == "slice weights" \
+            else (w_codes, a_codes)
+        return [Part(p.table, [Cat(c[p.cut:p.cut + p.bits], x) for c, x in
+                               zip(cut_codes, whole, strict=True)], None, p.cut)
+                for p in layout]
+    (part,) = layout
     w_mag, a_mag = w_fmt.bits - sign_bit(w_fmt), a_fmt.bits - sign_bit(a_fmt)
     signs = [(w[-1] if sign_bit(w_fmt) else 0) ^ (a[-1] if sign_bit(a_fmt) else 0)
              for w, a in zip(w_codes, a_codes, strict=True)]
-    table = [x * y for x in code_values(w_fmt, w_mag) for y in code_values(a_fmt, a_mag)]
-    return [Part(table, [Cat(a[:a_mag], w[:w_mag]) for w, a in zip(w_codes, a_codes,
-                                                                  strict=True)],
-                 signs if sign_bit(w_fmt) or sign_bit(a_fmt) else None, 0)]
+    return [Part(part.table, [Cat(a[:a_mag], w[:w_mag]) for w, a in zip(w_codes, a_codes,
+                                                                       strict=True)],
+                 signs if part.negative else None, 0)]
 
 
 def rom_lookup(entries: list[int], index: Value) -> Value:
@@ -306,15 +251,15 @@ def packed_dot_products(w_rows: list[list[Value]], a_codes: list[Value], w_fmt: 
     over its field of every group plus the constant that removes the bias.
     """
     lanes = len(a_codes)
-    plan = packing_.plan(w_fmt, a_fmt, family, len(w_rows), lanes)
+    plan = dsp_packing(w_fmt, a_fmt, family, len(w_rows), lanes)
     acts = [element_value(a, a_fmt) for a in a_codes]
     if plan.ways == 1:
         return [adder_tree(stages.at(0, [element_value(w, w_fmt) * x
                                          for w, x in zip(ws, acts, strict=True)]), stages,
                            chains=False) for ws in w_rows]
-    lo = packing_.field_span(w_fmt, a_fmt, plan.group)[0]
+    lo = field_span(w_fmt, a_fmt, plan.group)[0]
     starts = range(0, lanes, plan.group)
-    last_lo = packing_.field_span(w_fmt, a_fmt, lanes - starts[-1])[0]
+    last_lo = field_span(w_fmt, a_fmt, lanes - starts[-1])[0]
     group_rows = tree_depth(plan.group + 1)  # the bias is one more term
     field_rows = tree_depth(len(starts) + 1)  # the constant is one more term
     results: list[Value] = []

@@ -22,70 +22,11 @@ cascade); on xcup those stay in the fabric.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from amaranth import Const
 from amaranth.hdl import Value
 
-from bitloom.formats import Format, Int, accumulator_grid, integer_width
-
-#: signed operand widths ``(A, B)`` of one multiplier per ``synth_xilinx -family``
-MULTIPLIERS: dict[str, tuple[int, int]] = {"xc7": (25, 18), "xcup": (27, 18)}
-
-
-@dataclass(frozen=True)
-class Packing:
-    """``ways`` products per multiplier, fields ``spacing`` bits apart, summed over
-    ``group`` lanes before they are separated (``ways == 1``: one plain product)."""
-
-    ways: int
-    spacing: int
-    group: int
-
-
-def packable(w_fmt: Format, a_fmt: Format) -> bool:
-    """Integer (not bipolar) operands: what the packed multiply handles."""
-    return all(isinstance(f, Int) and not f.bipolar for f in (w_fmt, a_fmt))
-
-
-def field_span(w_fmt: Format, a_fmt: Format, lanes: int) -> tuple[int, int]:
-    """``(lo, hi)`` of a sum of ``lanes`` products: the range one field must hold."""
-    grid = accumulator_grid(w_fmt, a_fmt, lanes)
-    return grid.lo, grid.hi
-
-
-def packed_weight_width(w_fmt: Format, ways: int, spacing: int) -> int:
-    """Signed bits of ``sum_f w_f * 2**(f * spacing)`` over every weight combination."""
-    scale = sum(1 << (f * spacing) for f in range(ways))
-    lo, hi = w_fmt.grid().lo * scale, w_fmt.grid().hi * scale
-    return integer_width(min(lo, -1), hi)  # a signed operand, whatever the weights' sign
-
-
-def plan(w_fmt: Format, a_fmt: Format, family: str, pes: int, lanes: int) -> Packing:
-    """Most products per multiplier (at most ``pes``), then the widest spacing that fits
-    the A port, which allows the largest packed group."""
-    if family not in MULTIPLIERS:
-        raise ValueError(f"no DSP model for family {family!r}; known: {', '.join(MULTIPLIERS)}")
-    a_port, b_port = MULTIPLIERS[family]
-    if not packable(w_fmt, a_fmt):
-        raise ValueError(f"{w_fmt.name} x {a_fmt.name}: DSP packing takes integer operands")
-    a_grid = a_fmt.grid()
-    if integer_width(min(a_grid.lo, -1), a_grid.hi) > b_port:
-        raise ValueError(f"{a_fmt.name} does not fit the {b_port}-bit B port")
-    if packed_weight_width(w_fmt, 1, 0) > a_port:
-        raise ValueError(f"{w_fmt.name} does not fit the {a_port}-bit A port")
-    for ways in range(min(pes, a_port), 1, -1):
-        for spacing in range(a_port, 0, -1):
-            if packed_weight_width(w_fmt, ways, spacing) > a_port:
-                continue
-            lo, hi = field_span(w_fmt, a_fmt, 1)
-            if hi - lo >= 1 << spacing:
-                break  # narrower spacings fit even less
-            group = max(g for g in range(1, lanes + 1)
-                        if field_span(w_fmt, a_fmt, g)[1] - field_span(w_fmt, a_fmt, g)[0]
-                        < 1 << spacing)
-            return Packing(ways, spacing, group)
-    return Packing(1, 0, lanes)
+from bitloom.formats import Format
+from bitloom.plan.products import Packing, packed_weight_width
 
 
 def pack_weights(values: list[Value], packing: Packing, w_fmt: Format) -> Value:

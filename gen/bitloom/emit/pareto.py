@@ -1,11 +1,14 @@
-"""The Pareto plot as a standalone SVG, written by hand: no plotting dependency, and the
-same markup embeds in report.html."""
+"""The design-space search's Pareto front as report.html and ``bitloom dse`` show it: its
+CSV read back into typed rows, and the plot as a standalone SVG written by hand (no plotting
+dependency; the same markup embeds in report.html)."""
 
 from __future__ import annotations
 
+import csv
 import math
 from collections.abc import Sequence
 from html import escape
+from pathlib import Path
 
 COLORS = {"int": "#1f77b4", "minifloat": "#e6550d", "mixed": "#7f7f7f"}
 PANEL_W, PANEL_H, MARGIN_L, MARGIN_B, MARGIN_T, GAP = 400, 300, 56, 44, 30, 30
@@ -105,3 +108,22 @@ def pareto_svg(rows: Sequence[dict], float_acc: float | None = None, title: str 
                      f'<text x="{MARGIN_L + 16 + 110 * i}" y="{y}">{fam}</text>')
     parts.append(f'<text x="{MARGIN_L + 340}" y="{y}">filled, labelled: Pareto-optimal</text>')
     return "\n".join([*parts, "</svg>"]) + "\n"
+
+
+def read_csv(path: Path) -> list[dict]:
+    """pareto.csv back into typed rows (what the plot and report.html read)."""
+    ints = {"target_cycles", "cycles_per_frame", "latency_cycles"}
+    floats = {"accuracy", "fps", "LUT", "FF", "DSP", "BRAM36", "utilization", "measured_LUT"}
+    flags = {"fits", "fastest_fit", "pareto_lut", "pareto_fps"}
+    rows = []
+    with path.open(newline="") as f:
+        for raw in csv.DictReader(f):
+            row: dict = dict(raw)
+            for k in ints:
+                row[k] = int(raw[k])
+            for k in floats:
+                row[k] = float(raw[k]) if raw.get(k) not in (None, "") else None
+            for k in flags:
+                row[k] = raw[k] == "True"
+            rows.append(row)
+    return rows

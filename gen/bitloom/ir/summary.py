@@ -1,0 +1,41 @@
+"""The plain-text description of a network: its layers, shapes, formats and MACs."""
+
+from __future__ import annotations
+
+
+def summary_text(net) -> str:
+    """A plain-text table of layers, shapes, formats and MACs."""
+    lines = [f"{net.source}", f"  input  {net.input.name}: {net.input.shape} -> quantized to "
+             f"{net.input.quantizer.describe()}"]
+    header = f"  {'layer':10} {'op':14} {'in -> out':>22} {'in':>7} {'weight':>7} " \
+             f"{'acc':>7} {'out':>7} {'MACs':>8}  requant"
+    lines.append(header)
+    for ly in net.layers:
+        fmts = layer_formats(ly)
+        acc = fmts.get("accumulator")
+        req = "-" if acc is None else (
+            "thresholds" if ly.requant is not None else "host dequantizes")
+        shapes = f"{'x'.join(map(str, ly.in_shape))} -> {'x'.join(map(str, ly.out_shape))}"
+        lines.append(
+            f"  {ly.name:10} {ly.kind:14} {shapes:>22} {fmts['input']:>7} "
+            f"{fmts.get('weight', '-'):>7} {acc or '-':>7} {fmts['output']:>7} "
+            f"{ly.macs:>8}  {req}")
+    lines.extend(f"  {ly.name}: golden only (no hardware mapping): {ly.golden_only}"
+                 for ly in net.layers if ly.golden_only)
+    host = "".join(f" -> {op.describe()}" for op in net.output.host_ops)
+    lines.append(f"  output {net.output.name}: {net.output.shape}, float32 "
+                 f"({net.output.chain.describe()}{host} on the host)")
+    lines.append(f"  total MACs per frame: {sum(ly.macs for ly in net.layers)}")
+    return "\n".join(lines)
+
+
+def layer_formats(ly) -> dict[str, str]:
+    """Format names of a layer's input, weights, accumulator and output (where it has them)."""
+    fmt_in = getattr(ly, "in_fmt", None) or getattr(ly, "fmt", None) or ly.in_fmts[0]
+    out = {"input": fmt_in.name}
+    if hasattr(ly, "w_fmt"):
+        out["weight"] = ly.w_fmt.name
+    if hasattr(ly, "acc_fmt"):
+        out["accumulator"] = ly.acc_fmt.name
+    out["output"] = ly.out_fmt.name
+    return out
