@@ -17,16 +17,14 @@ EXAMPLE = ROOT / "examples" / "mlp_digits.onnx"
 #: executors, Amaranth simulations of whole units, the zoo, a browser): left out of
 #: ``make test-fast``, run by ``make test``
 SLOW_MODULES = {
-    "test_brevitas_export", "test_dse", "test_example_cnn", "test_fifo_depths",
-    "test_frontend_cnn", "test_frontend_ort_cnn", "test_fuzz", "test_hw_cnn", "test_hw_units",
+    "test_brevitas_export", "test_build_flows", "test_dse", "test_example_cnn",
+    "test_fifo_depths", "test_frontend", "test_frontend_cnn", "test_frontend_multithreshold",
+    "test_frontend_ort_cnn", "test_fuzz", "test_hw_cnn", "test_hw_fuzz", "test_hw_units",
     "test_onnx_node_tests", "test_pe", "test_pe_dsp", "test_quantize", "test_report_html",
     "test_threshold_derivation", "test_zoo_models",
 }
 #: single slow tests in otherwise quick modules
-SLOW_TESTS = {
-    "test_cli.py::test_a_larger_model_is_folded_to_fit",
-    "test_frontend.py::test_example_golden_agrees_with_qonnx",
-}
+SLOW_TESTS = {"test_cli.py::test_a_larger_model_is_folded_to_fit"}
 
 
 def pytest_collection_modifyitems(items) -> None:
