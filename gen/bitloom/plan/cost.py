@@ -226,7 +226,8 @@ def product_counts(lp) -> dict[str, float]:
 
 def dsp_count(lp) -> int:
     """DSP48s of a matrix-vector layer's products: one per product as synth_xilinx maps
-    them, or one per ``ways`` PEs per lane when the plan packs them (:mod:`~.pe.dsp`)."""
+    them, or one per ``ways`` PEs per lane when the plan packs them
+    (:func:`~bitloom.plan.products.dsp_packing`)."""
     fold = lp.fold
     if lp.dsp is None:
         return fold.pe * fold.simd
