@@ -22,10 +22,10 @@ from bitloom.plan import plan_for_board
 from bitloom.plan.memory import board_budget, with_memories
 from bitloom.sim.verify import verify
 
-#: seeds of the fast subset, each through Verilator: 1 onnxruntime QDQ, two residual adds
-#: on one quantizer, weights in block RAM; 4 QONNX, an E4M3 depthwise conv and two max
-#: pools, weights streamed; 8 QCDQ, E4M3 and int2 convolutions and a requantize chain
-FAST_SEEDS = (1, 4, 8)
+#: seeds of the fast subset, each through Verilator: 4 QONNX, an E4M3 depthwise conv and two
+#: max pools, weights streamed; 8 QCDQ, E4M3 and int2 convolutions and a requantize chain
+#: (onnxruntime's QDQ comes through the 2x2 regression below)
+FAST_SEEDS = (4, 8)
 
 @pytest.mark.verilator
 @pytest.mark.parametrize("form", ["qonnx", "qcdq"])
