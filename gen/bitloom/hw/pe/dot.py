@@ -190,9 +190,9 @@ def table_parts(w_codes: list[Value], a_codes: list[Value], w_fmt: Format,
     layout = table_layout(w_fmt, a_fmt)
     if layout is None:
         return None
-    if table_kind(w_fmt, a_fmt) != "magnitudes":
-        whole, cut_codes = (a_codes, w_codes) if table_kind(w_fmt, a_fmt) == "slice weights" \
-            else (w_codes, a_codes)
+    kind = table_kind(w_fmt, a_fmt)
+    if kind != "magnitudes":
+        whole, cut_codes = (a_codes, w_codes) if kind == "slice weights" else (w_codes, a_codes)
         return [Part(p.table, [Cat(c[p.cut:p.cut + p.bits], x) for c, x in
                                zip(cut_codes, whole, strict=True)], None, p.cut)
                 for p in layout]
