@@ -38,7 +38,7 @@ from bitloom.boards import load_board  # noqa: E402
 from bitloom.emit.design import emit_design  # noqa: E402
 from bitloom.ir import AddStreams, Concat, MatrixVector  # noqa: E402
 from bitloom.plan import Plan, make_plan  # noqa: E402
-from bitloom.plan.folding import in_shapes  # noqa: E402
+from bitloom.plan.fifos import in_shapes  # noqa: E402
 from bitloom.sim.verify import verify  # noqa: E402
 
 from qonnx_models import random_cnn  # noqa: E402

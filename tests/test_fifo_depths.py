@@ -16,7 +16,7 @@ import bitloom
 from bitloom.boards import load_board
 from bitloom.ir import AddStreams, Concat, MatrixVector
 from bitloom.plan import make_plan, plan_for_board
-from bitloom.plan.folding import in_shapes
+from bitloom.plan.fifos import in_shapes
 
 from qonnx_models import random_cnn, random_mlp
 

@@ -10,7 +10,10 @@ from pathlib import Path
 
 import onnx
 
-from bitloom import engines  # noqa: F401  (registers the engines of Network.run)
+from bitloom import (
+    engines,  # noqa: F401  (registers the engines of Network.run)
+    kinds,  # noqa: F401  (registers every layer kind with the planner)
+)
 from bitloom.errors import BitloomError
 from bitloom.frontend import load_model
 from bitloom.ir import Network

@@ -25,19 +25,9 @@ import numpy as np
 
 from bitloom.errors import BitloomError
 from bitloom.formats import Fixed, Format, Int, Minifloat, integer_width
-from bitloom.ir import (
-    AddStreams,
-    Concat,
-    DepthwiseConv,
-    MatrixVector,
-    MaxPool,
-    Network,
-    SumPool,
-    Thresholding,
-    Thresholds,
-    Window,
-)
+from bitloom.ir import Network, Thresholds, Window
 from bitloom.ir.stimulus import stimulus
+from bitloom.plan.registry import kind_of
 
 if TYPE_CHECKING:
     from bitloom.plan import Plan
@@ -223,77 +213,6 @@ def weights_param(prefix: str, fmt: Format, weights: np.ndarray, member: bool) -
             "rows": words.shape[0], "cols": words.shape[1], "array": c_array(words)}
 
 
-def add_layer(k: Kernel, i: int, srcs: list[str], dst: str) -> None:
-    """The calls (and constants) of layer ``i``, reading ``srcs`` and writing ``dst``."""
-    net = k.net
-    layer = net.layers[i]
-    prefix = identifier(layer.name, k.names)
-    fmts = [fmt_type(tensor_fmt(net, p)) for p in layer.inputs]
-    out_fmt = layer.out_fmt
-    channels = layer.in_shape[-1]
-    elems = int(np.prod(layer.in_shape))
-    if isinstance(layer, MatrixVector):
-        kk, n = layer.in_features, layer.out_features
-        src = srcs[0]
-        if layer.window is not None:
-            src = add_window(k, prefix, layer.window, channels, tensor_fmt(net, layer.inputs[0]),
-                             src)
-            pixels = layer.pixels
-        else:
-            if elems % kk:
-                raise BitloomError(f"layer {layer.name}: {elems} inputs per frame is not a "
-                                   f"multiple of its {kk} weights rows.")
-            pixels = elems // kk
-        req = add_requant(k, prefix, layer, out_fmt)
-        wt = fmt_type(layer.w_fmt)
-        k.params.append(weights_param(prefix, layer.w_fmt, layer.weights.T, member=False))
-        want_pe, want_simd = k.folds.get(i, (MAX_PE, MAX_SIMD))
-        k.calls.append({"kind": "mvu", "name": prefix, "k": kk, "n": n,
-                        "pe": largest_divisor(n, want_pe),
-                        "simd": largest_divisor(kk, want_simd), "pixels": pixels,
-                        "in_fmt": fmts[0], "w_fmt": wt, "req": req, "src": src, "dst": dst})
-    elif isinstance(layer, DepthwiseConv | MaxPool | SumPool):
-        w = layer.window
-        src = add_window(k, prefix, w, channels, tensor_fmt(net, layer.inputs[0]), srcs[0])
-        if isinstance(layer, MaxPool):
-            step = f"bitloom::max_step<{fmts[0]} >"
-        elif isinstance(layer, SumPool):
-            step = (f"bitloom::sum_step<{fmts[0]}, {prefix}_acc_t, "
-                    f"{add_requant(k, prefix, layer, out_fmt)}>")
-        else:
-            req = add_requant(k, prefix, layer, out_fmt)
-            wt = fmt_type(layer.w_fmt)
-            k.params.append(weights_param(prefix, layer.w_fmt, layer.weights, member=True))
-            step = (f"bitloom::depthwise_step<{fmts[0]}, {wt}, {prefix}_acc_t, {req}, "
-                    f"{prefix}_weights>")
-        k.calls.append({"kind": "reduce", "taps": w.size, "channels": channels,
-                        "pixels": int(np.prod(w.out_hw)), "step": step, "src": src,
-                        "dst": dst})
-    elif isinstance(layer, AddStreams):
-        req = add_requant(k, prefix, layer, out_fmt)
-        ka, kb = layer.multipliers
-        k.calls.append({"kind": "add", "name": prefix, "channels": channels, "elems": elems,
-                        "a_fmt": fmts[0], "b_fmt": fmts[1], "req": req, "a": srcs[0],
-                        "b": srcs[1], "dst": dst, "ka": int(ka), "kb": int(kb)})
-    elif isinstance(layer, Thresholding):
-        req = add_requant(k, prefix, layer, out_fmt)
-        k.calls.append({"kind": "requantize", "name": prefix, "channels": channels,
-                        "elems": elems, "in_fmt": fmts[0], "req": req, "src": srcs[0],
-                        "dst": dst})
-    elif isinstance(layer, Concat):
-        pixels = elems // channels
-        code = f"{fmt_type(out_fmt)}::code_t"
-        a, ca = srcs[0], layer.channels[0]
-        for j, (b, cb) in enumerate(zip(srcs[1:], layer.channels[1:], strict=True)):
-            out = dst if j == len(srcs) - 2 else k.stream(f"{prefix}_part", code)
-            k.calls.append({"kind": "concat", "pixels": pixels, "ca": ca, "cb": cb,
-                            "code": code, "a": a, "b": b, "dst": out})
-            a, ca = out, ca + cb
-    else:
-        raise BitloomError(f"the HLS backend does not support layer {layer.name} "
-                           f"({layer.kind}) yet.")
-
-
 def build_kernel(net: Network, plan: Plan | None = None) -> Kernel:
     """Streams and calls of the whole DAG, in the network's topological order; matrix-vector
     units fold like ``plan`` (a :class:`bitloom.plan.Plan`) where its PE and SIMD divide the
@@ -331,7 +250,8 @@ def build_kernel(net: Network, plan: Plan | None = None) -> Kernel:
         srcs = [inputs[p].pop(0) for p in layer.inputs]
         dst = "out" if i == last else k.stream(
             f"{layer.name}_out", f"{fmt_type(layer.out_fmt)}::code_t")
-        add_layer(k, i, srcs, dst)
+        prefix = identifier(layer.name, k.names)
+        kind_of(layer).hls_call(k, i, prefix, srcs, dst)
         if i != last:
             provide(i, dst)
     return k

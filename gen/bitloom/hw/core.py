@@ -17,24 +17,11 @@ from amaranth import Module, unsigned
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from bitloom.hw.branch import ConcatUnit, Duplicate
-from bitloom.hw.conv import ConvolutionUnit
+from bitloom.hw.branch import Duplicate
 from bitloom.hw.glue import StreamFifo, WidthConverter
-from bitloom.hw.mvu import MatrixVectorUnit, unpack_weight_words
-from bitloom.hw.mvu import weight_words as mvu_weight_words
-from bitloom.hw.pointwise import AddUnit, ThresholdUnit
-from bitloom.hw.pool import DepthwiseUnit, PoolUnit, tap_weight_words, unpack_tap_weight_words
-from bitloom.ir import (
-    AddStreams,
-    Concat,
-    DepthwiseConv,
-    MatrixVector,
-    MaxPool,
-    SumPool,
-    Thresholding,
-)
 from bitloom.plan import LayerPlan, Plan
 from bitloom.plan.memory import STREAMED
+from bitloom.plan.registry import kind_of
 
 
 def probe_signature(width: int) -> wiring.Signature:
@@ -44,41 +31,20 @@ def probe_signature(width: int) -> wiring.Signature:
 
 def make_unit(lp: LayerPlan) -> tuple[wiring.Component, list[str]]:
     """The streaming unit of a planned layer and the names of its input ports, in the
-    order of ``layer.inputs``."""
-    layer, fold = lp.layer, lp.fold
-    if isinstance(layer, MatrixVector):
-        unit_type = ConvolutionUnit if layer.window else MatrixVectorUnit
-        return unit_type(layer, fold, lp.style, lp.dsp), ["i"]
-    if isinstance(layer, DepthwiseConv):
-        return DepthwiseUnit(layer, fold.pe, lp.style), ["i"]
-    if isinstance(layer, (MaxPool, SumPool)):
-        return PoolUnit(layer, fold.pe), ["i"]
-    if isinstance(layer, Thresholding):
-        return ThresholdUnit(layer, fold.pe), ["i"]
-    if isinstance(layer, AddStreams):
-        return AddUnit(layer, fold.pe), ["a", "b"]
-    if isinstance(layer, Concat):
-        return ConcatUnit(layer, fold.pe), [f"i{k}" for k in range(len(layer.inputs))]
-    raise TypeError(f"no hardware unit for {type(layer).__name__}")
+    order of ``layer.inputs`` (its layer kind builds it)."""
+    return kind_of(lp.layer).make_unit(lp)
 
 
 def weight_words(lp: LayerPlan) -> list[int]:
     """A weight layer's memory words in step order, exactly as its unit holds them."""
-    layer, fold = lp.layer, lp.fold
-    if isinstance(layer, MatrixVector):
-        return mvu_weight_words(layer.weights, fold, layer.w_fmt, layer.name)
-    return tap_weight_words(layer.name, layer.weights, layer.window, fold.pe, layer.w_fmt)
+    return kind_of(lp.layer).weight_words(lp)
 
 
 def decode_weight_words(lp: LayerPlan, words: list[int]) -> np.ndarray:
     """Memory words -> the layer's weights (grid integers, the layer's weight shape): the
     inverse of :func:`weight_words`, to check an init file against the model."""
     layer = lp.layer
-    if isinstance(layer, MatrixVector):
-        codes = unpack_weight_words(words, layer.weights.shape, lp.fold, layer.w_fmt)
-    else:
-        codes = unpack_tap_weight_words(words, layer.window, layer.channels, lp.fold.pe,
-                                        layer.w_fmt)
+    codes = kind_of(layer).decode_weight_words(lp, words)
     return layer.w_fmt.to_grid(layer.w_fmt.decode(codes)).reshape(layer.weights.shape)
 
 

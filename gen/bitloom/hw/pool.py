@@ -42,15 +42,10 @@ from bitloom.ir import DepthwiseConv, MaxPool, SumPool, Thresholds, Window
 from bitloom.plan.memory import STREAMED
 
 
-def is_global(window: Window) -> bool:
-    """The window is the whole map: one output pixel, no padding."""
-    return window.kernel == window.in_hw and not any(window.pads)
-
-
 def issue_order(window: Window) -> list[str]:
     """The issue counters, innermost first: per pixel the taps of each channel chunk, or
     (global window) the chunks of each pixel."""
-    return ["chunk", "tap"] if is_global(window) else ["tap", "chunk"]
+    return ["chunk", "tap"] if window.is_global else ["tap", "chunk"]
 
 
 def _step_axes(window: Window) -> list[int]:
@@ -96,7 +91,7 @@ class TapReducer(wiring.Component):
         self.acc_fmt, self.requant = acc_fmt, requant
         self.name, self.style = name, style
         self.chunks = channels // simd
-        self.glob = is_global(window)
+        self.glob = window.is_global
         self.steps = window.size * self.chunks
         self.weight_bits = simd * w_fmt.bits if w_fmt is not None else 0
         elem = in_fmt.bits if maximum else out_bits(requant, acc_fmt)

@@ -44,6 +44,12 @@ class Window:
         return self.kernel[0] * self.kernel[1]
 
     @property
+    def is_global(self) -> bool:
+        """The window is the whole map without padding (global pooling): one output pixel,
+        read in the stream's own order."""
+        return self.kernel == self.in_hw and not any(self.pads)
+
+    @property
     def lag_pixels(self) -> int:
         """Input pixels taken before the first window can leave (the first window's last
         pixel in the map, plus one): what a parallel branch must buffer meanwhile."""

@@ -40,8 +40,8 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from bitloom.formats import Format, Int, Minifloat, accumulator_grid, integer_width
-from bitloom.ir import AddStreams, DepthwiseConv, MatrixVector
 from bitloom.plan.products import dsp_packing, is_bipolar, sliceable, table_layout
+from bitloom.plan.registry import kind_of
 
 #: where ``bitloom bench pe`` writes its table (a source checkout; absent from a wheel)
 PE_COSTS = Path(__file__).resolve().parents[3] / "docs" / "results" / "pe_costs.json"
@@ -359,11 +359,27 @@ def add(total: dict[str, float], counts: Mapping[str, float]) -> None:
         total[k] = total.get(k, 0.0) + v
 
 
+def accumulator_bits(lp) -> int:
+    """Bits of the layer's accumulator (its input's bits where it has none)."""
+    acc = getattr(lp.layer, "acc_fmt", None)
+    return acc.bits if acc is not None else lp.in_fmt.bits
+
+
+def lane_counts(lp) -> dict[str, float]:
+    """The accumulators and thresholds of a layer of one lane count (``PE = SIMD``)."""
+    ly, p, ib = lp.layer, lp.fold.pe, lp.in_fmt.bits
+    acc_bits = accumulator_bits(lp)
+    counts = {"acc": p * acc_bits, "ff_acc": p * (acc_bits + ly.out_fmt.bits + ib)}
+    add(counts, threshold_counts(getattr(ly, "requant", None), acc_bits, p))
+    return counts
+
+
 def layer_parts(lp) -> dict[str, dict[str, float]]:
     """The physical component counts of one planned layer (the model's features), per
     part of the hardware: ``unit`` (the compute unit with its weights, input buffer and
-    thresholds), ``window`` (the sliding-window generator) and ``link`` (its input FIFOs
-    and width converter).
+    thresholds: the layer kind's :meth:`~bitloom.plan.kind.LayerKind.unit_counts`),
+    ``window`` (the sliding-window generator) and ``link`` (its input FIFOs and width
+    converter).
 
     LUT counts: ``mac`` (fabric multipliers at bench-pe rates), ``lookup`` (table bits of
     table products), ``tree`` (adder bits, all the LUT logic of DSP products), ``acc``,
@@ -373,39 +389,16 @@ def layer_parts(lp) -> dict[str, dict[str, float]]:
     (stream register bits) and the same ``control``/``window``/``fifo``; and the resources
     counted directly: ``DSP``, ``BRAM36``.
     """
-    ly, fold = lp.layer, lp.fold
-    in_fmt = lp.in_fmt
-    ib = in_fmt.bits
-    acc = getattr(ly, "acc_fmt", None)
-    acc_bits = acc.bits if acc is not None else ib
-    out_bits = ly.out_fmt.bits
+    ly = lp.layer
+    kind = kind_of(ly)
     unit: dict[str, float] = {"control": 1.0, "beat": lp.out_beat_bits}
+    add(unit, kind.unit_counts(lp))
     parts = {"unit": unit}
-    window = getattr(ly, "window", None)
-    if isinstance(ly, MatrixVector):
-        lanes, w_fmt = fold.pe * fold.simd, ly.w_fmt
-        add(unit, product_counts(lp))
-        add(unit, {"acc": fold.pe * acc_bits, "ff_acc": fold.pe * (acc_bits + out_bits)})
-        add(unit, weight_memory(lp, lp.cycles // ly.pixels, lanes * w_fmt.bits))
-        add(unit, memory_cost(ly.in_features // fold.simd, fold.simd * ib, "buffer"))
-        lanes_in = fold.simd
-        add(unit, threshold_counts(ly.requant, acc_bits, fold.pe))
-    else:
-        p = lanes_in = fold.pe
-        channels = ly.out_shape[-1]
-        add(unit, {"acc": p * acc_bits, "ff_acc": p * (acc_bits + out_bits + ib)})
-        if isinstance(ly, DepthwiseConv):
-            lut, ff = per_mac(ly.w_fmt, in_fmt)
-            add(unit, {"mac": p * lut, "ff_mac": p * ff})
-            add(unit, weight_memory(lp, ly.window.size * channels // p, p * ly.w_fmt.bits))
-        if isinstance(ly, AddStreams):
-            unit["acc"] += p * 2 * ib * max(1, max(ly.multipliers).bit_length())
-        add(unit, threshold_counts(getattr(ly, "requant", None), acc_bits, p))
-        if window is not None and window.kernel == window.in_hw and not any(window.pads):
-            window = None  # global pooling reads the stream directly
+    window = kind.window_buffer(ly)
     if window is not None:
         parts["window"] = {"window": 1.0, "beat": lp.in_beat_bits,
-                           **window_memory(window, ly.in_shape[-1], lanes_in, ib)}
+                           **window_memory(window, ly.in_shape[-1], lp.fold.simd,
+                                           lp.in_fmt.bits)}
     link: dict[str, float] = {}
     for d in lp.fifo_depths:
         if d:

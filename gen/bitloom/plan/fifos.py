@@ -34,17 +34,9 @@ from __future__ import annotations
 
 import math
 
-from bitloom.ir import (
-    AddStreams,
-    AnyLayer,
-    Concat,
-    DepthwiseConv,
-    MatrixVector,
-    MaxPool,
-    Network,
-    SumPool,
-)
+from bitloom.ir import Network
 from bitloom.plan.fold import Folding
+from bitloom.plan.registry import kind_of
 
 #: pipeline cycles per edge: a unit's registers (2-4), width converter (1), FIFO (1-2)
 HOP_CYCLES = 6
@@ -55,41 +47,26 @@ MARGIN = 2
 DECOUPLE = 3
 
 
-def _windowed(layer: AnyLayer) -> bool:
-    """A layer reading a sliding window (not a whole-map or whole-vector reduction)."""
-    window = getattr(layer, "window", None)
-    return window is not None and not (window.kernel == window.in_hw and not any(window.pads))
-
-
-def _lag(layer: AnyLayer, fold: Folding, cycles: int, period: int) -> float:
-    """Frame fraction by which ``layer``'s output trails its (latest) input."""
-
-    out_pixels = math.prod(layer.out_shape[:-1])
-    if _windowed(layer):
-        window = layer.window
-        return window.lag_pixels / math.prod(window.in_hw) + cycles / out_pixels / period
-    if isinstance(layer, (MatrixVector, DepthwiseConv, MaxPool, SumPool)):
-        # whole input first: a dense unit or a global pool; then one neuron fold
-        if isinstance(layer, MatrixVector):
-            return 1 + layer.in_features // fold.simd / period
-        return 1.0
-    if isinstance(layer, Concat):
-        return 1 / out_pixels
-    return fold.pe / math.prod(layer.out_shape)
+def layer_cycles(layer, fold: Folding) -> int:
+    """Cycles per frame of ``layer`` at ``fold``, one beat per cycle at every port."""
+    return kind_of(layer).cycles(layer, fold)
 
 
 def stream_delays(net: Network, folds: list[Folding]) -> dict[int, float]:
     """Per stream (``-1``: the model input, ``n``: layer ``n``'s output) its delay behind the
     model input, in frames (see the module docstring)."""
-    from bitloom.plan.folding import layer_cycles
-
     cycles = [layer_cycles(ly, f) for ly, f in zip(net.layers, folds, strict=True)]
     period = max(cycles)
     delays = {-1: 0.0}
     for n, (layer, fold) in enumerate(zip(net.layers, folds, strict=True)):
         start = max(delays[p] for p in layer.inputs) + HOP_CYCLES / period
-        delays[n] = start + _lag(layer, fold, cycles[n], period)
+        delays[n] = start + kind_of(layer).lag(layer, fold, cycles[n], period)
     return delays
+
+
+def in_shapes(net: Network, layer) -> list[tuple[int, ...]]:
+    """Per-sample channel-last shapes of a layer's inputs."""
+    return [net.input.stream_shape if p < 0 else net.layers[p].out_shape for p in layer.inputs]
 
 
 def join_depths(net: Network, folds: list[Folding], index: int,
@@ -112,21 +89,10 @@ def fifo_depths(net: Network, folds: list[Folding], index: int) -> tuple[int, ..
     """Input FIFO depths in beats of layer ``index`` (see the module docstring), given every
     layer's folding; the model input of a single consumer needs none (the host's DMA is the
     buffer)."""
-    from bitloom.plan.folding import in_shapes, layer_cycles
-
-    layer, fold = net.layers[index], folds[index]
-    shapes = in_shapes(net, layer)
-    if isinstance(layer, (AddStreams, Concat)):
-        return join_depths(net, folds, index, shapes)
+    layer = net.layers[index]
+    kind = kind_of(layer)
+    if kind.joins:
+        return join_depths(net, folds, index, in_shapes(net, layer))
     if layer.inputs == (-1,) and len(net.consumers(-1)) == 1:
         return (0,)
-    if isinstance(layer, MatrixVector) and layer.window is None:
-        sf, nf = layer.in_features // fold.simd, layer.out_features // fold.pe
-        if nf == 1:
-            return (DECOUPLE,)
-        producer = layer.inputs[0]
-        # the producer's fastest rate: its frame of SF beats in its own cycles per frame
-        produce = sf if producer < 0 else layer_cycles(net.layers[producer], folds[producer])
-        made = math.ceil((nf - 1) * sf * sf / produce)
-        return (max(DECOUPLE, min(sf, made) + MARGIN),)
-    return (DECOUPLE,)
+    return (kind.input_fifo_depth(net, folds, index),)

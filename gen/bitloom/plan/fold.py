@@ -12,3 +12,13 @@ class Folding:
 
     pe: int
     simd: int
+
+
+def divisors(n: int) -> list[int]:
+    return [d for d in range(1, n + 1) if n % d == 0]
+
+
+def windowed(layer) -> bool:
+    """A layer reading a sliding window (not a whole-map or whole-vector reduction)."""
+    window = getattr(layer, "window", None)
+    return window is not None and not window.is_global

@@ -18,59 +18,19 @@ import math
 from dataclasses import dataclass
 
 from bitloom.errors import BitloomError
-from bitloom.ir import (
-    AnyLayer,
-    Concat,
-    DepthwiseConv,
-    MatrixVector,
-    MaxPool,
-    Network,
-    SumPool,
-)
-from bitloom.plan.fifos import fifo_depths
+from bitloom.ir import AnyLayer, Network
+from bitloom.plan.fifos import fifo_depths, layer_cycles
 from bitloom.plan.fold import Folding
 from bitloom.plan.memory import WeightMemory, choose_memories
-from bitloom.plan.products import dsp_packing
-
-
-def divisors(n: int) -> list[int]:
-    return [d for d in range(1, n + 1) if n % d == 0]
+from bitloom.plan.registry import kind_of
 
 
 def compatible(a: int, b: int) -> bool:
     return a % b == 0 or b % a == 0
 
 
-def in_shapes(net: Network, layer: AnyLayer) -> list[tuple[int, ...]]:
-    """Per-sample channel-last shapes of a layer's inputs."""
-    return [net.input.stream_shape if p < 0 else net.layers[p].out_shape for p in layer.inputs]
-
-
-def layer_cycles(layer: AnyLayer, fold: Folding) -> int:
-    """Cycles per frame of ``layer`` at ``fold``, one beat per cycle at every port."""
-    if isinstance(layer, MatrixVector):
-        return layer.pixels * (layer.in_features // fold.simd) * (layer.out_features // fold.pe)
-    if isinstance(layer, (DepthwiseConv, MaxPool, SumPool)):
-        channels = layer.in_shape[-1]
-        if isinstance(layer, (MaxPool, SumPool)) and is_global(layer):
-            return math.prod(layer.in_shape) // fold.pe
-        return math.prod(layer.window.out_hw) * layer.window.size * channels // fold.pe
-    return math.prod(layer.out_shape) // fold.pe  # Thresholding, Add, Concat
-
-
-def is_global(layer: MaxPool | SumPool) -> bool:
-    """A window covering the whole map without padding (global pooling)."""
-    w = layer.window
-    return w.kernel == w.in_hw and not any(w.pads)
-
-
 def fold_options(layer: AnyLayer) -> list[Folding]:
-    if isinstance(layer, MatrixVector):
-        k_lanes = layer.in_shape[-1] if layer.window else layer.in_features
-        return [Folding(pe, simd) for pe in divisors(layer.out_features)
-                for simd in divisors(k_lanes)]
-    channels = layer.channels if isinstance(layer, Concat) else (layer.out_shape[-1],)
-    return [Folding(p, p) for p in divisors(math.gcd(*channels))]
+    return kind_of(layer).fold_options(layer)
 
 
 @dataclass
@@ -215,29 +175,10 @@ def make_plan(net: Network, target_cycles: int, clock_mhz: float = 100.0) -> Pla
     return make_plan_with(net, folds, None, clock_mhz, in_elems)
 
 
-def dsp_family(layer: AnyLayer, family: str | None) -> str | None:
-    """``family`` when a matrix-vector layer's products go into DSPs, else None.
-
-    Integer products that ``synth_xilinx`` would map to one DSP48 each (9 or more bits) are
-    packed two to four per multiplier instead (:mod:`bitloom.hw.pe.dsp`); narrower products
-    and minifloats stay in LUTs, where they are cheaper (docs/pe.md).
-    """
-    from bitloom.plan.cost import dsp_product
-
-    if family is None or not isinstance(layer, MatrixVector) or \
-            not dsp_product(layer.w_fmt, layer.in_fmt):
-        return None
-    try:
-        dsp_packing(layer.w_fmt, layer.in_fmt, family, 1, 1)
-    except ValueError:  # operands wider than the multiplier's ports
-        return None
-    return family
-
-
 def with_dsps(plan: Plan, family: str | None) -> Plan:
     """``plan`` with each layer's DSP use chosen for a board of ``family``."""
     for lp in plan.layers:
-        lp.dsp = dsp_family(lp.layer, family)
+        lp.dsp = kind_of(lp.layer).dsp_family(lp.layer, family)
     return plan
 
 

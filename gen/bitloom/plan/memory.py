@@ -14,8 +14,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from bitloom.errors import BitloomError
-from bitloom.ir import AnyLayer, DepthwiseConv, MatrixVector, Network
+from bitloom.ir import AnyLayer, Network
 from bitloom.plan.fold import Folding
+from bitloom.plan.registry import kind_of
 
 LUTRAM, BRAM, STREAMED = "lutram", "bram", "streamed"
 STYLES = (LUTRAM, BRAM, STREAMED)
@@ -55,13 +56,7 @@ def bram36_tiles(depth: int, width: int) -> float:
 
 def weight_geometry(layer: AnyLayer, fold: Folding) -> tuple[int, int, int] | None:
     """``(depth, width, passes)`` of a layer's weight memory, or None if it has no weights."""
-    if isinstance(layer, MatrixVector):
-        depth = (layer.in_features // fold.simd) * (layer.out_features // fold.pe)
-        return depth, fold.pe * fold.simd * layer.w_fmt.bits, layer.pixels
-    if isinstance(layer, DepthwiseConv):
-        depth = layer.window.size * layer.channels // fold.pe
-        return depth, fold.pe * layer.w_fmt.bits, math.prod(layer.window.out_hw)
-    return None
+    return kind_of(layer).weight_geometry(layer, fold)
 
 
 def parse_overrides(specs: Sequence[str]) -> tuple[str | None, dict[str, str]]:
