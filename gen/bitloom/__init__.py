@@ -2,6 +2,8 @@
 
 ``net = bitloom.load("model.onnx")`` reads a model; ``net.run(x, engine="golden"|"rtl")``
 executes it; ``net.summary()`` describes its layers and formats.
+``design = bitloom.compile("model.onnx", "pynq-z2", out="build/d")`` plans and emits the
+accelerator; ``design.verify()``, ``.synth()``, ``.build()`` and ``.run(x)`` go on from there.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from bitloom import (
 from bitloom.errors import BitloomError
 from bitloom.frontend import load_model
 from bitloom.ir import Network
+from bitloom.pipeline import Design, compile, open_design
 from bitloom.version import __version__
 
 
@@ -25,4 +28,4 @@ def load(source: str | Path | onnx.ModelProto) -> Network:
     return load_model(source)
 
 
-__all__ = ["BitloomError", "Network", "__version__", "load"]
+__all__ = ["BitloomError", "Design", "Network", "__version__", "compile", "load", "open_design"]

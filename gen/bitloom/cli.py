@@ -17,7 +17,15 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+import bitloom
+from bitloom import dse, quantize
+from bitloom.bench import DEFAULT_PAIRS, measure, write_results
+from bitloom.boards import load_board
+from bitloom.emit.hls import emit_hls, run_vitis_hls
 from bitloom.errors import BitloomError
+from bitloom.ir.summary import layer_formats
+from bitloom.plan import plan_design
+from bitloom.plan.cost import estimate_layer
 
 console = Console(stderr=False, highlight=False)
 errors = Console(stderr=True, highlight=False)
@@ -62,9 +70,6 @@ def layer_table(plan, report: dict | None = None) -> Table:
     for col in ("layer", "op", "in -> out", "in", "weight", "acc", "out", "PE", "SIMD",
                 "cycles", "est. LUT"):
         table.add_column(col, justify="left" if col in ("layer", "op") else "right")
-    from bitloom.ir.summary import layer_formats
-    from bitloom.plan.cost import estimate_layer
-
     for lp in plan.layers:
         ly, fmts = lp.layer, layer_formats(lp.layer)
         shapes = f"{'x'.join(map(str, ly.in_shape))} -> {'x'.join(map(str, ly.out_shape))}"
@@ -76,26 +81,18 @@ def layer_table(plan, report: dict | None = None) -> Table:
 
 # -- commands ------------------------------------------------------------------------------
 def cmd_inspect(args) -> int:
-    from bitloom import load
-
-    net = load(args.model)
+    net = bitloom.load(args.model)
     console.print(net.summary(), soft_wrap=True, markup=False)
     return 0
 
 
 def cmd_run(args) -> int:
-    from bitloom import load
-
-    net = load(args.model)
+    net = bitloom.load(args.model)
     x = load_array(args.input)
-    options = {}
     if args.engine == "rtl":
-        from bitloom.boards import load_board
-        from bitloom.plan import plan_for_board
-
-        options["plan"] = plan_for_board(net, load_board(args.board))
+        plan = plan_design(net, load_board(args.board))
         with progress(f"Running {len(x)} frames on the RTL...") as status:
-            y = net.run(x, engine="rtl", status=status, **options)
+            y = net.run(x, engine="rtl", status=status, plan=plan)
     else:
         y = net.run(x, engine=args.engine)
     try:
@@ -107,20 +104,11 @@ def cmd_run(args) -> int:
 
 
 def cmd_compile(args) -> int:
-    from bitloom import load
-    from bitloom.boards import load_board
-    from bitloom.emit.design import emit_design
-    from bitloom.plan import plan_for_board
-    from bitloom.plan.memory import board_budget, parse_overrides, with_memories
-
     board = load_board(args.board)
-    net = load(args.model)
-    plan = plan_for_board(net, board, target_fps=args.target_fps)
-    default, per_layer = parse_overrides(args.weights_memory or [])
-    plan = with_memories(plan, board_budget(board), per_layer, default)
     if args.backend == "hls":
-        from bitloom.emit.hls import emit_hls, run_vitis_hls
-
+        net = bitloom.load(args.model)
+        plan = plan_design(net, board, target_fps=args.target_fps,
+                           weights_memory=args.weights_memory or ())
         with progress("Generating HLS C++..."):
             hls_dir = emit_hls(net, Path(args.out), plan=plan, part=board.part,
                                clock_ns=1000.0 / plan.clock_mhz)
@@ -128,10 +116,9 @@ def cmd_compile(args) -> int:
         console.print(run_vitis_hls(hls_dir))
         return 0
     with progress("Generating Verilog with Amaranth..."):
-        design = emit_design(plan, board, Path(args.out), args.model)
-    from bitloom.emit.html import write_report_html
-
-    write_report_html(design.path)
+        design = bitloom.compile(args.model, board, out=args.out, target_fps=args.target_fps,
+                                 weights_memory=args.weights_memory or ())
+    plan = design.plan
     console.print(layer_table(plan))
     memories = [f"{lp.layer.name} {lp.memory.style}"
                 + (f" ({lp.memory.bram36:g} BRAM36)" if lp.memory.bram36 else "")
@@ -147,17 +134,9 @@ def cmd_compile(args) -> int:
 
 
 def cmd_verify(args) -> int:
-    from bitloom.emit.design import load_design
-    from bitloom.sim.verify import verify
-
-    design = load_design(args.dir)
+    design = bitloom.open_design(args.dir)
     with progress("Verifying on Verilator...") as status:
-        result = verify(design, samples=args.samples, seed=args.seed, status=status)
-    design.report["verification"] = result.as_dict()
-    design.save_report()
-    from bitloom.emit.html import write_report_html
-
-    write_report_html(design.path)
+        result = design.verify(samples=args.samples, seed=args.seed, status=status)
     measured = result.measured_cycles_per_frame
     console.print(
         f"{result.frames} frames with random back-pressure: "
@@ -174,30 +153,20 @@ def cmd_verify(args) -> int:
 
 
 def cmd_synth(args) -> int:
-    from bitloom.emit.design import load_design
-    from bitloom.emit.html import write_report_html
-    from bitloom.flows import synthesize_design
-
-    design = load_design(args.dir)
-    try:
-        measured = synthesize_design(design, errors if args.json else console)
-    finally:  # a design that does not fit still gets its measured numbers on the page
-        write_report_html(design.path)
+    design = bitloom.open_design(args.dir)
+    measured = design.synth(errors if args.json else console)
     if args.json:
         print(json.dumps(measured, indent=2))
     return 0
 
 
 def cmd_build(args) -> int:
-    from bitloom.emit.build import build_design
-    from bitloom.emit.design import load_design
-
-    design = load_design(args.dir)
+    design = bitloom.open_design(args.dir)
     console.print(f"Build scripts for {design.report['board']} in {design.path / 'build'}:",
                   markup=False)
     with progress("Writing the scripts, then running the flows whose tools are installed...") \
             as status:
-        result = build_design(design, console, run=not args.scripts_only, status=status)
+        result = design.build(console, run=not args.scripts_only, status=status)
     for note in result.notes:
         console.print(note, markup=False, highlight=False, soft_wrap=True)
     if result.bitstreams:
@@ -209,8 +178,6 @@ def cmd_build(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from bitloom.bench import DEFAULT_PAIRS, measure, write_results
-
     if args.what != "pe":
         raise BitloomError(f"unknown benchmark {args.what!r}; available: pe")
     pairs = DEFAULT_PAIRS
@@ -298,13 +265,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="docs/results", help="folder for pe_costs.md/.json")
     p.add_argument("--work", default="build/bench-pe", help="scratch folder for synthesis")
     p.set_defaults(func=cmd_bench)
-    from bitloom import quantize
-
     p = sub.add_parser("quantize", help="post-training quantization of a float model to QONNX")
     quantize.add_arguments(p)
     p.set_defaults(func=quantize.command)
-    from bitloom import dse
-
     p = sub.add_parser("dse", help="format x folding sweep: accuracy vs resources (Pareto)")
     dse.add_arguments(p)
     p.set_defaults(func=dse.command)

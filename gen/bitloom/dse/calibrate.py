@@ -27,6 +27,9 @@ from onnx import TensorProto, helper, numpy_helper
 
 from bitloom.errors import BitloomError
 
+#: the board every calibration case is planned and synthesized for
+BOARD = "pynq-z2"
+
 
 @dataclass(frozen=True)
 class Case:
@@ -184,10 +187,6 @@ def synthesize_case(case: Case, work: Path) -> Path:
     from rich.console import Console
 
     import bitloom
-    from bitloom.boards import load_board
-    from bitloom.emit.design import emit_design
-    from bitloom.flows import synthesize_design
-    from bitloom.plan.folding import make_plan
     from bitloom.quantize import quantize_model
 
     out = work / case.name
@@ -203,11 +202,9 @@ def synthesize_case(case: Case, work: Path) -> Path:
         q = quantize_model(model, case.weights, case.acts, calib)
     out.mkdir(parents=True, exist_ok=True)
     onnx.save(q, out / "q.onnx")
-    board = load_board("pynq-z2")
-    plan = make_plan(bitloom.load(q), case.target, board.default_clock_mhz)
-    design = emit_design(plan, board, out, out / "q.onnx")
+    design = bitloom.compile(out / "q.onnx", BOARD, target_cycles=case.target, out=out)
     with (out / "synth.txt").open("w") as log:
-        synthesize_design(design, Console(file=log))
+        design.synth(Console(file=log))
     return out
 
 
@@ -248,12 +245,12 @@ def case_rows(case: Case, out: Path) -> list[Row]:
     """The rows of a synthesized case, re-planned (the folding must match the design)."""
     import bitloom
     from bitloom.boards import load_board
+    from bitloom.plan import plan_design
     from bitloom.plan.cost import layer_counts, layer_parts
-    from bitloom.plan.folding import make_plan
 
     report = json.loads((out / "report.json").read_text())
-    plan = make_plan(bitloom.load(str(out / "q.onnx")), case.target,
-                     load_board("pynq-z2").default_clock_mhz)
+    plan = plan_design(bitloom.load(str(out / "q.onnx")), load_board(BOARD),
+                       target_cycles=case.target)
     rows = []
     for lp, ly in zip(plan.layers, report["layers"], strict=True):
         if not ly.get("weight_memory"):  # built before memory styles: Yosys chose

@@ -71,8 +71,9 @@ def evaluate(task: Task) -> list[dict]:
     import bitloom
     from bitloom.boards import load_board
     from bitloom.formats import parse_format
+    from bitloom.plan import plan_design
     from bitloom.plan.cost import estimate_plan
-    from bitloom.plan.folding import candidate_targets, make_plan
+    from bitloom.plan.folding import candidate_targets
     from bitloom.quantize import quantize_model
 
     board = load_board(task.board)
@@ -81,14 +82,14 @@ def evaluate(task: Task) -> list[dict]:
     onnx.save(q, path)
     net = bitloom.load(q)
     accuracy = float(np.mean(net.run(task.x).argmax(-1) == task.y))
-    clock = board.default_clock_mhz
     # A target the slowest layer cannot meet leaves the others faster than they need be:
     # re-planning at the cycles actually reached gives the cheapest plan of that speed.
-    reached = {make_plan(net, t, clock).cycles_per_frame
+    # Every point is the design `bitloom compile` would build at that speed.
+    reached = {plan_design(net, board, target_cycles=t).cycles_per_frame
                for t in task.targets or candidate_targets(net)}
     best: dict[int, dict] = {}
     for target in sorted(reached):
-        plan = make_plan(net, target, clock)
+        plan = plan_design(net, board, target_cycles=target)
         est = estimate_plan(plan)
         cycles = plan.cycles_per_frame
         util = max(est.get(k, 0) / board.resources[k] for k in RESOURCES
@@ -202,17 +203,10 @@ def synthesize_points(rows: list[dict], k: int, board: str, out_dir: Path, conso
     """Compile and synthesize the ``k`` most accurate points of the LUT front with Yosys;
     their ``measured_LUT`` is filled in."""
     import bitloom
-    from bitloom.boards import load_board
-    from bitloom.emit.design import emit_design
-    from bitloom.flows import synthesize_design
-    from bitloom.plan.folding import make_plan
 
-    b = load_board(board)
     front = sorted((r for r in rows if r["pareto_lut"]), key=lambda r: -r["accuracy"])[:k]
     for r in front:
-        net = bitloom.load(r["model"])
-        plan = make_plan(net, r["target_cycles"], b.default_clock_mhz)
-        design = emit_design(plan, b, out_dir / "synth" / f"{r['weights']}-{r['acts']}",
-                             r["model"])
-        measured = synthesize_design(design, console)
+        design = bitloom.compile(r["model"], board, target_cycles=r["target_cycles"],
+                                 out=out_dir / "synth" / f"{r['weights']}-{r['acts']}")
+        measured = design.synth(console)
         r["measured_LUT"] = measured["resources"]["LUT"]

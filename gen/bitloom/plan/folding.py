@@ -255,10 +255,3 @@ def plan_for_board(net: Network, board, target_fps: float | None = None,
             return plan
     raise BitloomError(f"the model does not fit {board.name} even fully folded: "
                        f"estimated {', '.join(over(plan))} above {budget:.0%} of the board.")
-
-
-def default_plan(net: Network) -> Plan:
-    """The plan ``run --engine rtl`` uses when none is given: fit to a PYNQ-Z2."""
-    from bitloom.boards import load_board
-
-    return plan_for_board(net, load_board("pynq-z2"))

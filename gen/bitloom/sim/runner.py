@@ -193,14 +193,12 @@ def simulate(sources: list[Path], vectors: Vectors, work_dir: Path, status=None)
     return SimResult(mismatch is None, outputs, probes, data["frame_done_cycle"], mismatch, log)
 
 
-def run_rtl(net, x: np.ndarray, plan=None, in_pause: float = 0.3, out_pause: float = 0.3,
+def run_rtl(net, x: np.ndarray, plan, in_pause: float = 0.3, out_pause: float = 0.3,
             seed: int = 1, work_dir: Path | None = None, status=None) -> np.ndarray:
     """``Network.run(engine="rtl")``: the batch through Verilator, decoded like golden."""
     from bitloom.emit.design import emit_rtl
-    from bitloom.plan import default_plan
     from bitloom.sim.vectors import from_beats, make_vectors
 
-    plan = plan or default_plan(net)
     with tempfile.TemporaryDirectory(prefix="bitloom-rtl-") as tmp:
         base = Path(work_dir or tmp)
         sources = emit_rtl(plan, base / "rtl")

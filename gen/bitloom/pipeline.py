@@ -1,0 +1,93 @@
+"""``bitloom.compile``: a model to a planned, emitted design folder, and what a design does
+next (``verify``, ``synth``, ``build``, ``run``). The command line, the design-space search,
+the cost model's calibration and ``run --engine rtl`` all compile through here, so each of
+them describes the design the others build."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+
+from bitloom.boards import Board, load_board
+from bitloom.emit import design as emitted
+from bitloom.emit.build import BuildResult, build_design
+from bitloom.emit.html import write_report_html
+from bitloom.flows import synthesize_design
+from bitloom.frontend import load_model
+from bitloom.ir import Network
+from bitloom.plan import Plan, plan_design
+from bitloom.sim.runner import run_rtl
+from bitloom.sim.verify import Verification, verify
+
+
+class Design:
+    """A compiled design folder (``rtl/``, ``sim/``, ``report.json``, ``report.html``)."""
+
+    def __init__(self, folder: emitted.Design) -> None:
+        self.folder = folder
+
+    @property
+    def path(self) -> Path:
+        return self.folder.path
+
+    @property
+    def net(self) -> Network:
+        return self.folder.net
+
+    @property
+    def plan(self) -> Plan:
+        return self.folder.plan
+
+    @property
+    def report(self) -> dict:
+        return self.folder.report
+
+    def verify(self, samples: int = 100, seed: int = 0, status=None) -> Verification:
+        """Random frames through Verilator with random back-pressure, against golden; the
+        result goes into report.json and report.html."""
+        result = verify(self.folder, samples=samples, seed=seed, status=status)
+        self.report["verification"] = result.as_dict()
+        self.folder.save_report()
+        write_report_html(self.path)
+        return result
+
+    def synth(self, console: Console | None = None) -> dict:
+        """Yosys for the design's board; the measured resources go into the report."""
+        try:
+            return synthesize_design(self.folder, console or Console(quiet=True))
+        finally:  # a design that does not fit still gets its measured numbers on the page
+            write_report_html(self.path)
+
+    def build(self, console: Console | None = None, run: bool = True,
+              status=None) -> BuildResult:
+        """The vendor and open flows' scripts in ``build/``, run where the tools exist."""
+        return build_design(self.folder, console or Console(quiet=True), run=run,
+                            status=status)
+
+    def run(self, x: np.ndarray, status=None) -> np.ndarray:
+        """A batch through this design's RTL on Verilator, returned like the model's
+        output."""
+        return run_rtl(self.net, x, plan=self.plan, status=status)
+
+
+def compile(model: str | Path, board: str | Board = "pynq-z2", *, out: str | Path,
+            target_fps: float | None = None, target_cycles: int | None = None,
+            weights_memory: Sequence[str] = ()) -> Design:
+    """Plan ``model`` for ``board`` (see :func:`bitloom.plan.plan_design`) and write its
+    Verilog, testbench, weight files and reports into ``out``."""
+    board = board if isinstance(board, Board) else load_board(board)
+    net = load_model(model)
+    plan = plan_design(net, board, target_fps=target_fps, target_cycles=target_cycles,
+                       weights_memory=weights_memory)
+    folder = emitted.emit_design(plan, board, Path(out), model)
+    write_report_html(folder.path)
+    return Design(folder)
+
+
+def open_design(path: str | Path) -> Design:
+    """Re-open a folder written by :func:`compile`."""
+    return Design(emitted.load_design(path))
+
