@@ -40,8 +40,6 @@ def test_cnn_hardware_is_bit_exact(tmp_path, variant, form):
     result = verify(design, samples=64, pause=0.3)
     assert result.bit_exact, result.mismatch
     assert result.cycle_error is not None and abs(result.cycle_error) <= 0.05, result.as_dict()
-    slowest = max(plan.layers, key=lambda lp: lp.cycles).layer.name
-    assert result.utilization[slowest] >= 0.9, result.utilization
 
 
 def test_undersized_fifo_is_named(tmp_path):

@@ -143,9 +143,6 @@ def cmd_verify(args) -> int:
         f"{'bit-exact' if result.bit_exact else 'MISMATCH'}; cycles/frame measured "
         f"{measured if measured is not None else 'n/a'} vs planned "
         f"{result.expected_cycles_per_frame}")
-    if result.utilization:
-        console.print("steady-state utilization per layer: " + ", ".join(
-            f"{name} {u:.0%}" for name, u in result.utilization.items()))
     if not result.bit_exact:
         errors.print(f"bitloom: hardware differs from golden: {result.mismatch}")
         return 1

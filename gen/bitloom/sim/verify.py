@@ -24,16 +24,6 @@ class Verification:
     measured_cycles_per_frame: float | None
     expected_cycles_per_frame: int
     measured_first_frame_cycles: int | None  # reset release to the first frame's last beat
-    layer_busy_cycles: dict[str, int]  # per layer: cycles its compute array works per frame
-
-    @property
-    def utilization(self) -> dict[str, float]:
-        """Per layer, the fraction of the measured steady-state cycles its array is busy
-        (the slowest layer's figure is how well the pipeline meets its model)."""
-        measured = self.measured_cycles_per_frame
-        if not measured:
-            return {}
-        return {name: busy / measured for name, busy in self.layer_busy_cycles.items()}
 
     @property
     def cycle_error(self) -> float | None:
@@ -46,8 +36,7 @@ class Verification:
                 "measured_cycles_per_frame": self.measured_cycles_per_frame,
                 "expected_cycles_per_frame": self.expected_cycles_per_frame,
                 "cycle_error": self.cycle_error,
-                "measured_first_frame_cycles": self.measured_first_frame_cycles,
-                "layer_utilization": {k: round(v, 4) for k, v in self.utilization.items()}}
+                "measured_first_frame_cycles": self.measured_first_frame_cycles}
 
 
 def verify(design, samples: int = 100, seed: int = 0, pause: float = 0.3,
@@ -74,5 +63,4 @@ def verify(design, samples: int = 100, seed: int = 0, pause: float = 0.3,
         expected_cycles_per_frame=plan.cycles_per_frame,
         measured_first_frame_cycles=(timing.frame_done_cycle[0]
                                      if timing.frame_done_cycle else None),
-        layer_busy_cycles={lp.layer.name: lp.cycles for lp in plan.layers},
     )
