@@ -14,6 +14,7 @@ from bitloom.formats import parse_format
 from bitloom.ir import Thresholds
 from bitloom.plan import cost
 from bitloom.plan.folding import make_plan
+from bitloom.plan.memory import bram36_tiles
 
 from qonnx_models import random_mlp
 
@@ -51,9 +52,23 @@ def test_block_ram_only_for_large_deep_memories():
 
 
 def test_bram_tiles():
-    assert cost.bram36(512, 36) == 0.5
-    assert cost.bram36(1024, 36) == 1
-    assert cost.bram36(1024, 72) == 2
+    """Worked by hand from the RAMB18E1 aspect ratios (UG473): 16Kx1 .. 512x36."""
+    assert bram36_tiles(512, 36) == 0.5
+    assert bram36_tiles(1024, 36) == 1  # two 512x36, or two 1Kx18
+    assert bram36_tiles(1024, 72) == 2
+    assert bram36_tiles(1500, 40) == 2.5  # five 2Kx9 side by side
+    assert bram36_tiles(32768, 1) == 1  # two 16Kx1 stacked
+    assert bram36_tiles(1, 1) == 0.5
+
+
+@pytest.mark.parametrize(("depth", "width"), [(d, w) for d in (1, 100, 513, 1500, 4097, 20000)
+                                              for w in (1, 7, 9, 36, 40, 72, 130)])
+def test_bram_tiles_hold_the_bits_and_grow_with_the_memory(depth, width):
+    tiles = bram36_tiles(depth, width)
+    assert tiles * 36 * 1024 >= depth * width  # a RAMB36 holds 36 Kib with parity
+    assert tiles * 2 == int(tiles * 2)  # whole RAMB18s
+    assert bram36_tiles(depth + 1, width) >= tiles
+    assert bram36_tiles(depth, width + 1) >= tiles
 
 
 def test_dsp_mapping_by_product_width():

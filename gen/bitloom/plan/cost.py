@@ -40,6 +40,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from bitloom.formats import Format, Int, Minifloat, accumulator_grid, integer_width
+from bitloom.plan.memory import bram36_tiles
 from bitloom.plan.products import dsp_packing, is_bipolar, sliceable, table_layout
 from bitloom.plan.registry import kind_of
 
@@ -63,10 +64,6 @@ BUFFER_BRAM_MIN_BITS = 16 * 1024
 #: Yosys kept the registered output word of threshold ROMs of 16 words (and not those of
 #: 2-8 words, whose read register it moved to the address) in every design measured
 REGISTERED_TABLE_MIN_DEPTH = 16
-#: (depth, width) shapes of a RAMB36E1 and of a RAMB18E1 (half a BRAM36)
-BRAM36_SHAPES = ((32768, 1), (16384, 2), (8192, 4), (4096, 9), (2048, 18), (1024, 36),
-                 (512, 72))
-BRAM18_SHAPES = ((16384, 1), (8192, 2), (4096, 4), (2048, 9), (1024, 18), (512, 36))
 
 #: LUT and FF weights of each component count, fitted by ``bitloom.dse.calibrate``
 COEFFICIENTS: dict[str, dict[str, float]] = {
@@ -235,13 +232,6 @@ def dsp_count(lp) -> int:
     return math.ceil(fold.pe / ways) * fold.simd
 
 
-def bram36(depth: int, width: int) -> float:
-    """Block RAMs (in BRAM36 units, a RAMB18 counting half) for a ``depth x width`` memory."""
-    if any(depth <= d and width <= w for d, w in BRAM18_SHAPES):
-        return 0.5
-    return float(min(math.ceil(depth / d) * math.ceil(width / w) for d, w in BRAM36_SHAPES))
-
-
 def memory_cost(depth: int, width: int, kind: str = "rom") -> dict[str, float]:
     """Counts of one ``depth x width`` memory of ``kind`` "rom" (constants), "buffer"
     (single-port RAM) or "fifo" (simple dual-port RAM): ``BRAM36`` when Yosys would take
@@ -252,7 +242,7 @@ def memory_cost(depth: int, width: int, kind: str = "rom") -> dict[str, float]:
     if depth == 1:
         return {"beat": width}  # a single word of RAM is a register
     bits = depth * width
-    tiles = bram36(depth, width)
+    tiles = bram36_tiles(depth, width)
     if kind == "rom":
         bram = bits / ROM_BITS_PER_COST > (BRAM18_COST if tiles == 0.5 else BRAM36_COST * tiles)
     elif kind == "fifo":

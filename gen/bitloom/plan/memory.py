@@ -49,7 +49,9 @@ class WeightMemory:
 
 
 def bram36_tiles(depth: int, width: int) -> float:
-    """Block RAM tiles (RAMB36 = two RAMB18) of a ``depth`` x ``width`` ROM."""
+    """Block RAM tiles (RAMB36 = two RAMB18) of a ``depth`` x ``width`` memory: the fewest
+    RAMB18s of one aspect ratio that tile it, counted as halves (a RAMB36's own shapes,
+    up to 512 x 72, are two RAMB18s side by side or stacked, so they never need fewer)."""
     halves = min(math.ceil(width / w) * math.ceil(depth / d) for d, w in RAMB18_SHAPES)
     return halves / 2
 
