@@ -20,7 +20,8 @@ SLOW_MODULES = {
     "test_brevitas_export", "test_build_flows", "test_dse", "test_example_cnn",
     "test_fifo_depths", "test_frontend", "test_frontend_cnn", "test_frontend_multithreshold",
     "test_frontend_ort_cnn", "test_fuzz", "test_hw_cnn", "test_hw_fuzz", "test_hw_units",
-    "test_onnx_node_tests", "test_pe", "test_pe_dsp", "test_quantize", "test_report_html",
+    "test_onnx_node_tests", "test_pe", "test_pe_dsp", "test_pipeline", "test_quantize",
+    "test_report_html",
     "test_threshold_derivation", "test_zoo_models",
 }
 #: single slow tests in otherwise quick modules
