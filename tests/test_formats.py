@@ -16,6 +16,7 @@ from bitloom.formats import (
     round_exact,
     round_with,
 )
+from bitloom.formats.bits import pack, unpack
 
 QONNX_MODES = ["ROUND", "CEIL", "FLOOR", "UP", "DOWN", "HALF_UP", "HALF_DOWN"]
 
@@ -92,3 +93,12 @@ def test_parse_format_names():
     assert parse_format("bipolar").bipolar
     with pytest.raises(ValueError):
         parse_format("int99")
+
+
+def test_fields_pack_element_zero_lowest_and_unpack_back():
+    codes = np.array([[3, -1], [0, 2]])
+    word = pack(codes, 4)
+    assert word == 0x20F3
+    assert unpack(word, 4, 4) == [3, 15, 0, 2]
+    wide = [2**70 + 5, 1]
+    assert unpack(pack(wide, 72), 72, 2) == wide

@@ -14,8 +14,9 @@ import pytest
 from amaranth.sim import Simulator
 
 from bitloom.formats import Int
+from bitloom.formats.bits import pack, unpack
 from bitloom.hw.pe import DotProductUnit
-from bitloom.hw.pe.sim import join, simulate, split
+from bitloom.hw.pe.sim import simulate
 from bitloom.hw.pe.stages import spread
 from bitloom.hw.pe.unit import sum_shape
 from bitloom.plan.products import dsp_packing as plan
@@ -36,12 +37,12 @@ def run_unit(w_fmt: Int, a_fmt: Int, dsp: str | None, weights: np.ndarray,
              acts: np.ndarray) -> np.ndarray:
     """Dot products ``[case, pe]`` of a combinational unit for weights ``[case, pe, lane]``."""
     cases, pes, simd = weights.shape
-    w_words = [join(row.ravel(), w_fmt.bits) for row in codes(w_fmt, weights)]
-    a_words = [join(row, a_fmt.bits) for row in codes(a_fmt, acts)]
+    w_words = [pack(row.ravel(), w_fmt.bits) for row in codes(w_fmt, weights)]
+    a_words = [pack(row, a_fmt.bits) for row in codes(a_fmt, acts)]
     raw = simulate(lambda: DotProductUnit(w_fmt, a_fmt, simd, pes, dsp),
                    {"w": w_words, "a": a_words}, ["dot"])["dot"]
     shape = sum_shape(w_fmt, a_fmt, simd)
-    fields = [split(word, shape.width, pes) for word in raw]
+    fields = [unpack(word, shape.width, pes) for word in raw]
     flat = list(itertools.chain.from_iterable(fields))
     return to_signed(flat, shape.width, shape.signed).reshape(cases, pes)
 
@@ -116,8 +117,8 @@ def run_clocked(unit: DotProductUnit, weights: np.ndarray, acts: np.ndarray,
     async def bench(ctx) -> None:
         for t in range(cycles + depth):
             c = min(t, cycles - 1)
-            ctx.set(unit.w, join(codes(w_fmt, weights[c]).ravel(), w_fmt.bits))
-            ctx.set(unit.a, join(codes(a_fmt, acts[c]), a_fmt.bits))
+            ctx.set(unit.w, pack(codes(w_fmt, weights[c]).ravel(), w_fmt.bits))
+            ctx.set(unit.a, pack(codes(a_fmt, acts[c]), a_fmt.bits))
             got.extend(ctx.get(unit.result(p)) for p in range(unit.pes))
             if depth:
                 await ctx.tick()

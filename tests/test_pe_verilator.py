@@ -29,6 +29,7 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from bitloom.formats import ROUNDING_MODES, Format, Int, Minifloat, parse_format
+from bitloom.formats.bits import pack
 from bitloom.hw.pe import DotProductUnit
 from bitloom.hw.pe.requant import MinifloatRequantizer, ScaleRequantizer
 from bitloom.ir.quantizer import CLIP_THEN_ROUND, ROUND_THEN_SHIFT, Quantizer
@@ -81,13 +82,9 @@ class Batch(wiring.Component):
         return m
 
 
-def pack(fields: np.ndarray, width: int) -> np.ndarray:
-    """Rows of unsigned fields -> one Python int per row (field 0 lowest)."""
-    fields = np.asarray(fields).astype(object) % (1 << width)
-    word = np.zeros(len(fields), dtype=object)
-    for i in range(fields.shape[1]):
-        word += fields[:, i] << (i * width)
-    return word
+def pack_rows(fields: np.ndarray, width: int) -> list[int]:
+    """One Python int per row of ``fields`` (field 0 lowest)."""
+    return [pack(row, width) for row in fields]
 
 
 def grid(fmt: Format, codes: np.ndarray) -> np.ndarray:
@@ -121,11 +118,12 @@ def dot_member(name: str, w_fmt: Format, a_fmt: Format, w_codes: np.ndarray,
     """``w_codes[cycle, pe, lane]``, ``a_codes[cycle, lane]``."""
     cycles, pes, simd = w_codes.shape
     unit = DotProductUnit(w_fmt, a_fmt, simd, pes, dsp, pipeline)
-    words = pack(w_codes.reshape(cycles, -1), w_fmt.bits) + \
-        (pack(a_codes, a_fmt.bits) << (pes * simd * w_fmt.bits))
+    words = [w | a << (pes * simd * w_fmt.bits) for w, a in
+             zip(pack_rows(w_codes.reshape(cycles, -1), w_fmt.bits),
+                 pack_rows(a_codes, a_fmt.bits), strict=True)]
     sums = np.einsum("cpl,cl->cp", grid(w_fmt, w_codes), grid(a_fmt, a_codes))
-    return Member(name, [unit], ["w", "a"], "dot", list(words),
-                  list(pack(sums, unit.shape.width)), unit.latency)
+    return Member(name, [unit], ["w", "a"], "dot", words,
+                  pack_rows(sums, unit.shape.width), unit.latency)
 
 
 def exhaustive(w_fmt: Format, a_fmt: Format, every_lane: bool = True,
@@ -185,8 +183,8 @@ def scale_member(name: str, acc_bits: int, lsb: Fraction, q: Quantizer, accs: np
     fmt = q.fmt
     golden = [[q.exact(Fraction(int(a)) * lsb) for a in row] for row in accs]
     codes = fmt.encode(np.array(golden, dtype=np.int64))
-    return Member(name, units, ["acc"], "code", list(pack(accs, acc_bits)),
-                  list(pack(codes, fmt.bits)), pipeline)
+    return Member(name, units, ["acc"], "code", pack_rows(accs, acc_bits),
+                  pack_rows(codes, fmt.bits), pipeline)
 
 
 def minifloat_golden(fmt: Minifloat, accs: np.ndarray, frac: int, rounding: str) -> np.ndarray:
@@ -199,8 +197,8 @@ def minifloat_member(name: str, acc_bits: int, frac: int, fmt: Minifloat, roundi
              for _ in range(copies)]
     accs = accs.reshape(-1, copies)
     codes = minifloat_golden(fmt, accs, frac, rounding)
-    return Member(name, units, ["acc"], "code", list(pack(accs, acc_bits)),
-                  list(pack(codes, fmt.bits)), pipeline)
+    return Member(name, units, ["acc"], "code", pack_rows(accs, acc_bits),
+                  pack_rows(codes, fmt.bits), pipeline)
 
 
 ALL12 = np.arange(-2048, 2048)

@@ -25,10 +25,10 @@ from amaranth.lib import memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from bitloom.formats import Format
+from bitloom.formats.bits import unpack
 from bitloom.hw.pe import dot_products
 from bitloom.hw.pe.stages import Stages
 from bitloom.hw.thresholds import acc_shape, requantize
-from bitloom.hw.thresholds import pack as pack  # re-exported: stream beats use it
 from bitloom.hw.weights import pack_checked, weight_codes, weight_source
 from bitloom.ir import MatrixVector
 from bitloom.plan.fold import Folding
@@ -51,14 +51,10 @@ def unpack_weight_words(words: list[int], shape: tuple[int, int], fold: Folding,
     """The inverse of :func:`weight_words`: memory words -> the ``(K, N)`` weight codes."""
     k, n = shape
     sf_count, nf_count = k // fold.simd, n // fold.pe
-    mask = (1 << w_fmt.bits) - 1
-    codes = np.zeros((sf_count, fold.simd, nf_count, fold.pe), dtype=np.int64)
-    for i, word in enumerate(words):
-        nf, sf = divmod(i, sf_count)
-        for p in range(fold.pe):
-            for s in range(fold.simd):
-                codes[sf, s, nf, p] = word >> ((p * fold.simd + s) * w_fmt.bits) & mask
-    return codes.reshape(k, n)
+    fields = np.array([unpack(w, w_fmt.bits, fold.pe * fold.simd) for w in words],
+                      dtype=np.int64)
+    blocks = fields.reshape(nf_count, sf_count, fold.pe, fold.simd)  # [nf, sf, p, s]
+    return blocks.transpose(1, 3, 0, 2).reshape(k, n)  # [sf, s, nf, p]
 
 
 class MatrixVectorUnit(wiring.Component):

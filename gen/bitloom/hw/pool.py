@@ -34,6 +34,7 @@ from amaranth.lib import memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from bitloom.formats import Format, Int
+from bitloom.formats.bits import unpack
 from bitloom.hw.pe import dot_product, element_value
 from bitloom.hw.thresholds import out_bits, requantize
 from bitloom.hw.weights import pack_checked, weight_codes, weight_source
@@ -65,9 +66,7 @@ def tap_weight_words(name: str, weights: np.ndarray, window: Window, simd: int,
 def unpack_tap_weight_words(words: list[int], window: Window, channels: int, simd: int,
                             w_fmt: Format) -> np.ndarray:
     """The inverse of :func:`tap_weight_words`: words -> ``(taps, C)`` weight codes."""
-    mask = (1 << w_fmt.bits) - 1
-    rows = np.array([[w >> (s * w_fmt.bits) & mask for s in range(simd)] for w in words],
-                    dtype=np.int64)
+    rows = np.array([unpack(w, w_fmt.bits, simd) for w in words], dtype=np.int64)
     axes = _step_axes(window)
     shape = [(window.size, channels // simd)[a] for a in axes]
     blocks = np.transpose(rows.reshape(*shape, simd), [*np.argsort(axes), 2])

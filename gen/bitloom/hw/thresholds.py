@@ -21,16 +21,9 @@ from amaranth.hdl import Value
 from amaranth.lib import memory
 
 from bitloom.formats import Int
+from bitloom.formats.bits import pack
 from bitloom.hw.pe import adder_tree
 from bitloom.ir import Thresholds
-
-
-def pack(values: np.ndarray, bits: int) -> int:
-    """Pack integers (two's complement, ``bits`` each) into one word, element 0 lowest."""
-    word = 0
-    for i, v in enumerate(values.reshape(-1).tolist()):
-        word |= (int(v) & ((1 << bits) - 1)) << (i * bits)
-    return word
 
 
 def acc_shape(acc_fmt: Int):

@@ -23,6 +23,7 @@ from amaranth.lib import memory
 
 from bitloom.errors import BitloomError
 from bitloom.formats import Format
+from bitloom.formats.bits import pack
 from bitloom.plan.memory import BRAM, LUTRAM, STREAMED, STYLES
 
 #: Verilog attributes per ROM style. ``rom_style`` is what Vivado reads for a ROM. Yosys
@@ -69,12 +70,11 @@ def _fits(value: float, w_fmt: Format) -> bool:
 def pack_checked(layer: str, codes: np.ndarray, bits: int) -> int:
     """Pack codes ``bits`` each into one word, element 0 lowest; a code wider than ``bits``
     is an error, not a silent mask."""
-    word = 0
-    for i, c in enumerate(codes.reshape(-1).tolist()):
+    flat = codes.reshape(-1).tolist()
+    for c in flat:
         if not 0 <= c < 1 << bits:
             raise BitloomError(f"{layer}: weight code {c} does not fit {bits} bits.")
-        word |= int(c) << (i * bits)
-    return word
+    return pack(flat, bits)
 
 
 def weight_source(m: Module, name: str, unit, words: list[int], step: Value, en: Value,

@@ -46,7 +46,7 @@ from amaranth.lib import memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from bitloom.formats import Format
-from bitloom.hw.thresholds import pack
+from bitloom.formats.bits import pack
 from bitloom.ir import Window
 
 ORDERS = ("conv", "depthwise")

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from bitloom.formats import Format
-from bitloom.hw.mvu import pack
+from bitloom.formats.bits import pack, unpack
 from bitloom.plan import Plan
 
 
@@ -26,8 +26,7 @@ def to_beats(values: np.ndarray, fmt: Format, per_beat: int) -> list[int]:
 
 def from_beats(beats: list[int], fmt: Format, per_beat: int) -> np.ndarray:
     """Beats -> grid integers, flat, in stream order."""
-    mask = (1 << fmt.bits) - 1
-    codes = [(b >> (i * fmt.bits)) & mask for b in beats for i in range(per_beat)]
+    codes = [c for b in beats for c in unpack(b, fmt.bits, per_beat)]
     return fmt.to_grid(fmt.decode(np.array(codes, dtype=np.int64)))
 
 

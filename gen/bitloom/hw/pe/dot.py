@@ -30,6 +30,7 @@ from amaranth import Cat, Const, Mux, Shape, signed
 from amaranth.hdl import Value
 
 from bitloom.formats import Format, Int
+from bitloom.formats.bits import pack
 from bitloom.formats.minifloat import Minifloat
 from bitloom.hw.pe import dsp as packing_
 from bitloom.hw.pe.stages import Stages
@@ -209,9 +210,7 @@ def rom_lookup(entries: list[int], index: Value) -> Value:
     """``entries[index]`` as a slice of one constant word: the same LUT functions as a case
     statement after synthesis, and one line of Verilog for the simulators."""
     shape = Shape.cast(range(min(min(entries), 0), max(max(entries), 0) + 1))
-    mask = (1 << shape.width) - 1
-    word = Const(sum((x & mask) << (k * shape.width) for k, x in enumerate(entries)),
-                 shape.width * len(entries))
+    word = Const(pack(entries, shape.width), shape.width * len(entries))
     value = word.word_select(index, shape.width)
     return value.as_signed() if shape.signed else value
 

@@ -13,17 +13,7 @@ from amaranth import Cat, Module, Signal, Value
 from amaranth.lib import wiring
 from amaranth.sim import Simulator
 
-
-def split(word: int, width: int, count: int) -> list[int]:
-    """``count`` unsigned ``width``-bit fields of ``word``, lowest first."""
-    mask = (1 << width) - 1
-    return [(word >> (i * width)) & mask for i in range(count)]
-
-
-def join(values: Sequence[int], width: int) -> int:
-    """Inverse of :func:`split` (values taken modulo ``2**width``)."""
-    mask = (1 << width) - 1
-    return sum((int(v) & mask) << (i * width) for i, v in enumerate(values))
+from bitloom.formats.bits import pack, unpack
 
 
 def simulate(make: Callable[[], wiring.Component], inputs: dict[str, Sequence[int]],
@@ -53,11 +43,11 @@ def simulate(make: Callable[[], wiring.Component], inputs: dict[str, Sequence[in
         for start in range(0, cases, copies):
             stop = min(start + copies, cases)
             for name, sig in wide_in.items():
-                ctx.set(sig, join(inputs[name][start:stop], widths[name]))
+                ctx.set(sig, pack(inputs[name][start:stop], widths[name]))
             for _ in range(latency):
                 await ctx.tick()
             for name, sig in wide_out.items():
-                results[name] += split(ctx.get(sig), widths[name], stop - start)
+                results[name] += unpack(ctx.get(sig), widths[name], stop - start)
 
     sim = Simulator(m)
     if latency:
