@@ -19,6 +19,7 @@ from rich.table import Table
 
 import bitloom
 from bitloom import dse, quantize
+from bitloom.arrays import load_arrays
 from bitloom.bench import DEFAULT_PAIRS, measure, write_results
 from bitloom.boards import load_board
 from bitloom.emit.hls import emit_hls, run_vitis_hls
@@ -48,18 +49,15 @@ def progress(message: str):
 
 
 def load_array(path: str) -> np.ndarray:
+    """The input batch of ``bitloom run``: a .npy, or an .npz of one array (or one named
+    ``x``)."""
     p = Path(path)
-    if not p.is_file():
-        raise BitloomError(f"{p}: no such input file. Pass a .npy array batched on axis 0.")
-    try:
-        data = np.load(p, allow_pickle=False)
-    except Exception as exc:
-        raise BitloomError(f"{p}: not a NumPy .npy/.npz file ({exc}).") from None
-    if isinstance(data, np.lib.npyio.NpzFile):
-        if len(data.files) != 1 and "x" not in data.files:
+    data = load_arrays(path, "Pass a .npy array batched on axis 0.")
+    if isinstance(data, dict):
+        if len(data) != 1 and "x" not in data:
             raise BitloomError(f"{p}: an .npz must hold one array (or one named 'x'); it "
-                               f"holds {', '.join(data.files)}.")
-        data = data["x"] if "x" in data.files else data[data.files[0]]
+                               f"holds {', '.join(data)}.")
+        data = data["x"] if "x" in data else next(iter(data.values()))
     if not np.issubdtype(data.dtype, np.number):
         raise BitloomError(f"{p}: holds {data.dtype} data; expected numbers.")
     return data

@@ -14,6 +14,7 @@ import onnx
 from rich.console import Console
 from rich.table import Table
 
+from bitloom.arrays import load_arrays
 from bitloom.errors import BitloomError
 from bitloom.frontend.loader import read_model
 from bitloom.quantize.calibrate import METHODS, check_calib, input_batch, run_float
@@ -49,20 +50,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def load_npz(path: str) -> tuple[np.ndarray, np.ndarray | None]:
     """``x`` and, if present, ``y`` from an .npz, with errors naming the file."""
     p = Path(path)
-    if not p.is_file():
-        raise BitloomError(f"{p}: no such file. Pass an .npz holding an array `x`.")
-    try:
-        data = np.load(p, allow_pickle=False)
-    except Exception as exc:
-        raise BitloomError(f"{p}: not a NumPy .npz file ({exc}).") from None
-    if not isinstance(data, np.lib.npyio.NpzFile) or "x" not in data.files:
-        held = ", ".join(data.files) if isinstance(data, np.lib.npyio.NpzFile) else "one array"
+    data = load_arrays(path, "Pass an .npz holding an array `x`.")
+    if not isinstance(data, dict) or "x" not in data:
+        held = ", ".join(data) if isinstance(data, dict) else "one array"
         raise BitloomError(f"{p}: expected an .npz with an array named `x` (and optionally "
                            f"`y`); it holds {held}.")
-    y = data["y"] if "y" in data.files else None
-    if y is not None and len(y) != len(data["x"]):
-        raise BitloomError(f"{p}: `x` has {len(data['x'])} samples but `y` has {len(y)}.")
-    return data["x"], y
+    x, y = data["x"], data.get("y")
+    if y is not None and len(y) != len(x):
+        raise BitloomError(f"{p}: `x` has {len(x)} samples but `y` has {len(y)}.")
+    return x, y
 
 
 def run_quantized(model: onnx.ModelProto, x: np.ndarray) -> tuple[np.ndarray | None, str]:
