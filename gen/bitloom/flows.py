@@ -5,8 +5,14 @@ from __future__ import annotations
 from rich.console import Console
 
 from bitloom.boards import load_board
-from bitloom.emit.design import CORE, TOP, Design
-from bitloom.emit.synth import check_fits, synthesize, utilization, utilization_table
+from bitloom.emit.design import TOP, Design
+from bitloom.emit.synth import (
+    check_fits,
+    layer_part,
+    synthesize,
+    utilization,
+    utilization_table,
+)
 
 SHOWN = ("LUT", "FF", "CARRY", "DSP", "BRAM36", "URAM")
 
@@ -14,10 +20,8 @@ SHOWN = ("LUT", "FF", "CARRY", "DSP", "BRAM36", "URAM")
 def layer_resources(modules: dict[str, dict[str, float]], layer: str) -> dict[str, float]:
     """Resources of everything the core instantiates for ``layer`` (unit, converter, FIFO)."""
     total: dict[str, float] = {}
-    prefixes = (f"{CORE}.{layer}.", f"{CORE}.{layer}_")
     for name, res in modules.items():
-        clean = name.lstrip("\\")
-        if clean == f"{CORE}.{layer}" or clean.startswith(prefixes):
+        if layer_part(name, layer) is not None:
             for k, v in res.items():
                 total[k] = total.get(k, 0) + v
     return total

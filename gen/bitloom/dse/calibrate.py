@@ -208,36 +208,17 @@ def synthesize_case(case: Case, work: Path) -> Path:
     return out
 
 
-def part_of(module: str, layer: str) -> str | None:
-    """Which part of ``layer`` a module of the kept hierarchy belongs to, if any."""
-    from bitloom.flows import CORE
-
-    if module.startswith(f"{CORE}.{layer}.window"):
-        return "window"
-    if module.startswith(f"{CORE}.{layer}_"):
-        return "link"
-    if module == f"{CORE}.{layer}" or module.startswith(f"{CORE}.{layer}."):
-        return "unit"
-    return None
-
-
 def measured_parts(stat_file: Path, layer: str) -> dict[str, dict[str, float]]:
     """Resources per part of ``layer`` from Yosys's ``stat -json`` (hierarchy kept)."""
-    from bitloom.emit.synth import count_resources
+    from bitloom.emit.synth import layer_part, module_resources
 
-    modules = json.loads(stat_file.read_text())["modules"]
-    names = {name.removeprefix("\\") for name in modules}
     out: dict[str, dict[str, float]] = {}
-    for name, module in modules.items():
-        part = part_of(name.removeprefix("\\"), layer)
-        if part is None:
-            continue
-        cells = {c.removeprefix("\\"): n for c, n in module.get("num_cells_by_type", {}).items()
-                 if c.removeprefix("\\") not in names}
-        total = out.setdefault(part, dict.fromkeys(RESOURCES, 0.0))
-        for k, v in count_resources(cells, "xc7").items():
-            if k in total:
-                total[k] += v
+    for name, res in module_resources(json.loads(stat_file.read_text()), "xc7").items():
+        part = layer_part(name, layer)
+        if part is not None:
+            total = out.setdefault(part, dict.fromkeys(RESOURCES, 0.0))
+            for k in RESOURCES:
+                total[k] += res.get(k, 0)
     return out
 
 

@@ -26,6 +26,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from bitloom.boards import RESOURCE_KEYS, Board
+from bitloom.emit.design import CORE
 from bitloom.errors import BitloomError
 
 #: The ``synth_xilinx -family`` values of the boards bitloom targets.
@@ -276,26 +277,44 @@ def _tail(work: Path, lines: int = 15) -> str:
     return "\n".join(parts) or "(Yosys wrote no output)"
 
 
+def module_resources(stat: dict[str, Any], family: str) -> dict[str, dict[str, float]]:
+    """Resources of each module's own primitive cells in Yosys's ``stat -json`` (instances
+    of other modules left out, so nothing is counted twice)."""
+    names = {name.removeprefix("\\") for name in stat["modules"]}
+    return {name.removeprefix("\\"): count_resources(_primitives(module, names), family)
+            for name, module in stat["modules"].items()}
+
+
+def _primitives(module: dict[str, Any], module_names: set[str]) -> dict[str, int]:
+    return {
+        cell.removeprefix("\\"): n
+        for cell, n in sorted(module.get("num_cells_by_type", {}).items())
+        if cell.removeprefix("\\") not in module_names  # instances of submodules
+    }
+
+
+def layer_part(module: str, layer: str) -> str | None:
+    """Which part of ``layer`` a module of the kept hierarchy is: its ``window`` generator,
+    a ``link`` the core adds after it (``<layer>_...``: fan-out, width converter, FIFO), the
+    rest of its ``unit``; None if it is not the layer's. The one attribution of Yosys
+    modules to layers, for the report and the cost-model calibration alike."""
+    if module.startswith(f"{CORE}.{layer}.window"):
+        return "window"
+    if module.startswith(f"{CORE}.{layer}_"):
+        return "link"
+    if module == f"{CORE}.{layer}" or module.startswith(f"{CORE}.{layer}."):
+        return "unit"
+    return None
+
+
 def _parse_stat(work: Path, family: str, seconds: float) -> SynthResult:
     """Turn ``stat -json`` into per-design and per-module resource counts."""
     stat = json.loads((work / _STAT).read_text(encoding="utf-8"))
-    module_names = {name.removeprefix("\\") for name in stat["modules"]}
-
-    def primitives(module: dict[str, Any]) -> dict[str, int]:
-        return {
-            cell.removeprefix("\\"): n
-            for cell, n in sorted(module.get("num_cells_by_type", {}).items())
-            if cell.removeprefix("\\") not in module_names  # instances of submodules
-        }
-
-    cells = primitives(stat["design"])
+    cells = _primitives(stat["design"], {name.removeprefix("\\") for name in stat["modules"]})
     return SynthResult(
         resources=count_resources(cells, family),
         cells=cells,
-        modules={
-            name.removeprefix("\\"): count_resources(primitives(module), family)
-            for name, module in stat["modules"].items()
-        },
+        modules=module_resources(stat, family),
         log_path=work / _LOG,
         seconds=seconds,
     )
