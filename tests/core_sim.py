@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from amaranth.sim import Simulator
+from streams import producer
 
 from bitloom.formats import Format
 from bitloom.hw.core import Core
@@ -64,14 +65,6 @@ def run_core(plan: Plan, frames: int = 6, seed: int = 0) -> CoreRun:
     dut = Core(plan)
     run = CoreRun([], expected, [], None, [])
 
-    async def source(ctx):
-        for beat in in_beats:
-            ctx.set(dut.i.payload, beat)
-            ctx.set(dut.i.valid, 1)
-            while not (await ctx.tick().sample(dut.i.ready))[2]:
-                pass
-        ctx.set(dut.i.valid, 0)
-
     async def sink(ctx):
         ctx.set(dut.o.ready, 1)
         cycle = last = 0
@@ -94,7 +87,7 @@ def run_core(plan: Plan, frames: int = 6, seed: int = 0) -> CoreRun:
     sys.set_int_max_str_digits(0)
     sim = Simulator(dut)
     sim.add_clock(1e-8)
-    sim.add_testbench(source, background=True)
+    sim.add_testbench(producer(dut.i, in_beats), background=True)
     sim.add_testbench(sink)
     sim.run()
     return run

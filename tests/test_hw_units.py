@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import random
-
 import numpy as np
 import pytest
-from amaranth.sim import Simulator
+from streams import beats, simulate
 
 import bitloom
 from bitloom.hw.glue import WidthConverter
@@ -20,38 +18,7 @@ from qonnx_models import minifloat_mlp, random_mlp
 def stream_through(dut, beats_in: list[int], expected_beats: int, seed: int,
                    pause: float = 0.4) -> list[int]:
     """Drive ``dut.i`` and drain ``dut.o`` with random gaps on valid and ready."""
-    received: list[int] = []
-    rng_in, rng_out = random.Random(seed), random.Random(seed + 1)
-
-    async def producer(ctx):
-        for beat in beats_in:
-            while rng_in.random() < pause:
-                await ctx.tick()
-            ctx.set(dut.i.payload, beat)
-            ctx.set(dut.i.valid, 1)
-            await ctx.tick().until(dut.i.ready)
-            ctx.set(dut.i.valid, 0)
-
-    async def consumer(ctx):
-        while True:
-            ctx.set(dut.o.ready, rng_out.random() >= pause)
-            await ctx.tick()
-
-    async def monitor(ctx):
-        async for _, _, valid, ready, payload in ctx.tick().sample(
-                dut.o.valid, dut.o.ready, dut.o.payload):
-            if valid and ready:
-                received.append(payload)
-            if len(received) >= expected_beats:
-                return
-
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    sim.add_testbench(producer)
-    sim.add_testbench(consumer, background=True)
-    sim.add_testbench(monitor)
-    sim.run_until(1e-8 * (len(beats_in) + expected_beats) * 20)
-    return received
+    return beats(simulate(dut, {"i": beats_in}, {"o": expected_beats}, seed, pause)["o"])
 
 
 @pytest.mark.parametrize(("n_in", "n_out"), [(1, 4), (4, 1), (2, 6), (6, 2)])

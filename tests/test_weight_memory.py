@@ -8,7 +8,8 @@ import json
 
 import numpy as np
 import pytest
-from test_hw_cnn import acc_format, beats, random_codes, random_conv, random_window, simulate
+from streams import beats, simulate
+from test_hw_cnn import acc_format, random_codes, random_conv, random_window
 
 import bitloom
 from bitloom.cli import main
