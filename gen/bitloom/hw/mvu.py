@@ -32,7 +32,7 @@ from bitloom.hw.thresholds import acc_shape, requantize
 from bitloom.hw.weights import pack_checked, weight_codes, weight_source
 from bitloom.ir import MatrixVector
 from bitloom.plan.fold import Folding
-from bitloom.plan.memory import STREAMED
+from bitloom.plan.memory import STREAMED, matrix_weight_geometry
 
 
 def weight_words(weights: np.ndarray, fold: Folding, w_fmt: Format, name: str = "") -> list[int]:
@@ -67,8 +67,7 @@ class MatrixVectorUnit(wiring.Component):
             raise ValueError(f"{layer.name}: SIMD {fold.simd} must divide {k}, PE {fold.pe} {n}")
         self.layer, self.fold, self.style, self.dsp = layer, fold, style, dsp
         self.sf_count, self.nf_count = k // fold.simd, n // fold.pe
-        self.steps = self.sf_count * self.nf_count
-        self.weight_bits = fold.pe * fold.simd * layer.w_fmt.bits
+        self.steps, self.weight_bits, _ = matrix_weight_geometry(layer, fold)
         members = {
             "i": In(stream.Signature(unsigned(fold.simd * layer.in_fmt.bits))),
             "o": Out(stream.Signature(unsigned(fold.pe * layer.out_fmt.bits))),

@@ -40,7 +40,7 @@ from bitloom.hw.thresholds import out_bits, requantize
 from bitloom.hw.weights import pack_checked, weight_codes, weight_source
 from bitloom.hw.window import SlidingWindow, nested_counters
 from bitloom.ir import DepthwiseConv, MaxPool, SumPool, Thresholds, Window
-from bitloom.plan.memory import STREAMED
+from bitloom.plan.memory import STREAMED, tap_weight_geometry
 
 
 def issue_order(window: Window) -> list[str]:
@@ -91,8 +91,8 @@ class TapReducer(wiring.Component):
         self.name, self.style = name, style
         self.chunks = channels // simd
         self.glob = window.is_global
-        self.steps = window.size * self.chunks
-        self.weight_bits = simd * w_fmt.bits if w_fmt is not None else 0
+        self.steps, self.weight_bits, _ = tap_weight_geometry(
+            window, channels, simd, w_fmt.bits if w_fmt is not None else 0)
         elem = in_fmt.bits if maximum else out_bits(requant, acc_fmt)
         members = {
             "i": In(stream.Signature(unsigned(simd * in_fmt.bits))),

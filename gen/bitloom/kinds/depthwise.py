@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 from bitloom.emit.hls import Kernel, add_requant, fmt_type, weights_param
 from bitloom.hw.pool import DepthwiseUnit, tap_weight_words, unpack_tap_weight_words
 from bitloom.ir import DepthwiseConv
@@ -11,6 +9,7 @@ from bitloom.kinds.pool import TapReduceKind
 from bitloom.plan.cost import add, lane_counts, per_mac, weight_memory
 from bitloom.plan.fold import Folding
 from bitloom.plan.folding import LayerPlan
+from bitloom.plan.memory import tap_weight_geometry
 from bitloom.plan.registry import register
 
 
@@ -18,16 +17,14 @@ class DepthwiseKind(TapReduceKind):
     layer_type = DepthwiseConv
 
     def weight_geometry(self, layer: DepthwiseConv, fold: Folding) -> tuple[int, int, int]:
-        depth = layer.window.size * layer.channels // fold.pe
-        return depth, fold.pe * layer.w_fmt.bits, math.prod(layer.window.out_hw)
+        return tap_weight_geometry(layer.window, layer.channels, fold.pe, layer.w_fmt.bits)
 
     def unit_counts(self, lp: LayerPlan) -> dict[str, float]:
         ly, p = lp.layer, lp.fold.pe
         counts = lane_counts(lp)
         lut, ff = per_mac(ly.w_fmt, lp.in_fmt)
         add(counts, {"mac": p * lut, "ff_mac": p * ff})
-        add(counts, weight_memory(lp, ly.window.size * ly.out_shape[-1] // p,
-                                  p * ly.w_fmt.bits))
+        add(counts, weight_memory(lp, *self.weight_geometry(ly, lp.fold)[:2]))
         return counts
 
     def make_unit(self, lp: LayerPlan):

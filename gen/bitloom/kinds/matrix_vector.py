@@ -33,6 +33,7 @@ from bitloom.plan.fifos import DECOUPLE, MARGIN, layer_cycles
 from bitloom.plan.fold import Folding, divisors
 from bitloom.plan.folding import LayerPlan
 from bitloom.plan.kind import LayerKind
+from bitloom.plan.memory import matrix_weight_geometry
 from bitloom.plan.products import dsp_packing
 from bitloom.plan.registry import register
 
@@ -70,8 +71,7 @@ class MatrixVectorKind(LayerKind):
         return max(DECOUPLE, min(sf, made) + MARGIN)
 
     def weight_geometry(self, layer: MatrixVector, fold: Folding) -> tuple[int, int, int]:
-        depth = (layer.in_features // fold.simd) * (layer.out_features // fold.pe)
-        return depth, fold.pe * fold.simd * layer.w_fmt.bits, layer.pixels
+        return matrix_weight_geometry(layer, fold)
 
     def dsp_family(self, layer: MatrixVector, family: str | None) -> str | None:
         """Integer products that ``synth_xilinx`` would map to one DSP48 each (9 or more
@@ -87,11 +87,11 @@ class MatrixVectorKind(LayerKind):
 
     def unit_counts(self, lp: LayerPlan) -> dict[str, float]:
         ly, fold = lp.layer, lp.fold
-        acc_bits, lanes = accumulator_bits(lp), fold.pe * fold.simd
+        acc_bits = accumulator_bits(lp)
         counts = product_counts(lp)
         add(counts, {"acc": fold.pe * acc_bits,
                      "ff_acc": fold.pe * (acc_bits + ly.out_fmt.bits)})
-        add(counts, weight_memory(lp, lp.cycles // ly.pixels, lanes * ly.w_fmt.bits))
+        add(counts, weight_memory(lp, *self.weight_geometry(ly, fold)[:2]))
         add(counts, memory_cost(ly.in_features // fold.simd, fold.simd * lp.in_fmt.bits,
                                 "buffer"))
         add(counts, threshold_counts(ly.requant, acc_bits, fold.pe))

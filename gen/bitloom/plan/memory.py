@@ -12,9 +12,10 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from bitloom.errors import BitloomError
-from bitloom.ir import AnyLayer, Network
+from bitloom.ir import AnyLayer, MatrixVector, Network, Window
 from bitloom.plan.fold import Folding
 from bitloom.plan.registry import kind_of
 
@@ -54,6 +55,28 @@ def bram36_tiles(depth: int, width: int) -> float:
     up to 512 x 72, are two RAMB18s side by side or stacked, so they never need fewer)."""
     halves = min(math.ceil(width / w) * math.ceil(depth / d) for d, w in RAMB18_SHAPES)
     return halves / 2
+
+
+class WeightGeometry(NamedTuple):
+    """A weight memory's shape, as the unit reads it and the planner prices it."""
+
+    depth: int  # words: one per step of the unit
+    width: int  # bits of a word: the weights of one step
+    passes: int  # reads of all words per frame (output pixels of a windowed layer)
+
+
+def matrix_weight_geometry(layer: MatrixVector, fold: Folding) -> WeightGeometry:
+    """A matrix-vector unit's: ``PE x SIMD`` weights per step, ``SF x NF`` steps, again for
+    every output pixel."""
+    steps = (layer.in_features // fold.simd) * (layer.out_features // fold.pe)
+    return WeightGeometry(steps, fold.pe * fold.simd * layer.w_fmt.bits, layer.pixels)
+
+
+def tap_weight_geometry(window: Window, channels: int, lanes: int, bits: int) -> WeightGeometry:
+    """A per-channel tap reducer's (depthwise): ``lanes`` weights of ``bits`` per step, one
+    step per (tap, channel chunk), again for every output pixel."""
+    return WeightGeometry(window.size * channels // lanes, lanes * bits,
+                          math.prod(window.out_hw))
 
 
 def weight_geometry(layer: AnyLayer, fold: Folding) -> tuple[int, int, int] | None:
