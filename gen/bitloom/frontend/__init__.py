@@ -1,9 +1,12 @@
 """Frontends: quantized ONNX dialects -> :class:`~bitloom.ir.Network`.
 
-One importer walks the graph; each dialect contributes its quantization ops as a mixin
-(QONNX ``Quant``/``BipolarQuant``; ONNX ``QuantizeLinear``/``DequantizeLinear``;
-onnxruntime's QOperator ``QGemm``/``QLinearMatMul``/``MatMulInteger``); the CNN layers
-(Conv, pooling, residual Add, Concat) are one more mixin.
+A model is read (:mod:`.loader`) and walked once by :class:`ModelImporter`, which hands
+each node to the handler registered for its ``(domain, op_type)`` (:mod:`.registry`).
+Handlers are grouped by theme: QONNX quantizers (:mod:`.qonnx`), ONNX Q/DQ (:mod:`.qdq`),
+onnxruntime's QOperator ops (:mod:`.qoperator`), weighted layers (:mod:`.linear`), pooling
+(:mod:`.spatial`), residual Add and Concat (:mod:`.joins`), element-wise float ops
+(:mod:`.elementwise`), layout ops (:mod:`.layout`), host-side output ops (:mod:`.host`) and
+constant expressions (:mod:`.constants`).
 """
 
 from __future__ import annotations
@@ -12,17 +15,9 @@ from pathlib import Path
 
 import onnx
 
-from bitloom.frontend.importer import Importer
+from bitloom.frontend.importer import ModelImporter
 from bitloom.frontend.loader import read_model
-from bitloom.frontend.qdq import QdqOps
-from bitloom.frontend.qonnx import QonnxOps
-from bitloom.frontend.qoperator import QOperatorOps
-from bitloom.frontend.spatial import SpatialOps
 from bitloom.ir import Network
-
-
-class ModelImporter(QonnxOps, QOperatorOps, QdqOps, SpatialOps, Importer):
-    """The importer with every dialect bitloom reads."""
 
 
 def load_model(source: str | Path | onnx.ModelProto) -> Network:

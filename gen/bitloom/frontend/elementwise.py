@@ -1,0 +1,220 @@
+"""Element-wise float ops folded into a layer's per-channel chain.
+
+``Add``/``Sub``/``Mul``/``Div`` by a constant, ``Relu``/``Clip``, ``Cast``, inference
+``BatchNormalization`` and the identities (``Identity``, ``Dropout``) extend the exact
+chain from a layer's accumulator to the next quantizer; on a quantized stream they reopen
+the layer's quantizer (:func:`~.quantize.reopen`), or by a scalar just rescale it. An
+``Add`` of two quantized streams is a residual join (:func:`~.joins.add_streams`); a
+``Clip`` with integer bounds narrows QuantizeLinear codes (Brevitas' QCDQ pattern).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from fractions import Fraction
+
+import numpy as np
+import onnx
+
+from bitloom.formats import Int
+from bitloom.frontend.context import ImportContext
+from bitloom.frontend.joins import add_streams
+from bitloom.frontend.quantize import reopen, reopenable, rescaled
+from bitloom.frontend.registry import ONNX, handles
+from bitloom.frontend.values import Constant, Derived, QuantConstant, Stream, Value, attributes
+from bitloom.ir import Affine, Clamp, Quantizer, derive_thresholds
+from bitloom.ir.quantizer import ElementQuantizer
+
+
+def per_channel(ctx: ImportContext, node: onnx.NodeProto, c: np.ndarray,
+                x: Derived) -> list[Fraction]:
+    """A constant that broadcasts per channel of the chain as rationals: axis 1 of
+    ``(N, C)`` and ``(N, C, H, W)``, the last axis of a ``(N, rows, C)`` matrix."""
+    c = np.asarray(c, dtype=np.float32)
+    n, full = x.chain.channels, (1, *x.shape)
+    axis = 1 if len(x.shape) == 3 else len(x.shape)  # where channel_last puts channels
+    shape = (1,) * (len(full) - c.ndim) + c.shape
+    if c.ndim > len(full) or c.size not in (1, n) or any(
+            d != 1 for i, d in enumerate(shape) if i != axis):
+        raise ctx.fail(node, f"constant of shape {c.shape} is not per-channel ({n}) for a "
+                       f"tensor of shape {full}.")
+    return ctx.exact(node, c, n, "constant")
+
+
+@handles(ONNX, "Add", "Sub", "Mul", "Div", layout="elementwise")
+def arith(ctx: ImportContext, node: onnx.NodeProto, ins: list[Value | None],
+          op: str | None = None) -> Derived:
+    op = op or node.op_type
+    if any(isinstance(v, Stream) and v.codes for v in ins):
+        raise ctx.fail(node, f"{op} of quantized codes (an integer tensor, e.g. a "
+                       "QuantizeLinear's output): ONNX computes it in wrapping integer "
+                       "arithmetic, which bitloom does not map; apply it to the "
+                       "DequantizeLinear's float output instead.")
+    x, c = (Constant(v.dequantized()) if isinstance(v, QuantConstant) else v for v in ins)
+    if op == "Add" and isinstance(x, Stream) and isinstance(c, Stream):
+        return add_streams(ctx, node, x, c)
+    if isinstance(c, Stream) and isinstance(x, Constant) and op in ("Add", "Mul"):
+        x, c = c, x  # commutative: the stream first
+    if isinstance(x, Stream) and isinstance(c, Constant) and c.value.size == 1 and \
+            not reopenable(ctx, x):
+        return rescaled(ctx, node, x, op, Fraction(float(c.value.reshape(-1)[0])))
+    if isinstance(x, Stream) and isinstance(c, Constant):
+        x = reopen(ctx, node, x)
+    elif isinstance(c, Stream) and isinstance(x, Constant):
+        c = reopen(ctx, node, c)
+    swapped = False
+    if isinstance(x, Constant) and isinstance(c, Derived):
+        x, c, swapped = c, x, True
+    if not (isinstance(x, Derived) and isinstance(c, Constant)):
+        if isinstance(x, Stream) or isinstance(c, Stream):
+            raise ctx.fail(node, f"{op} of these tensors is not supported: an Add of two "
+                           "branches needs both quantized; other ops need one constant.")
+        raise ctx.fail(node, f"{op} of these operands cannot be folded exactly.")
+    k = per_channel(ctx, node, c.value, x)
+    n = x.chain.channels
+    one, zero = [Fraction(1)] * n, [Fraction(0)] * n
+    if op == "Add":
+        step = Affine(one, k)
+    elif op == "Sub":
+        step = Affine([Fraction(-1)] * n, k) if swapped else Affine(one, [-v for v in k])
+    elif op == "Mul":
+        step = Affine(k, zero)
+    else:
+        if swapped:
+            raise ctx.fail(node, "dividing a constant by a tensor is not monotone-exact.")
+        if any(v == 0 for v in k):
+            raise ctx.fail(node, "division by zero.")
+        step = Affine([1 / v for v in k], zero)
+    return Derived(x.producer, x.chain.then(step), x.shape)
+
+
+def integer_clip(ins: list[Value | None]) -> bool:
+    """A Clip with integer bounds clips quantized codes (Brevitas' QCDQ pattern)."""
+    bounds = [v for v in ins[1:] if v is not None]
+    return bool(bounds) and all(isinstance(v, Constant) and v.value.dtype.kind in "iu"
+                                for v in bounds)
+
+
+def clip_codes(ctx: ImportContext, node: onnx.NodeProto, ins: list[Value | None]) -> Value:
+    """``QuantizeLinear -> Clip -> DequantizeLinear``: the Clip narrows the format."""
+    x = ins[0]
+    if isinstance(x, Stream) and x.producer < 0 and ctx.input_quant is not None and \
+            isinstance(ctx.input_quant.quantizer, ElementQuantizer):
+        raise ctx.fail(node, "an integer Clip of per-axis or blocked quantized input codes "
+                       "is not supported.")
+    info = np.iinfo(ins[1].value.dtype if ins[1] is not None else ins[2].value.dtype)
+    lo = int(ins[1].value) if ins[1] is not None else info.min
+    hi = int(ins[2].value) if len(ins) > 2 and ins[2] is not None else info.max
+    if isinstance(x, Constant):
+        return Constant(np.clip(x.value, lo, hi), x.onnx_type, (lo, hi))
+    if not isinstance(x, Stream) or not isinstance(x.fmt, Int):
+        raise ctx.fail(node, "an integer Clip must follow a QuantizeLinear.")
+    fmt = next((f for bits in range(1, 17) for signed in (True, False)
+                for narrow in (False, True)
+                if (f := Int(bits, signed, narrow)).min_int == lo and f.max_int == hi
+                and not f.bipolar), None)
+    if fmt is None:
+        raise ctx.fail(node, f"Clip to [{lo}, {hi}] is not the range of an integer format.")
+    if x.producer < 0 and ctx.input_quant is not None and -1 not in ctx.consumed:
+        q = ctx.input_quant.quantizer
+        ctx.input_quant.quantizer = Quantizer(fmt, q.scale, q.zero_point, q.rounding,
+                                              q.order)
+    elif reopenable(ctx, x):
+        chain, q = ctx.requant_sources[x.producer]
+        q = Quantizer(fmt, q.scale, q.zero_point, q.rounding, q.order)
+        ctx.layers[x.producer].requant = derive_thresholds(
+            chain, q, ctx.layers[x.producer].acc_fmt)
+        ctx.requant_sources[x.producer] = (chain, q)
+    else:
+        raise ctx.fail(node, "an integer Clip must directly follow a QuantizeLinear.")
+    return replace(x, fmt=fmt)
+
+
+@handles(ONNX, "Relu", layout="elementwise")
+@handles(ONNX, "Clip", layout="elementwise",
+         folds=lambda ins: not integer_clip(ins))  # integer bounds: codes, kept for the DQ
+def clamp(ctx: ImportContext, node: onnx.NodeProto, ins: list[Value | None]) -> Derived:
+    x = ins[0]
+    if node.op_type == "Clip" and integer_clip(ins):
+        return clip_codes(ctx, node, ins)
+    if isinstance(x, Stream):
+        x = reopen(ctx, node, x)
+    if not isinstance(x, Derived):
+        raise ctx.fail(node, f"{node.op_type} must follow a layer (MatMul, Conv, pool, "
+                       "Add) or a quantizer here.")
+    if node.op_type == "Relu":
+        return Derived(x.producer, x.chain.then(Clamp(Fraction(0), None)), x.shape)
+    attrs = attributes(node)
+    lo = attrs.get("min")
+    hi = attrs.get("max")
+    for i, what in ((1, "min"), (2, "max")):
+        if len(ins) > i and ins[i] is not None:
+            bound = ctx.const_input(node, ins[i], what, allow_inf=True).reshape(-1)
+            if bound.size != 1:
+                raise ctx.fail(node, f"its {what} must be a single value.")
+            lo, hi = (float(bound[0]), hi) if i == 1 else (lo, float(bound[0]))
+    if any(v is not None and not np.isfinite(v) and v == (np.inf if k == 0 else -np.inf)
+           for k, v in enumerate((lo, hi))) or (lo is not None and np.isnan(lo)) or (
+            hi is not None and np.isnan(hi)):
+        raise ctx.fail(node, f"Clip to [{lo}, {hi}] is empty.")
+    lo = None if lo is None or lo == -np.inf else lo
+    hi = None if hi is None or hi == np.inf else hi
+    step = Clamp(None if lo is None else Fraction(float(lo)),
+                 None if hi is None else Fraction(float(hi)))
+    return Derived(x.producer, x.chain.then(step), x.shape)
+
+
+@handles(ONNX, "Cast", layout="elementwise")
+def cast(ctx: ImportContext, node: onnx.NodeProto, ins: list[Value | None]) -> Value:
+    """Casting an integer accumulator to float is exact while it fits float32's 24-bit
+    significand (or float64's 53)."""
+    x, to = ins[0], attributes(node).get("to")
+    limits = {onnx.TensorProto.FLOAT: 24, onnx.TensorProto.DOUBLE: 53}
+    if isinstance(x, Derived) and to in limits and x.producer >= 0:
+        if ctx.layers[x.producer].acc_fmt.bits - 1 > limits[to]:
+            raise ctx.fail(node, "the accumulator is too wide to cast to float exactly.")
+        return x
+    raise ctx.fail(node, "Cast is supported from an integer accumulator to float only.")
+
+
+@handles(ONNX, "Identity", "Dropout", layout="elementwise")
+def pass_through(ctx: ImportContext, node: onnx.NodeProto, ins: list[Value | None]) -> Value:
+    return ins[0]
+
+
+@handles(ONNX, "Sum", layout="elementwise")
+def sum_(ctx: ImportContext, node: onnx.NodeProto, ins: list[Value | None]) -> Value:
+    """``Sum`` of one input is the input; of two, an ``Add``."""
+    if len(ins) == 1:
+        return ins[0]
+    if len(ins) != 2:
+        raise ctx.fail(node, f"Sum of {len(ins)} inputs is not supported; only one or two "
+                       "(write a chain of quantized Adds).")
+    return arith(ctx, node, ins, "Add")
+
+
+@handles(ONNX, "BatchNormalization")
+def batch_norm(ctx: ImportContext, node: onnx.NodeProto, ins: list[Value | None]) -> Derived:
+    """Inference BatchNorm folds into the layer's per-channel chain."""
+    x = ins[0]
+    if isinstance(x, Stream):
+        x = reopen(ctx, node, x)
+    if not isinstance(x, Derived):
+        raise ctx.fail(node, "BatchNormalization must follow a Conv/MatMul or a "
+                       "quantizer here.")
+    if len(node.output) > 1 and any(node.output[1:]):
+        raise ctx.fail(node, "training-mode BatchNormalization is not supported.")
+    gamma, beta, mean, var = (
+        ctx.const_input(node, v, what).astype(np.float64).reshape(-1)
+        for v, what in zip(ins[1:5], ("scale", "B", "mean", "var"), strict=True))
+    eps = float(np.float32(attributes(node).get("epsilon", 1e-5)))
+    n = x.chain.channels
+    if not all(v.size in (1, n) for v in (gamma, beta, mean, var)):
+        raise ctx.fail(node, f"parameters must have one value per channel ({n}).")
+    a = gamma / np.sqrt(var + eps)
+    if np.any(var + eps <= 0):
+        raise ctx.fail(node, "its variance plus epsilon must be positive.")
+    return replace(x, chain=x.chain.then(Affine(
+        ctx.exact(node, a, n, "scale / sqrt(var + epsilon)"),
+        ctx.exact(node, beta - a * mean, n, "folded shift"))))
+

@@ -1,0 +1,135 @@
+"""What the importer knows about each ONNX tensor: one of a few symbolic kinds.
+
+Handlers never see raw tensors of activations, only these descriptions: a constant, a
+quantized constant (weights), the float model input, a quantized stream of some layer, a
+per-channel float function of a layer's accumulator, a host-side tail of the graph, or a
+Concat waiting for the quantizer that follows it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+
+from bitloom.formats import Format
+from bitloom.ir import Chain, HostOp, Window
+
+
+@dataclass
+class Constant:
+    value: np.ndarray
+    onnx_type: int | None = None  # the initializer's element type, where known
+    code_range: tuple[int, int] | None = None  # integer codes clipped to this range (QCDQ)
+    fmt: Format | None = None  # grid integers of this format (weights a QuantizeLinear made)
+
+
+@dataclass
+class QuantConstant:
+    """Quantized constant (weights): ``real = scale * fmt.from_grid(values)``."""
+
+    values: np.ndarray  # grid integers of fmt
+    scale: np.ndarray
+    fmt: Format
+
+    def dequantized(self) -> np.ndarray:
+        """The float32 tensor the model computes from it (ONNX rounds once, in float32)."""
+        return (self.fmt.from_grid(self.values) * self.scale.astype(np.float64)).astype(
+            np.float32)
+
+
+@dataclass
+class FloatInput:
+    """The float graph input, possibly transposed (``perm``, per-sample axes) and then
+    reshaped (to ``flat_shape``) on the host before it is quantized."""
+
+    name: str
+    shape: tuple[int, ...]
+    flat_shape: tuple[int, ...]
+    perm: tuple[int, ...] | None = None
+
+
+@dataclass
+class Stream:
+    """Grid integers flowing in hardware: ``real = scale * (fmt.from_grid(n) - zero_point)``.
+
+    ``shape`` is the per-sample ONNX shape (``(C, H, W)`` for a feature map, which the
+    hardware streams channel-last). A feature map flattened to a vector keeps the hardware's
+    element order; ``order[i]`` is then the ONNX index of hardware element ``i``. A
+    transposed feature map keeps its hardware order too: ``perm`` (per-sample axes) says
+    which view of the ``(C, H, W)`` tensor the ONNX graph holds, and ``shape`` is that view.
+    """
+
+    producer: int  # index of the producing layer, -1 for the input quantizer
+    fmt: Format
+    scale: np.ndarray
+    zero_point: int
+    shape: tuple[int, ...]
+    order: np.ndarray | None = None
+    perm: tuple[int, ...] | None = None
+    codes: bool = False  # an integer-typed ONNX tensor (QuantizeLinear's output), not reals
+
+
+@dataclass
+class Derived:
+    """A float tensor that is a per-channel monotone function of a layer's accumulator.
+
+    ``max_pools`` are MaxPools applied to it before its quantizer: max commutes with every
+    non-decreasing function, so they become MaxPool layers right after the quantizer.
+    """
+
+    producer: int
+    chain: Chain
+    shape: tuple[int, ...]
+    max_pools: tuple[Window, ...] = ()
+    perm: tuple[int, ...] | None = None  # as in Stream
+
+
+@dataclass
+class HostResult:
+    """Float ops at the graph output (Softmax, ArgMax) that the host computes."""
+
+    base: Stream | Derived
+    ops: list[HostOp]
+
+
+@dataclass
+class PendingConcat:
+    """A Concat of branches quantized differently: each branch is moved onto the quantizer
+    that follows (a thresholding layer where its scale differs), then concatenated."""
+
+    parts: list[Stream]
+    shape: tuple[int, ...]
+
+
+Value = Constant | QuantConstant | FloatInput | Stream | Derived | HostResult | PendingConcat
+
+
+def untransposed(shape: tuple[int, ...], perm: tuple[int, ...] | None) -> tuple[int, ...]:
+    """The per-sample shape before a per-sample transpose ``perm`` gave ``shape``."""
+    if not perm:
+        return shape
+    out = [0] * len(shape)
+    for i, axis in enumerate(perm):
+        out[axis] = shape[i]
+    return tuple(out)
+
+
+def full_perm(perm: tuple[int, ...]) -> list[int]:
+    """A per-sample permutation as the ONNX ``perm`` attribute (batch axis first)."""
+    return [0, *(a + 1 for a in perm)]
+
+
+def channel_last(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The hardware (stream) shape of a per-sample ONNX shape."""
+    return (*shape[1:], shape[0]) if len(shape) == 3 else shape
+
+
+def attributes(node: onnx.NodeProto) -> dict:
+    """Node attributes as Python values (strings decoded)."""
+    out = {}
+    for a in node.attribute:
+        v = onnx.helper.get_attribute_value(a)
+        out[a.name] = v.decode() if isinstance(v, bytes) else v
+    return out
