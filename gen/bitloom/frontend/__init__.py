@@ -1,7 +1,8 @@
 """Frontends: quantized ONNX dialects -> :class:`~bitloom.ir.Network`.
 
-A model is read (:mod:`.loader`) and walked once by :class:`ModelImporter`, which hands
-each node to the handler registered for its ``(domain, op_type)`` (:mod:`.registry`).
+A model is read (:mod:`.loader`), normalised by small graph rewrites (:mod:`.passes`) and
+walked once by :class:`ModelImporter`, which hands each node to the handler registered for
+its ``(domain, op_type)`` (:mod:`.registry`).
 Handlers are grouped by theme: QONNX quantizers (:mod:`.qonnx`), ONNX Q/DQ (:mod:`.qdq`),
 onnxruntime's QOperator ops (:mod:`.qoperator`), weighted layers (:mod:`.linear`), pooling
 (:mod:`.spatial`), residual Add and Concat (:mod:`.joins`), element-wise float ops

@@ -22,8 +22,19 @@ from bitloom.ir.quantizer import ElementQuantizer
 ONNX_DOMAINS = ("", "ai.onnx")
 
 
+#: metadata key a normalisation pass (:mod:`.passes`) sets on a node it rewrote, holding
+#: the op type the model has there: errors and layer sources name what the user wrote
+SOURCE_OP = "bitloom.source_op"
+
+
+def source_op(node: onnx.NodeProto) -> str:
+    """The op type of ``node`` as the model wrote it."""
+    return next((p.value for p in node.metadata_props if p.key == SOURCE_OP), node.op_type)
+
+
 def node_label(node: onnx.NodeProto) -> str:
-    return f"node {node.name!r} ({node.op_type})" if node.name else f"a {node.op_type} node"
+    op = source_op(node)
+    return f"node {node.name!r} ({op})" if node.name else f"a {op} node"
 
 
 class ImportContext:
@@ -76,7 +87,7 @@ class ImportContext:
                             "host; layers read per-tensor quantized tensors, so these codes "
                             "may only reach the graph output. Quantize the input per tensor.")
         self.layers.append(layer)
-        self.layer_nodes.append([node.name or node.op_type])
+        self.layer_nodes.append([node.name or source_op(node)])
         self.consumed.update(layer.inputs)
         return len(self.layers) - 1
 

@@ -42,9 +42,8 @@ def per_channel(ctx: ImportContext, node: onnx.NodeProto, c: np.ndarray,
 
 
 @handles(ONNX, "Add", "Sub", "Mul", "Div", layout="elementwise")
-def arith(ctx: ImportContext, node: onnx.NodeProto, ins: list[Value | None],
-          op: str | None = None) -> Derived:
-    op = op or node.op_type
+def arith(ctx: ImportContext, node: onnx.NodeProto, ins: list[Value | None]) -> Derived:
+    op = node.op_type
     if any(isinstance(v, Stream) and v.codes for v in ins):
         raise ctx.fail(node, f"{op} of quantized codes (an integer tensor, e.g. a "
                        "QuantizeLinear's output): ONNX computes it in wrapping integer "
@@ -183,14 +182,10 @@ def pass_through(ctx: ImportContext, node: onnx.NodeProto, ins: list[Value | Non
 
 
 @handles(ONNX, "Sum", layout="elementwise")
-def sum_(ctx: ImportContext, node: onnx.NodeProto, ins: list[Value | None]) -> Value:
-    """``Sum`` of one input is the input; of two, an ``Add``."""
-    if len(ins) == 1:
-        return ins[0]
-    if len(ins) != 2:
-        raise ctx.fail(node, f"Sum of {len(ins)} inputs is not supported; only one or two "
-                       "(write a chain of quantized Adds).")
-    return arith(ctx, node, ins, "Add")
+def sum_of_many(ctx: ImportContext, node: onnx.NodeProto, ins: list[Value | None]) -> Value:
+    """The Sums :func:`~.passes.sum_to_add` leaves: those of more than two inputs."""
+    raise ctx.fail(node, f"Sum of {len(ins)} inputs is not supported; only one or two "
+                   "(write a chain of quantized Adds).")
 
 
 @handles(ONNX, "BatchNormalization")

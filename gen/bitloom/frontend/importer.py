@@ -1,4 +1,4 @@
-"""The import driver: one walk over the graph, one handler per node.
+"""The import driver: one walk over a normalised graph, one handler per node.
 
 The graph is walked once in topological order while every tensor is tracked as one of a few
 symbolic kinds (:mod:`bitloom.frontend.values`). Integer layers are created at
@@ -35,7 +35,8 @@ from bitloom.frontend import (  # noqa: F401
     spatial,
 )
 from bitloom.frontend.constants import FOLD
-from bitloom.frontend.context import ONNX_DOMAINS, ImportContext
+from bitloom.frontend.context import ONNX_DOMAINS, ImportContext, source_op
+from bitloom.frontend.passes import normalise
 from bitloom.frontend.qdq import ONNX_FLOAT_FORMATS, ONNX_INT_FORMATS
 from bitloom.frontend.registry import Handler, handler_for, host_handler_for, supported_ops
 from bitloom.frontend.values import (
@@ -92,10 +93,10 @@ def _type_name(code: int) -> str:
 
 
 class ModelImporter:
-    """Reads one model into a Network."""
+    """Reads one model (normalised by :mod:`bitloom.frontend.passes`) into a Network."""
 
     def __init__(self, model: onnx.ModelProto, source: str) -> None:
-        self.ctx = ImportContext(model, source)
+        self.ctx = ImportContext(normalise(model), source)
 
     def run(self) -> Network:
         ctx = self.ctx
@@ -212,7 +213,7 @@ class ModelImporter:
         for name, v in zip(node.input, ins, strict=True):
             if name and v is None:
                 raise ctx.fail(node, f"input {name!r} is produced by no node we know.")
-        op = node.op_type
+        op = source_op(node)
         if node.domain in ONNX_DOMAINS and handler.folds(ins) and all(
                 isinstance(v, Constant) or v is None for v in ins):
             handler = FOLD
@@ -238,7 +239,7 @@ class ModelImporter:
                            ins: list[Value | None], perms: set[tuple[int, ...]]) -> Value:
         """An element-wise op on a transposed activation: computed on the untransposed
         one (where the hardware order is), the result transposed back."""
-        ctx, op = self.ctx, node.op_type
+        ctx, op = self.ctx, source_op(node)
         perm = next(iter(perms))
         scalars = all(v is None or (isinstance(v, Constant) and v.value.size == 1)
                       for v in ins[1:])

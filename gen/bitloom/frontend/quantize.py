@@ -16,7 +16,7 @@ import numpy as np
 import onnx
 
 from bitloom.formats import Format, Int
-from bitloom.frontend.context import ImportContext
+from bitloom.frontend.context import ImportContext, source_op
 from bitloom.frontend.joins import concat_layer
 from bitloom.frontend.values import Derived, FloatInput, PendingConcat, Stream, Value, channel_last
 from bitloom.ir import (
@@ -122,10 +122,10 @@ def reopen(ctx: ImportContext, node: onnx.NodeProto, x: Stream) -> Derived:
     """Float math on a layer's quantized output: that quantizer joins the chain, and the
     layer's thresholds will come from the next quantizer instead."""
     if x.producer < 0:
-        raise ctx.fail(node, f"{node.op_type} on the quantized model input is not "
+        raise ctx.fail(node, f"{source_op(node)} on the quantized model input is not "
                        "supported; apply it before the input quantizer.")
     if x.producer not in ctx.requant_sources or x.producer in ctx.consumed:
-        raise ctx.fail(node, f"{node.op_type} on a quantized tensor that is not the fresh "
+        raise ctx.fail(node, f"{source_op(node)} on a quantized tensor that is not the fresh "
                        "output of a layer with an accumulator; put a quantizer after it.")
     chain, quantizer = ctx.requant_sources.pop(x.producer)
     ctx.layers[x.producer].requant = None
