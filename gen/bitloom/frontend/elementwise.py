@@ -21,8 +21,17 @@ from bitloom.frontend.context import ImportContext
 from bitloom.frontend.joins import add_streams
 from bitloom.frontend.quantize import reopen, reopenable, rescaled
 from bitloom.frontend.registry import ONNX, handles
-from bitloom.frontend.values import Constant, Derived, QuantConstant, Stream, Value, attributes
+from bitloom.frontend.values import (
+    Constant,
+    Derived,
+    FloatInput,
+    QuantConstant,
+    Stream,
+    Value,
+    attributes,
+)
 from bitloom.ir import Affine, Clamp, Quantizer, derive_thresholds
+from bitloom.ir.graph import FloatStep
 from bitloom.ir.quantizer import ElementQuantizer
 
 
@@ -50,6 +59,10 @@ def arith(ctx: ImportContext, node: onnx.NodeProto, ins: list[Value | None]) -> 
                        "arithmetic, which bitloom does not map; apply it to the "
                        "DequantizeLinear's float output instead.")
     x, c = (Constant(v.dequantized()) if isinstance(v, QuantConstant) else v for v in ins)
+    if isinstance(x, FloatInput) and isinstance(c, Constant):
+        return preprocessed(ctx, node, x, FloatStep(op, float32(c), False, node.name))
+    if isinstance(c, FloatInput) and isinstance(x, Constant):
+        return preprocessed(ctx, node, c, FloatStep(op, float32(x), True, node.name))
     if op == "Add" and isinstance(x, Stream) and isinstance(c, Stream):
         return add_streams(ctx, node, x, c)
     if isinstance(c, Stream) and isinstance(x, Constant) and op in ("Add", "Mul"):
@@ -85,6 +98,25 @@ def arith(ctx: ImportContext, node: onnx.NodeProto, ins: list[Value | None]) -> 
             raise ctx.fail(node, "division by zero.")
         step = Affine([1 / v for v in k], zero)
     return Derived(x.producer, x.chain.then(step), x.shape)
+
+
+def float32(c: Constant) -> np.ndarray:
+    return np.asarray(c.value, dtype=np.float32)
+
+
+def preprocessed(ctx: ImportContext, node: onnx.NodeProto, x: FloatInput,
+                 step: FloatStep) -> FloatInput:
+    """Float ops on the model input before its quantizer run on the host, in float32 as
+    ONNX computes them (the bnn-pynq models' ``2*x - 1``, a normalization, a clip)."""
+    batched = (1, *x.flat_shape)
+    try:
+        shape = np.broadcast_shapes(batched, step.constant.shape)
+    except ValueError:
+        shape = None
+    if shape != batched:
+        raise ctx.fail(node, f"its constant of shape {list(step.constant.shape)} does not "
+                       f"broadcast to the model input's shape {list(batched)}.")
+    return replace(x, steps=(*x.steps, step))
 
 
 def integer_clip(ins: list[Value | None]) -> bool:
@@ -138,11 +170,27 @@ def clamp(ctx: ImportContext, node: onnx.NodeProto, ins: list[Value | None]) -> 
         return clip_codes(ctx, node, ins)
     if isinstance(x, Stream):
         x = reopen(ctx, node, x)
+    if isinstance(x, FloatInput):
+        lo, hi = clip_bounds(ctx, node, ins)
+        steps = [FloatStep(op, np.float32(bound), False, node.name)
+                 for op, bound in (("Max", lo), ("Min", hi)) if bound is not None]
+        for step in steps:
+            x = preprocessed(ctx, node, x, step)
+        return x
     if not isinstance(x, Derived):
         raise ctx.fail(node, f"{node.op_type} must follow a layer (MatMul, Conv, pool, "
                        "Add) or a quantizer here.")
+    lo, hi = clip_bounds(ctx, node, ins)
+    step = Clamp(None if lo is None else Fraction(float(lo)),
+                 None if hi is None else Fraction(float(hi)))
+    return Derived(x.producer, x.chain.then(step), x.shape)
+
+
+def clip_bounds(ctx: ImportContext, node: onnx.NodeProto,
+                ins: list[Value | None]) -> tuple[float | None, float | None]:
+    """A Relu's or float Clip's bounds (None: unbounded on that side)."""
     if node.op_type == "Relu":
-        return Derived(x.producer, x.chain.then(Clamp(Fraction(0), None)), x.shape)
+        return 0.0, None
     attrs = attributes(node)
     lo = attrs.get("min")
     hi = attrs.get("max")
@@ -158,9 +206,7 @@ def clamp(ctx: ImportContext, node: onnx.NodeProto, ins: list[Value | None]) -> 
         raise ctx.fail(node, f"Clip to [{lo}, {hi}] is empty.")
     lo = None if lo is None or lo == -np.inf else lo
     hi = None if hi is None or hi == np.inf else hi
-    step = Clamp(None if lo is None else Fraction(float(lo)),
-                 None if hi is None else Fraction(float(hi)))
-    return Derived(x.producer, x.chain.then(step), x.shape)
+    return lo, hi
 
 
 @handles(ONNX, "Cast", layout="elementwise")

@@ -81,7 +81,8 @@ def _reshaped(ctx: ImportContext, node: onnx.NodeProto, x: FloatInput | Stream |
               new: tuple[int, ...]) -> Value:
     """``x`` with a new per-sample ONNX shape; the hardware order must survive it."""
     if isinstance(x, FloatInput):
-        return FloatInput(x.name, x.shape, new, x.perm)
+        _require_scalar_steps(ctx, node, x)
+        return replace(x, flat_shape=new)
     if x.perm:
         return _flatten_transposed(ctx, node, x, new)
     old = x.shape
@@ -142,11 +143,12 @@ def transpose(ctx: ImportContext, node: onnx.NodeProto, ins: list[Value | None])
     if isinstance(w, Stream) and w.producer == -1 and iq is not None and \
             isinstance(iq.quantizer, Quantizer) and w.shape == iq.flat_shape and \
             w.perm is None and w.order is None and \
+            all(step.constant.size == 1 for step in iq.steps) and \
             sum(node.input[0] in n.input for n in ctx.model.graph.node) == 1:
         # the quantized model input, read only here: per-tensor quantization commutes
         # with the Transpose, so the host does it first
         moved = _transpose_input(ctx, node, FloatInput(iq.name, iq.shape, iq.flat_shape,
-                                                       iq.perm), perm)
+                                                       iq.perm, iq.steps), perm)
         ctx.input_quant = replace(iq, flat_shape=moved.flat_shape, perm=moved.perm)
         return replace(w, shape=moved.flat_shape)
     if isinstance(w, (Stream, Derived)):
@@ -169,6 +171,7 @@ def _transpose_input(ctx: ImportContext, node: onnx.NodeProto, x: FloatInput,
                      perm: list[int] | None) -> FloatInput:
     """A Transpose of the float model input (e.g. NHWC -> NCHW at the top of a converted
     model) is done by the host before it quantizes, composed with earlier ones."""
+    _require_scalar_steps(ctx, node, x)
     rank = len(x.flat_shape) + 1
     perm = list(range(rank))[::-1] if perm is None else list(perm)
     if sorted(perm) != list(range(rank)):
@@ -183,7 +186,16 @@ def _transpose_input(ctx: ImportContext, node: onnx.NodeProto, x: FloatInput,
                        "reshape is not supported; transpose it before reshaping.")
     sample = [a - 1 for a in perm[1:]]
     return FloatInput(x.name, x.shape, tuple(x.flat_shape[a] for a in sample),
-                      tuple(base[a] for a in sample))
+                      tuple(base[a] for a in sample), x.steps)
+
+
+def _require_scalar_steps(ctx: ImportContext, node: onnx.NodeProto, x: FloatInput) -> None:
+    """The host reshapes and transposes the input before its float preprocessing, which is
+    the same only for scalar constants."""
+    if not x.scalar_steps:
+        raise ctx.fail(node, f"{node.op_type} of the model input after float preprocessing "
+                       "with a per-element constant is not supported; reshape or transpose "
+                       "the input first.")
 
 
 def _transpose_activation(ctx: ImportContext, node: onnx.NodeProto, x: Stream | Derived,

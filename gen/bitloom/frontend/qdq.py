@@ -273,7 +273,7 @@ def _quantized_input(ctx: ImportContext, node: onnx.NodeProto, x: Value, p: Quan
     batched = _batched(ctx, node, x.name, x.flat_shape, p, blocked)
     s, z = _element_params(ctx, node, batched, p, blocked)
     ctx.input_quant = InputQuantizer(x.name, x.shape, x.flat_shape,
-                                     ElementQuantizer(p.fmt, s, z), x.perm)
+                                     ElementQuantizer(p.fmt, s, z), x.perm, x.steps)
     # the codes themselves, as integer graph inputs are (scale 1, zero point 0) until an
     # op states their scale: a DequantizeLinear, which the host then computes
     return Stream(-1, p.fmt, np.ones(1), 0, x.flat_shape)

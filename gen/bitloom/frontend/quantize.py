@@ -47,7 +47,8 @@ def quantize(ctx: ImportContext, node: onnx.NodeProto, x: Value,
     if isinstance(x, FloatInput):
         if ctx.input_quant is not None:
             raise ctx.fail(node, "the model input is quantized twice.")
-        ctx.input_quant = InputQuantizer(x.name, x.shape, x.flat_shape, quantizer, x.perm)
+        ctx.input_quant = InputQuantizer(x.name, x.shape, x.flat_shape, quantizer, x.perm,
+                                         x.steps)
         return Stream(-1, quantizer.fmt, np.array([quantizer.scale]),
                       quantizer.zero_point, x.flat_shape)
     return requantize(

@@ -15,6 +15,7 @@ import onnx
 
 from bitloom.formats import Format
 from bitloom.ir import Chain, HostOp, Window
+from bitloom.ir.graph import FloatStep
 
 
 @dataclass
@@ -41,13 +42,21 @@ class QuantConstant:
 
 @dataclass
 class FloatInput:
-    """The float graph input, possibly transposed (``perm``, per-sample axes) and then
-    reshaped (to ``flat_shape``) on the host before it is quantized."""
+    """The float graph input, possibly transposed (``perm``, per-sample axes), reshaped (to
+    ``flat_shape``) and preprocessed (``steps``, in float32) on the host before it is
+    quantized."""
 
     name: str
     shape: tuple[int, ...]
     flat_shape: tuple[int, ...]
     perm: tuple[int, ...] | None = None
+    steps: tuple[FloatStep, ...] = ()
+
+    @property
+    def scalar_steps(self) -> bool:
+        """Its preprocessing commutes with a transpose or reshape (every constant is one
+        value), so the host may do those first."""
+        return all(step.constant.size == 1 for step in self.steps)
 
 
 @dataclass

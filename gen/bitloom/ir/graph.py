@@ -26,6 +26,37 @@ from bitloom.ir.summary import summary_text
 ENGINES: dict[str, Callable[..., np.ndarray]] = {}
 
 
+#: the float32 arithmetic of :class:`FloatStep` (numpy rounds each op once, as ONNX does)
+FLOAT_OPS: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
+    "Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Div": np.divide,
+    "Max": np.maximum, "Min": np.minimum}
+
+
+@dataclass(frozen=True)
+class FloatStep:
+    """Float preprocessing of the model input before its quantizer (``2*x - 1``, a
+    normalization, a clip), which the host computes in float32 exactly as ONNX does:
+    ``x op constant``, or ``constant op x`` if ``constant_first``."""
+
+    op_type: str  # a key of FLOAT_OPS (Clip and Relu are Max and Min)
+    constant: np.ndarray  # float32, broadcasting against the batched tensor
+    constant_first: bool = False
+    source: str = ""  # the ONNX node, for inspect
+
+    def apply(self, x: np.ndarray) -> np.ndarray:
+        c = self.constant.astype(np.float32)
+        a, b = (c, x) if self.constant_first else (x, c)
+        return FLOAT_OPS[self.op_type](a, b).astype(np.float32)
+
+    def describe(self) -> str:
+        c = self.constant
+        value = f"{float(c.reshape(-1)[0]):g}" if c.size == 1 else \
+            f"<{'x'.join(map(str, c.shape))}>"
+        text = f"{value} {self.op_type} x" if self.constant_first else \
+            f"x {self.op_type} {value}"
+        return f"{text} ({self.source})" if self.source else text
+
+
 @dataclass
 class InputQuantizer:
     """Host side: float model input -> integer values, with the source's exact semantics."""
@@ -35,6 +66,7 @@ class InputQuantizer:
     flat_shape: tuple[int, ...]  # per-sample ONNX shape after host-side reshapes
     quantizer: Quantizer | ElementQuantizer
     perm: tuple[int, ...] | None = None  # host-side transpose (per-sample axes), before reshapes
+    steps: tuple[FloatStep, ...] = ()  # float preprocessing after the reshape, in order
 
     @property
     def fmt(self) -> Format:
@@ -69,7 +101,10 @@ class InputQuantizer:
             check_batch(self.quantizer.batch, x.shape[0], f"input {self.name!r} is quantized")
         if self.perm:
             x = x.transpose(0, *(a + 1 for a in self.perm))
-        values = self.quantizer.apply(x.reshape((x.shape[0], *self.flat_shape)))
+        x = x.reshape((x.shape[0], *self.flat_shape))
+        for step in self.steps:
+            x = step.apply(x)
+        values = self.quantizer.apply(x)
         if len(self.flat_shape) == 3:
             return values.transpose(0, 2, 3, 1)
         return values.reshape(x.shape[0], -1)

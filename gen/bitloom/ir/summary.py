@@ -7,6 +7,9 @@ def summary_text(net) -> str:
     """A plain-text table of layers, shapes, formats and MACs."""
     lines = [f"{net.source}", f"  input  {net.input.name}: {net.input.shape} -> quantized to "
              f"{net.input.quantizer.describe()}"]
+    if net.input.steps:
+        lines.insert(1, "  host   before the input quantizer, in float32: "
+                     + ", ".join(step.describe() for step in net.input.steps))
     header = f"  {'layer':10} {'op':14} {'in -> out':>22} {'in':>7} {'weight':>7} " \
              f"{'acc':>7} {'out':>7} {'MACs':>8}  requant"
     lines.append(header)
