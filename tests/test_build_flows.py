@@ -543,3 +543,43 @@ def test_driver_transposes_the_input_as_the_model_does(tmp_path):
     x = rng.uniform(-1, 4, (6, 5, 5, 2)).astype(np.float32)
     np.testing.assert_array_equal(driver.quantize(x),
                                   design.net.input.apply(x).reshape(len(x), -1))
+
+
+def test_driver_preprocesses_the_input_as_the_model_does(tmp_path):
+    """bnn-pynq's ``2*x - 1`` (and a division with the constant first) before the input
+    quantizer: the driver's quantize() computes it in float32 like the golden model."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    def init(value, name):
+        return numpy_helper.from_array(np.asarray(value), name)
+
+    rng = np.random.default_rng(1)
+    inits = [init(np.float32(2), "two"), init(np.float32(1), "one"),
+             init(rng.uniform(1, 3, (1, 12)).astype(np.float32), "den"),
+             init(np.float32(0.125), "s"), init(np.int8(0), "z"),
+             init(rng.integers(-3, 4, (12, 4)).astype(np.int8), "m"),
+             init(np.float32(0.5), "ws"), init(np.float32(0.25), "ys")]
+    nodes = [helper.make_node("Mul", ["x", "two"], ["a"]),
+             helper.make_node("Sub", ["a", "one"], ["b"]),
+             helper.make_node("Div", ["den", "b"], ["c"]),
+             helper.make_node("QuantizeLinear", ["c", "s", "z"], ["cq"]),
+             helper.make_node("DequantizeLinear", ["cq", "s", "z"], ["cd"]),
+             helper.make_node("DequantizeLinear", ["m", "ws", "z"], ["md"]),
+             helper.make_node("MatMul", ["cd", "md"], ["mm"]),
+             helper.make_node("QuantizeLinear", ["mm", "ys", "z"], ["yq"]),
+             helper.make_node("DequantizeLinear", ["yq", "ys", "z"], ["y"])]
+    model = helper.make_model(helper.make_graph(
+        nodes, "pre", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 12])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 4])], inits),
+        opset_imports=[helper.make_opsetid("", 13)])
+    path = tmp_path / "pre.onnx"
+    onnx.save(model, path)
+    design = bitloom.compile(path, "pynq-z2", out=tmp_path / "design")
+    assert [s.op_type for s in design.net.input.steps] == ["Mul", "Sub", "Div"]
+    driver = import_driver(write_driver(design.folder, tmp_path / "overlay"),
+                           "bitloom_driver_pre")
+    x = rng.uniform(0, 1, (16, 12)).astype(np.float32)
+    np.testing.assert_array_equal(driver.quantize(x), design.net.input.apply(x))
+    ort = pytest.importorskip("onnxruntime")
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    np.testing.assert_array_equal(design.net.run(x), session.run(None, {"x": x})[0])

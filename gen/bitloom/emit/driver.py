@@ -142,6 +142,9 @@ def driver_context(design: Design, widths: StreamWidths) -> dict:
         "input_shape_text": ", ".join(map(str, net.input.shape)),
         "flat_shape": repr(tuple(net.input.flat_shape)),
         "perm": repr(tuple(net.input.perm) if net.input.perm else None),
+        "host_steps": repr([(step.op_type, step.constant.astype(float).reshape(-1).tolist(),
+                             step.constant.shape, step.constant_first)
+                            for step in net.input.steps]),
         "in_bits": in_fmt.bits,
         "in_signed": in_fmt.signed,
         "in_narrow": in_fmt.narrow,
