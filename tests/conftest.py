@@ -18,11 +18,11 @@ EXAMPLE = ROOT / "examples" / "mlp_digits.onnx"
 #: ``make test-fast``, run by ``make test``
 SLOW_MODULES = {
     "test_brevitas_export", "test_build_flows", "test_dse", "test_example_cnn",
-    "test_fifo_depths", "test_frontend", "test_frontend_cnn", "test_frontend_multithreshold",
-    "test_frontend_ort_cnn", "test_fuzz", "test_hw_cnn", "test_hw_fuzz", "test_hw_units",
-    "test_onnx_node_tests", "test_pe", "test_pe_dsp", "test_pipeline", "test_quantize",
-    "test_report_html",
-    "test_threshold_derivation", "test_zoo_models",
+    "test_fifo_depths", "test_finn_zoo", "test_frontend", "test_frontend_cnn",
+    "test_frontend_multithreshold", "test_frontend_ort_cnn", "test_fuzz", "test_hw_cnn",
+    "test_hw_fuzz", "test_hw_units", "test_onnx_node_tests", "test_pe", "test_pe_dsp",
+    "test_pipeline", "test_quantize", "test_report_html", "test_threshold_derivation",
+    "test_zoo_models",
 }
 #: single slow tests in otherwise quick modules
 SLOW_TESTS = {"test_cli.py::test_a_larger_model_is_folded_to_fit"}

@@ -74,7 +74,10 @@ def wrap_add(value: Value, constant: int, modulus: int) -> Value:
 
 
 def pad_code(window: Window, fmt: Format) -> int:
-    """The code of the window's padding value in ``fmt``."""
+    """The code of the window's padding value in ``fmt`` (0 where nothing is padded: a
+    bipolar format has no code for the real zero an unpadded window never reads)."""
+    if not any(window.pads):
+        return 0
     return int(fmt.encode(fmt.from_grid(np.array([window.pad_value])))[0])
 
 

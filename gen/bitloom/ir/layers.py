@@ -109,6 +109,13 @@ class Layer:
     @property
     def golden_only(self) -> str | None:
         """Why the hardware cannot build this layer (None: it can)."""
+        window, fmt = getattr(self, "window", None), getattr(self, "in_fmt", None)
+        if window is not None and fmt is not None and any(window.pads) and \
+                window.pad_value not in fmt.grid_levels():
+            return (f"it pads its {fmt.name} input with {window.pad_value}, which is not a "
+                    f"value of {fmt.name} (a bipolar input has no 0), and the hardware's "
+                    "streams carry only codes of the input format; export the model without "
+                    "padding on this layer, or with an input format that holds the value")
         return None
 
     @property
@@ -190,7 +197,7 @@ class MatrixVector(Accumulating):
             return (f"its input holds {self.rows} rows per sample, and the hardware's "
                     "matrix-vector unit multiplies one vector (or convolution window) at a "
                     "time, not the rows of a matrix")
-        return None
+        return super().golden_only
 
     def golden(self, x: np.ndarray) -> np.ndarray:
         if self.window is None:
