@@ -14,8 +14,9 @@ import pytest
 import bitloom
 from bitloom.errors import BitloomError
 from bitloom.ir import AddStreams, Concat, DepthwiseConv, MatrixVector, MaxPool, SumPool
+from bitloom.plan import make_plan
 
-from qonnx_models import random_cnn, run_qonnx
+from qonnx_models import QONNX, Builder, random_cnn, run_qonnx
 
 CASES = {
     "k3s1p1": {},
@@ -96,3 +97,27 @@ def onnx_attr(name: str, value):
     from onnx import helper
 
     return helper.make_attribute(name, value)
+
+
+@pytest.mark.parametrize("pads", [pytest.param(0, marks=pytest.mark.verilator), 1])
+def test_bipolar_windows(pads):
+    """A bipolar (+-1) map convolved: golden equals qonnx either way; without padding (CNV)
+    the hardware equals golden on Verilator, with padding (a 0 the bipolar streams cannot
+    carry) the plan refuses the layer by name."""
+    rng = np.random.default_rng(pads)
+    b = Builder()
+    x = b.node("BipolarQuant", ["inp", b.const(1.0)], domain=QONNX)
+    w = b.node("BipolarQuant", [b.const(rng.normal(size=(3, 2, 3, 3))), b.const(1.0)],
+               domain=QONNX)
+    y = b.node("Conv", [x, w], kernel_shape=[3, 3], pads=[pads] * 4)
+    out = b.quant(y, 1.0, 5, True)
+    model = b.model("inp", [1, 2, 5, 5], out, [1, 3, 5 - 2 + 2 * pads, 5 - 2 + 2 * pads])
+    x = rng.normal(size=(4, 2, 5, 5)).astype(np.float32)
+    net = bitloom.load(model)
+    np.testing.assert_array_equal(net.run(x), run_qonnx(model, x))
+    if pads:
+        with pytest.raises(BitloomError, match="pads its bipolar input with 0"):
+            make_plan(net, 64)
+    else:
+        np.testing.assert_array_equal(net.run(x, engine="rtl", plan=make_plan(net, 27)),
+                                      net.run(x))
