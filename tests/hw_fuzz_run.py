@@ -74,9 +74,7 @@ def _run(spec: Spec, work: Path, frames: int) -> Outcome:
     import bitloom
     from bitloom.boards import load_board
     from bitloom.emit.design import emit_design
-    from bitloom.plan import make_plan
-    from bitloom.plan.folding import with_dsps
-    from bitloom.plan.memory import board_budget, with_memories
+    from bitloom.plan import plan_design
     from bitloom.sim.verify import verify
 
     work.mkdir(parents=True, exist_ok=True)
@@ -88,8 +86,8 @@ def _run(spec: Spec, work: Path, frames: int) -> Outcome:
         net = bitloom.load(path)
         board_name, target, memory = hardware_choices(spec, net)
         board = load_board(board_name)
-        plan = with_dsps(make_plan(net, target, board.default_clock_mhz), board.family)
-        plan = with_memories(plan, board_budget(board), None, memory)
+        plan = plan_design(net, board, target_cycles=target,
+                           weights_memory=(memory,) if memory else ())
     except bitloom.BitloomError as exc:
         return Outcome(spec, REFUSED, str(exc))
     layers = len(net.layers)

@@ -16,11 +16,6 @@ from hw_fuzz_run import CYCLE_TOLERANCE, OK, run_spec
 from reference_check import check_against_reference
 
 import bitloom
-from bitloom.boards import load_board
-from bitloom.emit.design import emit_design
-from bitloom.plan import plan_for_board
-from bitloom.plan.memory import board_budget, with_memories
-from bitloom.sim.verify import verify
 
 #: seeds of the fast subset, each through Verilator: 4 QONNX, an E4M3 depthwise conv and two
 #: max pools, weights streamed; 8 QCDQ, E4M3 and int2 convolutions and a requantize chain
@@ -36,13 +31,11 @@ def test_shared_quantizer_residual_block_is_exact_at_the_planned_rate(tmp_path, 
     (1,024 cycles per frame against 576)."""
     path = bm.cached_export("shared_quant_residual_int4", form)
     check_against_reference(path, form, bm.input_batch("shared_quant_residual_int4", 8))
-    net = bitloom.load(path)
-    board = load_board("pynq-z2")
-    plan = with_memories(plan_for_board(net, board), board_budget(board))
-    result = verify(emit_design(plan, board, tmp_path / "design", path), samples=64)
+    design = bitloom.compile(path, "pynq-z2", out=tmp_path / "design")
+    result = design.verify(samples=64)
     assert result.bit_exact, result.mismatch
     assert abs(result.cycle_error) <= CYCLE_TOLERANCE, (
-        result.measured_cycles_per_frame, plan.cycles_per_frame)
+        result.measured_cycles_per_frame, design.plan.cycles_per_frame)
 
 
 @pytest.mark.verilator
