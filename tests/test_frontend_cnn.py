@@ -121,3 +121,22 @@ def test_bipolar_windows(pads):
     else:
         np.testing.assert_array_equal(net.run(x, engine="rtl", plan=make_plan(net, 27)),
                                       net.run(x))
+
+
+def test_an_int32_bias_quantizer_is_folded_and_a_wide_stream_quantizer_refused():
+    """Brevitas quantizes biases to int32 (MobileNet-v1): a constant's quantizer of any width
+    up to 32 bits folds at import (golden equals qonnx); on a stream, 17+ bits is refused."""
+    rng = np.random.default_rng(3)
+    b = Builder()
+    x = b.quant("inp", 2.0 ** -3, 4, True)
+    w = b.quant(b.const(rng.normal(size=(3, 2, 3, 3))), 2.0 ** -2, 4, True, narrow=True)
+    bias = b.quant(b.const(rng.normal(size=3)), 2.0 ** -5, 32, True)
+    y = b.node("Conv", [x, w, bias], kernel_shape=[3, 3], pads=[1] * 4)
+    out = b.quant(b.node("Relu", [y]), 2.0 ** -2, 4, False)
+    model = b.model("inp", [1, 2, 5, 5], out, [1, 3, 5, 5])
+    x = rng.normal(size=(4, 2, 5, 5)).astype(np.float32)
+    np.testing.assert_array_equal(bitloom.load(model).run(x), run_qonnx(model, x))
+    wide = Builder()
+    y = wide.quant(wide.quant("inp", 2.0 ** -3, 4, True), 2.0 ** -3, 17, True)
+    with pytest.raises(BitloomError, match=r"bit width \[17.0\] is not one integer in \[1, 16\]"):
+        bitloom.load(wide.model("inp", [1, 4], y, [1, 4]))

@@ -203,6 +203,11 @@ def qonnx_float_quant(ctx: ImportContext, node: onnx.NodeProto, ins: list[Value 
     return quantize(ctx, node, x, quantizer)
 
 
+#: the widest quantizer of a constant folded at import (Brevitas' biases are int32; float64
+#: holds every such grid value exactly)
+MAX_CONSTANT_BITS = 32
+
+
 @handles(QONNX, "Quant", "IntQuant", inputs=4, layout="elementwise")
 @handles(QONNX, "BipolarQuant", inputs=2, layout="elementwise")
 def qonnx_quant(ctx: ImportContext, node: onnx.NodeProto, ins: list[Value | None]) -> Value:
@@ -211,17 +216,20 @@ def qonnx_quant(ctx: ImportContext, node: onnx.NodeProto, ins: list[Value | None
     scale = ctx.const_input(node, ins[1], "scale").astype(np.float32)
     if np.any(scale <= 0) or not np.all(np.isfinite(scale)):
         raise ctx.fail(node, "its scale must be positive and finite.")
+    x = ins[0]
     if node.op_type == "BipolarQuant":
         fmt, zero_point, rounding = Int(1, signed=True), 0, "round"
     else:
-        bits = ctx.const_int(node, ins[3], "bit width", 1, 16)
+        # a constant (an int32 bias) is folded here, whatever its width; a stream's quantizer
+        # becomes hardware, up to 16 bits
+        widest = MAX_CONSTANT_BITS if isinstance(x, Constant) else 16
+        bits = ctx.const_int(node, ins[3], "bit width", 1, widest)
         zero_point = ctx.const_int(node, ins[2], "zero point", -2**16, 2**16)
         try:
             rounding = normalize_rounding(str(attrs.get("rounding_mode", "ROUND")))
         except ValueError as exc:
             raise ctx.fail(node, str(exc)) from None
         fmt = Int(bits, bool(attrs.get("signed", 1)), bool(attrs.get("narrow", 0)))
-    x = ins[0]
     if isinstance(x, Constant):
         if zero_point != 0:
             raise ctx.fail(node, "weights with a non-zero zero point are not supported.")
