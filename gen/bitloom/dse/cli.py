@@ -21,9 +21,13 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from bitloom.boards import load_board
 from bitloom.dse.dse import DEFAULT_FORMATS, format_pairs, sweep, synthesize_points, write_csv
 from bitloom.emit.pareto import pareto_svg
 from bitloom.errors import BitloomError
+from bitloom.frontend.loader import read_model
+from bitloom.quantize.calibrate import METHODS, check_calib, input_batch, run_float
+from bitloom.quantize.cli import load_npz
 
 console = Console(highlight=False)
 if not console.is_terminal:  # logs: wide enough for the table
@@ -32,8 +36,6 @@ if not console.is_terminal:  # logs: wide enough for the table
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of the ``dse`` subcommand."""
-    from bitloom.quantize.calibrate import METHODS
-
     parser.add_argument("model", metavar="FLOAT.onnx", help="float ONNX model")
     parser.add_argument("--calib", required=True, metavar="DATA.npz",
                         help=".npz with calibration inputs `x`")
@@ -83,9 +85,6 @@ def results_table(rows: list[dict]) -> Table:
 
 def float_accuracy(model: str, x: np.ndarray, y: np.ndarray) -> float:
     """The float model's accuracy in onnxruntime, the line the formats are measured against."""
-    from bitloom.frontend.loader import read_model
-    from bitloom.quantize.calibrate import check_calib, input_batch, run_float
-
     m, source = read_model(model)
     graph_input = next(i for i in m.graph.input
                        if i.name not in {t.name for t in m.graph.initializer})
@@ -97,9 +96,6 @@ def float_accuracy(model: str, x: np.ndarray, y: np.ndarray) -> float:
 
 def command(args: argparse.Namespace) -> int:
     """Run ``bitloom dse``; user mistakes raise :class:`BitloomError`."""
-    from bitloom.boards import load_board
-    from bitloom.quantize.cli import load_npz
-
     board = load_board(args.board)
     calib, _ = load_npz(args.calib)
     x, y = load_npz(args.eval)

@@ -19,7 +19,14 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+import bitloom
+from bitloom.boards import load_board
 from bitloom.errors import BitloomError
+from bitloom.formats import Minifloat, parse_format
+from bitloom.plan import plan_design
+from bitloom.plan.cost import estimate_plan
+from bitloom.plan.folding import candidate_targets
+from bitloom.quantize import quantize_model
 
 #: INT 3..8 and minifloats (sign, exponent, mantissa; subnormals, no specials) of 3..8 bits:
 #: for each width the exponent/mantissa splits the minifloat literature compares.
@@ -42,7 +49,6 @@ RESOURCES = ("LUT", "FF", "DSP", "BRAM36")
 @dataclass(frozen=True)
 class Task:
     """One format pair to evaluate in a worker process."""
-
     model: str
     weights: str
     acts: str
@@ -58,8 +64,6 @@ class Task:
 
 def family(weights: str, acts: str) -> str:
     """"int", "minifloat" or "mixed", for colouring and per-family summaries."""
-    from bitloom.formats import Minifloat, parse_format
-
     kinds = {"minifloat" if isinstance(parse_format(f), Minifloat) else "int"
              for f in (weights, acts)}
     return kinds.pop() if len(kinds) == 1 else "mixed"
@@ -68,14 +72,6 @@ def family(weights: str, acts: str) -> str:
 def evaluate(task: Task) -> list[dict]:
     """Quantize, measure accuracy, then cost the cheapest plan of every distinct speed the
     targets reach: one row per folding."""
-    import bitloom
-    from bitloom.boards import load_board
-    from bitloom.formats import parse_format
-    from bitloom.plan import plan_design
-    from bitloom.plan.cost import estimate_plan
-    from bitloom.plan.folding import candidate_targets
-    from bitloom.quantize import quantize_model
-
     board = load_board(task.board)
     q = quantize_model(task.model, task.weights, task.acts, task.calib, method=task.method)
     path = Path(task.models_dir) / f"{task.weights}-{task.acts}.onnx"
@@ -142,8 +138,6 @@ def format_pairs(formats: Iterable[str], weights: Iterable[str] | None = None,
                  acts: Iterable[str] | None = None, cross: bool = False) -> list[tuple[str, str]]:
     """The (weights, activations) pairs to sweep: the same format for both (the default),
     every pair (``cross``), or the product of explicit ``weights`` and ``acts`` lists."""
-    from bitloom.formats import parse_format
-
     formats = list(formats)
     if weights or acts:
         pairs = [(w, a) for w in (weights or formats) for a in (acts or formats)]
@@ -202,8 +196,6 @@ def write_csv(rows: Sequence[dict], path: Path) -> None:
 def synthesize_points(rows: list[dict], k: int, board: str, out_dir: Path, console) -> None:
     """Compile and synthesize the ``k`` most accurate points of the LUT front with Yosys;
     their ``measured_LUT`` is filled in."""
-    import bitloom
-
     front = sorted((r for r in rows if r["pareto_lut"]), key=lambda r: -r["accuracy"])[:k]
     for r in front:
         design = bitloom.compile(r["model"], board, target_cycles=r["target_cycles"],
