@@ -353,17 +353,18 @@ def export(variant: str, form: str, path: Path | str, seed: int = 0,
     return path
 
 
-def _cache_dir() -> Path:
-    """Exports are cached across runs, keyed by this file and the brevitas/torch versions."""
+def export_cache(name: str, source: Path) -> Path:
+    """A folder of exports cached across runs, keyed by ``source`` (the file that builds
+    them) and the brevitas/torch versions."""
     import hashlib
     import tempfile
 
     import brevitas
     import torch
 
-    key = hashlib.sha256(Path(__file__).read_bytes() + brevitas.__version__.encode()
+    key = hashlib.sha256(source.read_bytes() + brevitas.__version__.encode()
                          + torch.__version__.encode()).hexdigest()[:16]
-    path = Path(tempfile.gettempdir()) / "bitloom-test-models" / f"brevitas-{key}"
+    path = Path(tempfile.gettempdir()) / "bitloom-test-models" / f"{name}-{key}"
     path.mkdir(parents=True, exist_ok=True)
     return path
 
@@ -373,7 +374,7 @@ def cached_export(variant: str, form: str, exporter: str = "dynamo", seed: int =
     test workers may race safely)."""
     import os
 
-    path = _cache_dir() / f"{variant}-{form}-{exporter}-{seed}.onnx"
+    path = export_cache("brevitas", Path(__file__)) / f"{variant}-{form}-{exporter}-{seed}.onnx"
     if not path.exists():
         tmp = path.with_suffix(f".{os.getpid()}.tmp.onnx")
         export(variant, form, tmp, seed, exporter)

@@ -5,14 +5,12 @@ per Brevitas and torch version."""
 
 from __future__ import annotations
 
-import hashlib
 import os
-import tempfile
 import warnings
 from pathlib import Path
 
 import numpy as np
-from brevitas_models import _patch_brevitas
+from brevitas_models import _patch_brevitas, export_cache
 
 #: bnn_pynq name -> per-sample input shape
 BNN_PYNQ = {
@@ -22,20 +20,9 @@ BNN_PYNQ = {
 }
 
 
-def _cache_dir() -> Path:
-    import brevitas
-    import torch
-
-    key = hashlib.sha256(Path(__file__).read_bytes() + brevitas.__version__.encode()
-                         + torch.__version__.encode()).hexdigest()[:16]
-    path = Path(tempfile.gettempdir()) / "bitloom-test-models" / f"finn-zoo-{key}"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
 def cached_export(name: str, seed: int = 0) -> Path:
     """The cleaned QONNX export of bnn_pynq's ``name`` (written atomically)."""
-    path = _cache_dir() / f"{name}-{seed}.onnx"
+    path = export_cache("finn-zoo", Path(__file__)) / f"{name}-{seed}.onnx"
     if path.exists():
         return path
     import brevitas_examples.bnn_pynq.models as models

@@ -576,7 +576,7 @@ def test_driver_preprocesses_the_input_as_the_model_does(tmp_path):
     onnx.save(model, path)
     design = bitloom.compile(path, "pynq-z2", out=tmp_path / "design")
     assert [s.op_type for s in design.net.input.steps] == ["Mul", "Sub", "Div"]
-    driver = import_driver(write_driver(design.folder, tmp_path / "overlay"),
+    driver = import_driver(write_driver(design, tmp_path / "overlay"),
                            "bitloom_driver_pre")
     x = rng.uniform(0, 1, (16, 12)).astype(np.float32)
     np.testing.assert_array_equal(driver.quantize(x), design.net.input.apply(x))

@@ -17,54 +17,35 @@ from bitloom.emit.build import BuildResult, build_design
 from bitloom.emit.html import write_report_html
 from bitloom.flows import synthesize_design
 from bitloom.frontend import load_model
-from bitloom.ir import Network
-from bitloom.plan import Plan, plan_design
+from bitloom.plan import plan_design
 from bitloom.sim.runner import run_rtl
 from bitloom.sim.verify import Verification, verify
 
 
-class Design:
-    """A compiled design folder (``rtl/``, ``sim/``, ``report.json``, ``report.html``)."""
-
-    def __init__(self, folder: emitted.Design) -> None:
-        self.folder = folder
-
-    @property
-    def path(self) -> Path:
-        return self.folder.path
-
-    @property
-    def net(self) -> Network:
-        return self.folder.net
-
-    @property
-    def plan(self) -> Plan:
-        return self.folder.plan
-
-    @property
-    def report(self) -> dict:
-        return self.folder.report
+class Design(emitted.Design):
+    """A compiled design folder (``rtl/``, ``sim/``, ``report.json``, ``report.html``), with
+    the steps that follow ``compile``."""
 
     def verify(self, samples: int = 100, seed: int = 0, status=None) -> Verification:
         """Random frames through Verilator with random back-pressure, against golden; the
         result goes into report.json and report.html."""
-        result = verify(self.folder, samples=samples, seed=seed, status=status)
+        result = verify(self, samples=samples, seed=seed, status=status)
         self.report["verification"] = result.as_dict()
-        self.folder.save_report()
+        self.save_report()
         write_report_html(self.path)
         return result
 
     def synth(self, console: Console | None = None) -> dict:
         """Yosys for the design's board; the measured resources go into the report."""
         try:
-            return synthesize_design(self.folder, console or Console(quiet=True))
+            return synthesize_design(self, console or Console(quiet=True))
         finally:  # a design that does not fit still gets its measured numbers on the page
             write_report_html(self.path)
 
     def build(self, console: Console | None = None, run: bool = True,
               status=None) -> BuildResult:
         """The vendor and open flows' scripts in ``build/``, run where the tools exist."""
-        return build_design(self.folder, console or Console(quiet=True), run=run,
+        return build_design(self, console or Console(quiet=True), run=run,
                             status=status)
 
     def run(self, x: np.ndarray, status=None) -> np.ndarray:
@@ -84,10 +65,10 @@ def compile(model: str | Path, board: str | Board = "pynq-z2", *, out: str | Pat
                        weights_memory=weights_memory)
     folder = emitted.emit_design(plan, board, Path(out), model)
     write_report_html(folder.path)
-    return Design(folder)
+    return Design(**vars(folder))
 
 
 def open_design(path: str | Path) -> Design:
     """Re-open a folder written by :func:`compile`."""
-    return Design(emitted.load_design(path))
+    return Design(**vars(emitted.load_design(path)))
 

@@ -174,7 +174,7 @@ def add_window(k: Kernel, prefix: str, w: Window, channels: int, fmt: Format, sr
     """The sliding-window generator feeding a window layer; returns the stream of windows."""
     if window_in_stream_order(w):
         return src
-    if any(w.pads) and w.pad_value not in fmt.grid_levels():
+    if not w.pads_with_a_value_of(fmt):
         raise BitloomError(f"layer {prefix}: its padding value {w.pad_value} is not a value of "
                            f"its input format {fmt.name}, which the HLS streams carry.")
     k.params.append({"kind": "window", "name": prefix, "w": w, "channels": channels})

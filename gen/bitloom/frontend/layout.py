@@ -173,13 +173,8 @@ def _transpose_input(ctx: ImportContext, node: onnx.NodeProto, x: FloatInput,
     model) is done by the host before it quantizes, composed with earlier ones."""
     _require_scalar_steps(ctx, node, x)
     rank = len(x.flat_shape) + 1
-    perm = list(range(rank))[::-1] if perm is None else list(perm)
-    if sorted(perm) != list(range(rank)):
-        raise ctx.fail(node, f"perm {perm} is not a permutation of the {rank} axes of "
-                       f"the model input {[1, *x.flat_shape]}.")
-    if perm[0] != 0:
-        raise ctx.fail(node, f"Transpose with perm {perm} moves the batch axis; only "
-                       "per-sample axes may be permuted.")
+    perm = _sample_perm(ctx, node, list(range(rank))[::-1] if perm is None else list(perm),
+                        rank, f"the model input {[1, *x.flat_shape]}")
     base = x.perm or tuple(range(len(x.shape)))
     if tuple(x.shape[a] for a in base) != x.flat_shape:
         raise ctx.fail(node, f"Transpose (perm {perm}) of the model input after a "
@@ -187,6 +182,19 @@ def _transpose_input(ctx: ImportContext, node: onnx.NodeProto, x: FloatInput,
     sample = [a - 1 for a in perm[1:]]
     return FloatInput(x.name, x.shape, tuple(x.flat_shape[a] for a in sample),
                       tuple(base[a] for a in sample), x.steps)
+
+
+def _sample_perm(ctx: ImportContext, node: onnx.NodeProto, perm: list[int], rank: int,
+                 tensor: str) -> list[int]:
+    """``perm`` checked as a permutation of the ``rank`` axes of ``tensor`` that keeps the
+    batch axis."""
+    if sorted(perm) != list(range(rank)):
+        raise ctx.fail(node, f"perm {perm} is not a permutation of the {rank} axes of "
+                       f"{tensor}.")
+    if perm[0] != 0:
+        raise ctx.fail(node, f"Transpose with perm {perm} moves the batch axis; only "
+                       "per-sample axes may be permuted.")
+    return perm
 
 
 def _require_scalar_steps(ctx: ImportContext, node: onnx.NodeProto, x: FloatInput) -> None:
@@ -202,13 +210,8 @@ def _transpose_activation(ctx: ImportContext, node: onnx.NodeProto, x: Stream | 
                           perm: list[int] | None) -> Stream | Derived:
     """A per-sample transpose of an activation: only its view (``perm``) changes."""
     rank = len(x.shape) + 1
-    perm = list(perm) if perm else list(range(rank))[::-1]
-    if sorted(perm) != list(range(rank)):
-        raise ctx.fail(node, f"perm {perm} is not a permutation of the {rank} axes of "
-                       f"its input {[1, *x.shape]}.")
-    if perm[0] != 0:
-        raise ctx.fail(node, f"Transpose with perm {perm} moves the batch axis; only "
-                       "per-sample axes may be permuted.")
+    perm = _sample_perm(ctx, node, list(perm) if perm else list(range(rank))[::-1],
+                        rank, f"its input {[1, *x.shape]}")
     view = x.perm or tuple(range(rank - 1))
     new = tuple(view[a - 1] for a in perm[1:])
     shape = tuple(x.shape[a - 1] for a in perm[1:])

@@ -204,21 +204,15 @@ def convolution(ctx: ImportContext, node: onnx.NodeProto, x: Stream,
             full[g * mg:(g + 1) * mg, g * c_per_group:(g + 1) * c_per_group] = \
                 w.values[g * mg:(g + 1) * mg]
         w = replace(w, values=full)
-    if not depthwise:
-        values = w.values.transpose(2, 3, 1, 0).reshape(kh * kw * c, m)  # (kh, kw, c) rows
-        out = weighted(
-            ctx, node, x, values, scales, w.fmt, shape,
-            lambda index, acc: MatrixVector(
-                f"conv{index}", (x.producer,), channel_last(x.shape), acc_fmt=acc,
-                weights=values.astype(np.int64), in_fmt=x.fmt, w_fmt=w.fmt,
-                window=window))
-    else:
+    if depthwise:  # (kh, kw) rows of per-channel taps
         values = w.values[:, 0].transpose(1, 2, 0).reshape(kh * kw, c)
-        out = weighted(
-            ctx, node, x, values, scales, w.fmt, shape,
-            lambda index, acc: DepthwiseConv(
-                f"dwconv{index}", (x.producer,), channel_last(x.shape), acc_fmt=acc,
-                weights=values.astype(np.int64), in_fmt=x.fmt, w_fmt=w.fmt,
-                window=window))
-    return out
+        layer_type, name = DepthwiseConv, "dwconv"
+    else:  # (kh, kw, c) rows
+        values = w.values.transpose(2, 3, 1, 0).reshape(kh * kw * c, m)
+        layer_type, name = MatrixVector, "conv"
+    return weighted(
+        ctx, node, x, values, scales, w.fmt, shape,
+        lambda index, acc: layer_type(
+            f"{name}{index}", (x.producer,), channel_last(x.shape), acc_fmt=acc,
+            weights=values.astype(np.int64), in_fmt=x.fmt, w_fmt=w.fmt, window=window))
 

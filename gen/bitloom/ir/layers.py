@@ -43,6 +43,11 @@ class Window:
     def size(self) -> int:
         return self.kernel[0] * self.kernel[1]
 
+    def pads_with_a_value_of(self, fmt: Format) -> bool:
+        """Nothing is padded, or the padding value is one of ``fmt``'s: what a stream of
+        ``fmt`` codes (hardware, HLS) can carry (a bipolar format has no 0)."""
+        return not any(self.pads) or self.pad_value in fmt.grid_levels()
+
     @property
     def is_global(self) -> bool:
         """The window is the whole map without padding (global pooling): one output pixel,
@@ -110,8 +115,7 @@ class Layer:
     def golden_only(self) -> str | None:
         """Why the hardware cannot build this layer (None: it can)."""
         window, fmt = getattr(self, "window", None), getattr(self, "in_fmt", None)
-        if window is not None and fmt is not None and any(window.pads) and \
-                window.pad_value not in fmt.grid_levels():
+        if window is not None and fmt is not None and not window.pads_with_a_value_of(fmt):
             return (f"it pads its {fmt.name} input with {window.pad_value}, which is not a "
                     f"value of {fmt.name} (a bipolar input has no 0), and the hardware's "
                     "streams carry only codes of the input format; export the model without "

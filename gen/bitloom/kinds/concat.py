@@ -22,7 +22,7 @@ class ConcatKind(LayerKind):
         """Lanes that divide every input's channels."""
         return [Folding(p, p) for p in divisors(math.gcd(*layer.channels))]
 
-    def lag(self, layer: AnyLayer, fold: Folding, cycles: int, period: int) -> float:
+    def unwindowed_lag(self, layer: AnyLayer, fold: Folding, period: int) -> float:
         return 1 / math.prod(layer.out_shape[:-1])  # one pixel: the earlier inputs' chunks
 
     def make_unit(self, lp: LayerPlan):

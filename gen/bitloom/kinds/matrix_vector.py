@@ -49,9 +49,7 @@ class MatrixVectorKind(LayerKind):
     def cycles(self, layer: MatrixVector, fold: Folding) -> int:
         return layer.pixels * (layer.in_features // fold.simd) * (layer.out_features // fold.pe)
 
-    def lag(self, layer: MatrixVector, fold: Folding, cycles: int, period: int) -> float:
-        if layer.window is not None and not layer.window.is_global:
-            return super().lag(layer, fold, cycles, period)
+    def unwindowed_lag(self, layer: MatrixVector, fold: Folding, period: int) -> float:
         # a dense unit takes its whole input first, then computes one neuron fold
         return 1 + layer.in_features // fold.simd / period
 

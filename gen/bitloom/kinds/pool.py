@@ -8,7 +8,7 @@ import math
 from bitloom.emit.hls import Kernel, add_requant, add_window, fmt_type, tensor_fmt
 from bitloom.hw.pool import PoolUnit
 from bitloom.ir import MaxPool, SumPool
-from bitloom.plan.fold import Folding, windowed
+from bitloom.plan.fold import Folding
 from bitloom.plan.folding import LayerPlan
 from bitloom.plan.kind import LayerKind
 from bitloom.plan.registry import register
@@ -22,10 +22,11 @@ class TapReduceKind(LayerKind):
         window = layer.window
         return math.prod(window.out_hw) * window.size * layer.in_shape[-1] // fold.pe
 
-    def lag(self, layer, fold: Folding, cycles: int, period: int) -> float:
-        if windowed(layer):
-            return super().lag(layer, fold, cycles, period)
+    def unwindowed_lag(self, layer, fold: Folding, period: int) -> float:
         return 1.0  # a global window: the whole input first
+
+    def make_unit(self, lp: LayerPlan):
+        return PoolUnit(lp.layer, lp.fold.pe), ["i"]
 
     def hls_step(self, k: Kernel, layer, prefix: str, in_type: str) -> str:
         """The C++ step type that reduces one window (``bitloom_layers.h``)."""
@@ -45,18 +46,12 @@ class TapReduceKind(LayerKind):
 class MaxPoolKind(TapReduceKind):
     layer_type = MaxPool
 
-    def make_unit(self, lp: LayerPlan):
-        return PoolUnit(lp.layer, lp.fold.pe), ["i"]
-
     def hls_step(self, k: Kernel, layer: MaxPool, prefix: str, in_type: str) -> str:
         return f"bitloom::max_step<{in_type} >"
 
 
 class SumPoolKind(TapReduceKind):
     layer_type = SumPool
-
-    def make_unit(self, lp: LayerPlan):
-        return PoolUnit(lp.layer, lp.fold.pe), ["i"]
 
     def hls_step(self, k: Kernel, layer: SumPool, prefix: str, in_type: str) -> str:
         req = add_requant(k, prefix, layer, layer.out_fmt)

@@ -52,6 +52,10 @@ class LayerKind:
             window = layer.window
             out_pixels = math.prod(layer.out_shape[:-1])
             return window.lag_pixels / math.prod(window.in_hw) + cycles / out_pixels / period
+        return self.unwindowed_lag(layer, fold, period)
+
+    def unwindowed_lag(self, layer: AnyLayer, fold: Folding, period: int) -> float:
+        """:meth:`lag` of a layer without a sliding window: one beat."""
         return fold.pe / math.prod(layer.out_shape)
 
     def input_fifo_depth(self, net: Network, folds: list[Folding], index: int) -> int:
