@@ -121,3 +121,37 @@ def test_arithmetic_on_integer_codes_is_refused(op):
     reference = ReferenceEvaluator(model).run(None, {"x": x})[0]
     assert not np.array_equal(reference, x)  # the op does change the result
     _refused(model, "on_codes", f"{op} of quantized codes")
+
+
+def _preprocessed(constant: np.ndarray, reshape: bool) -> onnx.ModelProto:
+    """x (N, 2, 6) -> Mul(constant) -> [Reshape to (N, 12)] -> Q/DQ -> MatMul -> Q/DQ."""
+    inits = [numpy_helper.from_array(np.asarray(v), n) for v, n in (
+        (constant.astype(np.float32), "k"), (np.array([-1, 12], np.int64), "shape"),
+        (np.float32(0.125), "s"), (np.int8(0), "z"),
+        (np.ones((12, 3), np.int8), "m"))]
+    nodes = [helper.make_node("Mul", ["x", "k"], ["a"])]
+    if reshape:
+        nodes.append(helper.make_node("Reshape", ["a", "shape"], ["b"]))
+    nodes += [helper.make_node("QuantizeLinear", ["b" if reshape else "a", "s", "z"], ["q"]),
+              helper.make_node("DequantizeLinear", ["q", "s", "z"], ["d"]),
+              helper.make_node("DequantizeLinear", ["m", "s", "z"], ["md"]),
+              helper.make_node("MatMul", ["d", "md"], ["y0"]),
+              helper.make_node("QuantizeLinear", ["y0", "s", "z"], ["yq"]),
+              helper.make_node("DequantizeLinear", ["yq", "s", "z"], ["y"])]
+    shape = [None, 2, 6] if reshape else [None, 12]
+    return helper.make_model(helper.make_graph(
+        nodes, "pre", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, shape)],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [None, 3])], inits),
+        opset_imports=[helper.make_opsetid("", 13)])
+
+
+def test_float_preprocessing_that_the_host_cannot_reorder_is_refused():
+    """A per-element constant before a Reshape of the input (the host reshapes first), and a
+    constant that does not broadcast to the input, are named; a scalar one imports."""
+    _refused(_preprocessed(np.arange(12).reshape(2, 6) + 1.0, reshape=True),
+             "a Reshape node",
+             "after float preprocessing with a per-element constant")
+    _refused(_preprocessed(np.ones(5), reshape=False), "a Mul node",
+             "does not broadcast to the model input's shape [1, 12]")
+    assert [s.op_type for s in bitloom.load(_preprocessed(np.float32(2), True)).input.steps] \
+        == ["Mul"]
