@@ -27,6 +27,7 @@ speed_grade = "-1"
 ps = "PS7"
 default_clock_mhz = 100
 pl_clocks_mhz = [100, 125]
+ddr_gbytes_per_s = 2.1
 
 [resources]
 LUT = 53200

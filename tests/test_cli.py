@@ -96,8 +96,33 @@ def test_impossible_target_fps(example_model, tmp_path):
 def test_model_too_large_for_the_board_is_refused_naming_the_resource(tmp_path):
     path = tmp_path / "big.onnx"
     onnx.save(random_mlp(0, sizes=(1024, 1024, 10), w_bits=8, act_bits=8, in_bits=8), str(path))
-    proc = bitloom("compile", str(path), "--board", "pynq-z2", "--out", str(tmp_path / "d"))
-    assert_user_error(proc, "does not fit", "BRAM36")
+    proc = bitloom("compile", str(path), "--board", "pynq-z2", "--out", str(tmp_path / "d"),
+                   "--max-utilization", "1")
+    assert_user_error(proc, "does not fit", "LUT above 1%", "--max-utilization")
+    for bad in ("0", "101"):
+        proc = bitloom("compile", str(path), "--board", "pynq-z2", "--out",
+                       str(tmp_path / "d"), "--max-utilization", bad)
+        assert_user_error(proc, "--max-utilization", "percentage")
+
+
+def test_weights_beyond_block_ram_stream_from_ddr_at_its_rate(tmp_path):
+    """8 Mbit of weights do not fit the PYNQ-Z2's 5 Mbit of block RAM, nor its LUTs: they
+    stream from DDR, and the frame rate is the DDR's (half of 2.1 GB/s)."""
+    import json
+
+    path = tmp_path / "big.onnx"
+    onnx.save(random_mlp(0, sizes=(1024, 1024, 10), w_bits=8, act_bits=8, in_bits=8), str(path))
+    out = tmp_path / "d"
+    proc = bitloom("compile", str(path), "--board", "pynq-z2", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert "streamed weights: 1.05 MB per frame from DDR" in " ".join(proc.stdout.split())
+    report = json.loads((out / "report.json").read_text())
+    assert report["layers"][0]["weight_memory"]["style"] == "streamed"
+    ddr = report["weights_from_ddr"]
+    assert ddr["bits_per_frame"] == 1024 * 1024 * 8
+    assert ddr["cycles_per_frame"] == -(-1024 * 1024 * 8 // (0.5 * 2.1e9 * 8 / 100e6))
+    assert ddr["cycles_per_frame"] > report["cycles_per_frame"]
+    assert report["frames_per_second"] == pytest.approx(100e6 / ddr["cycles_per_frame"])
 
 
 def test_a_larger_model_is_folded_to_fit(tmp_path):
@@ -110,6 +135,5 @@ def test_a_larger_model_is_folded_to_fit(tmp_path):
     assert proc.returncode == 0, proc.stderr
     report = json.loads((out / "report.json").read_text())
     assert report["layers"][0]["pe"] * report["layers"][0]["simd"] < 256 * 256  # folded
-    for resource in ("LUT", "BRAM36"):
-        assert report["totals"]["estimated"][resource] <= 0.5 * {"LUT": 53200,
-                                                                   "BRAM36": 140}[resource]
+    for resource, ceiling in (("LUT", 0.7 * 53200), ("BRAM36", 0.8 * 140)):
+        assert report["totals"]["estimated"][resource] <= ceiling

@@ -15,7 +15,7 @@ from hw_fuzz_models import REGRESSIONS, export
 import bitloom
 from bitloom.boards import load_board
 from bitloom.ir import AddStreams, Concat, MatrixVector
-from bitloom.plan import make_plan, plan_for_board
+from bitloom.plan import make_plan, plan_design
 from bitloom.plan.fifos import in_shapes
 
 from qonnx_models import random_cnn, random_mlp
@@ -109,7 +109,7 @@ def test_small_maps_and_elementwise_layers_run_at_the_planned_rate(tmp_path, var
     432)."""
     if variant in bm.VARIANTS:
         path = bm.cached_export(variant, "qonnx")
-        plan = plan_for_board(bitloom.load(path), load_board("pynq-z2"))
+        plan = plan_design(bitloom.load(path), load_board("pynq-z2"))
     else:
         path = export(REGRESSIONS[variant], tmp_path / "model.onnx")
         plan = make_plan(bitloom.load(path), 1024)

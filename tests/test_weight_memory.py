@@ -34,6 +34,7 @@ from bitloom.plan.memory import (
     STREAMED,
     STYLES,
     WeightMemory,
+    bram36_fill,
     bram36_tiles,
     choose_memories,
     parse_overrides,
@@ -201,6 +202,30 @@ def test_styles_are_chosen_by_size_and_budget():
     forced = choose_memories(net, folds, styles={"small": "bram"})
     assert forced[0].style == "bram"
     assert [m.style for m in choose_memories(net, folds, default="streamed")] == ["streamed"] * 3
+
+
+def test_when_block_ram_runs_out_weights_go_to_luts_then_stream():
+    """Block RAM goes to the memories that fill their tiles best (a shallow, wide memory
+    wastes most of each tile); of the rest, the cheapest ROMs take LUTs while the budget
+    lasts; the others stream."""
+    rng = np.random.default_rng(0)
+    fmt = Int(8, signed=True)
+    shallow = dense_layer(rng, fmt, fmt, k=256, n=256)  # PE 32, SIMD 16: 128 x 4096 bits
+    deep = dense_layer(rng, fmt, fmt, k=256, n=64)  # PE = SIMD = 1: 16384 x 8 bits
+    wide = dense_layer(rng, fmt, fmt, k=512, n=256)  # 131072 x 8 bits
+    shallow.name, deep.name, wide.name = "shallow", "deep", "wide"
+    net = type("Net", (), {"layers": [shallow, deep, wide]})()
+    folds = [Folding(32, 16), Folding(1, 1), Folding(1, 1)]
+    assert bram36_tiles(128, 4096) == 57 and bram36_fill(128, 4096) < 0.3
+    assert bram36_fill(16384, 8) == bram36_fill(131072, 8) > 0.8  # 16 of every 18 Kb
+
+    def styles(**budget):
+        return [m.style for m in choose_memories(net, folds, bram36_budget=61,
+                                                 rom_cost=lambda d, w: d * w, **budget)]
+
+    assert styles() == ["streamed", "bram", "bram"]  # 36 tiles, not 4 + 57 for fewer bits
+    assert styles(rom_lut_budget=128 * 4096) == ["lutram", "bram", "bram"]
+
 
 
 def test_overrides_are_checked():

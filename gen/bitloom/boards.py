@@ -28,6 +28,9 @@ _DATA_PACKAGE = "bitloom.board_files"
 #: the 36 Kb block RAMs (a RAMB18 is half of one) and URAM the UltraRAM blocks.
 RESOURCE_KEYS = ("LUT", "LUTMEM", "FF", "CARRY", "DSP", "BRAM36", "URAM")
 
+#: The share of a board's peak DDR bandwidth the plan counts on for streamed weights.
+DDR_SHARE_FOR_WEIGHTS = 0.5
+
 _Kind = type | tuple[type, ...]
 
 #: The PS each Yosys family comes with on the Zynq boards we target.
@@ -57,8 +60,15 @@ class Board:
     ps: str  # "PS7" (Zynq-7000) or "PS8" (Zynq UltraScale+)
     default_clock_mhz: float
     pl_clocks_mhz: tuple[float, ...]
+    ddr_gbytes_per_s: float  # peak bandwidth of the PS's DDR
     resources: dict[str, float] = field(hash=False)
     axi: AxiPorts
+
+    def ddr_bits_per_cycle(self, clock_mhz: float) -> float:
+        """DDR bits per fabric cycle that streamed weights may count on: a share
+        (:data:`DDR_SHARE_FOR_WEIGHTS`) of the peak, since refresh, page misses and the
+        frames' own DMA take the rest."""
+        return DDR_SHARE_FOR_WEIGHTS * self.ddr_gbytes_per_s * 8e9 / (clock_mhz * 1e6)
 
 
 def _board_dir() -> Traversable:
@@ -130,6 +140,10 @@ def _parse(name: str, text: str, where: str) -> Board:
     if default_clock not in clocks:
         raise BitloomError(f"{where}: default_clock_mhz {default_clock} is not in pl_clocks_mhz")
 
+    ddr = get(data, "ddr_gbytes_per_s", (int, float))
+    if ddr <= 0:
+        raise BitloomError(f"{where}: `ddr_gbytes_per_s` must be positive")
+
     table = get(data, "resources", dict)
     if set(table) != set(RESOURCE_KEYS):
         raise BitloomError(f"{where}: [resources] must list exactly {', '.join(RESOURCE_KEYS)}")
@@ -156,6 +170,7 @@ def _parse(name: str, text: str, where: str) -> Board:
         ps=ps,
         default_clock_mhz=default_clock,
         pl_clocks_mhz=clocks,
+        ddr_gbytes_per_s=float(ddr),
         resources=capacity,
         axi=ports,
     )

@@ -106,7 +106,8 @@ def cmd_compile(args) -> int:
     if args.backend == "hls":
         net = bitloom.load(args.model)
         plan = plan_design(net, board, target_fps=args.target_fps,
-                           weights_memory=args.weights_memory or ())
+                           weights_memory=args.weights_memory or (),
+                           max_utilization=args.max_utilization)
         with progress("Generating HLS C++..."):
             hls_dir = emit_hls(net, Path(args.out), plan=plan, part=board.part,
                                clock_ns=1000.0 / plan.clock_mhz)
@@ -115,7 +116,8 @@ def cmd_compile(args) -> int:
         return 0
     with progress("Generating Verilog with Amaranth..."):
         design = bitloom.compile(args.model, board, out=args.out, target_fps=args.target_fps,
-                                 weights_memory=args.weights_memory or ())
+                                 weights_memory=args.weights_memory or (),
+                                 max_utilization=args.max_utilization)
     plan = design.plan
     console.print(layer_table(plan))
     memories = [f"{lp.layer.name} {lp.memory.style}"
@@ -124,6 +126,11 @@ def cmd_compile(args) -> int:
     if memories:
         console.print(f"weights: {', '.join(memories)} (init files in {args.out}/rtl/weights)")
     r = design.report
+    ddr = r["weights_from_ddr"]
+    if ddr["bits_per_frame"]:
+        console.print(f"streamed weights: {ddr['bits_per_frame'] / 8e6:,.2f} MB per frame from "
+                      f"DDR ({ddr['ddr_gbytes_per_s']:g} GB/s peak, half counted on): "
+                      f"{ddr['cycles_per_frame']} cycles/frame")
     console.print(f"{board.title} ({board.part}) at {plan.clock_mhz:g} MHz: "
                   f"{r['cycles_per_frame']} cycles/frame, {r['frames_per_second']:,.0f} frames/s"
                   f"; wrote {args.out}/rtl, {args.out}/sim, {args.out}/report.json, "
@@ -230,6 +237,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights-memory", action="append", metavar="[LAYER=]STYLE",
                    help="weight memory style: lutram, bram or streamed, for every layer or "
                         "(LAYER=STYLE, repeatable) one layer; default: chosen per layer")
+    p.add_argument("--max-utilization", type=float, default=None, metavar="PERCENT",
+                   help="ceiling on the estimated share of every resource; default: 70%% of "
+                        "LUTs, 50%% of FFs, 80%% of DSPs and block RAM (AMD UG949's guidance)")
     p.set_defaults(func=cmd_compile)
 
     p = sub.add_parser("verify", help="cocotb on Verilator, bit-exact against golden")

@@ -56,13 +56,14 @@ class Design(emitted.Design):
 
 def compile(model: str | Path, board: str | Board = "pynq-z2", *, out: str | Path,
             target_fps: float | None = None, target_cycles: int | None = None,
-            weights_memory: Sequence[str] = ()) -> Design:
+            weights_memory: Sequence[str] = (),
+            max_utilization: float | None = None) -> Design:
     """Plan ``model`` for ``board`` (see :func:`bitloom.plan.plan_design`) and write its
     Verilog, testbench, weight files and reports into ``out``."""
     board = board if isinstance(board, Board) else load_board(board)
     net = load_model(model)
     plan = plan_design(net, board, target_fps=target_fps, target_cycles=target_cycles,
-                       weights_memory=weights_memory)
+                       weights_memory=weights_memory, max_utilization=max_utilization)
     folder = emitted.emit_design(plan, board, Path(out), model)
     write_report_html(folder.path)
     return Design(**vars(folder))

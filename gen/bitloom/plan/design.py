@@ -1,31 +1,156 @@
 """The one way a design is planned for a board, whoever asks: ``bitloom compile``, the
 library's ``bitloom.compile``, ``run --engine rtl``, the design-space search and the cost
-model's calibration. Each of them then describes the design the others build."""
+model's calibration. Each of them then describes the design the others build.
+
+A plan for a board stays under a ceiling on the estimated share of each resource
+(:data:`DEFAULT_MAX_UTILIZATION`, or ``max_utilization`` percent of every one). Its weights
+take block RAM, then ROMs of LUTs, then stream from the board's DDR, and the frame rate is
+the slower of the fabric's and the DDR's.
+"""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 from bitloom.errors import BitloomError
 from bitloom.ir import Network
-from bitloom.plan.folding import Plan, make_plan, plan_for_board, with_dsps
-from bitloom.plan.memory import board_budget, parse_overrides, with_memories
+from bitloom.plan.cost import estimate_counts, estimate_plan, rom_counts
+from bitloom.plan.folding import Plan, candidate_targets, make_plan, with_dsps
+from bitloom.plan.memory import STREAMED, parse_overrides, streamed_bits_per_frame, with_memories
+
+#: Estimated share of each resource a plan may take by default: AMD's UltraFast design
+#: methodology (UG949) advises staying under about 70% of LUTs and 50% of flip-flops, 80% of
+#: block RAM and DSPs, for a design that still places, routes and meets timing without
+#: congestion; the estimates themselves are within ~15% of Yosys (docs/dse.md).
+DEFAULT_MAX_UTILIZATION = {"LUT": 0.70, "FF": 0.50, "DSP": 0.80, "BRAM36": 0.80}
+
+
+def utilization_caps(max_utilization: float | None) -> dict[str, float]:
+    """Per resource, the share of the board a plan may take; ``max_utilization`` (percent)
+    sets one ceiling for all."""
+    if max_utilization is None:
+        return dict(DEFAULT_MAX_UTILIZATION)
+    if not 0 < max_utilization <= 100:
+        raise BitloomError(f"--max-utilization is a percentage in (0, 100], got "
+                           f"{max_utilization:g}.")
+    return dict.fromkeys(DEFAULT_MAX_UTILIZATION, max_utilization / 100)
+
+
+def rom_luts(depth: int, width: int) -> float:
+    """LUTs of a ``depth`` x ``width`` weight ROM built as logic, as the cost model prices it."""
+    return estimate_counts(rom_counts(depth, width))["LUT"]
+
+
+def frame_cycles(plan: Plan, board) -> int:
+    """Cycles from one frame to the next: the slowest layer's, or the DDR's to deliver the
+    streamed weights of a frame, whichever is longer."""
+    bits = streamed_bits_per_frame([lp.memory for lp in plan.layers])
+    return max(plan.cycles_per_frame, math.ceil(bits / board.ddr_bits_per_cycle(plan.clock_mhz)))
+
+
+def streams_weights(plan: Plan) -> bool:
+    return any(lp.memory is not None and lp.memory.style == STREAMED for lp in plan.layers)
+
+
+class BoardFit:
+    """Plans of one network for one board, each with its weight memories chosen within the
+    ceilings and checked against them."""
+
+    def __init__(self, net: Network, board, max_utilization: float | None,
+                 weights_memory: Sequence[str]) -> None:
+        self.net, self.board = net, board
+        self.caps = utilization_caps(max_utilization)
+        self.default, self.per_layer = parse_overrides(weights_memory)
+
+    def budget(self, resource: str) -> float:
+        return self.caps[resource] * self.board.resources.get(resource, 0)
+
+    def memories(self, plan: Plan) -> Plan:
+        """``plan`` with its weights in block RAM within its ceiling, then in ROMs within
+        the LUTs the logic leaves, then streamed."""
+        plan = with_dsps(plan, self.board.family)
+        logic = estimate_plan(with_memories(plan, 0, self.per_layer, self.default))["LUT"]
+        return with_memories(plan, self.budget("BRAM36"), self.per_layer, self.default,
+                             max(self.budget("LUT") - logic, 0), rom_luts)
+
+    def at(self, target_cycles: int) -> Plan:
+        """The cheapest plan of at most ``target_cycles`` per frame (when any layer cannot
+        reach it, the cheapest of the speed reached)."""
+        plan = make_plan(self.net, target_cycles, self.board.default_clock_mhz)
+        if plan.cycles_per_frame > target_cycles:
+            plan = make_plan(self.net, plan.cycles_per_frame, self.board.default_clock_mhz)
+        return self.memories(plan)
+
+    def over(self, plan: Plan) -> list[str]:
+        """The resources whose estimate is above their ceiling."""
+        est = estimate_plan(plan)
+        return [k for k in ("LUT", "FF", "DSP", "BRAM36") if est.get(k, 0) > self.budget(k)]
+
+    def describe_over(self, plan: Plan) -> str:
+        return ", ".join(f"{k} above {self.caps[k]:.0%}" for k in self.over(plan))
+
+    def fastest(self) -> Plan:
+        """The plan with the most frames per second within the ceilings: the best of the
+        power-of-two targets, refined by bisection towards the next faster one."""
+        def rank(plan: Plan) -> tuple[int, float]:
+            return frame_cycles(plan, self.board), estimate_plan(plan).get("LUT", 0)
+
+        fitting: dict[int, Plan] = {}
+        last = None
+        for target in candidate_targets(self.net):
+            last = self.at(target)
+            if not self.over(last):
+                fitting[target] = last
+        if not fitting:
+            raise BitloomError(
+                f"the model does not fit {self.board.name} even fully folded: estimated "
+                f"{self.describe_over(last)} of the board; raise --max-utilization (at your "
+                "own risk of routing and timing) or choose a bigger board.")
+        target = min(fitting, key=lambda t: rank(fitting[t]))
+        best, lo, hi = fitting[target], target // 2, target
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            plan = self.at(mid)
+            if self.over(plan):
+                lo = mid
+            else:
+                hi = mid
+                best = min(best, plan, key=rank)
+        return best
 
 
 def plan_design(net: Network, board, *, target_fps: float | None = None,
-                target_cycles: int | None = None,
-                weights_memory: Sequence[str] = ()) -> Plan:
-    """The plan of ``net`` on ``board``: the fastest that fits half the board, or the
+                target_cycles: int | None = None, weights_memory: Sequence[str] = (),
+                max_utilization: float | None = None) -> Plan:
+    """The plan of ``net`` on ``board``: the fastest within the utilization ceilings, or the
     cheapest reaching ``target_fps``, or the cheapest of at most ``target_cycles`` per frame
     (a design-space point, not checked against the board); integer products packed into the
-    board's DSPs; weight memories chosen within half its block RAM, or as
-    ``weights_memory`` (``STYLE`` and/or ``LAYER=STYLE``) says."""
+    board's DSPs; weight memories chosen within the ceilings, or as ``weights_memory``
+    (``STYLE`` and/or ``LAYER=STYLE``) says."""
+    net.require_layers()
+    fit = BoardFit(net, board, max_utilization, weights_memory)
     if target_cycles is not None:
         if target_fps is not None:
             raise BitloomError("give a target in frames/s or in cycles per frame, not both.")
-        net.require_layers()
-        plan = with_dsps(make_plan(net, target_cycles, board.default_clock_mhz), board.family)
-    else:
-        plan = plan_for_board(net, board, target_fps=target_fps)
-    default, per_layer = parse_overrides(weights_memory)
-    return with_memories(plan, board_budget(board), per_layer, default)
+        return fit.memories(make_plan(net, target_cycles, board.default_clock_mhz))
+    if target_fps is None:
+        return fit.fastest()
+    if target_fps <= 0:
+        raise BitloomError(f"--target-fps must be positive, got {target_fps}.")
+    clock = board.default_clock_mhz
+    cycles = int(clock * 1e6 // target_fps)
+    if cycles < 1:
+        raise BitloomError(f"{target_fps} frames/s is above one frame per cycle at {clock} MHz.")
+    plan = fit.at(cycles)
+    if plan.cycles_per_frame > cycles:
+        raise BitloomError(f"{target_fps} frames/s needs {cycles} cycles per frame; the "
+                           f"fastest folding takes {plan.cycles_per_frame}.")
+    if fit.over(plan):
+        raise BitloomError(f"{target_fps} frames/s does not fit {board.name}: estimated "
+                           f"{fit.describe_over(plan)} of the board.")
+    if frame_cycles(plan, board) > cycles:
+        raise BitloomError(f"{target_fps} frames/s needs {cycles} cycles per frame; the "
+                           f"weights streamed from {board.name}'s DDR take "
+                           f"{frame_cycles(plan, board)}.")
+    return plan

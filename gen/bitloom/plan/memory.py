@@ -1,16 +1,18 @@
 """Choosing where each layer's weights live: LUTRAM, block RAM, or streamed from the host.
 
 Small memories (at most :data:`LUTRAM_MAX_DEPTH` words or :data:`LUTRAM_MAX_BITS` bits) cost
-a few LUTs; larger ones go to block RAM while the board's budget lasts, the smallest first
-(they waste the least of a tile); what does not fit is streamed: the weights then come in
-on an extra AXI4-Stream input of the accelerator, one word per step, and cost no memory.
-A user may force a style for every layer or for named layers.
+a few LUTs. The others go to block RAM while the board's budget lasts, those that fill their
+tiles best first (a shallow, wide memory wastes most of each tile); when block RAM runs out,
+to ROMs built of LUTs while the LUT budget lasts, the cheapest first; what still does not
+fit is streamed: the weights then come in on an extra AXI4-Stream input of the accelerator,
+one word per step, from the host's DDR, and cost no memory. A user may force a style for
+every layer or for named layers.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -18,6 +20,9 @@ from bitloom.errors import BitloomError
 from bitloom.ir import AnyLayer, MatrixVector, Network, Window
 from bitloom.plan.fold import Folding
 from bitloom.plan.registry import kind_of
+
+#: LUTs of a ``(depth, width)`` ROM built as logic, as the cost model prices it
+RomCost = Callable[[int, int], float]
 
 LUTRAM, BRAM, STREAMED = "lutram", "bram", "streamed"
 STYLES = (LUTRAM, BRAM, STREAMED)
@@ -101,12 +106,14 @@ def parse_overrides(specs: Sequence[str]) -> tuple[str | None, dict[str, str]]:
 
 def choose_memories(net: Network, folds: Sequence[Folding], bram36_budget: float | None = None,
                     styles: Sequence[str | None] | dict[str, str] | None = None,
-                    default: str | None = None) -> list[WeightMemory | None]:
+                    default: str | None = None, rom_lut_budget: float = 0.0,
+                    rom_cost: RomCost | None = None) -> list[WeightMemory | None]:
     """Per layer, its weight memory (None for a layer without weights).
 
     ``styles`` forces a style per layer (a list in layer order, or a dict by layer name),
     ``default`` for every other weight layer; the rest are chosen automatically within
-    ``bram36_budget`` tiles (no limit if None).
+    ``bram36_budget`` tiles (no limit if None), then as ROMs of LUTs within
+    ``rom_lut_budget`` LUTs, as ``rom_cost(depth, width)`` prices them (none without it).
     """
     names = [ly.name for ly in net.layers]
     if isinstance(styles, dict):
@@ -133,30 +140,43 @@ def choose_memories(net: Network, folds: Sequence[Folding], bram36_budget: float
         chosen.append(style)
     used = sum(bram36_tiles(g[0], g[1]) for g, s in zip(geometry, chosen, strict=True)
                if s == BRAM)
-    open_ = sorted((i for i, (g, s) in enumerate(zip(geometry, chosen, strict=True))
-                    if g is not None and s is None), key=lambda i: geometry[i][0] * geometry[i][1])
-    for i in open_:
+    open_ = [i for i, (g, s) in enumerate(zip(geometry, chosen, strict=True))
+             if g is not None and s is None]
+    for i in sorted(open_, key=lambda i: (-bram36_fill(*geometry[i][:2]), geometry[i][:2])):
         tiles = bram36_tiles(*geometry[i][:2])
         if bram36_budget is None or used + tiles <= bram36_budget:
             chosen[i], used = BRAM, used + tiles
+    luts = 0.0
+    for i in sorted((i for i in open_ if chosen[i] is None),
+                    key=lambda i: (geometry[i][0] * geometry[i][1], geometry[i][:2])):
+        cost = math.inf if rom_cost is None else rom_cost(*geometry[i][:2])
+        if luts + cost <= rom_lut_budget:
+            chosen[i], luts = LUTRAM, luts + cost
         else:
             chosen[i] = STREAMED
     return [None if s is None else WeightMemory(s, *g)  # type: ignore[misc]
             for g, s in zip(geometry, chosen, strict=True)]
 
 
+def bram36_fill(depth: int, width: int) -> float:
+    """The share of its block RAM tiles' bits a ``depth`` x ``width`` memory uses."""
+    return depth * width / (bram36_tiles(depth, width) * 36 * 1024)
+
+
+def streamed_bits_per_frame(memories: Sequence[WeightMemory | None]) -> int:
+    """Weight bits the host sends per frame: every streamed word, once per pass."""
+    return sum(m.bits * m.passes for m in memories if m is not None and m.style == STREAMED)
+
+
 def with_memories(plan, bram36_budget: float | None = None,
                   styles: Sequence[str | None] | dict[str, str] | None = None,
-                  default: str | None = None):
+                  default: str | None = None, rom_lut_budget: float = 0.0,
+                  rom_cost: RomCost | None = None):
     """``plan`` with its weight memories chosen again (see :func:`choose_memories`)."""
     from dataclasses import replace
 
     folds = [lp.fold for lp in plan.layers]
-    memories = choose_memories(plan.net, folds, bram36_budget, styles, default)
+    memories = choose_memories(plan.net, folds, bram36_budget, styles, default, rom_lut_budget,
+                               rom_cost)
     layers = [replace(lp, memory=mem) for lp, mem in zip(plan.layers, memories, strict=True)]
     return replace(plan, layers=layers)
-
-
-def board_budget(board, share: float = 0.5) -> float:
-    """Block RAM tiles the weights may take on ``board``: ``share`` of its BRAM36."""
-    return share * board.resources.get("BRAM36", 0)
