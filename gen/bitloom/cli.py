@@ -79,13 +79,13 @@ def layer_table(plan, report: dict | None = None) -> Table:
 
 # -- commands ------------------------------------------------------------------------------
 def cmd_inspect(args) -> int:
-    net = bitloom.load(args.model)
+    net = bitloom.load(args.model, args.input_format, args.input_scale)
     console.print(net.summary(), soft_wrap=True, markup=False)
     return 0
 
 
 def cmd_run(args) -> int:
-    net = bitloom.load(args.model)
+    net = bitloom.load(args.model, args.input_format, args.input_scale)
     x = load_array(args.input)
     if args.engine == "rtl":
         plan = plan_design(net, load_board(args.board))
@@ -104,7 +104,7 @@ def cmd_run(args) -> int:
 def cmd_compile(args) -> int:
     board = load_board(args.board)
     if args.backend == "hls":
-        net = bitloom.load(args.model)
+        net = bitloom.load(args.model, args.input_format, args.input_scale)
         plan = plan_design(net, board, target_fps=args.target_fps,
                            weights_memory=args.weights_memory or (),
                            max_utilization=args.max_utilization)
@@ -117,7 +117,8 @@ def cmd_compile(args) -> int:
     with progress("Generating Verilog with Amaranth..."):
         design = bitloom.compile(args.model, board, out=args.out, target_fps=args.target_fps,
                                  weights_memory=args.weights_memory or (),
-                                 max_utilization=args.max_utilization)
+                                 max_utilization=args.max_utilization,
+                                 input_format=args.input_format, input_scale=args.input_scale)
     plan = design.plan
     console.print(layer_table(plan))
     memories = [f"{lp.layer.name} {lp.memory.style}"
@@ -210,6 +211,15 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def add_input_declaration(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--input-format", default=None, metavar="FORMAT",
+                   help="how a float input arrives, for a model whose first layer reads it "
+                        "unquantized: integer codes of FORMAT (e.g. uint8 for images)")
+    p.add_argument("--input-scale", default=None, metavar="SCALE",
+                   help="the real value of one input code: a number or a fraction "
+                        "(e.g. 1/255); default 1")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bitloom", description="Compile quantized ONNX models into verified FPGA "
@@ -218,6 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("inspect", help="layers, shapes, formats, MACs")
     p.add_argument("model")
+    add_input_declaration(p)
     p.set_defaults(func=cmd_inspect)
 
     p = sub.add_parser("run", help="run a batch through an engine")
@@ -226,6 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", required=True, help=".npy to write (float32)")
     p.add_argument("--engine", choices=("golden", "rtl", "hls"), default="golden")
     p.add_argument("--board", default="pynq-z2", help="board whose folding rtl uses")
+    add_input_declaration(p)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("compile", help="model -> RTL, testbench and report")
@@ -240,6 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-utilization", type=float, default=None, metavar="PERCENT",
                    help="ceiling on the estimated share of every resource; default: 70%% of "
                         "LUTs, 50%% of FFs, 80%% of DSPs and block RAM (AMD UG949's guidance)")
+    add_input_declaration(p)
     p.set_defaults(func=cmd_compile)
 
     p = sub.add_parser("verify", help="cocotb on Verilator, bit-exact against golden")

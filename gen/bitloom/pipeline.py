@@ -9,14 +9,16 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import onnx
 from rich.console import Console
 
 from bitloom.boards import Board, load_board
 from bitloom.emit import design as emitted
 from bitloom.emit.build import BuildResult, build_design
 from bitloom.emit.html import write_report_html
+from bitloom.errors import BitloomError
 from bitloom.flows import synthesize_design
-from bitloom.frontend import load_model
+from bitloom.frontend import DeclaredInput, load_model
 from bitloom.plan import plan_design
 from bitloom.sim.runner import run_rtl
 from bitloom.sim.verify import Verification, verify
@@ -56,17 +58,35 @@ class Design(emitted.Design):
 
 def compile(model: str | Path, board: str | Board = "pynq-z2", *, out: str | Path,
             target_fps: float | None = None, target_cycles: int | None = None,
-            weights_memory: Sequence[str] = (),
-            max_utilization: float | None = None) -> Design:
+            weights_memory: Sequence[str] = (), max_utilization: float | None = None,
+            input_format: str | None = None, input_scale: str | float | None = None) -> Design:
     """Plan ``model`` for ``board`` (see :func:`bitloom.plan.plan_design`) and write its
-    Verilog, testbench, weight files and reports into ``out``."""
+    Verilog, testbench, weight files and reports into ``out``; ``input_format`` and
+    ``input_scale`` declare how a float input arrives (see :func:`bitloom.load`), and the
+    folder's copy of the model keeps that declaration."""
     board = board if isinstance(board, Board) else load_board(board)
-    net = load_model(model)
+    declared = declare(input_format, input_scale)
+    net = load_model(model, declared)
     plan = plan_design(net, board, target_fps=target_fps, target_cycles=target_cycles,
                        weights_memory=weights_memory, max_utilization=max_utilization)
     folder = emitted.emit_design(plan, board, Path(out), model)
+    if declared is not None:
+        copy = folder.path / "model.onnx"
+        annotated = onnx.load(str(copy), load_external_data=False)
+        declared.annotate(annotated)
+        onnx.save(annotated, str(copy))
     write_report_html(folder.path)
     return Design(**vars(folder))
+
+
+def declare(input_format: str | None, input_scale: str | float | None) -> DeclaredInput | None:
+    """The declared input of ``--input-format``/``--input-scale`` (None without a format)."""
+    if input_format is None:
+        if input_scale is not None:
+            raise BitloomError("--input-scale needs --input-format (e.g. --input-format uint8 "
+                               "--input-scale 1/255).")
+        return None
+    return DeclaredInput.parse(input_format, input_scale)
 
 
 def open_design(path: str | Path) -> Design:

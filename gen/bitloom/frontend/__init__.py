@@ -17,13 +17,16 @@ from pathlib import Path
 import onnx
 
 from bitloom.frontend.importer import ModelImporter
-from bitloom.frontend.loader import read_model
+from bitloom.frontend.loader import DeclaredInput, read_model
 from bitloom.ir import Network
 
 
-def load_model(source: str | Path | onnx.ModelProto) -> Network:
+def load_model(source: str | Path | onnx.ModelProto,
+               declared: DeclaredInput | None = None) -> Network:
+    """``source`` as a Network; a float input arrives as ``declared`` says, or as the
+    model's metadata declares (see :class:`DeclaredInput`)."""
     model, name = read_model(source)
-    return ModelImporter(model, name).run()
+    return ModelImporter(model, name, declared).run()
 
 
-__all__ = ["ModelImporter", "load_model", "read_model"]
+__all__ = ["DeclaredInput", "ModelImporter", "load_model", "read_model"]

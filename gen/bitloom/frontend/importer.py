@@ -20,6 +20,7 @@ import onnx
 from onnx import numpy_helper
 
 from bitloom.errors import BitloomError
+from bitloom.formats import Format
 
 # the handler modules register themselves in the registry when imported
 from bitloom.frontend import (  # noqa: F401
@@ -36,6 +37,7 @@ from bitloom.frontend import (  # noqa: F401
 )
 from bitloom.frontend.constants import FOLD
 from bitloom.frontend.context import ONNX_DOMAINS, ImportContext, source_op
+from bitloom.frontend.loader import DeclaredInput, declared_input
 from bitloom.frontend.passes import normalise
 from bitloom.frontend.qdq import ONNX_FLOAT_FORMATS, ONNX_INT_FORMATS
 from bitloom.frontend.registry import Handler, handler_for, host_handler_for, supported_ops
@@ -51,6 +53,7 @@ from bitloom.frontend.values import (
     untransposed,
 )
 from bitloom.ir import (
+    CLIP_THEN_ROUND,
     ROUND_THEN_SHIFT,
     Affine,
     Chain,
@@ -95,7 +98,9 @@ def _type_name(code: int) -> str:
 class ModelImporter:
     """Reads one model (normalised by :mod:`bitloom.frontend.passes`) into a Network."""
 
-    def __init__(self, model: onnx.ModelProto, source: str) -> None:
+    def __init__(self, model: onnx.ModelProto, source: str,
+                 declared: DeclaredInput | None = None) -> None:
+        self.declared = declared or declared_input(model)
         self.ctx = ImportContext(normalise(model), source)
 
     def run(self) -> Network:
@@ -141,11 +146,25 @@ class ModelImporter:
         the host's quantizer is the identity on them and saturates anything else."""
         elem = info.type.tensor_type.elem_type
         fmt = ONNX_INT_FORMATS.get(elem) or ONNX_FLOAT_FORMATS.get(elem)
+        if self.declared is not None:
+            return self._declared_input(info, shape, fmt)
         if fmt is None:
             return FloatInput(info.name, shape, shape)
         quantizer = Quantizer(fmt, 1.0, 0, "round", ROUND_THEN_SHIFT)
         self.ctx.input_quant = InputQuantizer(info.name, shape, shape, quantizer)
         return Stream(-1, fmt, np.array([1.0]), 0, shape, codes=True)
+
+    def _declared_input(self, info: onnx.ValueInfoProto, shape: tuple[int, ...],
+                        codes: Format | None) -> Stream:
+        """A float input declared to arrive as codes of a format (``--input-format``): the
+        host rounds each value to that grid, so the first layer reads integers."""
+        if codes is not None:
+            raise BitloomError(f"{self.ctx.source}: input {info.name!r} already holds "
+                               f"{codes.name} codes; --input-format is for a float input.")
+        declared = self.declared
+        quantizer = Quantizer(declared.fmt, declared.scale, 0, "round", CLIP_THEN_ROUND)
+        self.ctx.input_quant = InputQuantizer(info.name, shape, shape, quantizer)
+        return Stream(-1, declared.fmt, np.array([declared.scale]), 0, shape)
 
     def _static_shape(self, info: onnx.ValueInfoProto) -> tuple[int, ...]:
         dims = info.type.tensor_type.shape.dim

@@ -1,12 +1,68 @@
-"""Reading an ONNX file, with errors a user can act on."""
+"""Reading an ONNX file, with errors a user can act on; and the declared input format a
+model may carry in its metadata."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 
 import onnx
 
 from bitloom.errors import BitloomError
+from bitloom.formats import Format, Int
+from bitloom.formats.names import parse_format
+
+#: metadata keys of a declared input format (written into a design folder's model.onnx)
+INPUT_FORMAT_KEY, INPUT_SCALE_KEY = "bitloom.input_format", "bitloom.input_scale"
+
+
+@dataclass(frozen=True)
+class DeclaredInput:
+    """How a model's float input arrives, for a model whose first compute layer reads it
+    unquantized: codes of ``fmt``, each meaning ``code * scale`` (``1/255`` for 8-bit
+    images in [0, 1]); ``scale`` keeps the user's spelling."""
+
+    fmt: Format
+    scale: float
+    spelling: tuple[str, str]
+
+    @classmethod
+    def parse(cls, fmt: str, scale: str | float | None) -> DeclaredInput:
+        try:
+            parsed = parse_format(fmt)
+        except ValueError as exc:
+            raise BitloomError(f"--input-format {fmt!r}: {exc}") from None
+        if not isinstance(parsed, Int) or parsed.bipolar:
+            raise BitloomError(f"--input-format {fmt!r}: give an integer format of 2 to 16 "
+                               "bits, e.g. uint8 for 8-bit images.")
+        spelled = "1" if scale is None else str(scale)
+        try:
+            value = float(Fraction(spelled.replace(" ", "")))
+        except (ValueError, ZeroDivisionError):
+            value = 0.0
+        if not value > 0 or value == float("inf"):
+            raise BitloomError(f"--input-scale {spelled!r}: give a positive number or a "
+                               "fraction, e.g. 1/255.")
+        return cls(parsed, value, (fmt, spelled))
+
+    def annotate(self, model: onnx.ModelProto) -> None:
+        """Record the declaration in ``model``'s metadata, which :func:`declared_input`
+        reads back."""
+        keys = (INPUT_FORMAT_KEY, INPUT_SCALE_KEY)
+        keep = [p for p in model.metadata_props if p.key not in keys]
+        del model.metadata_props[:]
+        model.metadata_props.extend(keep)
+        for key, value in zip(keys, self.spelling, strict=True):
+            model.metadata_props.add(key=key, value=value)
+
+
+def declared_input(model: onnx.ModelProto) -> DeclaredInput | None:
+    """The input format a model's metadata declares, if any."""
+    meta = {p.key: p.value for p in model.metadata_props}
+    if INPUT_FORMAT_KEY not in meta:
+        return None
+    return DeclaredInput.parse(meta[INPUT_FORMAT_KEY], meta.get(INPUT_SCALE_KEY))
 
 
 def read_model(source: str | Path | onnx.ModelProto) -> tuple[onnx.ModelProto, str]:
