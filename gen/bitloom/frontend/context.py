@@ -8,6 +8,7 @@ layers with :meth:`ImportContext.add_layer` and report problems with :meth:`fail
 from __future__ import annotations
 
 import warnings
+from collections.abc import Collection
 from fractions import Fraction
 
 import numpy as np
@@ -70,6 +71,22 @@ class ImportContext:
         return next((o.version for o in self.model.opset_import if o.domain in ONNX_DOMAINS),
                     1)
 
+    def reaches_output(self, name: str, stops: Collection[str]) -> bool:
+        """Whether tensor ``name`` reaches a graph output through nodes whose ops are not
+        in ``stops``."""
+        graph = self.model.graph
+        outputs = {o.name for o in graph.output}
+        seen, todo = set(), [name]
+        while todo:
+            tensor = todo.pop()
+            if tensor in outputs:
+                return True
+            if tensor not in seen:
+                seen.add(tensor)
+                todo += [out for n in graph.node if tensor in n.input
+                         and source_op(n) not in stops for out in n.output]
+        return False
+
     def declared_batch(self) -> int | None:
         """The batch size the graph input declares (its axis 0), None when symbolic."""
         dims = self.graph_input.type.tensor_type.shape.dim
@@ -123,6 +140,21 @@ class ImportContext:
             shown = value.tolist() if value.size <= 8 else f"{value.size} values"
             raise self.fail(node, f"its {what} {shown} is not one integer in [{lo}, {hi}].")
         return int(value[0])
+
+    def channel_values(self, node: onnx.NodeProto, value: np.ndarray, shape: tuple[int, ...],
+                       what: str) -> np.ndarray:
+        """A constant that is one value, or one per channel of a tensor of per-sample ONNX
+        ``shape`` (axis 1 of ``(N, C)`` and ``(N, C, H, W)``, the last axis of a
+        ``(N, rows, C)`` matrix, where the hardware streams channels), flattened."""
+        value = np.asarray(value)
+        full = (1, *shape)
+        axis = 1 if len(shape) == 3 else len(shape)
+        padded = (1,) * (len(full) - value.ndim) + value.shape
+        if value.ndim > len(full) or value.size not in (1, full[axis]) or any(
+                d != 1 for i, d in enumerate(padded) if i != axis):
+            raise self.fail(node, f"{what} of shape {value.shape} is not per-channel "
+                            f"({full[axis]}) for a tensor of shape {full}.")
+        return value.reshape(-1)
 
     def exact(self, node: onnx.NodeProto, values, channels: int, what: str) -> list[Fraction]:
         """Model-given float coefficients as exact rationals, per channel; NaN/inf (e.g. a

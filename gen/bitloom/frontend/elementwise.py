@@ -39,15 +39,8 @@ def per_channel(ctx: ImportContext, node: onnx.NodeProto, c: np.ndarray,
                 x: Derived) -> list[Fraction]:
     """A constant that broadcasts per channel of the chain as rationals: axis 1 of
     ``(N, C)`` and ``(N, C, H, W)``, the last axis of a ``(N, rows, C)`` matrix."""
-    c = np.asarray(c, dtype=np.float32)
-    n, full = x.chain.channels, (1, *x.shape)
-    axis = 1 if len(x.shape) == 3 else len(x.shape)  # where channel_last puts channels
-    shape = (1,) * (len(full) - c.ndim) + c.shape
-    if c.ndim > len(full) or c.size not in (1, n) or any(
-            d != 1 for i, d in enumerate(shape) if i != axis):
-        raise ctx.fail(node, f"constant of shape {c.shape} is not per-channel ({n}) for a "
-                       f"tensor of shape {full}.")
-    return ctx.exact(node, c, n, "constant")
+    values = ctx.channel_values(node, np.asarray(c, dtype=np.float32), x.shape, "constant")
+    return ctx.exact(node, values, x.chain.channels, "constant")
 
 
 @handles(ONNX, "Add", "Sub", "Mul", "Div", layout="elementwise")

@@ -3,7 +3,8 @@
 Both need their inputs on integer grids: an Add brings its two branches onto one grid with
 small integer multipliers, a Concat of branches quantized alike is a layer of its own, and
 one of branches quantized differently waits (:class:`PendingConcat`) for the quantizer that
-follows, which then requantizes each branch.
+follows, which then requantizes each branch; read by a layer instead, its channels keep
+their branch's scale (:func:`joined`).
 """
 
 from __future__ import annotations
@@ -25,9 +26,9 @@ from bitloom.frontend.values import (
     Value,
     attributes,
     channel_last,
+    describe_scale,
 )
 from bitloom.ir import AddStreams, Affine, Chain, Concat
-from bitloom.ir.elementwise import as_fractions
 
 #: a residual Add whose branch scales need integer multipliers above this is refused
 MAX_ADD_MULTIPLIER = 2**32
@@ -35,30 +36,35 @@ MAX_ADD_MULTIPLIER = 2**32
 
 def add_streams(ctx: ImportContext, node: onnx.NodeProto, a: Stream, b: Stream) -> Derived:
     """``sa*(a - za) + sb*(b - zb)`` as ``u * (ka*a + kb*b) + const`` with integers
-    ``ka``, ``kb``: exact for any two scales whose ratio is a modest rational."""
+    ``ka``, ``kb``: exact for any two scales whose ratio is a modest rational, the same
+    in every channel (per-channel scales give a per-channel ``u``)."""
     if a.shape != b.shape or a.order is not None or b.order is not None:
         raise ctx.fail(node, f"Add of tensors of shapes {a.shape} and {b.shape}: only "
                        "equal shapes (no broadcasting) are supported.")
-    if a.scale.size != 1 or b.scale.size != 1:
-        raise ctx.fail(node, "both inputs of an Add need per-tensor scales.")
-    sa, sb = (as_fractions(v.scale, 1)[0] for v in (a, b))
-    ua, ub = (s / 2 ** v.fmt.grid().frac_bits for s, v in ((sa, a), (sb, b)))
-    unit = Fraction(gcd(ua.numerator, ub.numerator), lcm(ua.denominator, ub.denominator))
-    ka, kb = int(ua / unit), int(ub / unit)
+    c = a.channels
+    ra, rb = a.reals(c), b.reals(c)  # per channel: value steps and offsets
+    units = [Fraction(gcd(ua.numerator, ub.numerator), lcm(ua.denominator, ub.denominator))
+             for ua, ub in zip(ra.a, rb.a, strict=True)]
+    ratios = {(int(ua / u), int(ub / u)) for ua, ub, u in zip(ra.a, rb.a, units, strict=True)}
+    ka, kb = ratios.pop()
+    if ratios:
+        raise ctx.fail(node, f"per-channel input scale: the branch scales "
+                       f"{describe_scale(a.scale)} and {describe_scale(b.scale)} differ in "
+                       "ratio from channel to channel, and the Add multiplies each branch by "
+                       "one integer; quantize both branches with one shared quantizer (per "
+                       "tensor, or per channel with the same scales).")
     if max(abs(ka), abs(kb)) > MAX_ADD_MULTIPLIER:
-        raise ctx.fail(node, f"the branch scales {float(sa):g} and {float(sb):g} have no "
-                       "small integer ratio; quantize both branches with one shared "
-                       "quantizer (or power-of-two scales).")
+        raise ctx.fail(node, f"the branch scales {describe_scale(a.scale)} and "
+                       f"{describe_scale(b.scale)} have no small integer ratio; quantize both "
+                       "branches with one shared quantizer (or power-of-two scales).")
     ga, gb = a.fmt.grid(), b.fmt.grid()
     lo = min(ka * ga.lo, ka * ga.hi) + min(kb * gb.lo, kb * gb.hi)
     hi = max(ka * ga.lo, ka * ga.hi) + max(kb * gb.lo, kb * gb.hi)
-    shape = channel_last(a.shape)
     index = ctx.add_layer(node, AddStreams(
-        f"add{len(ctx.layers)}", (a.producer, b.producer), shape,
+        f"add{len(ctx.layers)}", (a.producer, b.producer), channel_last(a.shape),
         acc_fmt=Int.spanning(lo, hi), in_fmts=(a.fmt, b.fmt), multipliers=(ka, kb)))
-    c = shape[-1]
-    offset = -(sa * a.zero_point + sb * b.zero_point)
-    return Derived(index, Chain(c).then(Affine([unit] * c, [offset] * c)), a.shape)
+    offsets = [oa + ob for oa, ob in zip(ra.b, rb.b, strict=True)]
+    return Derived(index, Chain(c).then(Affine(units, offsets)), a.shape)
 
 
 @handles(ONNX, "Concat")
@@ -80,14 +86,22 @@ def concat(ctx: ImportContext, node: onnx.NodeProto,
            and np.array_equal(v.scale, first.scale) for v in xs[1:]):
         return concat_layer(ctx, node, xs)
     shape = (sum(v.shape[0] for v in xs), *first.shape[1:])
-    return PendingConcat(xs, shape)
+    return PendingConcat(xs, shape, node)
+
+
+def joined(ctx: ImportContext, x: Value | None) -> Value | None:
+    """``x``, or where it is a Concat of branches quantized differently that a layer reads
+    (no quantizer between), one Concat layer whose channels keep their branch's scale."""
+    return concat_layer(ctx, x.node, x.parts) if isinstance(x, PendingConcat) else x
 
 
 def concat_layer(ctx: ImportContext, node: onnx.NodeProto, xs: list[Stream]) -> Stream:
-    """Channel concatenation of branches quantized alike."""
+    """Channel concatenation of branches of one format and zero point; each channel keeps
+    its branch's scale."""
     first = xs[0]
-    if any(v.fmt != first.fmt or v.zero_point != first.zero_point
-           or not np.array_equal(v.scale, first.scale) for v in xs[1:]):
+    alike = all(np.array_equal(v.scale, first.scale) for v in xs[1:])
+    if any(v.fmt != first.fmt or v.zero_point != first.zero_point for v in xs[1:]) or (
+            not alike and len(first.shape) == 2):
         raise ctx.fail(node, "Concat of branches quantized differently needs a quantizer "
                        "right after it (or one shared quantizer on every branch).")
     if len(first.shape) == 2:  # matrices travel flattened, row after row: rows append
@@ -96,8 +110,10 @@ def concat_layer(ctx: ImportContext, node: onnx.NodeProto, xs: list[Stream]) -> 
     else:
         channels = tuple(v.shape[0] for v in xs)
         in_shape = channel_last(first.shape)
+    scale = first.scale if alike else np.concatenate(
+        [np.broadcast_to(v.scale, (v.channels,)) for v in xs])
     index = ctx.add_layer(node, Concat(
         f"concat{len(ctx.layers)}", tuple(v.producer for v in xs), in_shape,
         fmt=first.fmt, channels=channels))
-    return replace(first, producer=index,
+    return replace(first, producer=index, scale=scale,
                    shape=(sum(v.shape[0] for v in xs), *first.shape[1:]))

@@ -94,7 +94,7 @@ def _reshaped(ctx: ImportContext, node: onnx.NodeProto, x: FloatInput | Stream |
     if len(old) == 3 and len(new) == 1 and isinstance(x, Stream) and x.order is None:
         c, h, w = old  # hardware element i is ONNX element order[i]
         order = np.arange(c * h * w).reshape(c, h, w).transpose(1, 2, 0).reshape(-1)
-        return replace(x, shape=new, order=order)
+        return replace(x, shape=new, order=order, scale=_per_element(x, old))
     if len(new) == 3 and new[1:] == (1, 1) and len(old) == 1 and getattr(x, "order",
                                                                          None) is None:
         return replace(x, shape=new)
@@ -118,13 +118,21 @@ def _flatten_transposed(ctx: ImportContext, node: onnx.NodeProto, x: Stream | De
     position[ids.transpose(x.perm).reshape(-1)] = np.arange(ids.size)
     hardware = ids.transpose(1, 2, 0) if ids.ndim == 3 else ids  # channel-last
     order = position[hardware.reshape(-1)]
+    stream = {"scale": _per_element(x, base)} if isinstance(x, Stream) else {}
     if np.array_equal(order, np.arange(order.size)):
-        return replace(x, shape=new, perm=None, **({"order": None}
-                                                   if isinstance(x, Stream) else {}))
+        return replace(x, shape=new, perm=None, **stream, **({"order": None} if stream else {}))
     if isinstance(x, Derived):
         raise ctx.fail(node, "flattening a transposed feature map before its quantizer "
                        "is not supported; quantize it first.")
-    return replace(x, shape=new, perm=None, order=order)
+    return replace(x, shape=new, perm=None, order=order, **stream)
+
+
+def _per_element(x: Stream, shape: tuple[int, ...]) -> np.ndarray:
+    """The scale of ``x`` (ONNX ``shape``) once flattened: per channel, it becomes one per
+    element of the hardware's channel-last order, where channels run fastest."""
+    if x.scale.size == 1:
+        return x.scale
+    return np.tile(x.scale, int(np.prod(shape)) // x.scale.size)
 
 
 @handles(ONNX, "Transpose", layout="aware", reads_host=True)

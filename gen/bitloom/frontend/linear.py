@@ -12,12 +12,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import replace
 from fractions import Fraction
+from functools import reduce
+from math import gcd, lcm
 
 import numpy as np
 import onnx
 
 from bitloom.formats import Format, Int, accumulator_grid
 from bitloom.frontend.context import ImportContext
+from bitloom.frontend.joins import joined
 from bitloom.frontend.registry import ONNX, handles
 from bitloom.frontend.spatial import padded_window
 from bitloom.frontend.values import (
@@ -28,6 +31,7 @@ from bitloom.frontend.values import (
     Value,
     attributes,
     channel_last,
+    describe_scale,
 )
 from bitloom.ir import Affine, AnyLayer, Chain, DepthwiseConv, MatrixVector
 from bitloom.ir.elementwise import as_fractions
@@ -48,7 +52,7 @@ def matmul(ctx: ImportContext, node: onnx.NodeProto, ins: list[Value | None]) ->
     if attrs.get("transA", 0):
         raise ctx.fail(node, "transA=1 is not supported.")
     w = weights_of(ctx, node, ins[1])
-    x = dense(ctx, node, ins[0], w, bool(attrs.get("transB", 0)))
+    x = dense(ctx, node, joined(ctx, ins[0]), w, bool(attrs.get("transB", 0)))
     n = x.chain.channels
     if node.op_type == "Gemm":
         alpha, beta = attrs.get("alpha", 1.0), attrs.get("beta", 1.0)
@@ -90,9 +94,9 @@ def dense(ctx: ImportContext, node: onnx.NodeProto, x: Value | None, w: QuantCon
     per_sample = values.ndim == 3
     return weighted(
         ctx, node, x, values, as_fractions(wscale, n), w.fmt, (*x.shape[:-1], n),
-        lambda index, acc: MatrixVector(
+        lambda index, acc, weights, w_fmt: MatrixVector(
             f"mvu{index}", (x.producer,), x.shape if rows > 1 else x.shape[-1:], acc_fmt=acc,
-            weights=values.astype(np.int64), in_fmt=x.fmt, w_fmt=w.fmt, rows=rows,
+            weights=weights, in_fmt=x.fmt, w_fmt=w_fmt, rows=rows,
             in_zero_point=x.zero_point if per_sample else 0),
         zero_in_layer=per_sample)
 
@@ -131,20 +135,35 @@ def matrices(ctx: ImportContext, node: onnx.NodeProto, x: Stream,
     return values, wscale
 
 
+#: a layer mixing channels absorbs per-channel input scales as integer multipliers of its
+#: weights, while the weights stay this narrow
+MAX_FOLDED_WEIGHT_BITS = 16
+
+
 def weighted(ctx: ImportContext, node: onnx.NodeProto, x: Stream, values: np.ndarray,
              wscale: list[Fraction], w_fmt: Format, shape: tuple[int, ...],
-             make: Callable[[int, Int], AnyLayer], zero_in_layer: bool = False) -> Derived:
-    """A layer summing ``values[k, c] * x[k]`` over ``k`` (dense, conv and depthwise):
-    its float output is ``scale_x * scale_w[c] * (acc - zp * colsum[c])``, or with
-    ``zero_in_layer`` (the layer subtracts the input's zero point) ``scale_x *
-    scale_w[c] * acc``."""
-    if x.scale.size != 1:
-        raise ctx.fail(node, "the input needs a per-tensor scale.")
-    # acc counts units of the product grid: 2**-(frac_w + frac_x)
-    unit = Fraction(1, 2 ** (w_fmt.grid().frac_bits + x.fmt.grid().frac_bits))
-    a = [Fraction(float(x.scale[0])) * s * unit for s in wscale]
+             make: Callable[[int, Int, np.ndarray, Format], AnyLayer],
+             zero_in_layer: bool = False, reads: np.ndarray | None = None) -> Derived:
+    """A layer ``make(index, acc_fmt, weights, w_fmt)`` summing ``values[k, c] * x[k]``
+    over ``k`` (dense, conv and depthwise): its float output is ``scale_x * scale_w[c] *
+    (acc - zp * colsum[c])``, or with ``zero_in_layer`` (the layer subtracts the input's
+    zero point) ``scale_x * scale_w[c] * acc``. A per-channel ``scale_x`` joins the
+    per-channel scale where output channel ``c`` reads one input channel, ``reads[c]``
+    (depthwise convolutions, groups of one input channel); layers mixing channels fold it
+    into their weights (:func:`folded_input_scales`)."""
     if x.zero_point and x.fmt.grid().frac_bits:
         raise ctx.fail(node, "a zero point on a non-integer input is not supported.")
+    # acc counts units of the product grid: 2**-(frac_w + frac_x)
+    unit = Fraction(1, 2 ** (w_fmt.grid().frac_bits + x.fmt.grid().frac_bits))
+    if x.scale.size == 1:
+        in_scale = as_fractions(x.scale, len(wscale))
+    elif reads is not None:
+        scale = as_fractions(x.scale, x.scale.size)
+        in_scale = [scale[c] for c in reads]
+    else:
+        values, w_fmt, common = folded_input_scales(ctx, node, x, values, w_fmt)
+        in_scale = [common] * len(wscale)
+    a = [sx * s * unit for sx, s in zip(in_scale, wscale, strict=True)]
     in_fmt = x.fmt
     if zero_in_layer:
         b = [Fraction(0)] * len(a)
@@ -155,13 +174,40 @@ def weighted(ctx: ImportContext, node: onnx.NodeProto, x: Stream, values: np.nda
         colsum = values.sum(axis=0)
         b = [-ai * x.zero_point * int(cs) for ai, cs in zip(a, colsum, strict=True)]
     grid = accumulator_grid(w_fmt, in_fmt, values.shape[-2])
-    index = ctx.add_layer(node, make(len(ctx.layers), Int.spanning(grid.lo, grid.hi)))
+    layer = make(len(ctx.layers), Int.spanning(grid.lo, grid.hi), values.astype(np.int64),
+                 w_fmt)
+    index = ctx.add_layer(node, layer)
     return Derived(index, Chain(len(a)).then(Affine(a, b)), shape)
+
+
+def folded_input_scales(ctx: ImportContext, node: onnx.NodeProto, x: Stream,
+                        values: np.ndarray, w_fmt: Format) -> tuple[np.ndarray, Int, Fraction]:
+    """A layer mixing channels sums ``w[k, c] * scale_x[k] * x[k]``, which one integer
+    accumulator holds exactly only when every input scale is an integer multiple
+    ``m[k] * u`` of one unit (power-of-two scales are): the weights become ``w * m``, the
+    input scale ``u``. Rows ``k`` read input channel ``k % channels`` (im2col order)."""
+    scale = as_fractions(x.scale, x.scale.size)
+    unit = Fraction(reduce(gcd, (s.numerator for s in scale)),
+                    reduce(lcm, (s.denominator for s in scale)))
+    multipliers = [int(s / unit) for s in scale]
+    grid = w_fmt.grid()
+    if isinstance(w_fmt, Int) and max(-grid.lo, grid.hi) * max(multipliers) < \
+            2 ** (MAX_FOLDED_WEIGHT_BITS - 1):
+        rows = np.arange(values.shape[-2]) % len(multipliers)
+        folded = values.astype(np.int64) * np.array(multipliers, dtype=np.int64)[rows, None]
+        return folded, Int.spanning(min(int(folded.min()), 0), max(int(folded.max()), 0)), unit
+    raise ctx.fail(node, f"per-channel input scale: {node.op_type} sums inputs of "
+                   f"{len(set(scale))} different scales ({describe_scale(x.scale)}), which are "
+                   "not small integer multiples of one unit, so no integer accumulator sums "
+                   "them exactly (depthwise convolutions, pooling and element-wise ops absorb "
+                   "per-channel scales, layers mixing channels do not). Export with a "
+                   "per-tensor scale on the activation quantizer before it (Brevitas: "
+                   "scaling_per_output_channel=False), or with power-of-two scales.")
 
 
 @handles(ONNX, "Conv")
 def conv(ctx: ImportContext, node: onnx.NodeProto, ins: list[Value | None]) -> Derived:
-    x = ins[0]
+    x = joined(ctx, ins[0])
     if not isinstance(x, Stream):
         raise ctx.fail(node, "its input is not quantized; put a quantizer before it.")
     out = convolution(ctx, node, x, weights_of(ctx, node, ins[1]))
@@ -210,9 +256,11 @@ def convolution(ctx: ImportContext, node: onnx.NodeProto, x: Stream,
     else:  # (kh, kw, c) rows
         values = w.values.transpose(2, 3, 1, 0).reshape(kh * kw * c, m)
         layer_type, name = MatrixVector, "conv"
+    reads = np.arange(m) // (m // group) if c_per_group == 1 else None
     return weighted(
         ctx, node, x, values, scales, w.fmt, shape,
-        lambda index, acc: layer_type(
+        lambda index, acc, weights, w_fmt: layer_type(
             f"{name}{index}", (x.producer,), channel_last(x.shape), acc_fmt=acc,
-            weights=values.astype(np.int64), in_fmt=x.fmt, w_fmt=w.fmt, window=window))
+            weights=weights, in_fmt=x.fmt, w_fmt=w_fmt, window=window),
+        reads=reads)
 

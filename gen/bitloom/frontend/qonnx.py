@@ -3,7 +3,9 @@
 ``Quant(x, scale, zero_point, bit_width)`` clips ``x / scale + zero_point`` to the integer
 range, then rounds with ``rounding_mode``; its output is the dequantized float. On a
 constant it yields quantized weights; on the graph input, the host-side input quantizer; on
-a layer's float output, that layer's thresholds.
+a layer's float output, that layer's thresholds. A scale may also be one per channel of
+an activation (Brevitas' ``scaling_per_output_channel``): the quantizer then reads each
+channel divided by its scale, and what reads it absorbs the scales or refuses by name.
 
 FINN's ``MultiThreshold(x, thresholds)`` counts the thresholds each value reaches
 (``x >= t``) and returns ``out_scale * count + out_bias``: on a layer's float output it
@@ -24,7 +26,7 @@ from bitloom.formats import TERNARY, Format, Int, normalize_rounding
 from bitloom.formats.minifloat import float_quant_format
 from bitloom.frontend.context import ImportContext
 from bitloom.frontend.joins import concat_layer
-from bitloom.frontend.quantize import quantize, requantize
+from bitloom.frontend.quantize import channel_scales, quantize, requantize
 from bitloom.frontend.registry import QONNX, handles
 from bitloom.frontend.values import (
     Constant,
@@ -103,11 +105,8 @@ def multithreshold(ctx: ImportContext, node: onnx.NodeProto, ins: list[Value | N
             float(scale), zero_point)
 
     if isinstance(x, PendingConcat):  # each branch gets its channels' thresholds
-        ends = np.cumsum([p.shape[0] for p in x.parts])
-        per_part = np.split(thresholds, ends[:-1]) if thresholds.shape[0] > 1 else \
-            [thresholds] * len(x.parts)
         return concat_layer(ctx, node, [apply(p, t) for p, t in
-                                        zip(x.parts, per_part, strict=True)])
+                                        zip(x.parts, x.split(thresholds), strict=True)])
     out = apply(replace(x, perm=None), thresholds)
     return replace(out, perm=x.perm)
 
@@ -197,10 +196,8 @@ def qonnx_float_quant(ctx: ImportContext, node: onnx.NodeProto, ins: list[Value 
     x = ins[0]
     if isinstance(x, Constant):
         return _qonnx_weights(x.value.astype(np.float32), scale, fmt, rounding)
-    if scale.size != 1:
-        raise ctx.fail(node, "activation quantizers need a per-tensor scale.")
     quantizer = Quantizer(fmt, float(scale.reshape(-1)[0]), 0, rounding, CLIP_THEN_ROUND)
-    return quantize(ctx, node, x, quantizer)
+    return quantize(ctx, node, x, quantizer, channel_scales(ctx, node, x, scale))
 
 
 #: the widest quantizer of a constant folded at import (Brevitas' biases are int32; float64
@@ -234,11 +231,9 @@ def qonnx_quant(ctx: ImportContext, node: onnx.NodeProto, ins: list[Value | None
         if zero_point != 0:
             raise ctx.fail(node, "weights with a non-zero zero point are not supported.")
         return _qonnx_weights(x.value.astype(np.float32), scale, fmt, rounding)
-    if scale.size != 1:
-        raise ctx.fail(node, "activation quantizers need a per-tensor scale.")
     quantizer = Quantizer(fmt, float(scale.reshape(-1)[0]), zero_point, rounding,
                           CLIP_THEN_ROUND)
-    return quantize(ctx, node, x, quantizer)
+    return quantize(ctx, node, x, quantizer, channel_scales(ctx, node, x, scale))
 
 
 def _qonnx_weights(w: np.ndarray, scale: np.ndarray, fmt: Format,

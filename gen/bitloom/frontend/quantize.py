@@ -4,6 +4,8 @@ A quantizer on the float model input becomes the host's input quantizer; on a la
 float output (a :class:`Derived` chain), that layer's exact thresholds; on a quantized
 stream of another scale, a thresholding layer of its own. Float math after a layer's
 quantizer reopens it (:func:`reopen`): the thresholds then come from the next quantizer.
+A quantizer with one scale per channel (:func:`channel_scales`) reads each channel divided
+by its scale, at unit scale; its output stream carries the scales to what reads it.
 """
 
 from __future__ import annotations
@@ -18,7 +20,15 @@ import onnx
 from bitloom.formats import Format, Int
 from bitloom.frontend.context import ImportContext, source_op
 from bitloom.frontend.joins import concat_layer
-from bitloom.frontend.values import Derived, FloatInput, PendingConcat, Stream, Value, channel_last
+from bitloom.frontend.values import (
+    Derived,
+    FloatInput,
+    PendingConcat,
+    Stream,
+    Value,
+    channel_last,
+    describe_scale,
+)
 from bitloom.ir import (
     Affine,
     Chain,
@@ -36,60 +46,102 @@ from bitloom.ir.elementwise import Requantize, as_fractions
 MAX_THRESHOLD_BITS = 8
 
 
-def quantize(ctx: ImportContext, node: onnx.NodeProto, x: Value,
-             quantizer: Quantizer) -> Value:
-    """A quantizer applied to ``x``: input quantizer, requantization or (weights) folded."""
-    if isinstance(x, Stream) and x.fmt == quantizer.fmt and x.scale.size == 1 and \
-            float(x.scale[0]) == quantizer.scale and x.zero_point == quantizer.zero_point:
+#: ops after which a tensor no longer carries its input stream's scale: they start a
+#: layer (whose chain reads the scale) or quantize anew
+NEW_SCALE_OPS = frozenset({
+    "Conv", "MatMul", "Gemm", "AveragePool", "GlobalAveragePool", "ReduceMean", "Relu",
+    "Clip", "BatchNormalization", "Quant", "IntQuant", "BipolarQuant", "FloatQuant",
+    "MultiThreshold", "Trunc"})
+
+
+def channel_scales(ctx: ImportContext, node: onnx.NodeProto, x: Value,
+                   scale: np.ndarray) -> np.ndarray | None:
+    """A quantizer's ``scale`` (positive, broadcasting against ``x``) as one value per
+    channel of ``x`` in the hardware's order, or None when one value serves every channel."""
+    flat = scale.reshape(-1)
+    if np.all(flat == flat[0]):
+        return None
+    if isinstance(x, FloatInput):
+        raise ctx.fail(node, "a per-channel scale on the model input is not supported; "
+                       "quantize the input per tensor.")
+    if not isinstance(x, (Stream, Derived, PendingConcat)):
+        raise ctx.fail(node, "this quantizer's input is not a tensor bitloom can quantize.")
+    values = ctx.channel_values(node, scale, x.shape, "its scale").astype(np.float64)
+    if isinstance(x, Stream) and x.order is not None:
+        values = values[x.order]  # a flattened feature map streams in the hardware's order
+    if ctx.reaches_output(node.output[0], NEW_SCALE_OPS):
+        raise ctx.fail(node, f"its scale is per channel ({describe_scale(values)}) and its "
+                       "output reaches the graph output, which the host dequantizes with one "
+                       "scale; quantize the output per tensor, or end the model in a layer "
+                       "(Conv, Gemm, MatMul, pool).")
+    return values
+
+
+def quantize(ctx: ImportContext, node: onnx.NodeProto, x: Value, quantizer: Quantizer,
+             channel_scale: np.ndarray | None = None) -> Value:
+    """A quantizer applied to ``x``: input quantizer, requantization or (weights) folded.
+
+    ``channel_scale`` (one scale per channel of ``x``, see :func:`channel_scales`) replaces
+    ``quantizer.scale``: the quantizer reads ``x / channel_scale[c]`` at unit scale, exact in
+    rationals, so thresholds (and float ops that reopen them) stay exact per channel."""
+    scale = np.array([quantizer.scale]) if channel_scale is None else channel_scale
+    if isinstance(x, Stream) and x.fmt == quantizer.fmt and \
+            x.zero_point == quantizer.zero_point and np.array_equal(x.scale, scale):
         return x  # values already on this grid and in range: the quantizer is the identity
     if isinstance(x, PendingConcat):
-        return concat_layer(ctx, node, [quantize(ctx, node, p, quantizer) for p in x.parts])
+        shares = [None] * len(x.parts) if channel_scale is None else x.split(channel_scale)
+        return concat_layer(ctx, node, [quantize(ctx, node, p, quantizer, share)
+                                        for p, share in zip(x.parts, shares, strict=True)])
     if isinstance(x, FloatInput):
         if ctx.input_quant is not None:
             raise ctx.fail(node, "the model input is quantized twice.")
         ctx.input_quant = InputQuantizer(x.name, x.shape, x.flat_shape, quantizer, x.perm,
                                          x.steps)
-        return Stream(-1, quantizer.fmt, np.array([quantizer.scale]),
-                      quantizer.zero_point, x.flat_shape)
-    return requantize(
-        ctx, node, x, quantizer.fmt,
-        lambda chain, acc: derive_thresholds(chain, quantizer, acc),
-        quantizer.scale, quantizer.zero_point, quantizer)
+        return Stream(-1, quantizer.fmt, scale, quantizer.zero_point, x.flat_shape)
+    if channel_scale is None:
+        def reads(chain: Chain) -> tuple[Chain, Quantizer]:
+            return chain, quantizer
+    else:
+        unit = replace(quantizer, scale=1.0)
+        inverse = [1 / s for s in as_fractions(channel_scale, channel_scale.size)]
+        divide = Affine(inverse, [Fraction(0)] * len(inverse))
+
+        def reads(chain: Chain) -> tuple[Chain, Quantizer]:
+            return chain.then(divide), unit
+    return requantize(ctx, node, x, quantizer.fmt,
+                      lambda chain, acc: derive_thresholds(*reads(chain), acc),
+                      scale, quantizer.zero_point, reads)
 
 
 def requantize(ctx: ImportContext, node: onnx.NodeProto, x: Value, fmt: Format,
-               table_for: Callable[[Chain, Int], Thresholds], scale: float,
-               zero_point: int, quantizer: Quantizer | None = None) -> Stream:
+               table_for: Callable[[Chain, Int], Thresholds], scale: float | np.ndarray,
+               zero_point: int,
+               reads: Callable[[Chain], tuple[Chain, Quantizer]] | None = None) -> Stream:
     """Thresholds ``table_for(chain, acc_fmt)`` on ``x``: the requantization of the layer
     computing ``x``, or a thresholding layer of its own on a quantized stream. The
-    result holds ``fmt`` values, real ``scale * (value - zero_point)``; ``quantizer`` is
-    the ONNX quantizer it implements, if any (float ops may then reopen it)."""
-    if isinstance(x, PendingConcat):
-        return concat_layer(ctx, node, [
-            requantize(ctx, node, p, fmt, table_for, scale, zero_point, quantizer)
-            for p in x.parts])
+    result holds ``fmt`` values, real ``scale * (value - zero_point)`` (``scale`` per
+    tensor or per channel); ``reads(chain)``, if given, is the chain and per-tensor ONNX
+    quantizer the thresholds implement (float ops may then reopen them)."""
+    scale = np.atleast_1d(np.asarray(scale, dtype=np.float64))
     if isinstance(x, Derived):
-        return _layer_thresholds(ctx, node, x, fmt, table_for, scale, zero_point, quantizer)
+        return _layer_thresholds(ctx, node, x, fmt, table_for, scale, zero_point, reads)
     if isinstance(x, Stream):  # onto another scale or format: a thresholding layer
-        if x.scale.size != 1:
-            raise ctx.fail(node, "re-quantizing needs a per-tensor input scale.")
         grid = x.fmt.grid()
         shape = channel_last(x.shape)
         index = ctx.add_layer(node, Thresholding(
             f"requant{len(ctx.layers)}", (x.producer,), shape,
             acc_fmt=Int.spanning(grid.lo, grid.hi), in_fmt=x.fmt))
-        s = as_fractions(x.scale, 1)[0]
-        n = shape[-1]
-        chain = Chain(n).then(Affine([s / 2 ** grid.frac_bits] * n, [-s * x.zero_point] * n))
+        chain = Chain(shape[-1]).then(x.reals(shape[-1]))
         out = requantize(ctx, node, Derived(index, chain, x.shape), fmt, table_for,
-                         scale, zero_point, quantizer)
+                         scale, zero_point, reads)
         return replace(out, order=x.order)  # element-wise: the stream order stays
     raise ctx.fail(node, "this quantizer's input is not a tensor bitloom can quantize.")
 
 
 def _layer_thresholds(ctx: ImportContext, node: onnx.NodeProto, x: Derived, fmt: Format,
-                      table_for: Callable[[Chain, Int], Thresholds], scale: float,
-                      zero_point: int, quantizer: Quantizer | None) -> Stream:
+                      table_for: Callable[[Chain, Int], Thresholds], scale: np.ndarray,
+                      zero_point: int,
+                      reads: Callable[[Chain], tuple[Chain, Quantizer]] | None) -> Stream:
     """The thresholds of the layer computing ``x``, then the MaxPools deferred past them."""
     if x.producer < 0:
         raise ctx.fail(node, "a per-channel float view of the model input cannot be "
@@ -102,9 +154,9 @@ def _layer_thresholds(ctx: ImportContext, node: onnx.NodeProto, x: Derived, fmt:
                        f"supported yet (at most {MAX_THRESHOLD_BITS} bits); "
                        "quantize activations to 8 bits or fewer.")
     layer.requant = table_for(x.chain, layer.acc_fmt)
-    if quantizer is not None:
-        ctx.requant_sources[x.producer] = (x.chain, quantizer)
-    out = Stream(x.producer, fmt, np.array([scale]), zero_point, x.shape)
+    if reads is not None:
+        ctx.requant_sources[x.producer] = reads(x.chain)
+    out = Stream(x.producer, fmt, scale, zero_point, x.shape)
     if x.max_pools:
         if any(x.chain.direction(c) < 0 for c in range(x.chain.channels)):
             raise ctx.fail(node, "a MaxPool before this quantizer does not commute "
@@ -130,10 +182,7 @@ def reopen(ctx: ImportContext, node: onnx.NodeProto, x: Stream) -> Derived:
                        "output of a layer with an accumulator; put a quantizer after it.")
     chain, quantizer = ctx.requant_sources.pop(x.producer)
     ctx.layers[x.producer].requant = None
-    n, s = chain.channels, as_fractions(x.scale, 1)[0]
-    step = s / 2 ** x.fmt.grid().frac_bits
-    chain = chain.then(Requantize(quantizer)).then(Affine([step] * n,
-                                                          [-s * x.zero_point] * n))
+    chain = chain.then(Requantize(quantizer)).then(x.reals(chain.channels))
     return Derived(x.producer, chain, x.shape)
 
 
@@ -146,18 +195,20 @@ def rescaled(ctx: ImportContext, node: onnx.NodeProto, x: Stream, op: str,
              k: Fraction) -> Stream:
     """A quantized stream times, or plus, a scalar (as after FINN's MultiThreshold):
     the same values with another scale or zero point, when those stay exact."""
-    s = as_fractions(x.scale, 1)[0]
+    scale = as_fractions(x.scale, x.scale.size)
     if op in ("Mul", "Div"):
         if k <= 0:
             raise ctx.fail(node, f"{op} of a quantized stream by {float(k):g}: only "
                            "positive factors keep it a stream.")
-        scale = s * k if op == "Mul" else s / k
-        if Fraction(float(np.float32(scale))) != scale:
-            raise ctx.fail(node, f"the scale {float(s):g} {op} {float(k):g} is not "
-                           "exactly a float32; use power-of-two factors.")
-        return replace(x, scale=np.array([float(scale)]))
-    shift = (k if op == "Add" else -k) / s
-    if shift.denominator != 1 or x.fmt.grid().frac_bits:
+        scale = [s * k if op == "Mul" else s / k for s in scale]
+        if any(Fraction(float(np.float32(s))) != s for s in scale):
+            raise ctx.fail(node, f"the scale {describe_scale(x.scale)} {op} {float(k):g} is "
+                           "not exactly a float32; use power-of-two factors.")
+        return replace(x, scale=np.array([float(s) for s in scale]))
+    shifts = {(k if op == "Add" else -k) / s for s in scale}
+    shift = shifts.pop()
+    if shifts or shift.denominator != 1 or x.fmt.grid().frac_bits:
         raise ctx.fail(node, f"{op} of {float(k):g} to a quantized stream of scale "
-                       f"{float(s):g} is not a whole number of steps; it cannot stay exact.")
+                       f"{describe_scale(x.scale)} is not a whole number of steps (the same "
+                       "in every channel); it cannot stay exact.")
     return replace(x, zero_point=x.zero_point - int(shift))

@@ -4,21 +4,22 @@ Feature maps are ``(C, H, W)`` per sample in ONNX and stream channel-last in har
 IR layers (:mod:`bitloom.ir.layers`) use the hardware order. Pooling is exact on the
 integer values because it sits where the model quantizes: max pooling commutes with every
 non-decreasing quantizer, average pooling is a sum whose division joins the next
-requantization.
+requantization; both keep one scale per channel.
 """
 
 from __future__ import annotations
 
 from dataclasses import replace
+from fractions import Fraction
 
 import onnx
 
 from bitloom.formats import Int
 from bitloom.frontend.context import ImportContext
+from bitloom.frontend.joins import joined
 from bitloom.frontend.registry import ONNX, handles
 from bitloom.frontend.values import Derived, Stream, Value, attributes, channel_last
 from bitloom.ir import Affine, Chain, MaxPool, SumPool, Window
-from bitloom.ir.elementwise import as_fractions
 
 
 def sliding_window(ctx: ImportContext, node: onnx.NodeProto, x_shape: tuple[int, ...],
@@ -90,7 +91,9 @@ def padded_window(ctx: ImportContext, node: onnx.NodeProto, x: Stream,
 
 @handles(ONNX, "MaxPool")
 def max_pool(ctx: ImportContext, node: onnx.NodeProto, ins: list[Value | None]) -> Stream | Derived:
-    x = ins[0]
+    """The maximum commutes with every non-decreasing function, so with any positive scale,
+    one per channel too."""
+    x = joined(ctx, ins[0])
     if len(node.output) > 1 and any(node.output[1:]):
         raise ctx.fail(node, "MaxPool's Indices output is not supported.")
     kernel = tuple(attributes(node).get("kernel_shape", ()))
@@ -110,7 +113,7 @@ def max_pool(ctx: ImportContext, node: onnx.NodeProto, ins: list[Value | None]) 
 def average_pool(ctx: ImportContext, node: onnx.NodeProto, ins: list[Value | None]) -> Derived:
     """AveragePool, GlobalAveragePool and ReduceMean over H, W: a sum pool whose
     division by the window size joins the chain (and so the next requantization)."""
-    x, op, attrs = ins[0], node.op_type.removeprefix("QLinear"), attributes(node)
+    x, op, attrs = joined(ctx, ins[0]), node.op_type.removeprefix("QLinear"), attributes(node)
     if not isinstance(x, Stream):
         raise ctx.fail(node, f"{op} of an unquantized tensor cannot be computed exactly; "
                        "quantize the tensor before pooling.")
@@ -142,9 +145,7 @@ def average_pool(ctx: ImportContext, node: onnx.NodeProto, ins: list[Value | Non
     index = ctx.add_layer(node, SumPool(
         f"avgpool{len(ctx.layers)}", (x.producer,), channel_last(x.shape), acc_fmt=acc,
         in_fmt=x.fmt, window=window))
-    s = as_fractions(x.scale, 1)[0]
-    step = s / 2 ** grid.frac_bits / size
-    chain = Chain(c).then(Affine([step] * c, [-s * x.zero_point] * c))
+    chain = Chain(c).then(Affine([Fraction(1, size)] * c, [Fraction(0)] * c)).then(x.reals(c))
     shape = (c, *window.out_hw) if keep else (c,)
     return Derived(index, chain, shape)
 

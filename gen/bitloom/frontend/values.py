@@ -14,7 +14,8 @@ import numpy as np
 import onnx
 
 from bitloom.formats import Format
-from bitloom.ir import Chain, HostOp, Window
+from bitloom.ir import Affine, Chain, HostOp, Window
+from bitloom.ir.elementwise import as_fractions
 from bitloom.ir.graph import FloatStep
 
 
@@ -63,11 +64,14 @@ class FloatInput:
 class Stream:
     """Grid integers flowing in hardware: ``real = scale * (fmt.from_grid(n) - zero_point)``.
 
-    ``shape`` is the per-sample ONNX shape (``(C, H, W)`` for a feature map, which the
-    hardware streams channel-last). A feature map flattened to a vector keeps the hardware's
-    element order; ``order[i]`` is then the ONNX index of hardware element ``i``. A
-    transposed feature map keeps its hardware order too: ``perm`` (per-sample axes) says
-    which view of the ``(C, H, W)`` tensor the ONNX graph holds, and ``shape`` is that view.
+    ``scale`` is one value, or one per channel in the hardware's order (the last axis of
+    the channel-last tensor: a feature map's channels, a vector's elements, a matrix's
+    columns). ``shape`` is the per-sample ONNX shape (``(C, H, W)`` for a feature map,
+    which the hardware streams channel-last). A feature map flattened to a vector keeps the
+    hardware's element order; ``order[i]`` is then the ONNX index of hardware element
+    ``i``. A transposed feature map keeps its hardware order too: ``perm`` (per-sample
+    axes) says which view of the ``(C, H, W)`` tensor the ONNX graph holds, and ``shape``
+    is that view.
     """
 
     producer: int  # index of the producing layer, -1 for the input quantizer
@@ -78,6 +82,17 @@ class Stream:
     order: np.ndarray | None = None
     perm: tuple[int, ...] | None = None
     codes: bool = False  # an integer-typed ONNX tensor (QuantizeLinear's output), not reals
+
+    @property
+    def channels(self) -> int:
+        """Channels of the hardware's stream (the last axis of its channel-last shape)."""
+        return channel_last(self.shape)[-1] if self.shape else 1
+
+    def reals(self, channels: int) -> Affine:
+        """Values to reals per channel: ``scale[c] * (value * 2**-frac_bits - zero_point)``."""
+        scale = as_fractions(self.scale, channels)
+        step = 2 ** self.fmt.grid().frac_bits
+        return Affine([s / step for s in scale], [-s * self.zero_point for s in scale])
 
 
 @dataclass
@@ -106,13 +121,31 @@ class HostResult:
 @dataclass
 class PendingConcat:
     """A Concat of branches quantized differently: each branch is moved onto the quantizer
-    that follows (a thresholding layer where its scale differs), then concatenated."""
+    that follows (a thresholding layer where its scale differs), then concatenated; read by
+    a layer instead, it is one Concat layer whose channels keep their branch's scale."""
 
     parts: list[Stream]
     shape: tuple[int, ...]
+    node: onnx.NodeProto  # the Concat
+
+    def split(self, values: np.ndarray) -> list[np.ndarray]:
+        """Per-channel ``values`` of the concatenation (axis 0: one per channel, or one for
+        all) as each branch's share; matrices concatenate rows, so each gets all columns."""
+        if values.shape[0] == 1 or len(self.shape) == 2:
+            return [values] * len(self.parts)
+        return np.split(values, np.cumsum([p.shape[0] for p in self.parts])[:-1])
 
 
 Value = Constant | QuantConstant | FloatInput | Stream | Derived | HostResult | PendingConcat
+
+
+def describe_scale(scale: np.ndarray) -> str:
+    """A scale for messages: its value, or the first few of one per channel."""
+    flat = np.asarray(scale, dtype=np.float64).reshape(-1)
+    if flat.size == 1:
+        return f"{flat[0]:g}"
+    shown = ", ".join(f"{v:g}" for v in flat[:4])
+    return f"per channel ({shown}{', ...' if flat.size > 4 else ''})"
 
 
 def untransposed(shape: tuple[int, ...], perm: tuple[int, ...] | None) -> tuple[int, ...]:

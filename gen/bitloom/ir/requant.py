@@ -15,7 +15,7 @@ value is ``out_fmt``'s finite value number ``index`` in ascending order (as a gr
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 
 import numpy as np
@@ -78,13 +78,29 @@ def derive_thresholds(chain: Chain, quantizer: Quantizer, acc_fmt: Int) -> Thres
     """
     for r, op in enumerate(chain.ops):
         if isinstance(op, Requantize):
-            grid = op.quantizer.fmt.grid()
-            first = derive_thresholds(Chain(chain.channels, chain.ops[:r]), op.quantizer, acc_fmt)
+            head = Chain(chain.channels, chain.ops[:r])
+            inner = _reachable(head, op.quantizer, acc_fmt)
+            grid = inner.fmt.grid()
+            first = derive_thresholds(head, inner, acc_fmt)
             second = derive_thresholds(Chain(chain.channels, chain.ops[r + 1:]), quantizer,
                                        Int.spanning(grid.lo, grid.hi))
             rising = np.array([chain.direction(c) >= 0 for c in range(chain.channels)])
             return _compose(first, second, acc_fmt, rising)
     return _derive_plain(chain, quantizer, acc_fmt)
+
+
+def _reachable(chain: Chain, quantizer: Quantizer, acc_fmt: Int) -> Quantizer:
+    """``quantizer`` with its integer format narrowed to the values ``quantizer(chain(acc))``
+    takes over the accumulator's range (a monotone chain reaches its extremes at the range's
+    ends), which it computes alike: an intermediate quantizer may be far wider than what
+    reaches it (QONNX Trunc's input grid), and a table has a column per value."""
+    fmt = quantizer.fmt
+    if not isinstance(fmt, Int) or fmt.bipolar:
+        return quantizer
+    ends = [quantizer.exact(chain.exact(Fraction(a), c)) for c in range(chain.channels)
+            for a in (acc_fmt.min_int, acc_fmt.max_int)]
+    narrow = Int.spanning(min(ends), max(ends))
+    return replace(quantizer, fmt=narrow) if narrow.bits < fmt.bits else quantizer
 
 
 def _search_space(signs: np.ndarray, acc_fmt: Int, dtype) -> tuple[np.ndarray, np.ndarray]:
