@@ -67,12 +67,16 @@ class BoardFit:
         return self.caps[resource] * self.board.resources.get(resource, 0)
 
     def memories(self, plan: Plan) -> Plan:
-        """``plan`` with its weights in block RAM within its ceiling, then in ROMs within
-        the LUTs the logic leaves, then streamed."""
+        """``plan`` with its weights in block RAM within what its other memories (line
+        buffers, FIFOs, thresholds) leave under the ceiling, then in ROMs within the LUTs the
+        logic leaves, then streamed."""
         plan = with_dsps(plan, self.board.family)
-        logic = estimate_plan(with_memories(plan, 0, self.per_layer, self.default))["LUT"]
-        return with_memories(plan, self.budget("BRAM36"), self.per_layer, self.default,
-                             max(self.budget("LUT") - logic, 0), rom_luts)
+        streamed = with_memories(plan, 0, self.per_layer, self.default)
+        base = estimate_plan(streamed)
+        forced = sum(lp.memory.bram36 for lp in streamed.layers if lp.memory is not None)
+        bram = self.budget("BRAM36") - (base.get("BRAM36", 0) - forced)
+        return with_memories(plan, max(bram, 0), self.per_layer, self.default,
+                             max(self.budget("LUT") - base["LUT"], 0), rom_luts)
 
     def at(self, target_cycles: int) -> Plan:
         """The cheapest plan of at most ``target_cycles`` per frame (when any layer cannot
