@@ -70,7 +70,7 @@ def channel_scales(ctx: ImportContext, node: onnx.NodeProto, x: Value,
     if isinstance(x, Stream) and x.order is not None:
         values = values[x.order]  # a flattened feature map streams in the hardware's order
     if ctx.reaches_output(node.output[0], NEW_SCALE_OPS):
-        raise ctx.fail(node, f"its scale is per channel ({describe_scale(values)}) and its "
+        raise ctx.fail(node, f"its scale is {describe_scale(values)} and its "
                        "output reaches the graph output, which the host dequantizes with one "
                        "scale; quantize the output per tensor, or end the model in a layer "
                        "(Conv, Gemm, MatMul, pool).")
