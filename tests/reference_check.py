@@ -148,3 +148,76 @@ def last_layer_codes(path: Path | str, x: np.ndarray) -> tuple[np.ndarray, np.nd
     if golden.ndim == 4:  # channel-last feature map -> NCHW
         golden = golden.transpose(0, 3, 1, 2)
     return golden.reshape(len(x), -1), ref.reshape(len(x), -1)
+
+
+def layerwise_against_qonnx(net, path: Path | str, x: np.ndarray) -> list[dict]:
+    """:func:`layerwise_frame` for every frame of ``x``, the rows summed per layer."""
+    total: dict[str, dict] = {}
+    for i in range(len(x)):
+        for row in layerwise_frame(net, path, x[i:i + 1]):
+            seen = total.setdefault(row["layer"], {**row, "codes": 0, "differ": 0})
+            seen["codes"] += row["codes"]
+            seen["differ"] += row["differ"]
+            seen["max"] = max(seen["max"], row["max"])
+            seen["widest_margin"] = max(seen["widest_margin"], row["widest_margin"])
+            seen["all_at_boundaries"] &= row["all_at_boundaries"]
+    return list(total.values())
+
+
+def layerwise_frame(net, path: Path | str, x: np.ndarray) -> list[dict]:
+    """Every layer of ``net`` fed the codes qonnx's executor computed for its inputs, against
+    the codes qonnx computed for its output (teacher forcing).
+
+    End to end, a deep network with random weights amplifies any one-step difference (a
+    float32 rounding of the executor next to a quantizer's boundary) layer after layer, so
+    only this per-layer check can tell an exact model from a wrong one. A layer's output is
+    the output of the last ``Quant``/``Trunc`` among its ONNX nodes; a layer without one is
+    not compared. Each row: the layer, the codes compared, how many differ and by how much,
+    and whether every differing code lies within ``1e-4`` steps of a rounding boundary in
+    qonnx's own float32 value (a float32 flip, not a semantic difference)."""
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.core.onnx_exec import execute_onnx
+
+    model = onnx.load(str(path))
+    consts = _constants(model)
+    nodes = {n.name: n for n in model.graph.node}
+    context = execute_onnx(ModelWrapper(model), {model.graph.input[0].name: x},
+                           return_full_exec_context=True)
+
+    def codes(node: onnx.NodeProto, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+        """(codes, distance of the pre-quantizer value to its nearest rounding boundary)."""
+        def const(k: int) -> np.ndarray:
+            return consts[node.input[k]].astype(np.float64)
+
+        pre = context[node.input[0]].astype(np.float64)
+        if node.op_type == "Trunc":  # v2: (x, scale, zero point, in bits, out scale, out bits)
+            scale = const(4) if len(node.input) == 6 else const(1) * 2 ** (const(3) - const(4))
+            zero, boundary = 0.0, 0.0  # rounded down (Brevitas' TruncAvgPool floors)
+        else:
+            scale, zero, boundary = const(1), const(2), 0.5
+        grid = np.round(context[node.output[0]].astype(np.float64) / scale + zero)
+        scaled = pre / scale + zero
+        margin = np.abs(np.abs(scaled - np.floor(scaled)) - boundary)
+        if boundary == 0.0:
+            margin = np.minimum(margin, 1 - margin)
+        if grid.ndim == 4:  # NCHW -> the hardware's NHWC
+            grid, margin = grid.transpose(0, 2, 3, 1), margin.transpose(0, 2, 3, 1)
+        return grid.astype(np.int64).reshape(shape), margin.reshape(shape)
+
+    outputs: dict[int, np.ndarray] = {-1: net.input.apply(x).astype(np.int64)}
+    rows = []
+    for i, layer in enumerate(net.layers):
+        ours = layer.golden(*(outputs.get(p) for p in layer.inputs)) \
+            if all(p in outputs for p in layer.inputs) else None
+        quants = [nodes[s] for s in layer.source_nodes
+                  if s in nodes and nodes[s].op_type in ("Quant", "Trunc")]
+        if ours is None or not quants or quants[-1].input[1] not in consts:
+            continue
+        theirs, margin = codes(quants[-1], ours.shape)
+        outputs[i] = theirs
+        differ = ours != theirs
+        rows.append({"layer": layer.name, "codes": int(ours.size), "differ": int(differ.sum()),
+                     "max": int(np.abs(ours - theirs).max()),
+                     "widest_margin": float(margin[differ].max(initial=0.0)),
+                     "all_at_boundaries": bool((margin[differ] < 1e-4).all())})
+    return rows

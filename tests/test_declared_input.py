@@ -52,7 +52,7 @@ def model_path(tmp_path_factory):
 def test_without_a_declaration_the_float_input_is_refused_naming_the_option(model_path):
     proc = cli("inspect", str(model_path))
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    assert "not quantized" in proc.stderr, proc.stderr
+    assert "not quantized" in proc.stderr and "--input-format" in proc.stderr, proc.stderr
 
 
 def test_declared_golden_equals_qonnx_on_the_grid(model_path):
@@ -94,7 +94,8 @@ def test_declared_input_hardware_is_bit_exact(model_path, tmp_path):
     bitloom.compile(model_path, "pynq-z2", out=tmp_path / "d", input_format="int4",
                     input_scale="1/8")
     result = bitloom.open_design(tmp_path / "d").verify(samples=16)
-    assert result.passed, result.mismatch
+    assert result.bit_exact, result.mismatch
+    assert abs(result.cycle_error) <= 0.05, result.as_dict()
 
 
 @pytest.mark.parametrize("args, needle", [

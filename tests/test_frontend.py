@@ -176,3 +176,24 @@ def test_non_saturating_float_quant_is_refused():
             a.i = 0
     with pytest.raises(BitloomError, match="saturation"):
         bitloom.load(model)
+
+
+#: a weight and scale whose float32 quotient is exactly the tie 6.5, while the exact quotient
+#: lies just above it (found in a Brevitas MobileNet-v1 export's channel 557)
+TIE_WEIGHT, TIE_SCALE = 0.040452513843774796, 0.006223463453352451
+
+
+def test_weights_round_the_float32_quotient_as_qonnx_and_brevitas_do():
+    """qonnx, onnxruntime and PyTorch divide in float32: 6.5 rounds half to even, to 6, not
+    to the exact quotient's 7 (which made one of MobileNet's thresholds a step off)."""
+    assert np.float32(TIE_WEIGHT) / np.float32(TIE_SCALE) == np.float32(6.5)
+    assert Fraction(TIE_WEIGHT) / Fraction(float(np.float32(TIE_SCALE))) > Fraction(13, 2)
+    b = Builder()
+    x = b.quant("inp", 1.0, 8, True)
+    w = b.quant(b.const([[TIE_WEIGHT, -TIE_WEIGHT]]), TIE_SCALE, 4, True)
+    model = b.model("inp", [1, 1], b.node("MatMul", [x, w]), [1, 2])
+    net = bitloom.load(model)
+    assert net.layers[0].weights.tolist() == [[6, -6]]
+    x = np.array([[1.0], [-3.0], [7.0]], dtype=np.float32)
+    # (7 would be 1/6 off; the output's own float32 rounding is 1e-7)
+    np.testing.assert_allclose(net.run(x), run_qonnx(model, x), rtol=1e-6)

@@ -36,6 +36,12 @@ from bitloom.frontend.values import (
 from bitloom.ir import Affine, AnyLayer, Chain, DepthwiseConv, MatrixVector
 from bitloom.ir.elementwise import as_fractions
 
+#: the refusal of a layer reading an unquantized tensor (the float model input, often)
+NOT_QUANTIZED = ("its input is not quantized; put a quantizer before it, or, if it reads the "
+                 "float model input, declare how inputs arrive: --input-format uint8 "
+                 "--input-scale 1/255 for 8-bit images (bitloom.load(..., input_format=, "
+                 "input_scale=)).")
+
 
 def weights_of(ctx: ImportContext, node: onnx.NodeProto, v: Value | None) -> QuantConstant:
     """The weight operand of a MatMul/Gemm/Conv: it must be quantized."""
@@ -73,7 +79,7 @@ def dense(ctx: ImportContext, node: onnx.NodeProto, x: Value | None, w: QuantCon
     A per-sample ``(rows, K)`` input (a rank-3 A of MatMul) is ``rows`` vectors, each
     multiplied by the matrix, or by its sample's own matrix (see :func:`matrices`)."""
     if not isinstance(x, Stream):
-        raise ctx.fail(node, "its input is not quantized; put a quantizer before it.")
+        raise ctx.fail(node, NOT_QUANTIZED)
     matrix = node.op_type not in ("Gemm", "QGemm")  # MatMul broadcasts a rank-3 A
     if len(x.shape) not in ((1, 2) if matrix else (1,)):
         raise ctx.fail(node, f"input of per-sample shape {x.shape}: only vectors"
@@ -209,7 +215,7 @@ def folded_input_scales(ctx: ImportContext, node: onnx.NodeProto, x: Stream,
 def conv(ctx: ImportContext, node: onnx.NodeProto, ins: list[Value | None]) -> Derived:
     x = joined(ctx, ins[0])
     if not isinstance(x, Stream):
-        raise ctx.fail(node, "its input is not quantized; put a quantizer before it.")
+        raise ctx.fail(node, NOT_QUANTIZED)
     out = convolution(ctx, node, x, weights_of(ctx, node, ins[1]))
     if len(ins) > 2 and ins[2] is not None:
         m = out.chain.channels

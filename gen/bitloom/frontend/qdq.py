@@ -36,7 +36,7 @@ from bitloom.frontend.values import (
 )
 from bitloom.ir import ROUND_THEN_SHIFT, InputQuantizer, Quantizer
 from bitloom.ir.graph import HostDequantize
-from bitloom.ir.quantizer import ElementQuantizer, quantize_elements
+from bitloom.ir.quantizer import ElementQuantizer, float32_quotient, quantize_elements
 
 #: blocked weights whose scales need a larger integer multiplier of their gcd are refused
 MAX_BLOCK_MULTIPLIER = 2**16
@@ -235,7 +235,7 @@ def quantize_linear(ctx: ImportContext, node: onnx.NodeProto, ins: list[Value | 
     if isinstance(x, Constant):  # float weights quantized in the graph
         w = x.value.astype(np.float32)
         s, z = _element_params(ctx, node, w.shape, p, blocked)
-        codes = quantize_elements(w, p.fmt, s, z)
+        codes = quantize_elements(float32_quotient(w, s), p.fmt, np.ones_like(s), z)
         return Constant(codes, next((k for k, f in ONNX_INT_FORMATS.items() if f == p.fmt),
                                     None), fmt=p.fmt)
     if blocked or p.scale.size != 1 or p.zero_point.size != 1:

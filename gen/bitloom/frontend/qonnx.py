@@ -40,6 +40,7 @@ from bitloom.frontend.values import (
 )
 from bitloom.ir import CLIP_THEN_ROUND, ROUND_THEN_SHIFT, Chain, Quantizer, Thresholds
 from bitloom.ir.elementwise import Requantize
+from bitloom.ir.quantizer import float32_quotient
 
 
 @handles(QONNX, "MultiThreshold", inputs=2, layout="aware")
@@ -238,14 +239,10 @@ def qonnx_quant(ctx: ImportContext, node: onnx.NodeProto, ins: list[Value | None
 
 def _qonnx_weights(w: np.ndarray, scale: np.ndarray, fmt: Format,
                    rounding: str) -> QuantConstant:
-    """Weights are few: quantize each exactly (clip, then round, as QONNX does) to grid
-    integers."""
-    s = np.broadcast_to(scale, w.shape)
-    values = np.empty(w.shape, dtype=np.int64)
-    for step in np.unique(s):  # one vectorized exact quantizer per distinct scale
-        mask = s == step
-        values[mask] = Quantizer(fmt, float(step), 0, rounding,
-                                 CLIP_THEN_ROUND).apply_exactly(w[mask])
+    """Weights: the float32 quotient ``w / scale`` (as qonnx and Brevitas compute it),
+    clipped, then rounded exactly to grid integers."""
+    values = Quantizer(fmt, 1.0, 0, rounding, CLIP_THEN_ROUND).apply_exactly(
+        float32_quotient(w, scale))
     return QuantConstant(values, scale, fmt)
 
 

@@ -150,6 +150,14 @@ class Quantizer:
         return y.astype(np.int64)
 
 
+def float32_quotient(x: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """``x / scale`` as a float32 division gives it. ONNX runtimes, qonnx's executor and
+    PyTorch (so Brevitas, which trained the weights) all divide in float32, so a constant's
+    quantized codes are what that quotient rounds to: a quotient that float32 puts exactly on
+    a tie rounds as a tie, even where the exact quotient lies just beside it."""
+    return np.asarray(x, dtype=np.float32) / np.asarray(scale, dtype=np.float32)
+
+
 def quantize_elements(x: np.ndarray, fmt: Format, scale: np.ndarray, zero_point: np.ndarray,
                       rounding: str = "round", order: str = ROUND_THEN_SHIFT) -> np.ndarray:
     """Grid integers of ``x`` with a scale and zero point per element (arrays that broadcast
