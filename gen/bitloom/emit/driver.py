@@ -5,6 +5,10 @@ around the accelerator: the input quantizer (bitloom's rounding functions and ``
 copied verbatim, so the driver cannot drift from the compiler that generated it), beat
 packing, unpacking and the final per-channel affine step. Those are plain functions; only
 the transport class imports ``pynq``, so tests run the same code against Verilator.
+
+Layers whose weights stream from DDR have a DMA each in the block design; the driver loads
+their init files (copied to ``DIR/build/overlay/weights``) at start-up in the byte layout
+those DMAs read and sends them once per pass of every frame, beside the frames.
 """
 
 from __future__ import annotations
@@ -12,21 +16,28 @@ from __future__ import annotations
 import ast
 import inspect
 import math
+import shutil
 import textwrap
 from pathlib import Path
 
-from bitloom.emit.design import Design, render_template
-from bitloom.emit.vivado import DMA_CELL, OVERLAY, StreamWidths, stream_widths
+from bitloom.boards import load_board
+from bitloom.emit.design import WEIGHTS, Design, render_template
+from bitloom.emit.vivado import (
+    DMA_CELL,
+    DMA_LENGTH_WIDTH,
+    OVERLAY,
+    StreamWidths,
+    WeightStream,
+    stream_widths,
+    weight_streams,
+)
 from bitloom.errors import BitloomError
 from bitloom.formats import Int
 from bitloom.formats import rounding as rounding_module
 from bitloom.ir import Affine, Network
 from bitloom.ir import quantizer as quantizer_module
-from bitloom.plan.memory import STREAMED
 
 DRIVER = "bitloom_driver.py"
-#: The DMA length register width the block design sets (PG021's maximum): 64 MiB - 1 per transfer.
-LENGTH_WIDTH = 26
 #: Frames per DMA batch when memory is not the limit.
 MAX_BATCH = 1024
 #: Widest output code whose bits the driver can sum in int64.
@@ -94,9 +105,9 @@ def _first_line(node: ast.stmt) -> int:
     return min([node.lineno, *(d.lineno for d in decorators)])
 
 
-def driver_context(design: Design, widths: StreamWidths) -> dict:
+def driver_context(design: Design, widths: StreamWidths,
+                   streams: list[WeightStream]) -> dict:
     """Everything the template needs, checked against the plan so a stale report is caught."""
-    from bitloom.boards import load_board
     from bitloom.version import __version__
 
     net, plan, io = design.net, design.plan, design.report["io"]
@@ -112,13 +123,6 @@ def driver_context(design: Design, widths: StreamWidths) -> dict:
             io["output"]["beats_per_frame"]) != (out_fmt.bits, last.out_elems, last.out_beats):
         raise BitloomError(f"{design.path}/report.json does not describe the streams of its "
                            "model any more; compile the design again.")
-    streamed = [lp.layer.name for lp in plan.layers
-                if lp.memory is not None and lp.memory.style == STREAMED]
-    if streamed:
-        raise BitloomError(
-            f"layer(s) {', '.join(streamed)} stream their weights, and the PYNQ overlay has "
-            "one DMA, for the frames only. Compile with --weights-memory bram (or lutram) for "
-            "a board build, or feed rtl/weights/streams.json's streams from your own design.")
     if out_fmt.bits > MAX_OUT_BITS:
         raise BitloomError(f"output codes of {out_fmt.bits} bits are wider than the driver's "
                            f"{MAX_OUT_BITS}-bit limit.")
@@ -169,19 +173,30 @@ def driver_context(design: Design, widths: StreamWidths) -> dict:
         "out_slot_bytes": -(-out_frame // align) * align,
         "out_a": _items(a),
         "out_b": _items(b),
-        "default_batch": max(1, min(MAX_BATCH, ((1 << LENGTH_WIDTH) - 1) // in_frame)),
-        "length_width": LENGTH_WIDTH,
+        "default_batch": max(1, min(MAX_BATCH, ((1 << DMA_LENGTH_WIDTH) - 1) // in_frame)),
+        "length_width": DMA_LENGTH_WIDTH,
+        "weight_streams": [{"layer": w.layer, "dma_name": w.cell, "file": Path(w.file).name,
+                            "words": w.words, "bits": w.width, "slot_bytes": w.slot_bits // 8,
+                            "passes_per_frame": w.passes_per_frame} for w in streams],
         "rounding_source": _module_body(rounding_module),
         "quantizer_source": _module_body(quantizer_module),
     }
 
 
 def write_driver(design: Design, overlay_dir: Path | None = None) -> Path:
-    """Write the driver into ``DIR/build/overlay`` (beside bitloom.bit/.hwh); return its path."""
+    """Write the driver into ``DIR/build/overlay`` (beside bitloom.bit/.hwh), and the streamed
+    layers' init files into its ``weights`` folder, which the driver loads; return its path."""
     overlay_dir = overlay_dir or design.path / "build" / OVERLAY
-    overlay_dir.mkdir(parents=True, exist_ok=True)
+    streams = weight_streams(design, load_board(design.report["board"]))
     text = render_template("pynq_driver.py.j2",
-                           **driver_context(design, stream_widths(design.report)))
+                           **driver_context(design, stream_widths(design.report), streams))
+    weights = overlay_dir / WEIGHTS
+    shutil.rmtree(weights, ignore_errors=True)  # no stale files of an earlier compile
+    if streams:
+        weights.mkdir(parents=True)
+        for w in streams:
+            shutil.copyfile(design.path / "rtl" / w.file, weights / Path(w.file).name)
+    overlay_dir.mkdir(parents=True, exist_ok=True)
     path = overlay_dir / DRIVER
     path.write_text(text)
     return path

@@ -3,13 +3,17 @@
 ``DIR/build/vivado/ip/`` holds ``component.xml`` (IP-XACT 1685-2009 as Vivado's packager
 writes it) and a copy of the RTL, so the folder is an IP repository on its own.
 ``bitloom_project.tcl`` makes a block design around it: the board's Zynq PS, an AXI DMA in
-simple mode feeding ``s_axis`` and draining ``m_axis``, SmartConnects to the PS ports the
-board file names, and a reset synchronizer; then it implements the design and copies the
-bitstream and hardware handoff to ``DIR/build/overlay`` under the names PYNQ loads.
+simple mode feeding ``s_axis`` and draining ``m_axis``, one more (MM2S only) per layer whose
+weights stream from DDR (``rtl/weights/streams.json``) feeding its ``s_axis_w<n>``,
+SmartConnects to the PS ports the board file names, and a reset synchronizer; then it
+implements the design and copies the bitstream and hardware handoff to ``DIR/build/overlay``
+under the names PYNQ loads.
 """
 
 from __future__ import annotations
 
+import json
+import math
 import re
 import shutil
 from dataclasses import dataclass
@@ -17,8 +21,10 @@ from pathlib import Path
 from xml.sax.saxutils import escape
 
 from bitloom.boards import Board, load_board
-from bitloom.emit.design import CORE, TOP, Design, render_template
+from bitloom.emit.design import CORE, STREAMS, TOP, WEIGHTS, Design, bytes_wide, render_template
 from bitloom.errors import BitloomError
+from bitloom.hw.core import streamed_layers
+from bitloom.hw.weights import init_file
 
 IP_VENDOR = "bitloom.org"
 IP_LIBRARY = "bitloom"
@@ -32,6 +38,12 @@ DMA_CELL = "bitloom_dma"  # the DMA's instance name: the driver finds it as over
 #: narrower than the stream.
 DMA_STREAM_BITS = (8, 16, 32, 64, 128, 256, 512, 1024)
 DMA_LENGTH_WIDTH = 26  # PG021's widest length register: up to 64 MiB - 1 per transfer
+#: The AXI4-Stream width and subset converters (PG085) carry at most 512 bytes per beat.
+AXIS_CONVERTER_BITS = 4096
+#: A SmartConnect has at most 16 slave and 16 master interfaces (PG247).
+SMARTCONNECT_PORTS = 16
+#: Address window of each DMA's registers; weight DMAs follow the frame DMA's.
+CONTROL_WINDOW = 0x10000
 #: Vivado board parts to look for, newest file version first; without them the PS keeps
 #: Vivado's defaults (see the Tcl).
 BOARD_PARTS = {
@@ -104,6 +116,101 @@ def stream_widths(report: dict) -> StreamWidths:
     return StreamWidths(accel_in, accel_out, dma_in, dma_out, max(32, dma_in), max(32, dma_out))
 
 
+@dataclass(frozen=True)
+class WeightStream:
+    """How one streamed layer's words travel from DDR to its port ``s_axis_w<index>``.
+
+    The DMA reads ``slot_bits`` per word, a whole number of its ``dma_bits`` beats; a width
+    converter joins the beats of a word when there are several, and a subset converter drops
+    the padding bytes above ``tdata_bits``. So in memory each word is its bits little-endian,
+    zero-padded to ``slot_bits``, lowest address first.
+    """
+
+    layer: str
+    index: int  # the layer's position in the plan: port s_axis_w<index>, DMA bitloom_wdma<index>
+    file: str  # the init file, relative to rtl/ ("weights/<layer>.mem")
+    words: int  # per pass
+    width: int  # bits of a word
+    tdata_bits: int  # the port's: the word rounded up to bytes
+    passes_per_frame: int
+    dma_bits: int  # the DMA's MM2S stream
+    slot_bits: int  # one word in memory
+    data_port: str  # the PS slave its DMA reads DDR through
+    control_base: int  # address of its DMA's registers
+
+    @property
+    def cell(self) -> str:
+        """The DMA's instance name: the driver finds it as ``overlay.bitloom_wdma<n>``."""
+        return f"bitloom_wdma{self.index}"
+
+    @property
+    def port(self) -> str:
+        return f"s_axis_w{self.index}"
+
+    @property
+    def mm_bits(self) -> int:
+        """The DMA's memory-mapped side: at least 32 bits, never narrower than its stream."""
+        return max(32, self.dma_bits)
+
+
+def weight_beat_bits(layer: str, tdata_bits: int, bus_bits: int) -> tuple[int, int]:
+    """The DMA stream width and the bits one word takes in memory.
+
+    The DMA is as wide as the word up to the PS port's width: the port delivers no more per
+    cycle, so a wider DMA would cost logic for nothing. A word wider than that takes whole
+    beats (the width converter then has an integer ratio and every transfer of whole words
+    ends on a word boundary), padding a word by less than one beat.
+    """
+    if bus_bits not in DMA_STREAM_BITS or bus_bits < 32:
+        raise BitloomError(f"the board's axi.data_width ({bus_bits}) is not an AXI DMA "
+                           "memory-mapped width (32 to 1024 bits, a power of two).")
+    dma = next(bits for bits in DMA_STREAM_BITS if bits >= min(tdata_bits, bus_bits))
+    slot = math.ceil(tdata_bits / dma) * dma
+    if slot > AXIS_CONVERTER_BITS:
+        raise BitloomError(
+            f"layer {layer} streams {tdata_bits}-bit weight words, wider than the "
+            f"{AXIS_CONVERTER_BITS}-bit beats of the AXI4-Stream width converter; compile with "
+            f"a lower --target-fps or keep its weights on chip (--weights-memory {layer}=bram).")
+    return dma, slot
+
+
+def data_ports(board: Board) -> tuple[str, ...]:
+    """The PS slave ports the DMAs may read and write DDR through."""
+    if not board.axi.data:
+        raise BitloomError(f"board {board.name}: `axi.data` lists no PS port for the DMAs.")
+    return board.axi.data
+
+
+def weight_streams(design: Design, board: Board) -> list[WeightStream]:
+    """The design's streamed layers (``rtl/weights/streams.json``, checked against the plan)
+    with their DMA widths; the frame DMA has ``axi.data[0]`` to itself when the board lists
+    more data ports, and the weight DMAs take turns on the others."""
+    planned = streamed_layers(design.plan)
+    if not planned:
+        return []
+    manifest = design.path / "rtl" / WEIGHTS / STREAMS
+    try:
+        found = [(e["layer"], e["index"], e["file"], e["words"], e["width"], e["tdata_bits"],
+                  e["passes_per_frame"]) for e in json.loads(manifest.read_text())]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise BitloomError(f"{manifest}: cannot read the weight streams ({exc}); compile the "
+                           "design again.") from None
+    expected = [(lp.layer.name, n, init_file(lp.layer.name), lp.memory.depth, lp.memory.width,
+                 bytes_wide(lp.memory.width), lp.memory.passes) for n, lp in planned]
+    if found != expected:
+        raise BitloomError(f"{manifest} does not list the streamed layers of the design's plan; "
+                           "compile the design again.")
+    data = data_ports(board)
+    ports = data[1:] or data[:1]
+    streams = []
+    for k, (layer, n, file, words, width, tdata, passes) in enumerate(expected):
+        dma, slot = weight_beat_bits(layer, tdata, board.axi.data_width)
+        streams.append(WeightStream(layer, n, file, words, width, tdata, passes, dma, slot,
+                                    ports[k % len(ports)],
+                                    board.axi.control_base + (k + 1) * CONTROL_WINDOW))
+    return streams
+
+
 def ip_version(version: str) -> tuple[str, int]:
     """Vivado's ``major.minor`` IP version and its revision (the patch level) from bitloom's."""
     numbers = [int(n) for n in re.findall(r"\d+", version)[:3]] + [0, 0, 0]
@@ -116,11 +223,11 @@ def ip_vlnv() -> str:
     return f"{IP_VENDOR}:{IP_LIBRARY}:{IP_NAME}:{ip_version(__version__)[0]}"
 
 
-def ps_settings(board: Board, clock_mhz: float) -> dict:
+def ps_settings(board: Board, clock_mhz: float, data_ports: list[str]) -> dict:
     """The PS IP, its clock and reset pins, and the CONFIG values that enable the board's
-    AXI ports (PS7: ``processing_system7``; PS8: ``zynq_ultra_ps_e``)."""
-    control, data = board.axi.control, board.axi.data[0] if board.axi.data else ""
-    width = board.axi.data_width
+    AXI control master and the ``data_ports`` slaves the DMAs use (PS7:
+    ``processing_system7``; PS8: ``zynq_ultra_ps_e``)."""
+    control, width = board.axi.control, board.axi.data_width
     if board.ps == "PS7":
         config: dict[str, object] = {"PCW_FPGA0_PERIPHERAL_FREQMHZ": f"{clock_mhz:g}",
                                      "PCW_EN_CLK0_PORT": 1, "PCW_EN_RST0_PORT": 1}
@@ -128,13 +235,14 @@ def ps_settings(board: Board, clock_mhz: float) -> dict:
             config[f"PCW_USE_M_AXI_GP{m[1]}"] = 1
         else:
             raise _port_error(board, "axi.control", control, "M_AXI_GP0, M_AXI_GP1")
-        if m := re.fullmatch(r"S_AXI_HP([0-3])", data):
-            config[f"PCW_USE_S_AXI_HP{m[1]}"] = 1
-            config[f"PCW_S_AXI_HP{m[1]}_DATA_WIDTH"] = width
-        elif data == "S_AXI_ACP":
-            config["PCW_USE_S_AXI_ACP"] = 1
-        else:
-            raise _port_error(board, "axi.data[0]", data, "S_AXI_HP0..3, S_AXI_ACP")
+        for data in data_ports:
+            if m := re.fullmatch(r"S_AXI_HP([0-3])", data):
+                config[f"PCW_USE_S_AXI_HP{m[1]}"] = 1
+                config[f"PCW_S_AXI_HP{m[1]}_DATA_WIDTH"] = width
+            elif data == "S_AXI_ACP":
+                config["PCW_USE_S_AXI_ACP"] = 1
+            else:
+                raise _port_error(board, "axi.data", data, "S_AXI_HP0..3, S_AXI_ACP")
         return {"ps_ip": "processing_system7", "ps_clock": "FCLK_CLK0",
                 "ps_reset": "FCLK_RESET0_N", "addr_width": 32, "ps_config": config}
     masters = {"M_AXI_HPM0_FPD": 0, "M_AXI_HPM1_FPD": 1, "M_AXI_HPM0_LPD": 2}
@@ -142,12 +250,13 @@ def ps_settings(board: Board, clock_mhz: float) -> dict:
               "S_AXI_HP2_FPD": 4, "S_AXI_HP3_FPD": 5, "S_AXI_LPD": 6}
     if control not in masters:
         raise _port_error(board, "axi.control", control, ", ".join(masters))
-    if data not in slaves:
-        raise _port_error(board, "axi.data[0]", data, ", ".join(slaves))
-    n = slaves[data]
     config = {"PSU__FPGA_PL0_ENABLE": 1, "PSU__CRL_APB__PL0_REF_CTRL__FREQMHZ": f"{clock_mhz:g}",
-              f"PSU__USE__M_AXI_GP{masters[control]}": 1, f"PSU__USE__S_AXI_GP{n}": 1,
-              f"PSU__SAXIGP{n}__DATA_WIDTH": width}
+              f"PSU__USE__M_AXI_GP{masters[control]}": 1}
+    for data in data_ports:
+        if data not in slaves:
+            raise _port_error(board, "axi.data", data, ", ".join(slaves))
+        config[f"PSU__USE__S_AXI_GP{slaves[data]}"] = 1
+        config[f"PSU__SAXIGP{slaves[data]}__DATA_WIDTH"] = width
     return {"ps_ip": "zynq_ultra_ps_e", "ps_clock": "pl_clk0", "ps_reset": "pl_resetn0",
             "addr_width": 64, "ps_config": config}
 
@@ -178,8 +287,9 @@ class VivadoScripts:
         return ["vivado", "-mode", "batch", "-source", PROJECT_TCL]
 
 
-def write_component(design: Design, ip_dir: Path) -> Path:
-    """``ip/component.xml`` plus the RTL it names under ``ip/src``."""
+def write_component(design: Design, ip_dir: Path, streams: list[WeightStream]) -> Path:
+    """``ip/component.xml`` plus the RTL it names under ``ip/src``; ``streams`` are the weight
+    inputs, declared as AXI4-Stream slaves beside ``s_axis``."""
     from bitloom.version import __version__
 
     report = design.report
@@ -187,22 +297,29 @@ def write_component(design: Design, ip_dir: Path) -> Path:
     ports = verilog_ports(sources[0].read_text())
     widths = {p.name: p.width for p in ports}
     io = report["io"]
-    if (widths.get("s_axis_tdata"), widths.get("m_axis_tdata")) != (
-            io["input"]["tdata_bits"], io["output"]["tdata_bits"]):
-        raise BitloomError(f"{sources[0]} does not match {design.path}/report.json; compile the "
-                           "design again.")
+    expected = {"s_axis_tdata": io["input"]["tdata_bits"],
+                "m_axis_tdata": io["output"]["tdata_bits"],
+                **{f"{w.port}_tdata": w.tdata_bits for w in streams}}
+    if {name: widths.get(name) for name in expected} != expected:
+        raise BitloomError(f"{sources[0]} does not match {design.path}/report.json and "
+                           "rtl/weights/streams.json; compile the design again.")
     (ip_dir / "src").mkdir(parents=True, exist_ok=True)
     files = []
     for src in (design.path / "rtl" / f"{CORE}.v", sources[0]):  # core before the wrapper
         shutil.copyfile(src, ip_dir / "src" / src.name)
         files.append({"name": f"src/{src.name}", "type": "verilogSource"})
     # weight ROMs $readmemh "weights/<layer>.mem" relative to the Verilog: same layout here
-    for mem in sorted((design.path / "rtl" / "weights").glob("*.mem")):
+    # (streamed layers' files are the driver's, not the RTL's)
+    streamed = {Path(w.file).name for w in streams}
+    for mem in sorted((design.path / "rtl" / WEIGHTS).glob("*.mem")):
+        if mem.name in streamed:
+            continue
         (ip_dir / "src" / "weights").mkdir(exist_ok=True)
         shutil.copyfile(mem, ip_dir / "src" / "weights" / mem.name)
         files.append({"name": f"src/weights/{mem.name}", "type": "mem"})
     version, revision = ip_version(__version__)
     model = Path(str(report.get("model") or design.net.source)).name
+    weights_note = f", weights of {len(streams)} layer(s) streamed in" if streams else ""
     views = [
         {"name": "xilinx_anylanguagesynthesis", "title": "Synthesis",
          "env": ":vivado.xilinx.com:synthesis"},
@@ -212,16 +329,34 @@ def write_component(design: Design, ip_dir: Path) -> Path:
     text = render_template(
         "component.xml.j2", version=__version__, vendor=IP_VENDOR, library=IP_LIBRARY,
         ip_name=IP_NAME, ip_version=version, revision=revision, model=escape(model), top=TOP,
-        streams=[{"name": "s_axis", "mode": "slave"}, {"name": "m_axis", "mode": "master"}],
+        streams=[{"name": "s_axis", "mode": "slave"}, {"name": "m_axis", "mode": "master"},
+                 *({"name": w.port, "mode": "slave"} for w in streams)],
         clock="ap_clk", reset="ap_rst_n", ports=ports, views=views, files=files,
         families=sorted(set(FAMILIES.values())),
         description=escape(f"bitloom accelerator for {model}: "
                            f"{report['cycles_per_frame']} cycles per frame, AXI4-Stream in "
-                           "and out"),
+                           f"and out{weights_note}"),
     )
     path = ip_dir / "component.xml"
     path.write_text(text)
     return path
+
+
+def memory_ports(board: Board, streams: list[WeightStream]) -> list[dict]:
+    """One SmartConnect per PS data port the DMAs use, with the DMA masters it joins: the frame
+    DMA's two on ``axi.data[0]`` (SmartConnect ``memory``), each weight DMA's on its port."""
+    data = data_ports(board)
+    masters = {data[0]: ["$dma/M_AXI_MM2S", "$dma/M_AXI_S2MM"]}
+    for w in streams:
+        masters.setdefault(w.data_port, []).append(f"$wdma{w.index}/M_AXI_MM2S")
+    if len(streams) + 1 > SMARTCONNECT_PORTS or \
+            any(len(pins) > SMARTCONNECT_PORTS for pins in masters.values()):
+        raise BitloomError(
+            f"{len(streams)} layers stream their weights: more DMAs than the block design's "
+            f"SmartConnects connect ({SMARTCONNECT_PORTS} interfaces each); keep some layers' "
+            "weights on chip (--weights-memory LAYER=bram).")
+    return [{"cell": "memory" if data.index(port) == 0 else f"memory{data.index(port)}",
+             "port": port, "masters": pins} for port, pins in masters.items()]
 
 
 def write_vivado(design: Design, folder: Path | None = None) -> VivadoScripts:
@@ -232,11 +367,13 @@ def write_vivado(design: Design, folder: Path | None = None) -> VivadoScripts:
     board = load_board(report["board"])
     folder = folder or design.path / "build" / VIVADO
     folder.mkdir(parents=True, exist_ok=True)
-    component = write_component(design, folder / "ip")
+    streams = weight_streams(design, board)
+    memories = memory_ports(board, streams)
+    component = write_component(design, folder / "ip", streams)
     widths = stream_widths(report)
     clock = float(report["clock_mhz"])
     pad = widths.output_bits - widths.accel_output_bits
-    ps = ps_settings(board, clock)
+    ps = ps_settings(board, clock, [m["port"] for m in memories])
     ps["ps_config"] = sorted(ps["ps_config"].items())
     tcl = render_template(
         "vivado_project.tcl.j2", version=__version__, script=PROJECT_TCL,
@@ -244,9 +381,9 @@ def write_vivado(design: Design, folder: Path | None = None) -> VivadoScripts:
         board=board.name, board_title=board.title, part=board.part,
         board_parts=BOARD_PARTS.get(board.name, ()), vlnv=ip_vlnv(), project=PROJECT,
         bd=PROJECT, overlay_name=OVERLAY_NAME, clock_mhz=f"{clock:g}", ps_name=board.ps,
-        control=board.axi.control, data=board.axi.data[0] if board.axi.data else "",
-        control_base=f"0x{board.axi.control_base:08X}", dma=DMA_CELL,
-        length_width=DMA_LENGTH_WIDTH, widths=widths,
+        control=board.axi.control, control_base=f"0x{board.axi.control_base:08X}",
+        dma=DMA_CELL, length_width=DMA_LENGTH_WIDTH, widths=widths, weights=streams,
+        memories=memories, control_window=f"0x{CONTROL_WINDOW:X}",
         output_remap=f"{pad}'b{'0' * pad},tdata[{widths.accel_output_bits - 1}:0]",
         output_keep=f"{widths.output_bits // 8}'b{'1' * (widths.output_bits // 8)}",
         **ps,
