@@ -292,12 +292,12 @@ def test_weight_dma_widths_and_their_limits(streamed_design, tmp_path):
     """The DMA is as wide as the word up to the PS port; a wider word takes whole DMA beats;
     converters carry at most 512 bytes; a SmartConnect joins at most 16 interfaces; a stale
     manifest is refused."""
-    assert [weight_beat_bits("fc", t, 64) for t in (8, 16, 24, 48, 64, 72, 96, 200)] == [
+    board, wide = load_board("pynq-z2"), load_board("zcu104")  # 64- and 128-bit HP ports
+    assert [weight_beat_bits("fc", t, board) for t in (8, 16, 21, 48, 64, 72, 96, 200)] == [
         (8, 8), (16, 16), (32, 32), (64, 64), (64, 64), (64, 128), (64, 128), (64, 256)]
-    assert weight_beat_bits("fc", 200, 128) == (128, 256)
+    assert weight_beat_bits("fc", 200, wide) == (128, 256)
     with pytest.raises(BitloomError, match=r"layer fc streams 4104-bit weight words.*fc=bram"):
-        weight_beat_bits("fc", 4104, 64)
-    board = load_board("pynq-z2")
+        weight_beat_bits("fc", 4104, board)
     streams = weight_streams(streamed_design, board)
     assert [(w.cell, w.dma_bits, w.slot_bits, w.data_port) for w in streams] == [
         ("bitloom_wdma0", 64, 128, "S_AXI_HP1"), ("bitloom_wdma2", 64, 64, "S_AXI_HP2")]

@@ -107,7 +107,8 @@ def test_model_too_large_for_the_board_is_refused_naming_the_resource(tmp_path):
 
 def test_weights_beyond_block_ram_stream_from_ddr_at_its_rate(tmp_path):
     """8 Mbit of weights do not fit the PYNQ-Z2's 5 Mbit of block RAM, nor its LUTs: they
-    stream from DDR, and the frame rate is the DDR's (half of 2.1 GB/s)."""
+    stream from DDR, and the frame rate is what the weights' 64-bit HP port delivers (half of
+    the DDR's 2.1 GB/s would allow more)."""
     import json
 
     path = tmp_path / "big.onnx"
@@ -120,8 +121,8 @@ def test_weights_beyond_block_ram_stream_from_ddr_at_its_rate(tmp_path):
     assert report["layers"][0]["weight_memory"]["style"] == "streamed"
     ddr = report["weights_from_ddr"]
     assert ddr["bits_per_frame"] == 1024 * 1024 * 8
-    assert ddr["cycles_per_frame"] == -(-1024 * 1024 * 8 // (0.5 * 2.1e9 * 8 / 100e6))
-    assert ddr["cycles_per_frame"] > report["cycles_per_frame"]
+    assert ddr["cycles_per_frame"] > -(-1024 * 1024 * 8 // (0.5 * 2.1e9 * 8 / 100e6))
+    assert ddr["cycles_per_frame"] == 1024 * 1024 * 8 // 64 > report["cycles_per_frame"]
     assert report["frames_per_second"] == pytest.approx(100e6 / ddr["cycles_per_frame"])
 
 

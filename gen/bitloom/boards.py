@@ -30,6 +30,9 @@ RESOURCE_KEYS = ("LUT", "LUTMEM", "FF", "CARRY", "DSP", "BRAM36", "URAM")
 
 #: The share of a board's peak DDR bandwidth the plan counts on for streamed weights.
 DDR_SHARE_FOR_WEIGHTS = 0.5
+#: AXI DMA stream widths (PG021); its memory-mapped side is at least 32 bits and never
+#: narrower than the stream.
+DMA_STREAM_BITS = (8, 16, 32, 64, 128, 256, 512, 1024)
 
 _Kind = type | tuple[type, ...]
 
@@ -63,6 +66,15 @@ class Board:
     ddr_gbytes_per_s: float  # peak bandwidth of the PS's DDR
     resources: dict[str, float] = field(hash=False)
     axi: AxiPorts
+
+    def weight_dma(self, word_bits: int) -> tuple[int, int]:
+        """``(dma_bits, slot_bits)`` of a weight stream of ``word_bits``-bit words: the DMA
+        is as wide as the word (in bytes) up to the PS port's width, which delivers no more
+        per cycle; a wider word takes whole DMA beats, so it occupies ``slot_bits`` in memory
+        and ``slot_bits / dma_bits`` cycles on the port."""
+        tdata = 8 * -(-word_bits // 8)
+        dma = next(bits for bits in DMA_STREAM_BITS if bits >= min(tdata, self.axi.data_width))
+        return dma, -(-tdata // dma) * dma
 
     def ddr_bits_per_cycle(self, clock_mhz: float) -> float:
         """DDR bits per fabric cycle that streamed weights may count on: a share

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from bitloom.ir.summary import layer_formats
 from bitloom.plan.cost import estimate_layer
-from bitloom.plan.design import frame_cycles
-from bitloom.plan.memory import streamed_bits_per_frame
+from bitloom.plan.design import frame_cycles, weight_traffic
 from bitloom.version import __version__
 
 
@@ -67,7 +66,7 @@ def report_dict(plan, board) -> dict:
         "latency_cycles_estimate": plan.latency_cycles,
         "frames_per_second": plan.clock_mhz * 1e6 / frame_cycles(plan, board),
         "weights_from_ddr": {
-            "bits_per_frame": streamed_bits_per_frame([lp.memory for lp in plan.layers]),
+            "bits_per_frame": weight_traffic(plan, board)[0],
             "ddr_gbytes_per_s": board.ddr_gbytes_per_s,
             "cycles_per_frame": frame_cycles(plan, board),
         },

@@ -13,14 +13,13 @@ under the names PYNQ loads.
 from __future__ import annotations
 
 import json
-import math
 import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from xml.sax.saxutils import escape
 
-from bitloom.boards import Board, load_board
+from bitloom.boards import DMA_STREAM_BITS, Board, load_board
 from bitloom.emit.design import CORE, STREAMS, TOP, WEIGHTS, Design, bytes_wide, render_template
 from bitloom.errors import BitloomError
 from bitloom.hw.core import streamed_layers
@@ -34,9 +33,6 @@ VIVADO, OVERLAY, OVERLAY_NAME = "vivado", "overlay", "bitloom"
 PROJECT_TCL = "bitloom_project.tcl"
 PROJECT = "bitloom"  # the Vivado project and its block design
 DMA_CELL = "bitloom_dma"  # the DMA's instance name: the driver finds it as overlay.bitloom_dma
-#: AXI DMA stream widths (PG021); its memory-mapped side is at least 32 bits and never
-#: narrower than the stream.
-DMA_STREAM_BITS = (8, 16, 32, 64, 128, 256, 512, 1024)
 DMA_LENGTH_WIDTH = 26  # PG021's widest length register: up to 64 MiB - 1 per transfer
 #: The AXI4-Stream width and subset converters (PG085) carry at most 512 bytes per beat.
 AXIS_CONVERTER_BITS = 4096
@@ -153,22 +149,17 @@ class WeightStream:
         return max(32, self.dma_bits)
 
 
-def weight_beat_bits(layer: str, tdata_bits: int, bus_bits: int) -> tuple[int, int]:
-    """The DMA stream width and the bits one word takes in memory.
-
-    The DMA is as wide as the word up to the PS port's width: the port delivers no more per
-    cycle, so a wider DMA would cost logic for nothing. A word wider than that takes whole
-    beats (the width converter then has an integer ratio and every transfer of whole words
-    ends on a word boundary), padding a word by less than one beat.
-    """
+def weight_beat_bits(layer: str, width: int, board: Board) -> tuple[int, int]:
+    """The DMA stream width and the bits one word takes in memory (:meth:`Board.weight_dma`:
+    the plan counts the same slots against the DDR), within the width converter's beats."""
+    bus_bits = board.axi.data_width
     if bus_bits not in DMA_STREAM_BITS or bus_bits < 32:
         raise BitloomError(f"the board's axi.data_width ({bus_bits}) is not an AXI DMA "
                            "memory-mapped width (32 to 1024 bits, a power of two).")
-    dma = next(bits for bits in DMA_STREAM_BITS if bits >= min(tdata_bits, bus_bits))
-    slot = math.ceil(tdata_bits / dma) * dma
+    dma, slot = board.weight_dma(width)
     if slot > AXIS_CONVERTER_BITS:
         raise BitloomError(
-            f"layer {layer} streams {tdata_bits}-bit weight words, wider than the "
+            f"layer {layer} streams {width}-bit weight words, wider than the "
             f"{AXIS_CONVERTER_BITS}-bit beats of the AXI4-Stream width converter; compile with "
             f"a lower --target-fps or keep its weights on chip (--weights-memory {layer}=bram).")
     return dma, slot
@@ -204,7 +195,7 @@ def weight_streams(design: Design, board: Board) -> list[WeightStream]:
     ports = data[1:] or data[:1]
     streams = []
     for k, (layer, n, file, words, width, tdata, passes) in enumerate(expected):
-        dma, slot = weight_beat_bits(layer, tdata, board.axi.data_width)
+        dma, slot = weight_beat_bits(layer, width, board)
         streams.append(WeightStream(layer, n, file, words, width, tdata, passes, dma, slot,
                                     ports[k % len(ports)],
                                     board.axi.control_base + (k + 1) * CONTROL_WINDOW))

@@ -17,7 +17,7 @@ from bitloom.errors import BitloomError
 from bitloom.ir import Network
 from bitloom.plan.cost import estimate_counts, estimate_plan, rom_counts
 from bitloom.plan.folding import Plan, candidate_targets, make_plan, with_dsps
-from bitloom.plan.memory import STREAMED, parse_overrides, streamed_bits_per_frame, with_memories
+from bitloom.plan.memory import STREAMED, parse_overrides, with_memories
 
 #: Estimated share of each resource a plan may take by default: AMD's UltraFast design
 #: methodology (UG949) advises staying under about 70% of LUTs and 50% of flip-flops, 80% of
@@ -42,11 +42,28 @@ def rom_luts(depth: int, width: int) -> float:
     return estimate_counts(rom_counts(depth, width))["LUT"]
 
 
+def weight_traffic(plan: Plan, board) -> tuple[int, int]:
+    """``(bits, cycles)``: what the DMAs of the streamed weights read from DDR per frame
+    (every word in its DMA slot, once per pass), and the cycles per frame that takes: each
+    stream gets one DMA beat per cycle on its own port, and all share the DDR's bandwidth
+    (:meth:`Board.ddr_bits_per_cycle`)."""
+    bits = port_cycles = 0
+    for lp in plan.layers:
+        memory = lp.memory
+        if memory is None or memory.style != STREAMED:
+            continue
+        dma, slot = board.weight_dma(memory.width)
+        reads = memory.depth * memory.passes
+        bits += reads * slot
+        port_cycles = max(port_cycles, reads * slot // dma)
+    ddr_cycles = math.ceil(bits / board.ddr_bits_per_cycle(plan.clock_mhz))
+    return bits, max(port_cycles, ddr_cycles)
+
+
 def frame_cycles(plan: Plan, board) -> int:
-    """Cycles from one frame to the next: the slowest layer's, or the DDR's to deliver the
-    streamed weights of a frame, whichever is longer."""
-    bits = streamed_bits_per_frame([lp.memory for lp in plan.layers])
-    return max(plan.cycles_per_frame, math.ceil(bits / board.ddr_bits_per_cycle(plan.clock_mhz)))
+    """Cycles from one frame to the next: the slowest layer's, or the streamed weights',
+    whichever is longer."""
+    return max(plan.cycles_per_frame, weight_traffic(plan, board)[1])
 
 
 def streams_weights(plan: Plan) -> bool:

@@ -163,11 +163,6 @@ def bram36_fill(depth: int, width: int) -> float:
     return depth * width / (bram36_tiles(depth, width) * 36 * 1024)
 
 
-def streamed_bits_per_frame(memories: Sequence[WeightMemory | None]) -> int:
-    """Weight bits the host sends per frame: every streamed word, once per pass."""
-    return sum(m.bits * m.passes for m in memories if m is not None and m.style == STREAMED)
-
-
 def with_memories(plan, bram36_budget: float | None = None,
                   styles: Sequence[str | None] | dict[str, str] | None = None,
                   default: str | None = None, rom_lut_budget: float = 0.0,
