@@ -51,6 +51,31 @@ FINN = {"tfc_1w1a": ("finn-examples bnn-pynq, Pynq-Z1, 100 MHz", 837_019),
 GOALS = {"tfc_1w1a": 12.5e6, "cnv_1w1a": 9_000}
 
 
+NOTES = """## Reading the numbers
+
+- *Golden.* The bnn-pynq nets end in a float multiplication (the last BatchNorm's scale), so
+  they have no output grid ("output step" nan); their golden outputs are compared value for
+  value. The ImageNet nets with random weights amplify any one-step difference layer after
+  layer: MobileNet-v1's three codes that differ from qonnx (each where qonnx's own float32
+  value sits on a rounding boundary, to within 1e-6 of a step) grow into thousands of output
+  steps, and the argmax moves. Fed qonnx's codes for its inputs, every layer gives qonnx's
+  codes but for those, which is the exactness check (tests/test_imagenet_zoo.py).
+- *CNV's first layer* reads 3 channels, so its SIMD is at most 3 and it needs 8,100 cycles per
+  frame at any width: CNV stops there on the larger boards.
+- *The larger nets* hold 16.8 (MobileNet-v1), 27.2 (ProxylessNAS) and 44.7 (ResNet-18) Mbit
+  of weights; block RAM under 80% holds 4.0 (PYNQ-Z2) to 9.2 Mbit (ZCU104). What block RAM
+  and LUT ROMs do not hold streams from DDR, again for every output pixel of a convolution:
+  116-196 MB per frame, which bounds them to tens of frames/s. The ZCU104's UltraRAM (96
+  blocks, 27.6 Mbit) would hold MobileNet-v1's weights, but UltraRAM cannot be initialised by
+  the bitstream: it needs weights loaded at run time, which bitloom does not build yet.
+- *ProxylessNAS* on the PYNQ-Z2 and Ultra96-V2: its 76 layers' thresholds and line buffers
+  alone, fully folded, exceed the block RAM (and, on the PYNQ-Z2, the LUT) ceilings, so it is
+  refused by name; the weights are not the reason.
+- Estimated resources come from bitloom's cost model (docs/dse.md); the synth rows are
+  Yosys's counts.
+""".splitlines()
+
+
 def verify_samples(net: str, board: str) -> int | None:
     if net.startswith(("tfc", "sfc", "lfc")) and board == "pynq-z2":
         return 64
@@ -163,14 +188,14 @@ def run_stage(net: str, stage: str, board: str | None) -> dict:
     return synth_row(net, board)
 
 
-def summary(rows: list[dict], started: float, load: tuple) -> str:
+def summary(rows: list[dict], load: tuple) -> str:
     by = {(r["net"], r["stage"], r.get("board")): r for r in rows}
     lines = [f"# FINN's benchmark networks through bitloom ({date.today().isoformat()})", "",
              f"Machine: {machine()}. Tools: {tool_versions()}. Load average at the start: "
-             f"{load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f} (a shared machine). This "
-             f"invocation: {(time.monotonic() - started) / 60:.1f} min. Produced by "
-             "`bench/finn_zoo.py`; every figure below is measured by it, estimates are "
-             "labelled.", "",
+             f"{load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f} (a shared machine: other jobs ran "
+             "beside it, so wall times are upper bounds). Produced by `bench/finn_zoo.py` "
+             "(rows appended as measured, `--resume` across invocations); every figure below "
+             "is measured, estimates are labelled.", "",
              "## Import and golden against qonnx's executor", "",
              "| net | layers | MACs/frame | frames | max \\|golden - qonnx\\| | output step "
              "| argmax equal | export s | import s |",
@@ -238,7 +263,7 @@ def summary(rows: list[dict], started: float, load: tuple) -> str:
                      f"{GOALS[net]:,.0f} frames/s |")
     lines += ["", "MLPerf Tiny v0.7 lists FINN's CNV-W1A1 on the PYNQ-Z2 at 661 inferences/s at "
               "system level (with the host's pre- and post-processing), not comparable with "
-              "the accelerator's own rate above."]
+              "the accelerator's own rate above.", "", *NOTES]
     return "\n".join(lines) + "\n"
 
 
@@ -257,7 +282,7 @@ def main() -> int:
         if args.resume and results.exists() else []
     results.write_text("".join(json.dumps(r) + "\n" for r in rows))
     done = {(r["net"], r["stage"], r.get("board")) for r in rows}
-    started, load = time.monotonic(), os.getloadavg()
+    load = os.getloadavg()
     plan = [(net, "golden", None) for net in args.nets]
     plan += [(net, "compile", b) for net in args.nets for b in args.boards]
     plan += [(net, "verify", b) for net in args.nets for b in args.boards
@@ -277,7 +302,8 @@ def main() -> int:
         rows.append(row)
         with results.open("a") as f:
             f.write(json.dumps(row) + "\n")
-        Path(args.out).write_text(summary(rows, started, load))
+        Path(args.out).write_text(summary(rows, load))
+    Path(args.out).write_text(summary(rows, load))
     log(f"wrote {args.out}")
     return 0
 
