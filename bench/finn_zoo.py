@@ -72,7 +72,8 @@ NOTES = """## Reading the numbers
   alone, fully folded, exceed the block RAM (and, on the PYNQ-Z2, the LUT) ceilings, so it is
   refused by name; the weights are not the reason.
 - Estimated resources come from bitloom's cost model (docs/dse.md); the synth rows are
-  Yosys's counts.
+  Yosys's counts (`bitloom synth DIR --json`, run on copies of the compiled folders while the
+  verify stage ran; the Yosys times are wall times on the shared machine).
 """.splitlines()
 
 
