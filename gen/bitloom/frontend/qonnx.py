@@ -241,9 +241,9 @@ def _qonnx_weights(w: np.ndarray, scale: np.ndarray, fmt: Format,
                    rounding: str) -> QuantConstant:
     """Weights: the float32 quotient ``w / scale`` (as qonnx and Brevitas compute it),
     clipped, then rounded exactly to grid integers."""
-    values = Quantizer(fmt, 1.0, 0, rounding, CLIP_THEN_ROUND).apply_exactly(
-        float32_quotient(w, scale))
-    return QuantConstant(values, scale, fmt)
+    quotient = np.atleast_1d(float32_quotient(w, np.broadcast_to(scale, w.shape)))
+    values = Quantizer(fmt, 1.0, 0, rounding, CLIP_THEN_ROUND).apply_exactly(quotient)
+    return QuantConstant(values.reshape(w.shape), scale, fmt)
 
 
 def finn_datatype(ctx: ImportContext, node: onnx.NodeProto, name: str) -> Int:
