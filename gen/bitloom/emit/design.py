@@ -27,7 +27,13 @@ from amaranth.back import verilog
 
 from bitloom.emit.report import report_dict
 from bitloom.errors import BitloomError
-from bitloom.hw.core import Core, decode_weight_words, streamed_layers, weight_words
+from bitloom.hw.core import (
+    Core,
+    LayerProgress,
+    decode_weight_words,
+    streamed_layers,
+    weight_words,
+)
 from bitloom.hw.weights import INIT_ATTR, init_file
 from bitloom.ir import Network
 from bitloom.plan import Plan, make_plan_with
@@ -167,16 +173,17 @@ def check_weight_files(plan: Plan, rtl_dir: Path) -> None:
                                f"{got[where]} in the file but {want[where]} in the model.")
 
 
-def emit_rtl(plan: Plan, rtl_dir: Path) -> list[Path]:
+def emit_rtl(plan: Plan, rtl_dir: Path, on_layer: LayerProgress | None = None) -> list[Path]:
     """``bitloom_core.v`` (Amaranth), ``bitloom_top.v`` (AXI4-Stream wrapper) and the
-    weight init files (``weights/``)."""
+    weight init files (``weights/``); ``on_layer`` is told of each layer elaborated (see
+    :data:`~bitloom.hw.core.LayerProgress`)."""
     from bitloom.version import __version__
 
     rtl_dir.mkdir(parents=True, exist_ok=True)
     roms = emit_weights(plan, rtl_dir)
     core_v = rtl_dir / f"{CORE}.v"
-    core_v.write_text(load_rom_files(verilog.convert(Core(plan), name=CORE, emit_src=False),
-                                     roms))
+    core_v.write_text(load_rom_files(
+        verilog.convert(Core(plan, on_layer), name=CORE, emit_src=False), roms))
     check_weight_files(plan, rtl_dir)
     last = plan.output
     in_payload = plan.in_elems * plan.in_fmt.bits
@@ -212,12 +219,15 @@ class Design:
         (self.path / "report.json").write_text(json.dumps(self.report, indent=2) + "\n")
 
 
-def emit_design(plan: Plan, board, out_dir: Path, model_path: str | Path) -> Design:
+def emit_design(plan: Plan, board, out_dir: Path, model_path: str | Path,
+                on_layer: LayerProgress | None = None) -> Design:
+    """Write the design folder: the model, the RTL (``on_layer`` as for :func:`emit_rtl`)
+    and report.json."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "sim").mkdir(exist_ok=True)
     shutil.copyfile(model_path, out_dir / "model.onnx")
-    emit_rtl(plan, out_dir / "rtl")
+    emit_rtl(plan, out_dir / "rtl", on_layer)
     design = Design(out_dir, plan.net, plan, report_dict(plan, board))
     design.save_report()
     return design

@@ -12,8 +12,10 @@ its own input stream ``w<n>`` (``n`` its index), passed straight to its unit.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
-from amaranth import Module, unsigned
+from amaranth import Fragment, Module, unsigned
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -22,6 +24,10 @@ from bitloom.hw.glue import StreamFifo, WidthConverter
 from bitloom.plan import LayerPlan, Plan
 from bitloom.plan.memory import STREAMED
 from bitloom.plan.registry import kind_of
+
+#: ``on_layer(k, n, name)``: ``k`` of the core's ``n`` layers are elaborated, ``name`` the last
+#: of them; after ``k == n`` the whole design goes to Amaranth's netlist and Yosys in one pass
+LayerProgress = Callable[[int, int, str], None]
 
 
 def probe_signature(width: int) -> wiring.Signature:
@@ -55,10 +61,12 @@ def streamed_layers(plan: Plan) -> list[tuple[int, LayerPlan]]:
 
 
 class Core(wiring.Component):
-    """All hardware layers of a planned network, as one streaming component."""
+    """All hardware layers of a planned network, as one streaming component.
 
-    def __init__(self, plan: Plan) -> None:
-        self.plan = plan
+    ``on_layer`` (optional) is told of every layer elaborated, for a progress display."""
+
+    def __init__(self, plan: Plan, on_layer: LayerProgress | None = None) -> None:
+        self.plan, self.on_layer = plan, on_layer
         last = plan.output
         members = {
             "i": In(stream.Signature(unsigned(plan.in_elems * plan.in_fmt.bits))),
@@ -78,10 +86,14 @@ class Core(wiring.Component):
         m = Module()
         plan, net = self.plan, self.plan.net
         units = []
-        for lp in plan.layers:
+        for k, lp in enumerate(plan.layers, 1):
             unit, ports = make_unit(lp)
-            m.submodules[lp.layer.name] = unit
+            # elaborated now rather than after this method returns, so that the progress
+            # callback counts the layers as they are built
+            m.submodules[lp.layer.name] = Fragment.get(unit, platform)
             units.append((unit, ports))
+            if self.on_layer is not None:
+                self.on_layer(k, len(plan.layers), lp.layer.name)
 
         # every producer's output endpoints, one per consuming edge, in edge order
         outputs: dict[int, list] = {}

@@ -25,11 +25,10 @@ from amaranth.lib import memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from bitloom.formats import Format
-from bitloom.formats.bits import unpack
 from bitloom.hw.pe import dot_products
 from bitloom.hw.pe.stages import Stages
 from bitloom.hw.thresholds import acc_shape, requantize
-from bitloom.hw.weights import pack_checked, weight_codes, weight_source
+from bitloom.hw.weights import pack_rows, unpack_rows, weight_codes, weight_source
 from bitloom.ir import MatrixVector
 from bitloom.plan.fold import Folding
 from bitloom.plan.memory import STREAMED, matrix_weight_geometry
@@ -42,8 +41,8 @@ def weight_words(weights: np.ndarray, fold: Folding, w_fmt: Format, name: str = 
     sf_count, nf_count = k // fold.simd, n // fold.pe
     codes = weight_codes(name, weights, w_fmt)
     blocks = codes.reshape(sf_count, fold.simd, nf_count, fold.pe)  # [sf, s, nf, p]
-    return [pack_checked(name, blocks[sf, :, nf, :].T, w_fmt.bits)
-            for nf in range(nf_count) for sf in range(sf_count)]
+    steps = blocks.transpose(2, 0, 3, 1)  # [nf, sf, p, s]
+    return pack_rows(name, steps.reshape(nf_count * sf_count, -1), w_fmt.bits)
 
 
 def unpack_weight_words(words: list[int], shape: tuple[int, int], fold: Folding,
@@ -51,8 +50,7 @@ def unpack_weight_words(words: list[int], shape: tuple[int, int], fold: Folding,
     """The inverse of :func:`weight_words`: memory words -> the ``(K, N)`` weight codes."""
     k, n = shape
     sf_count, nf_count = k // fold.simd, n // fold.pe
-    fields = np.array([unpack(w, w_fmt.bits, fold.pe * fold.simd) for w in words],
-                      dtype=np.int64)
+    fields = unpack_rows(words, w_fmt.bits, fold.pe * fold.simd)
     blocks = fields.reshape(nf_count, sf_count, fold.pe, fold.simd)  # [nf, sf, p, s]
     return blocks.transpose(1, 3, 0, 2).reshape(k, n)  # [sf, s, nf, p]
 
@@ -131,7 +129,10 @@ class MatrixVectorUnit(wiring.Component):
             ]
 
         # -- dot products and accumulation -------------------------------------------------
-        x = Mux(a_from_input, a_data, b_rd.data)
+        # a signal, not an expression: every lane slices it, and Amaranth copies an
+        # expression into each place it is used (a SIMD-wide mux per lane)
+        x = Signal(len(a_data))
+        m.d.comb += x.eq(Mux(a_from_input, a_data, b_rd.data))
         xs = [x.word_select(s, in_fmt.bits) for s in range(fold.simd)]
         accs = [Signal(acc_shape(acc_fmt), name=f"acc{p}") for p in range(fold.pe)]
         b_valid = Signal()

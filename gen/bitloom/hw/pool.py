@@ -34,10 +34,10 @@ from amaranth.lib import memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from bitloom.formats import Format, Int
-from bitloom.formats.bits import unpack
 from bitloom.hw.pe import dot_product, element_value
+from bitloom.hw.pe.stages import Stages
 from bitloom.hw.thresholds import out_bits, requantize
-from bitloom.hw.weights import pack_checked, weight_codes, weight_source
+from bitloom.hw.weights import pack_rows, unpack_rows, weight_codes, weight_source
 from bitloom.hw.window import SlidingWindow, nested_counters
 from bitloom.ir import DepthwiseConv, MaxPool, SumPool, Thresholds, Window
 from bitloom.plan.memory import STREAMED, tap_weight_geometry
@@ -60,13 +60,13 @@ def tap_weight_words(name: str, weights: np.ndarray, window: Window, simd: int,
     codes = weight_codes(name, weights, w_fmt).reshape(window.size, -1)
     blocks = codes.reshape(window.size, codes.shape[1] // simd, simd)
     steps = np.transpose(blocks, [*_step_axes(window), 2])
-    return [pack_checked(name, row, w_fmt.bits) for row in steps.reshape(-1, simd)]
+    return pack_rows(name, steps.reshape(-1, simd), w_fmt.bits)
 
 
 def unpack_tap_weight_words(words: list[int], window: Window, channels: int, simd: int,
                             w_fmt: Format) -> np.ndarray:
     """The inverse of :func:`tap_weight_words`: words -> ``(taps, C)`` weight codes."""
-    rows = np.array([unpack(w, w_fmt.bits, simd) for w in words], dtype=np.int64)
+    rows = unpack_rows(words, w_fmt.bits, simd)
     axes = _step_axes(window)
     shape = [(window.size, channels // simd)[a] for a in axes]
     blocks = np.transpose(rows.reshape(*shape, simd), [*np.argsort(axes), 2])
@@ -177,7 +177,7 @@ class TapReducer(wiring.Component):
                 term = element_value(x, self.in_fmt)
             else:
                 w = w_word.word_select(s, self.w_fmt.bits)
-                term = dot_product([w], [x], self.w_fmt, self.in_fmt)
+                term = dot_product([w], [x], self.w_fmt, self.in_fmt, stages=Stages(m))
             lanes.append((Mux(a_first, 0, self._acc_value(old)) + term)[:acc_bits])
         m.d.comb += [
             a_rd.addr.eq(a_group), acc_wr.addr.eq(a_group),

@@ -96,8 +96,11 @@ def requantize(m: Module, name: str, values: Sequence[Value], req: Thresholds | 
         m.d.comb += [t_rd.addr.eq(group), t_rd.en.eq(en)]
         reads += [(t_rd.data, q, count) for q in range(count)]
     out_fmt = req.out_fmt
+    if not isinstance(out_fmt, Int):  # the output code of each level index
+        level_table = Array(Const(int(c), out_fmt.bits)
+                            for c in out_fmt.encode(out_fmt.values()))
     codes = []
-    for acc, (data, q, count) in zip(accs, reads, strict=True):
+    for p, (acc, (data, q, count)) in enumerate(zip(accs, reads, strict=True)):
         rising = data[count * levels * tbits + q]
         hits = []
         for i in range(levels):
@@ -108,7 +111,9 @@ def requantize(m: Module, name: str, values: Sequence[Value], req: Thresholds | 
             offset = 0 if out_fmt.bipolar else out_fmt.min_int
             codes.append((index + offset)[:out_fmt.bits])
         else:
-            level_codes = out_fmt.encode(out_fmt.values())  # output code of each level index
-            table = Array(Const(int(c), out_fmt.bits) for c in level_codes)
-            codes.append(table[index])
+            # a signal, not the adder tree: the table lookup below reads it once per level
+            # code, and Amaranth would rebuild (and size) the whole tree for each of them
+            level = Signal(index.shape(), name=f"{name}_level{p}")
+            m.d.comb += level.eq(index)
+            codes.append(level_table[level])
     return Cat(*codes)

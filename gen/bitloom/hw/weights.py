@@ -23,7 +23,6 @@ from amaranth.lib import memory
 
 from bitloom.errors import BitloomError
 from bitloom.formats import Format
-from bitloom.formats.bits import pack
 from bitloom.plan.memory import BRAM, LUTRAM, STREAMED, STYLES
 
 #: Verilog attributes per ROM style. ``rom_style`` is what Vivado reads for a ROM. Yosys
@@ -67,14 +66,32 @@ def _fits(value: float, w_fmt: Format) -> bool:
         return False
 
 
-def pack_checked(layer: str, codes: np.ndarray, bits: int) -> int:
-    """Pack codes ``bits`` each into one word, element 0 lowest; a code wider than ``bits``
-    is an error, not a silent mask."""
-    flat = codes.reshape(-1).tolist()
-    for c in flat:
-        if not 0 <= c < 1 << bits:
-            raise BitloomError(f"{layer}: weight code {c} does not fit {bits} bits.")
-    return pack(flat, bits)
+def pack_rows(layer: str, codes: np.ndarray, bits: int) -> list[int]:
+    """Each row of ``codes`` (``(rows, fields)``) packed into one word, ``bits`` per code,
+    field 0 lowest (:func:`~bitloom.formats.bits.pack`'s layout); a code wider than
+    ``bits`` is an error, not a silent mask.
+
+    Vectorized: a large layer has millions of codes, which a loop per code would take
+    seconds to pack."""
+    codes = np.asarray(codes, dtype=np.int64)
+    bad = (codes < 0) | (codes >= 1 << bits)
+    if bad.any():
+        raise BitloomError(f"{layer}: weight code {codes[bad][0]} does not fit {bits} bits.")
+    rows = codes.shape[0]
+    fields = (codes.reshape(rows, -1, 1) >> np.arange(bits)) & 1  # [row, field, bit]
+    octets = np.packbits(fields.astype(np.uint8).reshape(rows, -1), axis=1,
+                         bitorder="little")
+    return [int.from_bytes(row.tobytes(), "little") for row in octets]
+
+
+def unpack_rows(words: list[int], bits: int, count: int) -> np.ndarray:
+    """The inverse of :func:`pack_rows`: ``(len(words), count)`` unsigned codes."""
+    octets, mask = (count * bits + 7) // 8, (1 << count * bits) - 1
+    raw = np.frombuffer(b"".join((w & mask).to_bytes(octets, "little") for w in words),
+                        dtype=np.uint8).reshape(len(words), octets)
+    fields = np.unpackbits(raw, axis=1, count=count * bits, bitorder="little")
+    weights = np.int64(1) << np.arange(bits, dtype=np.int64)
+    return fields.reshape(len(words), count, bits).astype(np.int64) @ weights
 
 
 def weight_source(m: Module, name: str, unit, words: list[int], step: Value, en: Value,

@@ -25,6 +25,7 @@ adders (:meth:`~bitloom.hw.pe.stages.Stages.at`), which a layer gets by passing
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
 
 from amaranth import Cat, Const, Mux, Shape, signed
 from amaranth.hdl import Value
@@ -88,7 +89,7 @@ def element_value(code: Value, fmt: Format) -> Value:
     return decode(code, fmt).value()
 
 
-def product(w: Decoded, a: Decoded) -> Value:
+def product(w: Decoded, a: Decoded, stages: Stages) -> Value:
     """Exact ``w * a``: significands multiplied, exponents added, signs combined."""
     magnitude = (w.significand * a.significand) << (w.shift + a.shift) \
         if not (isinstance(w.shift, int) and isinstance(a.shift, int)) else \
@@ -96,7 +97,14 @@ def product(w: Decoded, a: Decoded) -> Value:
     negative = w.negative ^ a.negative if not (
         isinstance(w.negative, int) and isinstance(a.negative, int)) else 0
     return magnitude if isinstance(negative, int) and not negative else \
-        Mux(negative, -magnitude, magnitude)
+        negated_where(negative, magnitude, stages, "magnitude")
+
+
+def negated_where(negative: Value, value: Value, stages: Stages, name: str) -> Value:
+    """``-value`` where ``negative``, else ``value``; ``value`` is emitted once (see
+    :meth:`Stages.share`), not once for each arm of the mux."""
+    value = stages.share(value, name)
+    return Mux(negative, -value, value)
 
 
 def tree_depth(terms: int) -> int:
@@ -169,7 +177,7 @@ def lut_dot_product(w_codes: list[Value], a_codes: list[Value], w_fmt: Format,
     parts = table_parts(w_codes, a_codes, w_fmt, a_fmt)
     if parts is not None:
         return table_dot_product(parts, stages)
-    return adder_tree(stages.at(0, [product(decode(w, w_fmt), decode(a, a_fmt))
+    return adder_tree(stages.at(0, [product(decode(w, w_fmt), decode(a, a_fmt), stages)
                                     for w, a in zip(w_codes, a_codes, strict=True)]), stages)
 
 
@@ -206,13 +214,25 @@ def table_parts(w_codes: list[Value], a_codes: list[Value], w_fmt: Format,
                  signs if part.negative else None, 0)]
 
 
-def rom_lookup(entries: list[int], index: Value) -> Value:
-    """``entries[index]`` as a slice of one constant word: the same LUT functions as a case
-    statement after synthesis, and one line of Verilog for the simulators."""
+@dataclass(frozen=True)
+class Rom:
+    """A table of integers as one constant word: the same LUT functions as a case statement
+    after synthesis, and one line of Verilog for the simulators."""
+
+    word: Const
+    shape: Shape
+
+    def __getitem__(self, index: Value) -> Value:
+        value = self.word.word_select(index, self.shape.width)
+        return value.as_signed() if self.shape.signed else value
+
+
+@cache
+def table_rom(entries: tuple[int, ...]) -> Rom:
+    """The ROM of ``entries``, built once for every lane and PE that reads the same table
+    rather than packed again for each of them."""
     shape = Shape.cast(range(min(min(entries), 0), max(max(entries), 0) + 1))
-    word = Const(pack(entries, shape.width), shape.width * len(entries))
-    value = word.word_select(index, shape.width)
-    return value.as_signed() if shape.signed else value
+    return Rom(Const(pack(entries, shape.width), shape.width * len(entries)), shape)
 
 
 def table_dot_product(parts: list[Part], stages: Stages) -> Value:
@@ -228,9 +248,11 @@ def table_dot_product(parts: list[Part], stages: Stages) -> Value:
     offset = 0
     for part in parts:
         lo = 0 if part.negative else min(part.table)
-        looked = [rom_lookup([x - lo for x in part.table], index) for index in part.indices]
+        rom = table_rom(tuple(x - lo for x in part.table))
+        looked = [rom[index] for index in part.indices]
         if part.negative:
-            looked = [Mux(neg, -v, v) for neg, v in zip(part.negative, looked, strict=True)]
+            looked = [negated_where(neg, v, stages, "looked")
+                      for neg, v in zip(part.negative, looked, strict=True)]
         values += looked
         offset += (lo * lanes) << part.shift
     values = stages.at(0, values)
@@ -273,7 +295,8 @@ def packed_dot_products(w_rows: list[list[Value]], a_codes: list[Value], w_fmt: 
             # the last group may be shorter: its own (smaller) bound keeps the fields apart
             g_lo = lo if start + plan.group <= lanes else last_lo
             terms = [*products[start:start + plan.group], packing_.bias(plan, ways, g_lo)]
-            packed = adder_tree(terms, stages, 1, group_rows, chains=False)
+            packed = stages.share(adder_tree(terms, stages, 1, group_rows, chains=False),
+                                  "packed")
             per_group.append(packing_.unpack(packed, plan, ways, g_lo))
         offsets = [lo * (len(starts) - 1) + last_lo] * (ways - 1) + [0]
         for f in range(ways):

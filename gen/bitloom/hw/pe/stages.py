@@ -42,6 +42,17 @@ class Stages:
             return [v if isinstance(v, int | Const) else self.wire(level, v) for v in values]
         return values
 
+    def share(self, value: Value, name: str) -> Value:
+        """``value`` on a plain wire (when there is a module), for a value read several times:
+        Amaranth copies an expression into every place that uses it, so a packed sum cut
+        into fields would be emitted, multipliers and all, once per field. Nothing is kept,
+        unlike :meth:`wire`: Yosys sees the same logic."""
+        if self.m is None or isinstance(value, Const | Signal):
+            return value
+        shared = Signal(value.shape(), name=name)
+        self.m.d.comb += shared.eq(value)
+        return shared
+
     def register(self, level: int, value: Value) -> Signal:
         reg = Signal(value.shape(), name=f"stage{level}")
         self.m.d.sync += reg.eq(value)
