@@ -23,7 +23,11 @@ from amaranth.lib import memory
 from bitloom.formats import Int
 from bitloom.formats.bits import pack
 from bitloom.hw.pe import adder_tree
-from bitloom.ir import Thresholds
+from bitloom.hw.scale import scale_requantize
+from bitloom.ir import ScaleRequant, Thresholds
+
+#: what a unit requantizes with: a threshold table, a scale requantizer, or nothing
+Requantizer = Thresholds | ScaleRequant | None
 
 
 def acc_shape(acc_fmt: Int):
@@ -59,17 +63,19 @@ def threshold_words(req: Thresholds, lanes: int, tbits: int, first: int = 0,
     return words
 
 
-def out_bits(req: Thresholds | None, acc_fmt: Int) -> int:
+def out_bits(req: Requantizer, acc_fmt: Int) -> int:
     """Bits of one output element: the thresholds' format, or the raw accumulator."""
     return acc_fmt.bits if req is None else req.out_fmt.bits
 
 
-def requantize(m: Module, name: str, values: Sequence[Value], req: Thresholds | None,
+def requantize(m: Module, name: str, values: Sequence[Value], req: Requantizer,
                acc_fmt: Int, group: Value, en: Value) -> Value:
     """Output codes (element 0 lowest) for the accumulators ``values`` of one channel group.
 
     ``group`` is the group index one stage *before* ``values`` (the ROM read is registered
-    and advances with ``en``). ``values`` are exact integers within ``acc_fmt``.
+    and advances with ``en``). ``values`` are exact integers within ``acc_fmt``. A
+    :class:`~bitloom.ir.ScaleRequant` computes the same codes by multiply and shift
+    (:mod:`bitloom.hw.scale`).
     """
     lanes = len(values)
     accs = []
@@ -81,6 +87,8 @@ def requantize(m: Module, name: str, values: Sequence[Value], req: Thresholds | 
         return Cat(*[acc.as_unsigned() for acc in accs])
     if req.channels % lanes:
         raise ValueError(f"{name}: {lanes} lanes must divide {req.channels} channels")
+    if isinstance(req, ScaleRequant):
+        return scale_requantize(m, name, accs, req, group, en)
     tbits = threshold_bits(acc_fmt)
     levels = req.table.shape[1]
     # one ROM for all lanes, or (wide minifloat tables) as few as keep a word within limits

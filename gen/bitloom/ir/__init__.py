@@ -15,6 +15,7 @@ from bitloom.ir.layers import (
 )
 from bitloom.ir.quantizer import CLIP_THEN_ROUND, ROUND_THEN_SHIFT, Quantizer
 from bitloom.ir.requant import Thresholds, derive_thresholds
+from bitloom.ir.scale_requant import ScaleRequant, fit_scale
 
 __all__ = [
     "CLIP_THEN_ROUND",
@@ -33,9 +34,11 @@ __all__ = [
     "Network",
     "OutputDequantizer",
     "Quantizer",
+    "ScaleRequant",
     "SumPool",
     "Thresholding",
     "Thresholds",
     "Window",
     "derive_thresholds",
+    "fit_scale",
 ]

@@ -1,0 +1,92 @@
+"""Scale requantization in hardware: ``acc * M + B``, a shift (or a rounding onto a
+minifloat's levels) and a clip, per channel, as :class:`~bitloom.ir.ScaleRequant` defines it.
+
+Why a per-channel ROM: the constants of ``lanes`` consecutive channels form one word, read
+one stage before the accumulators arrive, exactly as the threshold tables are
+(:mod:`bitloom.hw.thresholds`), so the two requantizers are interchangeable in every unit.
+A constant the same in every channel is a constant in the logic, not a ROM field.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Value
+from amaranth.lib import memory
+
+from bitloom.hw.pe.requant import MinifloatRequantizer
+from bitloom.ir.scale_requant import ScaleRequant
+
+#: the per-channel constants, in ROM order
+FIELDS = ("multiplier", "offset", "lo", "hi")
+
+
+def _field_bits(req: ScaleRequant, field: str) -> int:
+    return max(int(v).bit_length() for v in getattr(req, field)) + 1
+
+
+def scale_words(req: ScaleRequant, lanes: int, varying: Sequence[str]) -> list[int]:
+    """ROM contents: word ``g`` holds the ``varying`` fields of channels ``g*lanes ...``,
+    lane 0 lowest, each lane's fields in :data:`FIELDS` order."""
+    widths = [_field_bits(req, f) for f in varying]
+    words = []
+    for g in range(req.channels // lanes):
+        word, at = 0, 0
+        for c in range(g * lanes, (g + 1) * lanes):
+            for f, w in zip(varying, widths, strict=True):
+                word |= (int(getattr(req, f)[c]) & ((1 << w) - 1)) << at
+                at += w
+        words.append(word)
+    return words
+
+
+def scale_requantize(m: Module, name: str, accs: Sequence[Value], req: ScaleRequant,
+                     group: Value, en: Value) -> Value:
+    """Output codes (element 0 lowest) of the accumulator signals ``accs`` of one channel
+    group; ``group`` is the group index one stage before ``accs`` (see
+    :func:`bitloom.hw.thresholds.requantize`)."""
+    lanes = len(accs)
+    varying = [f for f in FIELDS if len(set(int(v) for v in getattr(req, f))) > 1]
+    widths = {f: _field_bits(req, f) for f in FIELDS}
+    data = None
+    if varying:
+        lane_bits = sum(widths[f] for f in varying)
+        m.submodules[name] = rom = memory.Memory(
+            shape=unsigned(lanes * lane_bits), depth=req.channels // lanes,
+            init=scale_words(req, lanes, varying))
+        rd = rom.read_port()
+        m.d.comb += [rd.addr.eq(group), rd.en.eq(en)]
+        data = rd.data
+
+    def field(f: str, p: int) -> Value:
+        values = getattr(req, f)
+        if f not in varying:
+            return Const(int(values[0]), signed(widths[f]))
+        at = p * sum(widths[v] for v in varying) + \
+            sum(widths[v] for v in varying[:varying.index(f)])
+        return data[at:at + widths[f]].as_signed()
+
+    fmt, shift = req.out_fmt, req.shift
+    codes = []
+    for p, acc in enumerate(accs):
+        y = Signal(signed(len(acc) + widths["multiplier"] + 1 + max(widths["offset"] - 1, 0)),
+                   name=f"{name}_y{p}")
+        m.d.comb += y.eq(acc * field("multiplier", p) + field("offset", p))
+        lo, hi = field("lo", p), field("hi", p)
+        if not req.rounds_to_levels:
+            q = y >> shift
+            codes.append(Mux(q < lo, lo, Mux(q > hi, hi, q))[:fmt.bits])
+            continue
+        bottom, top = lo << shift, hi << shift
+        clipped = Signal(signed(len(y)), name=f"{name}_clipped{p}")
+        m.d.comb += clipped.eq(Mux(y < bottom, bottom, Mux(y > top, top, y)))
+        unit = MinifloatRequantizer(clipped.shape(), shift + fmt.grid().frac_bits, fmt,
+                                    rounding="half_ceil")
+        m.submodules[f"{name}_round{p}"] = unit
+        m.d.comb += unit.acc.eq(clipped)
+        magnitude = unit.code[:fmt.exp_bits + fmt.man_bits]
+        # zero is +0, as the format's own level list has it (a small negative y rounds to -0)
+        codes.append(Mux(magnitude == 0, 0, unit.code))
+    return Cat(*codes)
+

@@ -1,0 +1,240 @@
+"""Requantization by multiply, add and shift, proven equal to a threshold table.
+
+Why: a table of ``2**bits - 1`` thresholds per channel is exact for any monotone chain, but
+an 8-bit output needs 255 comparators per lane and a 16-bit one 65,535. Most chains are one
+affine map then a rounding, which a multiplier computes: ``y = acc * M + B`` per channel, a
+shift by ``S``, a clip. Instead of reasoning about the chain's floats, :func:`fit_scale`
+fits ``(M, B, S)`` to the *exact* thresholds (the golden's own semantics) and proves the
+fit: both are monotone step functions of the accumulator, so they are equal over the
+accumulator's whole range exactly when they step at the same accumulator values, which is
+a finite set of integer inequalities.
+
+Semantics, for channel ``c`` and accumulator ``acc`` (all integers)::
+
+    y = acc * multiplier[c] + offset[c]        # fixed point, ``shift`` fraction bits
+    consecutive formats (Int, Fixed): value = clip(floor(y / 2**shift), lo[c], hi[c])
+    other formats (minifloat):        value = the format's level nearest
+                                      clip(y, lo[c] << shift, hi[c] << shift) / 2**shift,
+                                      a tie going up
+
+Values are grid integers, as :class:`~bitloom.ir.Thresholds` returns them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from itertools import pairwise
+
+import numpy as np
+
+from bitloom.formats import Fixed, Format, Int, Minifloat
+from bitloom.ir.requant import Thresholds
+
+#: widest multiplier :func:`fit_scale` considers (two DSP48s, or a LUT multiplier)
+MAX_MULTIPLIER_BITS = 48
+#: most fraction bits :func:`fit_scale` tries
+MAX_SHIFT = 48
+
+
+@dataclass
+class ScaleRequant:
+    """Per-channel ``y = acc * multiplier + offset``, shifted and clipped (module docstring)."""
+
+    out_fmt: Format
+    shift: int
+    multiplier: np.ndarray  # [channels], Python ints (signed: negative for falling channels)
+    offset: np.ndarray  # [channels], Python ints
+    lo: np.ndarray  # [channels], grid integers: the least value the channel reaches
+    hi: np.ndarray  # [channels], the greatest
+
+    @property
+    def channels(self) -> int:
+        return len(self.multiplier)
+
+    @property
+    def rounds_to_levels(self) -> bool:
+        """Whether the output's levels are not consecutive integers (minifloat): the shift
+        is then a rounding to the nearest level rather than a floor."""
+        return not consecutive_levels(self.out_fmt)
+
+    @property
+    def multiplier_bits(self) -> int:
+        """Bits of a signed register holding every multiplier."""
+        return _signed_bits(self.multiplier)
+
+    @property
+    def offset_bits(self) -> int:
+        return _signed_bits(self.offset)
+
+    def midpoints(self) -> np.ndarray:
+        """Level boundaries of a rounding output, in ``y`` units: ``y`` at or above entry
+        ``k`` reaches level ``k + 1``."""
+        levels = [int(v) for v in self.out_fmt.grid_levels()]
+        return np.array([(a + b) << (self.shift - 1) for a, b in pairwise(levels)],
+                        dtype=object)
+
+    def apply(self, acc: np.ndarray) -> np.ndarray:
+        """Output values (grid integers) for an accumulator array ``(..., channels)``,
+        computed exactly as the hardware computes them (int64 where ``y`` fits, else Python
+        integers)."""
+        acc = np.asarray(acc)
+        acc_bits = max(int(np.max(np.abs(acc), initial=0)).bit_length(), 1) + 1
+        narrow = acc_bits + self.multiplier_bits < 62 and self.offset_bits < 62 and \
+            max(self.lo_bits_shifted, self.hi_bits_shifted) < 62
+        dtype = np.int64 if narrow else object
+        y = acc.astype(dtype) * self.multiplier.astype(dtype) + self.offset.astype(dtype)
+        lo, hi = self.lo.astype(dtype), self.hi.astype(dtype)
+        if self.rounds_to_levels:
+            one = dtype(1) if narrow else 1
+            clipped = np.clip(y, lo * (one << self.shift), hi * (one << self.shift))
+            levels = self.out_fmt.grid_levels()
+            index = np.searchsorted(self.midpoints().astype(dtype), clipped.reshape(-1),
+                                    side="right")
+            return levels[index].reshape(acc.shape)
+        return np.clip(y >> self.shift, lo, hi).astype(np.int64)
+
+    @property
+    def lo_bits_shifted(self) -> int:
+        return _signed_bits(self.lo) + self.shift
+
+    @property
+    def hi_bits_shifted(self) -> int:
+        return _signed_bits(self.hi) + self.shift
+
+
+def consecutive_levels(fmt: Format) -> bool:
+    """Whether ``fmt``'s values are consecutive grid integers (Int and Fixed, not bipolar)."""
+    return isinstance(fmt, Int | Fixed) and not getattr(fmt, "bipolar", False)
+
+
+def _signed_bits(values: np.ndarray) -> int:
+    return max(int(v).bit_length() for v in values) + 1
+
+
+def scale_supported(fmt: Format) -> str | None:
+    """Why ``fmt`` cannot be written by a scale requantizer, or None when it can."""
+    if consecutive_levels(fmt) or (isinstance(fmt, Minifloat) and fmt.subnormals):
+        return None
+    return f"{fmt.name} has no scale requantizer (bipolar and zero-less formats use thresholds)"
+
+
+def fit_scale(th: Thresholds, acc_fmt: Int,
+              max_multiplier_bits: int = MAX_MULTIPLIER_BITS) -> ScaleRequant | str:
+    """The scale requantizer equal to ``th`` on every accumulator value of ``acc_fmt``, with
+    the fewest shift (and so multiplier) bits, or why there is none within
+    ``max_multiplier_bits`` (a ties-to-even rounding of a power-of-two scale, for one,
+    steps unevenly)."""
+    reason = scale_supported(th.out_fmt)
+    if reason:
+        return reason
+    levels = [int(v) for v in th.out_fmt.grid_levels()]
+    if consecutive_levels(th.out_fmt):  # floor: level k from y = v_k, in halves
+        bound = np.array([2 * v for v in levels[1:]], dtype=object)
+    else:  # nearest: level k from the midpoint of v_{k-1} and v_k
+        bound = np.array([a + b for a, b in pairwise(levels)], dtype=object)
+    sign = np.where(th.increasing, 1, -1)
+    # in a' = sign * acc every channel rises: level k (column k - 1) from a' >= t[c, k - 1]
+    t = th.table.astype(object) * sign[:, None].astype(object)
+    a_lo = np.where(sign > 0, acc_fmt.min_int, -acc_fmt.max_int).astype(object)
+    a_hi = np.where(sign > 0, acc_fmt.max_int, -acc_fmt.min_int).astype(object)
+    inside = (t > a_lo[:, None]) & (t <= a_hi[:, None])
+    lo_level = np.sum(t <= a_lo[:, None], axis=1)
+    hi_level = np.sum(t <= a_hi[:, None], axis=1)
+    grid = np.array(levels, dtype=object)
+    low, high = grid[lo_level], grid[hi_level]
+    # fitting at S + 1 what fits at S is doubling (m, b): the least S is a binary search
+    fits = {}
+
+    def fit(shift: int):
+        if shift not in fits:
+            fits[shift] = _fit_at(t, inside, bound * (1 << (shift - 1)))
+        return fits[shift]
+
+    hi_shift = 1  # gallop up (small shifts are cheap, int64), then bisect
+    while fit(hi_shift) is None:
+        if hi_shift == MAX_SHIFT:
+            return f"no multiplier of up to {MAX_SHIFT} fraction bits steps like the thresholds"
+        hi_shift = min(2 * hi_shift, MAX_SHIFT)
+    lo_shift = hi_shift // 2 + 1
+    while lo_shift < hi_shift:
+        mid = (lo_shift + hi_shift) // 2
+        lo_shift, hi_shift = (lo_shift, mid) if fit(mid) is not None else (mid + 1, hi_shift)
+    best = (lo_shift, *fit(lo_shift))
+    shift, slope, offset = best
+    req = ScaleRequant(th.out_fmt, shift, slope * sign.astype(object), offset,
+                       np.minimum(low, high), np.maximum(low, high))
+    if req.multiplier_bits > max_multiplier_bits:
+        return (f"the multiplier needs {req.multiplier_bits} bits (at most "
+                f"{max_multiplier_bits} considered)")
+    _prove(req, th, acc_fmt)
+    return req
+
+
+def _fit_at(t: np.ndarray, inside: np.ndarray,
+            c: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """Per channel, integers ``m >= 0`` and ``b`` with ``m * t_k + b >= c_k`` and
+    ``m * (t_k - 1) + b <= c_k - 1`` for every level ``k`` the channel steps at inside the
+    range (``inside``), or None if some channel has none.
+
+    For a given ``m`` the feasible ``b`` lie between ``max_k(c_k - m t_k)`` and
+    ``min_k(c_k - 1 - m (t_k - 1))``; the gap between them is concave in ``m``, so a binary
+    search on its slope finds the ``m`` that maximizes it, between the slopes the first and
+    last steps allow. ``t`` is taken from each channel's first step, which keeps every
+    product within int64 unless the levels themselves are wider."""
+    channels = t.shape[0]
+    ms, bs = np.zeros(channels, dtype=object), np.zeros(channels, dtype=object)
+    rows = np.nonzero(inside.any(axis=1))[0]
+    if len(rows) == 0:
+        return ms, bs
+    mask = inside[rows]
+    first = np.argmax(mask, axis=1)
+    last = mask.shape[1] - 1 - np.argmax(mask[:, ::-1], axis=1)
+    ref = t[rows, first]
+    rise = c[last] - c[first]  # per channel, Python ints
+    run = t[rows, last] - ref
+    pairs = list(zip(rise, run, strict=True))
+    m_lo = np.array([(r + 1 + n) // (n + 1) for r, n in pairs], dtype=object)
+    m_hi = np.array([(r - 1) // (n - 1) if n > 1 else r + 2 for r, n in pairs], dtype=object)
+    if np.any(m_lo > m_hi):
+        return None
+    span = int(max(c)) - int(min(c)) + 2
+    reach = max(int(m) * (int(n) + 1) for m, n in zip(m_hi, run, strict=True))  # bounds every m * t
+    narrow = max(span, reach).bit_length() + 3 < 63
+    dtype = np.int64 if narrow else object
+    far = (1 << 62) if narrow else (1 << 400)  # "no constraint" in max / min
+    tt = np.where(mask, t[rows] - ref[:, None], 0).astype(dtype)
+    cc = c.astype(dtype)
+
+    def gap(m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        mm = m[:, None]
+        lower = np.where(mask, cc - mm * tt, -far).max(axis=1)
+        upper = np.where(mask, cc - 1 - mm * (tt - 1), far).min(axis=1)
+        return upper - lower, lower
+
+    lo, hi = m_lo.astype(dtype), m_hi.astype(dtype)
+    while np.any(lo < hi):  # smallest m where the gap stops growing
+        mid = (lo + hi) // 2
+        rising = gap(mid + 1)[0] > gap(mid)[0]
+        lo = np.where(rising, mid + 1, lo)
+        hi = np.where(rising, hi, mid)
+    width, lower = gap(lo)
+    if np.any(width < 0):
+        return None
+    ms[rows] = [int(v) for v in lo]
+    bs[rows] = [int(b) - int(m) * int(r) for b, m, r in zip(lower, lo, ref, strict=True)]
+    return ms, bs
+
+
+def _prove(req: ScaleRequant, th: Thresholds, acc_fmt: Int) -> None:
+    """Check the fit where it matters, independently of how it was found: at every step of
+    the thresholds, the value before it and the range's ends. Both functions are monotone
+    in the same direction, so agreement there is agreement everywhere in the range."""
+    lo, hi = acc_fmt.min_int, acc_fmt.max_int
+    wide = th.table.dtype == object
+    table = th.table.astype(object if wide else np.int64)
+    ends = np.full((th.channels, 2), [lo, hi], dtype=table.dtype)
+    points = np.concatenate([table, table - 1, table + 1, ends], axis=1)
+    points = np.clip(points, lo, hi).T  # [points, channels]
+    got, want = req.apply(points), th.apply(points)
+    if not np.array_equal(got, want):
+        raise AssertionError("scale requantizer fit disagrees with its thresholds")
