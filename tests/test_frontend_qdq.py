@@ -18,6 +18,14 @@ VARIANTS = {
     "u8_u8_matmul": {"weight": "QUInt8", "gemm": False},
     "u8_s16_weights": {"weight": "QInt16"},
 }
+#: 16-bit activations: onnxruntime's float32 matmul lands a step off where the exact value
+#: is within float32's error of a rounding boundary, which a 16-bit grid meets often (about
+#: 1% of values); a hidden layer's step then moves the output by up to two of its steps
+WIDE_VARIANTS = {
+    "u16_s8_activations": {"activation": "QUInt16"},
+    "s16_s8_activations": {"activation": "QInt16", "per_channel": True},
+}
+VARIANTS.update(WIDE_VARIANTS)
 
 
 def quantized(tmp_path, variant: str, seed: int = 0):
@@ -29,7 +37,26 @@ def quantized(tmp_path, variant: str, seed: int = 0):
                         tmp_path / f"{variant}.onnx", **opts)
 
 
-@pytest.mark.parametrize("variant", VARIANTS)
+def output_step(path) -> float:
+    """The scale of the model's last DequantizeLinear: one step of its output."""
+    model = onnx.load(str(path))
+    last = [n for n in model.graph.node if n.op_type == "DequantizeLinear"][-1]
+    scales = {t.name: onnx.numpy_helper.to_array(t) for t in model.graph.initializer}
+    return float(scales[last.input[1]])
+
+
+@pytest.mark.parametrize("variant", WIDE_VARIANTS)
+def test_16_bit_activations_match_onnxruntime_within_one_step(tmp_path, variant):
+    path = quantized(tmp_path, variant)
+    x = np.random.default_rng(9).normal(scale=1.5, size=(100, 16)).astype(np.float32)
+    net = bitloom.load(path)
+    assert any(ly.out_fmt.bits == 16 for ly in net.layers[:-1])
+    golden, ort = net.run(x), run_ort(path, x)
+    assert np.abs(golden - ort).max() <= 2 * output_step(path) * (1 + 1e-3)
+    assert np.mean(golden == ort) >= 0.95
+
+
+@pytest.mark.parametrize("variant", [v for v in VARIANTS if v not in WIDE_VARIANTS])
 def test_golden_equals_onnxruntime_and_onnx_reference(tmp_path, variant):
     path = quantized(tmp_path, variant)
     x = np.random.default_rng(9).normal(scale=1.5, size=(100, 16)).astype(np.float32)
@@ -66,13 +93,6 @@ def test_odd_zero_point_rounds_before_shifting():
     assert qonnx_q.exact(Fraction(5, 2)) == 6  # round(5.5) = 6
     x = np.array([2.5, 3.5, -0.5, 254.0], dtype=np.float32)
     np.testing.assert_array_equal(onnx_q.apply(x), [5, 7, 3, 255])
-
-
-def test_16_bit_activations_are_refused_clearly(tmp_path):
-    path = ort_quantize(float_mlp(0, (16, 12, 8)), np.ones((4, 16), np.float32),
-                        tmp_path / "a16.onnx", activation="QUInt16")
-    with pytest.raises(BitloomError, match="uint16 is not supported yet"):
-        bitloom.load(path)
 
 
 def test_blocked_quantization_is_refused_by_name(tmp_path):

@@ -163,9 +163,14 @@ def expected_codes(th, accs: np.ndarray) -> np.ndarray:
     return fmt.encode(fmt.from_grid(th.apply(accs)))
 
 
-@pytest.mark.parametrize("out_fmt", [Int(4, True), Int(3, False), Int(8, True),
-                                     Minifloat(2, 1), Minifloat(4, 3), Minifloat(5, 2),
-                                     Minifloat(3, 2, signed=False)], ids=lambda f: f.name)
+SLOW = pytest.mark.slow
+
+
+@pytest.mark.parametrize("out_fmt", [Int(4, True), pytest.param(Int(3, False), marks=SLOW),
+                                     pytest.param(Int(8, True), marks=SLOW), Minifloat(2, 1),
+                                     pytest.param(Minifloat(4, 3), marks=SLOW), Minifloat(5, 2),
+                                     pytest.param(Minifloat(3, 2, signed=False), marks=SLOW)],
+                         ids=lambda f: f.name)
 def test_the_hardware_equals_the_thresholds_on_every_accumulator_value(out_fmt):
     """Exhaustive over a 10-bit accumulator, 4 channels on 2 lanes (two ROM words), with
     rising and falling channels and a clip."""
@@ -182,7 +187,8 @@ def test_the_hardware_equals_the_thresholds_on_every_accumulator_value(out_fmt):
     assert np.array_equal(hardware_codes(req, acc_fmt, 2, accs), expected_codes(th, accs))
 
 
-@pytest.mark.parametrize("out_fmt", [Int(8, False), Int(16, True), Minifloat(4, 3)],
+@pytest.mark.parametrize("out_fmt", [Int(8, False), pytest.param(Int(16, True), marks=SLOW),
+                                     pytest.param(Minifloat(4, 3), marks=SLOW)],
                          ids=lambda f: f.name)
 def test_the_hardware_on_a_wide_accumulator_at_steps_ends_and_random(out_fmt):
     acc_fmt = Int(24, True)

@@ -27,6 +27,7 @@ from bitloom.errors import BitloomError
 from bitloom.ir.summary import layer_formats
 from bitloom.plan import plan_design
 from bitloom.plan.cost import estimate_layer
+from bitloom.plan.requantizers import requantizer_name
 
 console = Console(stderr=False, highlight=False)
 errors = Console(stderr=True, highlight=False)
@@ -65,14 +66,15 @@ def load_array(path: str) -> np.ndarray:
 
 def layer_table(plan, report: dict | None = None) -> Table:
     table = Table(title="layers", title_justify="left")
-    for col in ("layer", "op", "in -> out", "in", "weight", "acc", "out", "PE", "SIMD",
-                "cycles", "est. LUT"):
+    for col in ("layer", "op", "in -> out", "in", "weight", "acc", "out", "requant", "PE",
+                "SIMD", "cycles", "est. LUT"):
         table.add_column(col, justify="left" if col in ("layer", "op") else "right")
     for lp in plan.layers:
         ly, fmts = lp.layer, layer_formats(lp.layer)
         shapes = f"{'x'.join(map(str, ly.in_shape))} -> {'x'.join(map(str, ly.out_shape))}"
         table.add_row(ly.name, ly.kind, shapes, fmts["input"], fmts.get("weight", "-"),
-                      fmts.get("accumulator", "-"), fmts["output"], str(lp.fold.pe),
+                      fmts.get("accumulator", "-"), fmts["output"],
+                      requantizer_name(lp.requant), str(lp.fold.pe),
                       str(lp.fold.simd), str(lp.cycles), str(estimate_layer(lp)["LUT"]))
     return table
 
@@ -107,7 +109,8 @@ def cmd_compile(args) -> int:
         net = bitloom.load(args.model, args.input_format, args.input_scale)
         plan = plan_design(net, board, target_fps=args.target_fps,
                            weights_memory=args.weights_memory or (),
-                           max_utilization=args.max_utilization)
+                           max_utilization=args.max_utilization,
+                           requantizers=args.requantizer or ())
         with progress("Generating HLS C++..."):
             hls_dir = emit_hls(net, Path(args.out), plan=plan, part=board.part,
                                clock_ns=1000.0 / plan.clock_mhz)
@@ -118,6 +121,7 @@ def cmd_compile(args) -> int:
         design = bitloom.compile(args.model, board, out=args.out, target_fps=args.target_fps,
                                  weights_memory=args.weights_memory or (),
                                  max_utilization=args.max_utilization,
+                                 requantizers=args.requantizer or (),
                                  input_format=args.input_format, input_scale=args.input_scale)
     plan = design.plan
     console.print(layer_table(plan))
@@ -252,6 +256,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-utilization", type=float, default=None, metavar="PERCENT",
                    help="ceiling on the estimated share of every resource; default: 70%% of "
                         "LUTs, 50%% of FFs, 80%% of DSPs and block RAM (AMD UG949's guidance)")
+    p.add_argument("--requantizer", action="append", metavar="[LAYER=]KIND",
+                   help="requantizer: thresholds or scale (multiply-shift, proven exact), "
+                        "for every layer or (LAYER=KIND, repeatable) one layer; default: the "
+                        "cheaper by the cost model")
     add_input_declaration(p)
     p.set_defaults(func=cmd_compile)
 

@@ -59,16 +59,19 @@ class Design(emitted.Design):
 def compile(model: str | Path, board: str | Board = "pynq-z2", *, out: str | Path,
             target_fps: float | None = None, target_cycles: int | None = None,
             weights_memory: Sequence[str] = (), max_utilization: float | None = None,
+            requantizers: Sequence[str] = (),
             input_format: str | None = None, input_scale: str | float | None = None) -> Design:
     """Plan ``model`` for ``board`` (see :func:`bitloom.plan.plan_design`) and write its
     Verilog, testbench, weight files and reports into ``out``; ``input_format`` and
     ``input_scale`` declare how a float input arrives (see :func:`bitloom.load`), and the
-    folder's copy of the model keeps that declaration."""
+    folder's copy of the model keeps that declaration; ``requantizers`` overrides the
+    requantizer choice (``KIND`` or ``LAYER=KIND``, KIND ``thresholds`` or ``scale``)."""
     board = board if isinstance(board, Board) else load_board(board)
     declared = declare(input_format, input_scale)
     net = load_model(model, declared)
     plan = plan_design(net, board, target_fps=target_fps, target_cycles=target_cycles,
-                       weights_memory=weights_memory, max_utilization=max_utilization)
+                       weights_memory=weights_memory, max_utilization=max_utilization,
+                       requantizers=requantizers)
     folder = emitted.emit_design(plan, board, Path(out), model)
     if declared is not None:
         copy = folder.path / "model.onnx"

@@ -39,6 +39,7 @@ from bitloom.ir import Network
 from bitloom.plan import Plan, make_plan_with
 from bitloom.plan.fold import Folding
 from bitloom.plan.memory import STREAMED
+from bitloom.plan.requantizers import restore_requantizers
 
 CORE = "bitloom_core"
 TOP = "bitloom_top"
@@ -247,11 +248,13 @@ def load_design(path: str | Path) -> Design:
         folds = [Folding(ly["pe"], ly["simd"]) for ly in report["layers"]]
         styles = [(ly.get("weight_memory") or {}).get("style") for ly in report["layers"]]
         dsps = [ly.get("dsp") for ly in report["layers"]]
+        requants = [ly.get("requant") for ly in report["layers"]]
         depths = [tuple(ly["fifo_depths"]) for ly in report["layers"]]
         clock = float(report["clock_mhz"])
         in_elems = int(report["io"]["input"]["elements_per_beat"])
     except (KeyError, ValueError, TypeError) as exc:
         raise BitloomError(f"{report_path}: damaged report ({exc}); compile again.") from None
     net = load_model(path / "model.onnx")
-    plan = make_plan_with(net, folds, depths, clock, in_elems, styles, dsps)
+    plan = restore_requantizers(
+        make_plan_with(net, folds, depths, clock, in_elems, styles, dsps), requants)
     return Design(path, net, plan, report)

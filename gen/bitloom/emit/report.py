@@ -5,6 +5,7 @@ from __future__ import annotations
 from bitloom.ir.summary import layer_formats
 from bitloom.plan.cost import estimate_layer
 from bitloom.plan.design import frame_cycles, weight_traffic
+from bitloom.plan.requantizers import requantizer_name
 from bitloom.version import __version__
 
 
@@ -14,6 +15,7 @@ def report_dict(plan, board) -> dict:
     for lp in plan.layers:
         ly = lp.layer
         requant = getattr(ly, "requant", False)
+        scale = lp.scale
         layers.append({
             "name": ly.name,
             "op": ly.kind,
@@ -23,7 +25,10 @@ def report_dict(plan, board) -> dict:
             "out_shape": list(ly.out_shape),
             "formats": layer_formats(ly),
             "requant": "none" if requant is False else (
-                "thresholds" if requant is not None else "none (host)"),
+                requantizer_name(lp.requant) if requant is not None else "none (host)"),
+            "requantizer": None if scale is None else {
+                "kind": "scale", "shift": scale.shift, "multiplier_bits": scale.multiplier_bits,
+                "offset_bits": scale.offset_bits, "per_channel": scale.varying()},
             "pe": lp.fold.pe,
             "simd": lp.fold.simd,
             "macs_per_frame": ly.macs,

@@ -41,9 +41,9 @@ from bitloom.ir import (
 )
 from bitloom.ir.elementwise import Requantize, as_fractions
 
-#: thresholds grow as 2**bits per channel; wider requantization needs a
-#: scale-round-clip unit, which the hardware does not have yet
-MAX_THRESHOLD_BITS = 8
+#: widest layer output: the golden's threshold table has 2**bits - 1 entries a channel, and
+#: the hardware's scale requantizer (bitloom.plan.requantizers) writes up to 16 bits
+MAX_REQUANT_BITS = 16
 
 
 #: ops after which a tensor no longer carries its input stream's scale: they start a
@@ -149,10 +149,10 @@ def _layer_thresholds(ctx: ImportContext, node: onnx.NodeProto, x: Derived, fmt:
     layer = ctx.layers[x.producer]
     if layer.requant is not None:
         raise ctx.fail(node, "a layer output is quantized twice.")
-    if fmt.bits > MAX_THRESHOLD_BITS:
+    if fmt.bits > MAX_REQUANT_BITS:
         raise ctx.fail(node, f"requantizing a layer output to {fmt} is not "
-                       f"supported yet (at most {MAX_THRESHOLD_BITS} bits); "
-                       "quantize activations to 8 bits or fewer.")
+                       f"supported (at most {MAX_REQUANT_BITS} bits); "
+                       f"quantize activations to {MAX_REQUANT_BITS} bits or fewer.")
     layer.requant = table_for(x.chain, layer.acc_fmt)
     if reads is not None:
         ctx.requant_sources[x.producer] = reads(x.chain)

@@ -13,6 +13,7 @@ its own input stream ``w<n>`` (``n`` its index), passed straight to its unit.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 import numpy as np
 from amaranth import Fragment, Module, unsigned
@@ -37,7 +38,9 @@ def probe_signature(width: int) -> wiring.Signature:
 
 def make_unit(lp: LayerPlan) -> tuple[wiring.Component, list[str]]:
     """The streaming unit of a planned layer and the names of its input ports, in the
-    order of ``layer.inputs`` (its layer kind builds it)."""
+    order of ``layer.inputs`` (its layer kind builds it, with the plan's requantizer)."""
+    if lp.scale is not None:
+        lp = replace(lp, layer=replace(lp.layer, requant=lp.scale))
     return kind_of(lp.layer).make_unit(lp)
 
 

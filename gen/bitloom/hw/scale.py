@@ -18,18 +18,11 @@ from amaranth.lib import memory
 from bitloom.hw.pe.requant import MinifloatRequantizer
 from bitloom.ir.scale_requant import ScaleRequant
 
-#: the per-channel constants, in ROM order
-FIELDS = ("multiplier", "offset", "lo", "hi")
-
-
-def _field_bits(req: ScaleRequant, field: str) -> int:
-    return max(int(v).bit_length() for v in getattr(req, field)) + 1
-
 
 def scale_words(req: ScaleRequant, lanes: int, varying: Sequence[str]) -> list[int]:
     """ROM contents: word ``g`` holds the ``varying`` fields of channels ``g*lanes ...``,
-    lane 0 lowest, each lane's fields in :data:`FIELDS` order."""
-    widths = [_field_bits(req, f) for f in varying]
+    lane 0 lowest, each lane's fields in :attr:`ScaleRequant.FIELDS` order."""
+    widths = [req.field_bits(f) for f in varying]
     words = []
     for g in range(req.channels // lanes):
         word, at = 0, 0
@@ -47,8 +40,8 @@ def scale_requantize(m: Module, name: str, accs: Sequence[Value], req: ScaleRequ
     group; ``group`` is the group index one stage before ``accs`` (see
     :func:`bitloom.hw.thresholds.requantize`)."""
     lanes = len(accs)
-    varying = [f for f in FIELDS if len(set(int(v) for v in getattr(req, f))) > 1]
-    widths = {f: _field_bits(req, f) for f in FIELDS}
+    varying = req.varying()
+    widths = {f: req.field_bits(f) for f in req.FIELDS}
     data = None
     if varying:
         lane_bits = sum(widths[f] for f in varying)

@@ -47,9 +47,20 @@ class ScaleRequant:
     lo: np.ndarray  # [channels], grid integers: the least value the channel reaches
     hi: np.ndarray  # [channels], the greatest
 
+    #: the per-channel constants, in the order the hardware's ROM word holds them
+    FIELDS = ("multiplier", "offset", "lo", "hi")
+
     @property
     def channels(self) -> int:
         return len(self.multiplier)
+
+    def field_bits(self, field: str) -> int:
+        """Bits of a signed register holding every channel's ``field``."""
+        return _signed_bits(getattr(self, field))
+
+    def varying(self) -> list[str]:
+        """The fields that differ between channels (the others are constants in the logic)."""
+        return [f for f in self.FIELDS if len({int(v) for v in getattr(self, f)}) > 1]
 
     @property
     def rounds_to_levels(self) -> bool:
@@ -59,12 +70,11 @@ class ScaleRequant:
 
     @property
     def multiplier_bits(self) -> int:
-        """Bits of a signed register holding every multiplier."""
-        return _signed_bits(self.multiplier)
+        return self.field_bits("multiplier")
 
     @property
     def offset_bits(self) -> int:
-        return _signed_bits(self.offset)
+        return self.field_bits("offset")
 
     def midpoints(self) -> np.ndarray:
         """Level boundaries of a rounding output, in ``y`` units: ``y`` at or above entry
@@ -135,8 +145,9 @@ def fit_scale(th: Thresholds, acc_fmt: Int,
     sign = np.where(th.increasing, 1, -1)
     # in a' = sign * acc every channel rises: level k (column k - 1) from a' >= t[c, k - 1]
     t = th.table.astype(object) * sign[:, None].astype(object)
-    a_lo = np.where(sign > 0, acc_fmt.min_int, -acc_fmt.max_int).astype(object)
-    a_hi = np.where(sign > 0, acc_fmt.max_int, -acc_fmt.min_int).astype(object)
+    lo, hi = acc_fmt.min_int, acc_fmt.max_int
+    a_lo = np.array([lo if s > 0 else -hi for s in sign], dtype=object)
+    a_hi = np.array([hi if s > 0 else -lo for s in sign], dtype=object)
     inside = (t > a_lo[:, None]) & (t <= a_hi[:, None])
     lo_level = np.sum(t <= a_lo[:, None], axis=1)
     hi_level = np.sum(t <= a_hi[:, None], axis=1)

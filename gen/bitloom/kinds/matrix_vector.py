@@ -26,7 +26,7 @@ from bitloom.plan.cost import (
     dsp_product,
     memory_cost,
     product_counts,
-    threshold_counts,
+    requant_counts,
     weight_memory,
 )
 from bitloom.plan.fifos import DECOUPLE, MARGIN, layer_cycles
@@ -92,7 +92,7 @@ class MatrixVectorKind(LayerKind):
         add(counts, weight_memory(lp, *self.weight_geometry(ly, fold)[:2]))
         add(counts, memory_cost(ly.in_features // fold.simd, fold.simd * lp.in_fmt.bits,
                                 "buffer"))
-        add(counts, threshold_counts(ly.requant, acc_bits, fold.pe))
+        add(counts, requant_counts(lp.requant, acc_bits, fold.pe))
         return counts
 
     def window_buffer(self, layer: MatrixVector) -> Window | None:

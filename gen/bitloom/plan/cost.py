@@ -19,6 +19,10 @@ bits of LUT RAM, control blocks), and its LUTs (FFs) are a weighted sum of those
   hits a popcount sums) and their bits: against a constant when one channel per lane makes
   the table constant (``const_compare``), else against a ROM word (``compare_bits``, the
   ROM's ``table`` sites apart); only table bits that differ between words vary.
+- **scale requantizers** (:class:`~bitloom.ir.ScaleRequant`): the multiplier in DSP48s, as
+  ``mul2dsp`` tiles it (25 x 18 signed, so 24 x 17 bits a tile), and the bits of the
+  adders, clip compares and (minifloat outputs) normalizing shifter after it (``scale``);
+  the per-channel constants are a ROM like a threshold table's.
 - **memories**: weight and threshold ROMs as logic (:func:`rom_sites` LUT6s per bit), or
   block RAM when Yosys's own cost rule prefers it (:func:`memory_cost`), or as the plan's
   memory style says (:mod:`bitloom.plan.memory`); input buffers, line buffers and FIFOs as
@@ -40,6 +44,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from bitloom.formats import Format, Int, Minifloat, accumulator_grid, integer_width
+from bitloom.ir import ScaleRequant
 from bitloom.plan.memory import bram36_tiles
 from bitloom.plan.products import dsp_packing, is_bipolar, sliceable, table_layout
 from bitloom.plan.registry import kind_of
@@ -70,7 +75,7 @@ COEFFICIENTS: dict[str, dict[str, float]] = {
     "LUT": {"mac": 0.8018, "lookup": 1.8422, "tree": 0.0559, "acc": 0.0, "compare": 1.8116,
             "compare_bits": 0.7764, "const_compare": 0.0, "table": 1.1959, "rom": 2.8144,
             "rom_shallow": 0.6285, "ram": 0.782, "control": 44.2522, "window": 191.4126,
-            "fifo": 30.3598},
+            "fifo": 30.3598, "scale": 1.0},
     "FF": {"mac": 0.0342, "acc": 0.0, "compare": 1.2089, "table": 0.8521, "beat": 2.1592,
            "control": 34.9727, "window": 39.7032, "fifo": 20.6329},
 }
@@ -337,6 +342,36 @@ def threshold_counts(req, acc_bits: int, lanes: int) -> dict[str, float]:
             "ff_table": varying if groups >= REGISTERED_TABLE_MIN_DEPTH else 0}
 
 
+#: bits a DSP48E1 tile of ``mul2dsp`` takes of each signed operand (25 x 18, one sign)
+DSP_TILE_BITS = (24, 17)
+
+
+def scale_counts(req, acc_bits: int, lanes: int) -> dict[str, float]:
+    """Multiplier tiles, adder/compare/shifter bits and constant ROM of ``lanes`` scale
+    requantizers (:mod:`bitloom.hw.scale`)."""
+    m_bits = req.multiplier_bits
+    tiles = math.ceil((acc_bits - 1) / DSP_TILE_BITS[0]) * \
+        math.ceil((m_bits - 1) / DSP_TILE_BITS[1])
+    y_bits = acc_bits + m_bits + 1
+    per_lane = y_bits * tiles + 2 * (y_bits if req.rounds_to_levels else y_bits - req.shift)
+    if req.rounds_to_levels:  # leading-one detection and the shift it drives
+        per_lane += y_bits * max(y_bits - 1, 1).bit_length()
+    varying = sum(req.field_bits(f) for f in req.varying())
+    groups = max(req.channels // lanes, 1)
+    table = memory_cost(groups, lanes * varying) if varying and groups > 1 else {}
+    return {"DSP": lanes * tiles, "scale": lanes * per_lane,
+            "table": table.get("rom", 0.0) + table.get("rom_shallow", 0.0),
+            "BRAM36": table.get("BRAM36", 0.0),
+            "ff_table": lanes * varying if groups >= REGISTERED_TABLE_MIN_DEPTH else 0}
+
+
+def requant_counts(req, acc_bits: int, lanes: int) -> dict[str, float]:
+    """The component counts of ``lanes`` requantizers of either kind (None: none)."""
+    if isinstance(req, ScaleRequant):
+        return scale_counts(req, acc_bits, lanes)
+    return threshold_counts(req, acc_bits, lanes)
+
+
 def window_memory(window, channels: int, lanes: int, bits: int) -> dict[str, float]:
     """The sliding-window line buffer: the kernel's rows (plus stride) of the map."""
     w = window.in_hw[1]
@@ -360,7 +395,7 @@ def lane_counts(lp) -> dict[str, float]:
     ly, p, ib = lp.layer, lp.fold.pe, lp.in_fmt.bits
     acc_bits = accumulator_bits(lp)
     counts = {"acc": p * acc_bits, "ff_acc": p * (acc_bits + ly.out_fmt.bits + ib)}
-    add(counts, threshold_counts(getattr(ly, "requant", None), acc_bits, p))
+    add(counts, requant_counts(lp.requant, acc_bits, p))
     return counts
 
 

@@ -18,6 +18,7 @@ from bitloom.ir import Network
 from bitloom.plan.cost import estimate_counts, estimate_plan, rom_counts
 from bitloom.plan.folding import Plan, candidate_targets, make_plan, with_dsps
 from bitloom.plan.memory import STREAMED, parse_overrides, with_memories
+from bitloom.plan.requantizers import parse_requantizers, with_requantizers
 
 #: Estimated share of each resource a plan may take by default: AMD's UltraFast design
 #: methodology (UG949) advises staying under about 70% of LUTs and 50% of flip-flops, 80% of
@@ -75,10 +76,12 @@ class BoardFit:
     ceilings and checked against them."""
 
     def __init__(self, net: Network, board, max_utilization: float | None,
-                 weights_memory: Sequence[str]) -> None:
+                 weights_memory: Sequence[str], requantizers: Sequence[str] = ()) -> None:
         self.net, self.board = net, board
         self.caps = utilization_caps(max_utilization)
         self.default, self.per_layer = parse_overrides(weights_memory)
+        parse_requantizers(requantizers)  # a bad value is refused before any planning
+        self.requantizers = requantizers
 
     def budget(self, resource: str) -> float:
         return self.caps[resource] * self.board.resources.get(resource, 0)
@@ -86,8 +89,12 @@ class BoardFit:
     def memories(self, plan: Plan) -> Plan:
         """``plan`` with its weights in block RAM within what its other memories (line
         buffers, FIFOs, thresholds) leave under the ceiling, then in ROMs within the LUTs the
-        logic leaves, then streamed."""
+        logic leaves, then streamed; each layer's requantizer chosen first, a DSP priced at
+        the LUTs the board has per DSP."""
         plan = with_dsps(plan, self.board.family)
+        resources = self.board.resources
+        per_dsp = resources.get("LUT", 0) / resources["DSP"] if resources.get("DSP") else None
+        plan = with_requantizers(plan, self.requantizers, per_dsp)
         streamed = with_memories(plan, 0, self.per_layer, self.default)
         base = estimate_plan(streamed)
         forced = sum(lp.memory.bram36 for lp in streamed.layers if lp.memory is not None)
@@ -143,14 +150,16 @@ class BoardFit:
 
 def plan_design(net: Network, board, *, target_fps: float | None = None,
                 target_cycles: int | None = None, weights_memory: Sequence[str] = (),
-                max_utilization: float | None = None) -> Plan:
+                max_utilization: float | None = None,
+                requantizers: Sequence[str] = ()) -> Plan:
     """The plan of ``net`` on ``board``: the fastest within the utilization ceilings, or the
     cheapest reaching ``target_fps``, or the cheapest of at most ``target_cycles`` per frame
     (a design-space point, not checked against the board); integer products packed into the
     board's DSPs; weight memories chosen within the ceilings, or as ``weights_memory``
-    (``STYLE`` and/or ``LAYER=STYLE``) says."""
+    (``STYLE`` and/or ``LAYER=STYLE``) says; requantizers by cost, or as ``requantizers``
+    (``KIND`` and/or ``LAYER=KIND``, :mod:`bitloom.plan.requantizers`) says."""
     net.require_layers()
-    fit = BoardFit(net, board, max_utilization, weights_memory)
+    fit = BoardFit(net, board, max_utilization, weights_memory, requantizers)
     if target_cycles is not None:
         if target_fps is not None:
             raise BitloomError("give a target in frames/s or in cycles per frame, not both.")

@@ -18,7 +18,7 @@ import math
 from dataclasses import dataclass
 
 from bitloom.errors import BitloomError
-from bitloom.ir import AnyLayer, Network
+from bitloom.ir import AnyLayer, Network, ScaleRequant, Thresholds
 from bitloom.plan.fifos import fifo_depths, layer_cycles
 from bitloom.plan.fold import Folding
 from bitloom.plan.memory import WeightMemory, choose_memories
@@ -40,6 +40,13 @@ class LayerPlan:
     fifo_depths: tuple[int, ...]  # per input, in beats of that input (0: no FIFO)
     memory: WeightMemory | None = None  # the weights' memory (None: a layer without weights)
     dsp: str | None = None  # the DSP family its integer products are packed into (None: LUTs)
+    scale: ScaleRequant | None = None  # requantizes by multiply-shift, not its thresholds
+
+    @property
+    def requant(self) -> Thresholds | ScaleRequant | None:
+        """What the hardware requantizes with: the scale unit, else the layer's thresholds
+        (the golden's semantics either way; None: the layer has no requantization)."""
+        return self.scale if self.scale is not None else getattr(self.layer, "requant", None)
 
     @property
     def style(self) -> str:
