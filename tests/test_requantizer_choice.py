@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import onnx
 import pytest
 from float_models import float_mlp, ort_quantize
 
@@ -41,17 +42,35 @@ def test_int8_layers_take_the_cheaper_scale_unit_and_overrides_hold(tmp_path):
         ["scale", "thresholds", "scale"]
 
 
-def test_no_exact_scale_keeps_the_thresholds_and_forcing_one_is_refused(tmp_path):
-    """QONNX ROUND (ties to even) on power-of-two scales steps unevenly: no line fits."""
-    import onnx
+def minifloat_model(tmp_path, exp_bits: int, man_bits: int):
+    """A QONNX MLP of minifloat activations on power-of-two scales, rounded ties to even."""
+    path = tmp_path / f"e{exp_bits}m{man_bits}.onnx"
+    onnx.save(minifloat_mlp(0, exp_bits, man_bits, sizes=SIZES), str(path))
+    return path
 
-    path = tmp_path / "e4m3.onnx"
-    onnx.save(minifloat_mlp(0, 4, 3, sizes=SIZES), str(path))
-    net = bitloom.load(path)
+
+def test_minifloat_layers_of_power_of_two_scales_shift_instead_of_comparing(tmp_path):
+    net = bitloom.load(minifloat_model(tmp_path, 4, 3))
+    plan = plan_design(net, load_board("pynq-z2"))
+    assert kinds(plan)[:2] == ["scale", "scale"]
+    assert all(lp.scale.ties_to_even and "multiplier" not in lp.scale.varying()
+               for lp in plan.layers[:2])
+
+
+def test_without_an_exact_scale_the_plan_keeps_thresholds_and_refuses_to_force_one(
+        tmp_path, monkeypatch):
+    from bitloom.plan import requantizers
+
+    monkeypatch.setattr(requantizers, "fit_scale", lambda th, acc: "no line steps so")
+    requantizers._fits.clear()
+    net = bitloom.load(ort_mlp(tmp_path))
     board = load_board("pynq-z2")
-    assert kinds(plan_design(net, board))[:2] == ["thresholds", "thresholds"]
-    with pytest.raises(BitloomError, match="no scale requantizer is exact"):
-        plan_design(net, board, requantizers=["scale"])
+    try:
+        assert kinds(plan_design(net, board)) == ["thresholds"] * 3
+        with pytest.raises(BitloomError, match="no scale requantizer is exact here"):
+            plan_design(net, board, requantizers=["scale"])
+    finally:
+        requantizers._fits.clear()
 
 
 def test_bad_requantizer_options_exit_2_with_a_message(tmp_path, capsys):
@@ -62,6 +81,17 @@ def test_bad_requantizer_options_exit_2_with_a_message(tmp_path, capsys):
                      str(tmp_path / "d"), "--requantizer", option])
         assert code == 2
         assert message in capsys.readouterr().err
+
+
+@pytest.mark.verilator
+@pytest.mark.parametrize("exp_bits, man_bits", [(4, 3), (3, 2)], ids=["e4m3", "e3m2"])
+def test_minifloat_scale_requantizers_are_bit_exact_on_verilator(tmp_path, exp_bits,
+                                                                 man_bits):
+    design = bitloom.compile(minifloat_model(tmp_path, exp_bits, man_bits), "pynq-z2",
+                             out=tmp_path / "d", requantizers=["scale"])
+    assert kinds(design.plan)[:2] == ["scale", "scale"]
+    result = design.verify(samples=64)
+    assert result.bit_exact, result.mismatch
 
 
 @pytest.mark.verilator

@@ -100,17 +100,33 @@ def test_onnxruntime_style_layers_fit(out_fmt):
     check_everywhere(req, th, acc_fmt, np.random.default_rng(1))
 
 
-def test_ties_to_even_of_a_power_of_two_scale_keep_the_thresholds():
-    """``round(acc / 2)`` with ties to even steps at 1, 3 | 5, 7 | ...: no line does that,
-    so no fit exists and the plan keeps the table."""
+def test_ties_to_even_of_a_power_of_two_scale_take_the_exact_line():
+    """``round(acc / 2)`` with ties to even steps at 1, 3 | 5, 7 | ...: no floor of a line
+    does that, the exact line with ties to even does; half up is a floor of a line."""
     chain = Chain(2).then(Affine([Fraction(1, 2)] * 2, [Fraction(0)] * 2))
     acc_fmt = Int(10, True)
     th = derive_thresholds(chain, Quantizer(Int(8, True), 1.0, 0, "round"), acc_fmt)
-    assert "no multiplier" in fit_scale(th, acc_fmt)
+    even = fit_scale(th, acc_fmt)
+    assert isinstance(even, ScaleRequant) and even.ties_to_even
+    assert (even.shift, list(even.multiplier), list(even.offset)) == (1, [1, 1], [0, 0])
+    check_everywhere(even, th, acc_fmt, np.random.default_rng(0))
     half_up = derive_thresholds(chain, Quantizer(Int(8, True), 1.0, 0, "half_ceil"), acc_fmt)
     req = fit_scale(half_up, acc_fmt)
     assert isinstance(req, ScaleRequant) and req.shift == 1  # floor((acc + 1) / 2)
+    assert not req.ties_to_even
     check_everywhere(req, half_up, acc_fmt, np.random.default_rng(0))
+
+
+def test_no_line_at_all_is_reported():
+    """A chain through a coarse intermediate quantizer steps unevenly: the table stays."""
+    from bitloom.ir.elementwise import Requantize
+
+    chain = Chain(1).then(Affine([Fraction(3, 7)], [Fraction(0)])).then(
+        Requantize(Quantizer(Int(3, True), 1.0))).then(Affine([Fraction(5, 3)], [Fraction(0)]))
+    acc_fmt = Int(10, True)
+    th = derive_thresholds(chain, Quantizer(Int(8, True), 0.5, 0, "round"), acc_fmt)
+    reason = fit_scale(th, acc_fmt)
+    assert isinstance(reason, str)
 
 
 def test_a_multiplier_too_wide_is_reported():
@@ -183,6 +199,21 @@ def test_the_hardware_equals_the_thresholds_on_every_accumulator_value(out_fmt):
                            acc_fmt)
     req = fit_scale(th, acc_fmt)
     assert isinstance(req, ScaleRequant), req
+    accs = np.repeat(np.arange(acc_fmt.min_int, acc_fmt.max_int + 1)[:, None], 4, axis=1)
+    assert np.array_equal(hardware_codes(req, acc_fmt, 2, accs), expected_codes(th, accs))
+
+
+@pytest.mark.parametrize("out_fmt", [Int(4, True), Minifloat(4, 3), Minifloat(5, 2)],
+                         ids=lambda f: f.name)
+def test_the_hardware_rounds_ties_to_even_like_the_thresholds(out_fmt):
+    """Power-of-two scales (a Brevitas/QONNX minifloat MLP): ties everywhere, to even."""
+    acc_fmt = Int(10, True)
+    a = [Fraction(1, 8), Fraction(-1, 4), Fraction(3, 16), Fraction(1, 2)]
+    b = [Fraction(1, 8), Fraction(0), Fraction(-5, 8), Fraction(1, 4)]
+    chain = Chain(4).then(Affine(a, b)).then(Clamp(Fraction(0), None))
+    th = derive_thresholds(chain, Quantizer(out_fmt, 0.25, 0, "round"), acc_fmt)
+    req = fit_scale(th, acc_fmt)
+    assert isinstance(req, ScaleRequant) and req.ties_to_even, req
     accs = np.repeat(np.arange(acc_fmt.min_int, acc_fmt.max_int + 1)[:, None], 4, axis=1)
     assert np.array_equal(hardware_codes(req, acc_fmt, 2, accs), expected_codes(th, accs))
 

@@ -1,5 +1,6 @@
 """Scale requantization in hardware: ``acc * M + B``, a shift (or a rounding onto a
-minifloat's levels) and a clip, per channel, as :class:`~bitloom.ir.ScaleRequant` defines it.
+minifloat's levels, ties up or to even) and a clip, per channel, as
+:class:`~bitloom.ir.ScaleRequant` defines it.
 
 Why a per-channel ROM: the constants of ``lanes`` consecutive channels form one word, read
 one stage before the accumulators arrive, exactly as the threshold tables are
@@ -15,7 +16,7 @@ from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.hdl import Value
 from amaranth.lib import memory
 
-from bitloom.hw.pe.requant import MinifloatRequantizer
+from bitloom.hw.pe.requant import MinifloatRequantizer, dropped
 from bitloom.ir.scale_requant import ScaleRequant
 
 
@@ -69,13 +70,16 @@ def scale_requantize(m: Module, name: str, accs: Sequence[Value], req: ScaleRequ
         lo, hi = field("lo", p), field("hi", p)
         if not req.rounds_to_levels:
             q = y >> shift
+            if req.ties_to_even:  # to the nearest integer, a tie to the even one
+                above, at, _ = dropped(y, shift)
+                q = q + (above | (at & q[0]))
             codes.append(Mux(q < lo, lo, Mux(q > hi, hi, q))[:fmt.bits])
             continue
         bottom, top = lo << shift, hi << shift
         clipped = Signal(signed(len(y)), name=f"{name}_clipped{p}")
         m.d.comb += clipped.eq(Mux(y < bottom, bottom, Mux(y > top, top, y)))
         unit = MinifloatRequantizer(clipped.shape(), shift + fmt.grid().frac_bits, fmt,
-                                    rounding="half_ceil")
+                                    rounding="round" if req.ties_to_even else "half_ceil")
         m.submodules[f"{name}_round{p}"] = unit
         m.d.comb += unit.acc.eq(clipped)
         magnitude = unit.code[:fmt.exp_bits + fmt.man_bits]

@@ -17,6 +17,11 @@ Semantics, for channel ``c`` and accumulator ``acc`` (all integers)::
                                       clip(y, lo[c] << shift, hi[c] << shift) / 2**shift,
                                       a tie going up
 
+With ``ties_to_even`` the integer form rounds ``y / 2**shift`` to the nearest integer and
+both forms send an exact tie to the level whose code is even: the rounding of a chain whose
+scales are powers of two, which then meets ties that no shifted line can place (QONNX's
+``ROUND``, ONNX's QuantizeLinear).
+
 Values are grid integers, as :class:`~bitloom.ir.Thresholds` returns them.
 """
 
@@ -46,6 +51,7 @@ class ScaleRequant:
     offset: np.ndarray  # [channels], Python ints
     lo: np.ndarray  # [channels], grid integers: the least value the channel reaches
     hi: np.ndarray  # [channels], the greatest
+    ties_to_even: bool = False
 
     #: the per-channel constants, in the order the hardware's ROM word holds them
     FIELDS = ("multiplier", "offset", "lo", "hi")
@@ -76,6 +82,11 @@ class ScaleRequant:
     def offset_bits(self) -> int:
         return self.field_bits("offset")
 
+    def even_levels(self) -> np.ndarray:
+        """Per level (ascending), whether its code is even: where a tie goes."""
+        fmt = self.out_fmt
+        return (np.asarray(fmt.encode(fmt.values())) & 1) == 0
+
     def midpoints(self) -> np.ndarray:
         """Level boundaries of a rounding output, in ``y`` units: ``y`` at or above entry
         ``k`` reaches level ``k + 1``."""
@@ -94,14 +105,21 @@ class ScaleRequant:
         dtype = np.int64 if narrow else object
         y = acc.astype(dtype) * self.multiplier.astype(dtype) + self.offset.astype(dtype)
         lo, hi = self.lo.astype(dtype), self.hi.astype(dtype)
+        one = dtype(1) if narrow else 1
         if self.rounds_to_levels:
-            one = dtype(1) if narrow else 1
             clipped = np.clip(y, lo * (one << self.shift), hi * (one << self.shift))
             levels = self.out_fmt.grid_levels()
-            index = np.searchsorted(self.midpoints().astype(dtype), clipped.reshape(-1),
-                                    side="right")
+            mids, flat = self.midpoints().astype(dtype), clipped.reshape(-1)
+            index = np.searchsorted(mids, flat, side="right")
+            if self.ties_to_even:
+                below = np.searchsorted(mids, flat, side="left")
+                index = np.where(self.even_levels()[index], index, below)
             return levels[index].reshape(acc.shape)
-        return np.clip(y >> self.shift, lo, hi).astype(np.int64)
+        q = y >> self.shift
+        if self.ties_to_even:
+            dropped, half = y - (q << self.shift), one << (self.shift - 1)
+            q = q + ((dropped > half) | ((dropped == half) & (q % 2 == 1)))
+        return np.clip(q, lo, hi).astype(np.int64)
 
     @property
     def lo_bits_shifted(self) -> int:
@@ -137,11 +155,6 @@ def fit_scale(th: Thresholds, acc_fmt: Int,
     reason = scale_supported(th.out_fmt)
     if reason:
         return reason
-    levels = [int(v) for v in th.out_fmt.grid_levels()]
-    if consecutive_levels(th.out_fmt):  # floor: level k from y = v_k, in halves
-        bound = np.array([2 * v for v in levels[1:]], dtype=object)
-    else:  # nearest: level k from the midpoint of v_{k-1} and v_k
-        bound = np.array([a + b for a, b in pairwise(levels)], dtype=object)
     sign = np.where(th.increasing, 1, -1)
     # in a' = sign * acc every channel rises: level k (column k - 1) from a' >= t[c, k - 1]
     t = th.table.astype(object) * sign[:, None].astype(object)
@@ -151,41 +164,64 @@ def fit_scale(th: Thresholds, acc_fmt: Int,
     inside = (t > a_lo[:, None]) & (t <= a_hi[:, None])
     lo_level = np.sum(t <= a_lo[:, None], axis=1)
     hi_level = np.sum(t <= a_hi[:, None], axis=1)
+    levels = [int(v) for v in th.out_fmt.grid_levels()]
     grid = np.array(levels, dtype=object)
     low, high = grid[lo_level], grid[hi_level]
-    # fitting at S + 1 what fits at S is doubling (m, b): the least S is a binary search
-    fits = {}
+    mids = np.array([a + b for a, b in pairwise(levels)], dtype=object)  # in halves
+    if consecutive_levels(th.out_fmt):  # floor: level k from y = v_k, in halves
+        first = _least_shift(t, inside, np.array([2 * v for v in levels[1:]], dtype=object),
+                             strict=True)
+    else:  # nearest, ties up: level k from the midpoint of v_{k-1} and v_k
+        first = _least_shift(t, inside, mids, strict=True)
+    candidates = [(first, False)] if first is not None else []
+    if first is None:  # ties meet the steps: try the exact line with ties to even
+        fit = _least_shift(t, inside, mids, strict=False)
+        if fit is not None:
+            candidates = [((fit[0] + k, fit[1] << k, fit[2] << k), True) for k in range(4)]
+    if not candidates:
+        return f"no multiplier of up to {MAX_SHIFT} fraction bits steps like the thresholds"
+    for (shift, slope, offset), ties in candidates:
+        req = ScaleRequant(th.out_fmt, shift, slope * sign.astype(object), offset,
+                           np.minimum(low, high), np.maximum(low, high), ties)
+        if req.multiplier_bits > max_multiplier_bits:
+            return (f"the multiplier needs {req.multiplier_bits} bits (at most "
+                    f"{max_multiplier_bits} considered)")
+        if _agrees(req, th, acc_fmt):
+            return req
+        if not ties:
+            raise AssertionError("scale requantizer fit disagrees with its thresholds")
+    return "no multiplier places the ties of the thresholds (ties to even)"
+
+
+def _least_shift(t: np.ndarray, inside: np.ndarray, bound: np.ndarray,
+                 strict: bool) -> tuple[int, np.ndarray, np.ndarray] | None:
+    """``(S, m, b)`` of :func:`_fit_at` for the least shift ``S`` that has them: fitting at
+    ``S + 1`` what fits at ``S`` is doubling ``(m, b)``, so gallop up, then bisect."""
+    fits: dict[int, tuple | None] = {}
 
     def fit(shift: int):
         if shift not in fits:
-            fits[shift] = _fit_at(t, inside, bound * (1 << (shift - 1)))
+            fits[shift] = _fit_at(t, inside, bound * (1 << (shift - 1)), strict)
         return fits[shift]
 
-    hi_shift = 1  # gallop up (small shifts are cheap, int64), then bisect
+    hi_shift = 1
     while fit(hi_shift) is None:
         if hi_shift == MAX_SHIFT:
-            return f"no multiplier of up to {MAX_SHIFT} fraction bits steps like the thresholds"
+            return None
         hi_shift = min(2 * hi_shift, MAX_SHIFT)
     lo_shift = hi_shift // 2 + 1
     while lo_shift < hi_shift:
         mid = (lo_shift + hi_shift) // 2
         lo_shift, hi_shift = (lo_shift, mid) if fit(mid) is not None else (mid + 1, hi_shift)
-    best = (lo_shift, *fit(lo_shift))
-    shift, slope, offset = best
-    req = ScaleRequant(th.out_fmt, shift, slope * sign.astype(object), offset,
-                       np.minimum(low, high), np.maximum(low, high))
-    if req.multiplier_bits > max_multiplier_bits:
-        return (f"the multiplier needs {req.multiplier_bits} bits (at most "
-                f"{max_multiplier_bits} considered)")
-    _prove(req, th, acc_fmt)
-    return req
+    return (lo_shift, *fit(lo_shift))
 
 
-def _fit_at(t: np.ndarray, inside: np.ndarray,
-            c: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+def _fit_at(t: np.ndarray, inside: np.ndarray, c: np.ndarray,
+            strict: bool = True) -> tuple[np.ndarray, np.ndarray] | None:
     """Per channel, integers ``m >= 0`` and ``b`` with ``m * t_k + b >= c_k`` and
     ``m * (t_k - 1) + b <= c_k - 1`` for every level ``k`` the channel steps at inside the
-    range (``inside``), or None if some channel has none.
+    range (``inside``), or None if some channel has none; not ``strict``, the second is
+    ``<= c_k`` (a tie at ``c_k`` may go either way, as ties to even do).
 
     For a given ``m`` the feasible ``b`` lie between ``max_k(c_k - m t_k)`` and
     ``min_k(c_k - 1 - m (t_k - 1))``; the gap between them is concave in ``m``, so a binary
@@ -203,9 +239,10 @@ def _fit_at(t: np.ndarray, inside: np.ndarray,
     ref = t[rows, first]
     rise = c[last] - c[first]  # per channel, Python ints
     run = t[rows, last] - ref
+    d = 1 if strict else 0
     pairs = list(zip(rise, run, strict=True))
-    m_lo = np.array([(r + 1 + n) // (n + 1) for r, n in pairs], dtype=object)
-    m_hi = np.array([(r - 1) // (n - 1) if n > 1 else r + 2 for r, n in pairs], dtype=object)
+    m_lo = np.array([(r + d + n) // (n + 1) for r, n in pairs], dtype=object)
+    m_hi = np.array([(r - d) // (n - 1) if n > 1 else r + 2 for r, n in pairs], dtype=object)
     if np.any(m_lo > m_hi):
         return None
     span = int(max(c)) - int(min(c)) + 2
@@ -219,7 +256,7 @@ def _fit_at(t: np.ndarray, inside: np.ndarray,
     def gap(m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         mm = m[:, None]
         lower = np.where(mask, cc - mm * tt, -far).max(axis=1)
-        upper = np.where(mask, cc - 1 - mm * (tt - 1), far).min(axis=1)
+        upper = np.where(mask, cc - d - mm * (tt - 1), far).min(axis=1)
         return upper - lower, lower
 
     lo, hi = m_lo.astype(dtype), m_hi.astype(dtype)
@@ -231,21 +268,20 @@ def _fit_at(t: np.ndarray, inside: np.ndarray,
     width, lower = gap(lo)
     if np.any(width < 0):
         return None
+    middle = lower + width // 2  # clear of both sides: no tie where the steps have none
     ms[rows] = [int(v) for v in lo]
-    bs[rows] = [int(b) - int(m) * int(r) for b, m, r in zip(lower, lo, ref, strict=True)]
+    bs[rows] = [int(b) - int(m) * int(r) for b, m, r in zip(middle, lo, ref, strict=True)]
     return ms, bs
 
 
-def _prove(req: ScaleRequant, th: Thresholds, acc_fmt: Int) -> None:
-    """Check the fit where it matters, independently of how it was found: at every step of
-    the thresholds, the value before it and the range's ends. Both functions are monotone
-    in the same direction, so agreement there is agreement everywhere in the range."""
+def _agrees(req: ScaleRequant, th: Thresholds, acc_fmt: Int) -> bool:
+    """The proof, independent of how the fit was found: the two agree at every step of the
+    thresholds, the values beside it and the range's ends. Both functions are monotone in
+    the same direction, so agreement there is agreement everywhere in the range."""
     lo, hi = acc_fmt.min_int, acc_fmt.max_int
     wide = th.table.dtype == object
     table = th.table.astype(object if wide else np.int64)
     ends = np.full((th.channels, 2), [lo, hi], dtype=table.dtype)
     points = np.concatenate([table, table - 1, table + 1, ends], axis=1)
     points = np.clip(points, lo, hi).T  # [points, channels]
-    got, want = req.apply(points), th.apply(points)
-    if not np.array_equal(got, want):
-        raise AssertionError("scale requantizer fit disagrees with its thresholds")
+    return bool(np.array_equal(req.apply(points), th.apply(points)))

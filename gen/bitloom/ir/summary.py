@@ -17,7 +17,7 @@ def summary_text(net) -> str:
         fmts = layer_formats(ly)
         acc = fmts.get("accumulator")
         req = "-" if acc is None else (
-            "thresholds" if ly.requant is not None else "host dequantizes")
+            requantizers(ly) if ly.requant is not None else "host dequantizes")
         shapes = f"{'x'.join(map(str, ly.in_shape))} -> {'x'.join(map(str, ly.out_shape))}"
         lines.append(
             f"  {ly.name:10} {ly.kind:14} {shapes:>22} {fmts['input']:>7} "
@@ -30,6 +30,20 @@ def summary_text(net) -> str:
                  f"({net.output.chain.describe()}{host} on the host)")
     lines.append(f"  total MACs per frame: {sum(ly.macs for ly in net.layers)}")
     return "\n".join(lines)
+
+
+def requantizers(ly) -> str:
+    """The requantizers that can build a layer's table: thresholds (up to 8 bits), and the
+    scale unit when one is exact (the plan picks between them by cost)."""
+    from bitloom.ir.scale_requant import ScaleRequant, fit_scale
+
+    fit = fit_scale(ly.requant, ly.acc_fmt)
+    thresholds = "thresholds" if ly.requant.out_fmt.bits <= 8 else None
+    if not isinstance(fit, ScaleRequant):
+        return thresholds or f"none in hardware ({fit})"
+    ties = ", ties to even" if fit.ties_to_even else ""
+    scale = f"scale ({fit.multiplier_bits}-bit multiplier, shift {fit.shift}{ties})"
+    return f"{thresholds} or {scale}" if thresholds else scale
 
 
 def layer_formats(ly) -> dict[str, str]:

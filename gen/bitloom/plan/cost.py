@@ -350,10 +350,12 @@ def scale_counts(req, acc_bits: int, lanes: int) -> dict[str, float]:
     """Multiplier tiles, adder/compare/shifter bits and constant ROM of ``lanes`` scale
     requantizers (:mod:`bitloom.hw.scale`)."""
     m_bits = req.multiplier_bits
-    tiles = math.ceil((acc_bits - 1) / DSP_TILE_BITS[0]) * \
+    shift_only = "multiplier" not in req.varying() and \
+        int(req.multiplier[0]) & (int(req.multiplier[0]) - 1) == 0  # a power of two (or 0)
+    tiles = 0 if shift_only else math.ceil((acc_bits - 1) / DSP_TILE_BITS[0]) * \
         math.ceil((m_bits - 1) / DSP_TILE_BITS[1])
     y_bits = acc_bits + m_bits + 1
-    per_lane = y_bits * tiles + 2 * (y_bits if req.rounds_to_levels else y_bits - req.shift)
+    per_lane = y_bits * max(tiles, 1) + 2 * (y_bits if req.rounds_to_levels else y_bits - req.shift)
     if req.rounds_to_levels:  # leading-one detection and the shift it drives
         per_lane += y_bits * max(y_bits - 1, 1).bit_length()
     varying = sum(req.field_bits(f) for f in req.varying())
