@@ -76,7 +76,9 @@ def scale_requantize(m: Module, name: str, accs: Sequence[Value], req: ScaleRequ
             codes.append(Mux(q < lo, lo, Mux(q > hi, hi, q))[:fmt.bits])
             continue
         bottom, top = lo << shift, hi << shift
-        clipped = Signal(signed(len(y)), name=f"{name}_clipped{p}")
+        # the clipped value spans only the levels' range: a narrow input to the rounding
+        clipped = Signal(signed(max(widths["lo"], widths["hi"]) + shift),
+                         name=f"{name}_clipped{p}")
         m.d.comb += clipped.eq(Mux(y < bottom, bottom, Mux(y > top, top, y)))
         unit = MinifloatRequantizer(clipped.shape(), shift + fmt.grid().frac_bits, fmt,
                                     rounding="round" if req.ties_to_even else "half_ceil")

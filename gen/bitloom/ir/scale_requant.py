@@ -226,8 +226,7 @@ def _fit_at(t: np.ndarray, inside: np.ndarray, c: np.ndarray,
     For a given ``m`` the feasible ``b`` lie between ``max_k(c_k - m t_k)`` and
     ``min_k(c_k - 1 - m (t_k - 1))``; the gap between them is concave in ``m``, so a binary
     search on its slope finds the ``m`` that maximizes it, between the slopes the first and
-    last steps allow. ``t`` is taken from each channel's first step, which keeps every
-    product within int64 unless the levels themselves are wider."""
+    last steps allow. ``t`` is taken from each channel's first step."""
     channels = t.shape[0]
     ms, bs = np.zeros(channels, dtype=object), np.zeros(channels, dtype=object)
     rows = np.nonzero(inside.any(axis=1))[0]
@@ -245,21 +244,28 @@ def _fit_at(t: np.ndarray, inside: np.ndarray, c: np.ndarray,
     m_hi = np.array([(r - d) // (n - 1) if n > 1 else r + 2 for r, n in pairs], dtype=object)
     if np.any(m_lo > m_hi):
         return None
-    span = int(max(c)) - int(min(c)) + 2
-    reach = max(int(m) * (int(n) + 1) for m, n in zip(m_hi, run, strict=True))  # bounds every m * t
-    narrow = max(span, reach).bit_length() + 3 < 63
+    # in residuals of the least slope the search runs in int64 (Python ints if ever wider):
+    # c_k - m t_k = base_k - (m - m_lo) t_k, with base = c - m_lo * t
+    tt = np.where(mask, t[rows] - ref[:, None], 0).astype(object)
+    base = np.where(mask, c[None, :] - m_lo[:, None] * tt, 0)
+    widest = max(int(np.max(base)).bit_length(), int(np.min(base)).bit_length(),
+                 max(int(h - m) * (int(n) + 1) for h, m, n in zip(m_hi, m_lo, run,
+                                                                  strict=True)).bit_length())
+    narrow = widest + 4 < 63
     dtype = np.int64 if narrow else object
     far = (1 << 62) if narrow else (1 << 400)  # "no constraint" in max / min
-    tt = np.where(mask, t[rows] - ref[:, None], 0).astype(dtype)
-    cc = c.astype(dtype)
+    tt, base = tt.astype(dtype), base.astype(dtype)
+    least = m_lo.astype(dtype)
 
-    def gap(m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        mm = m[:, None]
-        lower = np.where(mask, cc - mm * tt, -far).max(axis=1)
-        upper = np.where(mask, cc - d - mm * (tt - 1), far).min(axis=1)
+    def gap(delta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Upper minus lower bound on ``b`` at ``m = m_lo + delta``, and the lower one."""
+        dd = delta[:, None]
+        lower = np.where(mask, base - dd * tt, -far).max(axis=1)
+        upper = np.where(mask, base - dd * tt, far).min(axis=1) + least + delta - d
         return upper - lower, lower
 
-    lo, hi = m_lo.astype(dtype), m_hi.astype(dtype)
+    lo = np.zeros(len(rows), dtype=dtype)
+    hi = (m_hi - m_lo).astype(dtype)
     while np.any(lo < hi):  # smallest m where the gap stops growing
         mid = (lo + hi) // 2
         rising = gap(mid + 1)[0] > gap(mid)[0]
@@ -268,6 +274,7 @@ def _fit_at(t: np.ndarray, inside: np.ndarray, c: np.ndarray,
     width, lower = gap(lo)
     if np.any(width < 0):
         return None
+    lo = np.array([int(v) for v in lo], dtype=object) + m_lo
     middle = lower + width // 2  # clear of both sides: no tie where the steps have none
     ms[rows] = [int(v) for v in lo]
     bs[rows] = [int(b) - int(m) * int(r) for b, m, r in zip(middle, lo, ref, strict=True)]

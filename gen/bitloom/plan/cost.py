@@ -70,12 +70,14 @@ BUFFER_BRAM_MIN_BITS = 16 * 1024
 #: 2-8 words, whose read register it moved to the address) in every design measured
 REGISTERED_TABLE_MIN_DEPTH = 16
 
-#: LUT and FF weights of each component count, fitted by ``bitloom.dse.calibrate``
+#: LUT and FF weights of each component count, fitted by ``bitloom.dse.calibrate``; "scale"
+#: (not in its training designs yet) is the least-squares ratio of the four integer rows of
+#: ``bench/requantizers.py`` (docs/results/2026-12-07-requantizers.md)
 COEFFICIENTS: dict[str, dict[str, float]] = {
     "LUT": {"mac": 0.8018, "lookup": 1.8422, "tree": 0.0559, "acc": 0.0, "compare": 1.8116,
             "compare_bits": 0.7764, "const_compare": 0.0, "table": 1.1959, "rom": 2.8144,
             "rom_shallow": 0.6285, "ram": 0.782, "control": 44.2522, "window": 191.4126,
-            "fifo": 30.3598, "scale": 1.0},
+            "fifo": 30.3598, "scale": 0.67},
     "FF": {"mac": 0.0342, "acc": 0.0, "compare": 1.2089, "table": 0.8521, "beat": 2.1592,
            "control": 34.9727, "window": 39.7032, "fifo": 20.6329},
 }

@@ -164,8 +164,14 @@ class MinifloatRequantizer(wiring.Component):
             regs = [Signal.like(v) for v in (mag, shift, negative)]
             m.d.sync += [r.eq(v) for r, v in zip(regs, (mag, shift, negative), strict=True)]
             mag, shift, negative = regs
-        right = Mux(shift > 0, shift, 0).as_unsigned()
-        kept = Mux(shift >= 0, mag >> right, mag << (-shift).as_unsigned())
+        # shift amounts as narrow as their reach (shift >= base; beyond width + 1 every bit
+        # is dropped and below half an LSB alike): a full-width shift amount would make
+        # Yosys build shifters 2**bits wide
+        right = Signal(range(width + 2))
+        left = Signal(range(max(-base, 0) + 1))
+        m.d.comb += [right.eq(Mux(shift > width + 1, width + 1, Mux(shift > 0, shift, 0))),
+                     left.eq(Mux(shift < 0, -shift, 0))]
+        kept = Mux(shift >= 0, mag >> right, mag << left)
         above, at, inexact = dropped(mag, right)
         inc = round_increment(self.rounding, above, at, inexact & (shift > 0), kept[0],
                               ~negative, 1)
