@@ -89,12 +89,10 @@ class BoardFit:
     def memories(self, plan: Plan) -> Plan:
         """``plan`` with its weights in block RAM within what its other memories (line
         buffers, FIFOs, thresholds) leave under the ceiling, then in ROMs within the LUTs the
-        logic leaves, then streamed; each layer's requantizer chosen first, a DSP priced at
-        the LUTs the board has per DSP."""
+        logic leaves, then streamed; each layer's requantizer chosen first, a DSP and a
+        BRAM36 priced at the LUTs the board has per DSP and per BRAM36."""
         plan = with_dsps(plan, self.board.family)
-        resources = self.board.resources
-        per_dsp = resources.get("LUT", 0) / resources["DSP"] if resources.get("DSP") else None
-        plan = with_requantizers(plan, self.requantizers, per_dsp)
+        plan = with_requantizers(plan, self.requantizers, self.board)
         streamed = with_memories(plan, 0, self.per_layer, self.default)
         base = estimate_plan(streamed)
         forced = sum(lp.memory.bram36 for lp in streamed.layers if lp.memory is not None)

@@ -3,9 +3,9 @@
 Why per layer and by cost: thresholds cost a comparator per output level (cheap for a few
 bits, 255 per lane for 8 and 65,535 for 16), a scale unit a multiplier (DSP48s) whose width
 the exactness proof decides (:func:`bitloom.ir.fit_scale`), and a few adders. The planner
-prices both with the cost model and takes the cheaper, a DSP counting as the LUTs the board
-has per DSP, unless ``--requantizer [LAYER=]thresholds|scale`` says otherwise. Outputs
-wider than :data:`MAX_THRESHOLD_BITS` have no threshold hardware.
+prices both with the cost model and takes the cheaper, a DSP (a BRAM36) counting as the
+LUTs the board has per DSP (per BRAM36), unless ``--requantizer [LAYER=]thresholds|scale``
+says otherwise. Outputs wider than :data:`MAX_THRESHOLD_BITS` have no threshold hardware.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from bitloom.plan.cost import estimate_counts, requant_counts
 REQUANTIZERS = ("thresholds", "scale")
 #: widest output a threshold table is built in hardware for (2**8 - 1 comparators a lane)
 MAX_THRESHOLD_BITS = 8
-#: a DSP's worth in LUTs where no board says (the xc7z020 has 242 LUTs per DSP48)
-DEFAULT_LUTS_PER_DSP = 242.0
+#: a DSP's and a BRAM36's worth in LUTs where no board says (the xc7z020's ratios)
+DEFAULT_LUTS_PER_DSP, DEFAULT_LUTS_PER_BRAM = 242.0, 380.0
 
 _fits: dict[int, tuple[Thresholds, ScaleRequant | str]] = {}
 
@@ -55,13 +55,14 @@ def requantizer_name(req) -> str:
     return "thresholds" if isinstance(req, Thresholds) else "none"
 
 
-def _price(req, acc_bits: int, lanes: int, luts_per_dsp: float) -> float:
+def _price(req, acc_bits: int, lanes: int, rates: tuple[float, float]) -> float:
     est = estimate_counts(requant_counts(req, acc_bits, lanes))
-    return est["LUT"] + luts_per_dsp * est["DSP"]
+    return est["LUT"] + rates[0] * est["DSP"] + rates[1] * est["BRAM36"]
 
 
 def choose(lp, default: str | None, per_layer: dict[str, str],
-           luts_per_dsp: float = DEFAULT_LUTS_PER_DSP) -> ScaleRequant | None:
+           rates: tuple[float, float] = (DEFAULT_LUTS_PER_DSP, DEFAULT_LUTS_PER_BRAM)
+           ) -> ScaleRequant | None:
     """The scale unit a planned layer uses instead of its thresholds, or None."""
     layer = lp.layer
     th = getattr(layer, "requant", None)
@@ -86,21 +87,24 @@ def choose(lp, default: str | None, per_layer: dict[str, str],
     if want == "scale" or wide:
         return fit
     acc_bits, lanes = layer.acc_fmt.bits, lp.fold.pe
-    cheaper = _price(fit, acc_bits, lanes, luts_per_dsp) < \
-        _price(th, acc_bits, lanes, luts_per_dsp)
+    cheaper = _price(fit, acc_bits, lanes, rates) < _price(th, acc_bits, lanes, rates)
     return fit if cheaper else None
 
 
-def with_requantizers(plan, specs: Sequence[str] = (), luts_per_dsp: float | None = None):
-    """``plan`` with each layer's requantizer chosen (see the module docstring)."""
+def with_requantizers(plan, specs: Sequence[str] = (), board=None):
+    """``plan`` with each layer's requantizer chosen (see the module docstring), DSPs and
+    block RAM priced at ``board``'s ratios to its LUTs."""
     default, per_layer = parse_requantizers(specs)
     names = {lp.layer.name for lp in plan.layers}
     unknown = sorted(set(per_layer) - names)
     if unknown:
         raise BitloomError(f"--requantizer names no layer {', '.join(unknown)}; the layers "
                            f"are {', '.join(sorted(names))}.")
+    res = board.resources if board is not None else {}
+    rates = (res["LUT"] / res["DSP"] if res.get("DSP") else DEFAULT_LUTS_PER_DSP,
+             res["LUT"] / res["BRAM36"] if res.get("BRAM36") else DEFAULT_LUTS_PER_BRAM)
     for lp in plan.layers:
-        lp.scale = choose(lp, default, per_layer, luts_per_dsp or DEFAULT_LUTS_PER_DSP)
+        lp.scale = choose(lp, default, per_layer, rates)
     return plan
 
 
