@@ -22,10 +22,8 @@ import subprocess
 import sys
 import time
 from datetime import date
-from fractions import Fraction
 from pathlib import Path
 
-import numpy as np
 from amaranth import Module, Signal
 from amaranth.back import verilog
 from amaranth.lib import wiring
@@ -35,8 +33,11 @@ from rich.console import Console
 from bitloom.emit.synth import FAMILIES, synthesize
 from bitloom.formats import Int, Minifloat
 from bitloom.hw.thresholds import acc_shape, requantize, threshold_bits
-from bitloom.ir import Affine, Chain, Clamp, Quantizer, ScaleRequant, derive_thresholds, fit_scale
-from bitloom.ir.quantizer import ROUND_THEN_SHIFT
+from bitloom.ir import ScaleRequant, fit_scale
+
+# the layers measured are the tests' onnxruntime-like requantizations
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from test_scale_requant import onnxruntime_like
 
 ROOT = Path(__file__).resolve().parent.parent
 ACC = Int(20, True)
@@ -46,22 +47,6 @@ OUTPUTS = [(Int(4, True), False), (Int(8, True), False), (Int(8, False), True),
            (Int(16, True), False), (Minifloat(4, 3), False), (Minifloat(5, 2), False)]
 #: threshold tables with more levels than this are not synthesized (one comparator each)
 MAX_LEVELS = 4096
-
-
-def onnxruntime_like(channels: int, out_fmt, relu: bool, seed: int = 0):
-    """Thresholds of a layer as onnxruntime writes it (float32 per-channel scales, float32
-    bias, output scale and zero point): the same construction as tests/test_scale_requant."""
-    rng = np.random.default_rng(seed)
-    a = [Fraction(float(np.float32(s)) * float(np.float32(3e-3))) * rng.choice([1, -1])
-         for s in rng.uniform(0.05, 1, channels)]
-    b = [Fraction(float(np.float32(v))) for v in rng.uniform(-0.5, 0.5, channels)]
-    chain = Chain(channels).then(Affine(a, b))
-    if relu:
-        chain = chain.then(Clamp(Fraction(0), None))
-    zero_point = 0 if not isinstance(out_fmt, Int) or relu else 3
-    quantizer = Quantizer(out_fmt, float(np.float32(0.0173)), zero_point, "round",
-                          ROUND_THEN_SHIFT)
-    return derive_thresholds(chain, quantizer, ACC)
 
 
 class Requantizing(wiring.Component):
@@ -208,7 +193,7 @@ def main(argv: list[str] | None = None) -> None:
     designs = []  # (output, kind, req, row)
     for out_fmt, relu in OUTPUTS:
         t0 = time.monotonic()
-        th = onnxruntime_like(CHANNELS, out_fmt, relu)
+        th = onnxruntime_like(CHANNELS, out_fmt, ACC, relu)
         sc = fit_scale(th, ACC)
         print(f"{out_fmt.name}: {th.table.shape[1]:,} levels, scale fit "
               f"{'none: ' + sc if isinstance(sc, str) else f'{sc.multiplier_bits} bits'} "

@@ -89,14 +89,17 @@ def weight_geometry(layer: AnyLayer, fold: Folding) -> tuple[int, int, int] | No
     return kind_of(layer).weight_geometry(layer, fold)
 
 
-def parse_overrides(specs: Sequence[str]) -> tuple[str | None, dict[str, str]]:
-    """``--weights-memory`` values: ``STYLE`` (every layer) and/or ``LAYER=STYLE``."""
+def parse_overrides(specs: Sequence[str], option: str = "--weights-memory",
+                    choices: Sequence[str] = STYLES,
+                    noun: str = "style") -> tuple[str | None, dict[str, str]]:
+    """Per-layer option values (``--weights-memory`` by default): ``VALUE`` (every layer)
+    and/or ``LAYER=VALUE``, each one of ``choices``."""
     default, per_layer = None, {}
     for spec in specs:
         name, _, style = spec.rpartition("=")
-        if style not in STYLES:
-            raise BitloomError(f"--weights-memory {spec!r}: unknown style {style!r}; choose "
-                               f"one of {', '.join(STYLES)} (optionally LAYER=STYLE).")
+        if style not in choices:
+            raise BitloomError(f"{option} {spec!r}: unknown {noun} {style!r}; choose one of "
+                               f"{', '.join(choices)} (optionally LAYER={noun.upper()}).")
         if name:
             per_layer[name] = style
         else:

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from bitloom.errors import BitloomError
 from bitloom.ir import ScaleRequant, Thresholds, fit_scale
 from bitloom.plan.cost import estimate_counts, requant_counts
+from bitloom.plan.memory import parse_overrides
 
 REQUANTIZERS = ("thresholds", "scale")
 #: widest output a threshold table is built in hardware for (2**8 - 1 comparators a lane)
@@ -35,17 +36,7 @@ def scale_fit(th: Thresholds, acc_fmt) -> ScaleRequant | str:
 
 def parse_requantizers(specs: Sequence[str]) -> tuple[str | None, dict[str, str]]:
     """``--requantizer`` values: ``KIND`` for every layer and/or ``LAYER=KIND``."""
-    default, per_layer = None, {}
-    for spec in specs:
-        name, _, kind = spec.rpartition("=")
-        if kind not in REQUANTIZERS:
-            raise BitloomError(f"--requantizer {spec!r}: the requantizer is one of "
-                               f"{', '.join(REQUANTIZERS)} (as KIND or LAYER=KIND).")
-        if name:
-            per_layer[name] = kind
-        else:
-            default = kind
-    return default, per_layer
+    return parse_overrides(specs, "--requantizer", REQUANTIZERS, "kind")
 
 
 def requantizer_name(req) -> str:
