@@ -1,11 +1,12 @@
-"""LUT/FF/DSP per output lane of bitloom's two requantizers, measured with Yosys.
+"""LUT/FF/DSP per output lane of bitloom's requantizers, measured with Yosys.
 
 Why: a layer ends in ``bitloom.hw.thresholds.requantize``, either with a threshold table
 (one comparator per output level and lane) or with a fitted ``ScaleRequant`` (a multiply,
-a shift and a clip). This prices both on the same realistic layers so the planner's choice
-can be judged. Run from the repository root::
+a shift and a clip), its multiplier in DSPs (``scale``) or in adders (``scale-lut``). This
+prices them on the same realistic layers so the planner's choice can be judged. Run from
+the repository root::
 
-    .venv/bin/python bench/requantizers.py [--family xc7 [xcup]] [--out FILE.md]
+    .venv/bin/python bench/requantizers.py [--family xc7 [xcup]] [--kinds K ...] [--out FILE.md]
 
 Each design is one channel group of ``LANES`` lanes over ``CHANNELS`` channels: the
 per-channel constants are a ROM of ``CHANNELS // LANES`` words read through the ``group``
@@ -21,6 +22,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from datetime import date
 from pathlib import Path
 
@@ -34,6 +36,7 @@ from bitloom.emit.synth import FAMILIES, synthesize
 from bitloom.formats import Int, Minifloat
 from bitloom.hw.thresholds import acc_shape, requantize, threshold_bits
 from bitloom.ir import ScaleRequant, fit_scale
+from bitloom.plan.requantizers import requantizer_name
 
 # the layers measured are the tests' onnxruntime-like requantizations
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
@@ -42,9 +45,12 @@ from test_scale_requant import onnxruntime_like
 ROOT = Path(__file__).resolve().parent.parent
 ACC = Int(20, True)
 LANES, CHANNELS = 8, 64
-#: (output format, ReLU before it)
-OUTPUTS = [(Int(4, True), False), (Int(8, True), False), (Int(8, False), True),
-           (Int(16, True), False), (Minifloat(4, 3), False), (Minifloat(5, 2), False)]
+#: (output format, ReLU before it, one weight scale per tensor)
+OUTPUTS = [(Int(4, True), False, False), (Int(8, True), False, False),
+           (Int(8, False), True, False), (Int(8, False), True, True),
+           (Int(16, True), False, False), (Minifloat(4, 3), False, False),
+           (Minifloat(5, 2), False, False)]
+KINDS = ("thresholds", "scale", "scale-lut")
 #: threshold tables with more levels than this are not synthesized (one comparator each)
 MAX_LEVELS = 4096
 
@@ -66,7 +72,8 @@ class Requantizing(wiring.Component):
             a = Signal(acc_shape(ACC), name=f"a{p}")
             m.d.comb += a.eq(self.acc.word_select(p, ACC.bits))
             accs.append(a)
-        m.d.comb += self.code.eq(requantize(m, "rq", accs, self.req, ACC, self.group, 1))
+        codes, _ = requantize(m, "rq", accs, self.req, ACC, self.group, 1, 1)
+        m.d.comb += self.code.eq(codes)
         return m
 
 
@@ -142,9 +149,9 @@ def write_markdown(path: Path, info: dict, rows: list[dict], families: list[str]
              "point 3 for signed int, ReLU for uint8), as in tests/test_scale_requant.py. "
              "Synthesis: `bitloom.emit.synth.synthesize`, i.e. `synth_xilinx -family <family> "
              "-noiopad -noclkbuf`, DSPs allowed. Per lane = whole design / "
-             f"{LANES}. FF is what the requantizer itself registers (the ROM read); the "
-             "unit's output register is not part of it. CARRY counts CARRY4 on xc7, CARRY8 "
-             "sites on xcup.", "",
+             f"{LANES}. FF is what the requantizer itself registers (the ROM read, and a "
+             "scale unit's register of `acc * M + B`); the unit's output register is not "
+             "part of it. CARRY counts CARRY4 on xc7, CARRY8 sites on xcup.", "",
              "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in rows:
         cells = [r["output"], r["family"], r["kind"], str(r.get("mbits", "-")),
@@ -155,21 +162,21 @@ def write_markdown(path: Path, info: dict, rows: list[dict], families: list[str]
             m = r["m"]
             cells += [fmt_num(m[k]) for k in ("LUT", "LUTMEM", "FF", "CARRY", "MUXF7", "DSP",
                                               "BRAM36")]
-            cells += [("yes" if m["DSP"] else "no") if r["kind"] == "scale" else "-",
+            cells += [("yes" if m["DSP"] else "no") if r["kind"] != "thresholds" else "-",
                       f"{m['seconds']:.0f}"]
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", "Scale over thresholds, LUTs per lane:", "",
-              "| output | family | thresholds LUT/lane | scale LUT/lane | scale / thresholds |",
-              "|---|---|---|---|---|"]
+    lines += ["", "Scale units over thresholds, LUTs per lane (DSPs per lane in brackets):", "",
+              "| output | family | thresholds | scale | scale-lut | scale / thresholds |",
+              "|---|---|---|---|---|---|"]
     for family in families:
-        for out_fmt, _ in OUTPUTS:
-            pair = {r["kind"]: r for r in rows
-                    if r["output"] == out_fmt.name and r["family"] == family}
-            th, sc = (pair.get(k, {}).get("m") for k in ("thresholds", "scale"))
+        for name in dict.fromkeys(r["output"] for r in rows):
+            pair = {r["kind"]: r.get("m") for r in rows
+                    if r["output"] == name and r["family"] == family}
+            th, sc = pair.get("thresholds"), pair.get("scale")
             ratio = f"{sc['LUT'] / th['LUT']:.3f}" if th and sc and th["LUT"] else "-"
-            lines.append(f"| {out_fmt.name} | {family} | "
-                         f"{fmt_num(th['LUT']) if th else '-'} | "
-                         f"{fmt_num(sc['LUT']) if sc else '-'} | {ratio} |")
+            cells = [f"{fmt_num(m['LUT'])} ({fmt_num(m['DSP'])})" if m else "-"
+                     for m in (th, sc, pair.get("scale-lut"))]
+            lines.append(f"| {name} | {family} | " + " | ".join(cells) + f" | {ratio} |")
     unmapped = {f"{r['output']}/{r['kind']}/{r['family']}": r["m"]["unmapped"] for r in rows
                 if "m" in r and r["m"]["unmapped"]}
     lines += ["", f"Unmapped cells: {unmapped or 'none'}. Designs over {timeout} s of Yosys "
@@ -187,34 +194,35 @@ def main(argv: list[str] | None = None) -> None:
                     default=ROOT / "docs/results" / f"{date.today()}-requantizers.md")
     ap.add_argument("--work", type=Path, default=ROOT / "build/bench-requantizers")
     ap.add_argument("--timeout", type=int, default=900, help="seconds of Yosys per design")
+    ap.add_argument("--kinds", nargs="+", choices=KINDS, default=list(KINDS))
     args = ap.parse_args(argv)
     start = time.monotonic()
     info = machine()
-    designs = []  # (output, kind, req, row)
-    for out_fmt, relu in OUTPUTS:
+    designs = []  # (label, kind, req)
+    for out_fmt, relu, per_tensor in OUTPUTS:
         t0 = time.monotonic()
-        th = onnxruntime_like(CHANNELS, out_fmt, ACC, relu)
+        th = onnxruntime_like(CHANNELS, out_fmt, ACC, relu, per_tensor=per_tensor)
         sc = fit_scale(th, ACC)
-        print(f"{out_fmt.name}: {th.table.shape[1]:,} levels, scale fit "
+        name = out_fmt.name + (" per-tensor" if per_tensor else "")
+        print(f"{name}: {th.table.shape[1]:,} levels, scale fit "
               f"{'none: ' + sc if isinstance(sc, str) else f'{sc.multiplier_bits} bits'} "
               f"({time.monotonic() - t0:.0f} s)", flush=True)
-        designs.append((out_fmt, "thresholds", th))
-        if not isinstance(sc, str):
-            designs.append((out_fmt, "scale", sc))
+        options = [th] if isinstance(sc, str) else [th, sc, replace(sc, lut_multiplier=True)]
+        designs += [(name, kind, req) for req in options
+                    if (kind := requantizer_name(req)) in args.kinds]
     jobs = [(f, d) for f in args.family for d in designs]
-    built = [j for j in jobs if j[1][1] == "scale" or j[1][2].table.shape[1] <= MAX_LEVELS]
+    built = [j for j in jobs if j[1][1] != "thresholds" or j[1][2].table.shape[1] <= MAX_LEVELS]
     rows, k = [], 0
-    for family, (out_fmt, kind, req) in jobs:
-        row = {"output": out_fmt.name, "family": family, "kind": kind,
-               "rom_bits": rom_bits(req)}
-        if kind == "scale":
+    for family, (name, kind, req) in jobs:
+        row = {"output": name, "family": family, "kind": kind, "rom_bits": rom_bits(req)}
+        if kind != "thresholds":
             row.update(mbits=req.multiplier_bits, shift=req.shift)
         elif req.table.shape[1] > MAX_LEVELS:
             row["note"] = f"not built ({req.table.shape[1]:,} comparators per lane)"
             rows.append(row)
             continue
         k += 1
-        label = f"{out_fmt.name}-{kind}-{family}"
+        label = f"{name.replace(' ', '-')}-{kind}-{family}"
         print(f"design {k}/{len(built)} {label} ...", end=" ", flush=True)
         m = measure(label, req, family, args.work / label, args.timeout)
         if m is None:

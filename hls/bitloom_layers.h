@@ -26,6 +26,46 @@ Code threshold(const Acc& acc, const Thr table[L], bool increasing, const Level 
   return Code(levels[count]);
 }
 
+// Requantization by multiply and shift (bitloom.ir.ScaleRequant), proven equal to the
+// layer's thresholds: y = acc * M + B is a fixed-point number of S fraction bits; an integer
+// output is floor(y / 2^S) (or, TIES_EVEN, the nearest integer, a tie to the even one)
+// clipped to [lo, hi]. Y holds y exactly.
+template <int S, bool TIES_EVEN, class Code, class Y, class Lim>
+Code scale_to_int(const Y& y, const Lim& lo, const Lim& hi) {
+  BITLOOM_HLS(INLINE)
+  Y q = y >> S;
+  if (TIES_EVEN && S > 0) {
+    Y dropped = y - (q << S);
+    Y half = (Y(1) << S) >> 1;
+    if (dropped > half || (dropped == half && q[0])) q += 1;
+  }
+  if (q < Y(lo)) q = Y(lo);
+  if (q > Y(hi)) q = Y(hi);
+  return Code(q);
+}
+
+// A minifloat output: y clipped to [lo, hi] * 2^S, then the level nearest it (a tie going up,
+// or to the level of even code when TIES_EVEN). `mids` are the N - 1 boundaries between the
+// N levels in y units, ascending; a binary search of LOG2N steps counts those at or below y.
+template <int S, int N, int LOG2N, bool TIES_EVEN, class Code, class Y, class Lim, class Mid,
+          class Level>
+Code scale_to_levels(const Y& y, const Lim& lo, const Lim& hi, const Mid mids[N - 1],
+                     const Level levels[N], const bool even[N]) {
+  BITLOOM_HLS(INLINE)
+  Y bottom = Y(lo) << S, top = Y(hi) << S;
+  Y v = y < bottom ? bottom : (y > top ? top : y);
+  int first = 0, last = N - 1;  // the answer lies in [first, last]
+  for (int step = 0; step < LOG2N; step++) {
+    BITLOOM_HLS(UNROLL)
+    if (first < last) {
+      int middle = (first + last) / 2;
+      if (Y(mids[middle]) <= v) first = middle + 1; else last = middle;
+    }
+  }
+  if (TIES_EVEN && first > 0 && Y(mids[first - 1]) == v && !even[first]) first -= 1;
+  return Code(levels[first]);
+}
+
 // No requantization (the last layer): the accumulator itself leaves, in format Out.
 template <class Out>
 struct accumulator_out {

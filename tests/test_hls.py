@@ -212,3 +212,39 @@ def test_unsupported_format_is_a_user_error():
 
     with pytest.raises(BitloomError, match="HLS backend does not support"):
         fmt_type(Block(Minifloat(4, 3)))
+
+
+@pytest.mark.parametrize("model", ["int8-mlp", "e4m3-mlp", "e5m2-mlp",
+                                   pytest.param("uint16-ort-mlp", marks=pytest.mark.slow),
+                                   "residual-cnn"])
+def test_scale_requantizers_equal_golden(model, tmp_path):
+    """Every layer through the plan's scale requantizer (multiply, add, shift; minifloat
+    levels by binary search, ties to even), against the golden thresholds."""
+    from float_models import float_mlp, ort_quantize
+
+    from bitloom.ir import ScaleRequant
+    from bitloom.plan import make_plan
+    from bitloom.plan.requantizers import scale_fit, with_requantizers
+
+    if model == "int8-mlp":
+        source = random_mlp(5, sizes=(16, 12, 8, 6), in_bits=8, in_signed=True, w_bits=8,
+                            act_bits=8, act_signed=True, clip=True, rounding="HALF_UP")
+    elif model in ("e4m3-mlp", "e5m2-mlp"):
+        exp_bits, man_bits = int(model[1]), int(model[3])
+        source = minifloat_mlp(2, exp_bits, man_bits, sizes=(16, 10, 6))
+    elif model == "residual-cnn":
+        source = cnn_model("residual")
+    else:
+        calib = np.random.default_rng(0).normal(size=(64, 16)).astype(np.float32)
+        source = ort_quantize(float_mlp(0, (16, 32, 24, 8)), calib, tmp_path / "u16.onnx",
+                              per_channel=True, activation="QUInt16")
+    net = bitloom.load(source)
+    plan = make_plan(net, 64)
+    exact = [f"{lp.layer.name}=scale" for lp in plan.layers if lp.layer.requant is not None
+             and isinstance(scale_fit(lp.layer.requant, lp.layer.acc_fmt), ScaleRequant)]
+    plan = with_requantizers(plan, exact)
+    scaled = [lp for lp in plan.layers if lp.scale is not None]
+    assert scaled, "no layer took a scale requantizer"
+    values = net.input.apply(batch(net, scale=2.0))
+    np.testing.assert_array_equal(hls_values(net, values, plan=plan),
+                                  net.trace_values(values)[-1])

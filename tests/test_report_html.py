@@ -83,10 +83,11 @@ def test_html_holds_the_report_numbers(design):
     for ly in report["layers"]:
         row = cells[cells.index(ly["name"]):]
         assert row[1] == ly["op"]
-        assert str(ly["cycles_per_frame"]) in row[:17]
-        assert str(ly["estimated"]["LUT"]) in row[:17]
+        assert row[8].startswith(ly["requant"])
+        assert str(ly["cycles_per_frame"]) in row[:18]
+        assert str(ly["estimated"]["LUT"]) in row[:18]
         mem = ly["weight_memory"]
-        assert f"{mem['style']} {mem['depth']}×{mem['width']}" in row[:17]
+        assert f"{mem['style']} {mem['depth']}×{mem['width']}" in row[:18]
     assert str(report["totals"]["estimated"]["LUT"]) in cells
     text = (design / "report.html").read_text()
     assert f">{report['cycles_per_frame']}<" in text

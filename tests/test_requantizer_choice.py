@@ -84,7 +84,7 @@ def test_bad_requantizer_options_exit_2_with_a_message(tmp_path, capsys):
 
 
 @pytest.mark.verilator
-@pytest.mark.parametrize("exp_bits, man_bits", [(4, 3), (3, 2)], ids=["e4m3", "e3m2"])
+@pytest.mark.parametrize("exp_bits, man_bits", [(4, 3), (5, 2)], ids=["e4m3", "e5m2"])
 def test_minifloat_scale_requantizers_are_bit_exact_on_verilator(tmp_path, exp_bits,
                                                                  man_bits):
     design = bitloom.compile(minifloat_model(tmp_path, exp_bits, man_bits), "pynq-z2",
@@ -96,15 +96,38 @@ def test_minifloat_scale_requantizers_are_bit_exact_on_verilator(tmp_path, exp_b
 
 @pytest.mark.verilator
 @pytest.mark.parametrize("activation, options", [
-    ("QUInt8", ("mvu0=thresholds",)), ("QUInt16", ())], ids=["uint8-mixed", "uint16-scale"])
+    ("QUInt8", ("mvu0=thresholds", "mvu1=scale", "mvu2=scale-lut")), ("QUInt16", ())],
+    ids=["uint8-mixed", "uint16-scale"])
 def test_scale_requantizers_are_bit_exact_on_verilator(tmp_path, activation, options):
+    """Thresholds, a DSP multiplier and a fabric one in one model; 16-bit outputs by cost."""
     design = bitloom.compile(ort_mlp(tmp_path, activation), "pynq-z2", out=tmp_path / "d",
                              requantizers=options)
     report = json.loads((tmp_path / "d" / "report.json").read_text())
     chosen = [ly["requant"] for ly in report["layers"]]
-    assert chosen == (["thresholds", "scale", "scale"] if options else ["scale"] * 3)
+    if options:
+        assert chosen == ["thresholds", "scale", "scale-lut"]
+    else:
+        assert set(chosen) <= {"scale", "scale-lut"}
     assert report["layers"][1]["requantizer"]["multiplier_bits"] > 0
     reopened = bitloom.open_design(tmp_path / "d")
     assert kinds(reopened.plan) == kinds(design.plan)
     result = reopened.verify(samples=64)
     assert result.bit_exact, result.mismatch
+
+
+def test_a_spent_dsp_budget_moves_requantizers_off_the_dsps(tmp_path):
+    """With no DSP to spare every scale unit gives its DSPs up (to a fabric multiplier or
+    thresholds, whichever costs fewer LUTs); a layer the user fixed keeps its kind."""
+    from bitloom.plan.cost import estimate_plan
+    from bitloom.plan.requantizers import with_requantizers
+
+    net = bitloom.load(ort_mlp(tmp_path))
+    board = load_board("pynq-z2")
+    plan = plan_design(net, board)
+    before = estimate_plan(plan)["DSP"]
+    assert kinds(plan) == ["scale"] * 3 and before > 0
+    spent = with_requantizers(plan, (), board, dsp_budget=0)
+    assert "scale" not in kinds(spent)
+    assert estimate_plan(spent).get("DSP", 0) < before
+    pinned = with_requantizers(plan, ("mvu2=scale",), board, dsp_budget=0)
+    assert kinds(pinned)[2] == "scale" and "scale" not in kinds(pinned)[:2]

@@ -15,13 +15,15 @@ import bitloom
 from bitloom.boards import load_board
 from bitloom.emit.design import emit_design
 from bitloom.plan import make_plan, make_plan_with
+from bitloom.plan.requantizers import requantizer_name, with_requantizers
 from bitloom.sim.verify import verify
 
 pytestmark = pytest.mark.verilator
 
 CASES = [
     ("cnn_int4", "qonnx"),  # conv 3x3 s1 p1, BN, ReLU, max pool, conv 3x3 s2, GAP, linear
-    ("residual_int8", "qcdq"),  # residual block: fan-out, skip requantized, Add
+    # residual block: fan-out, skip requantized, Add; requantizers of all three kinds
+    ("residual_int8", "qcdq"),
     ("depthwise_binary", "qonnx"),  # depthwise 3x3 then pointwise 1x1, binary weights
     ("concat_e4m3", "qonnx"),  # two branches concatenated along channels
     ("cnn_e3m2", "qonnx"),
@@ -29,14 +31,22 @@ CASES = [
 ]
 #: a folding target that leaves several layers folded (cycles per frame)
 TARGET_CYCLES = 256
+#: requantizers beyond the cost model's choice (which takes scale units on the int8 skip,
+#: add and pool, fabric multipliers there, and on the average pools of the int4 and e3m2 CNNs)
+REQUANTIZERS = {"residual_int8": ("conv0=scale", "conv2=scale-lut")}
 
 
 @pytest.mark.parametrize(("variant", "form"), CASES, ids=[f"{v}-{f}" for v, f in CASES])
 def test_cnn_hardware_is_bit_exact(tmp_path, variant, form):
     path = bm.cached_export(variant, form)
     net = bitloom.load(path)
-    plan = make_plan(net, TARGET_CYCLES)
-    design = emit_design(plan, load_board("pynq-z2"), tmp_path / "design", path)
+    board = load_board("pynq-z2")
+    plan = with_requantizers(make_plan(net, TARGET_CYCLES), REQUANTIZERS.get(variant, ()),
+                             board)
+    kinds = {requantizer_name(lp.requant) for lp in plan.layers}
+    if variant == "residual_int8":
+        assert {"thresholds", "scale", "scale-lut"} <= kinds, kinds
+    design = emit_design(plan, board, tmp_path / "design", path)
     result = verify(design, samples=64, pause=0.3)
     assert result.bit_exact, result.mismatch
     assert result.cycle_error is not None and abs(result.cycle_error) <= 0.05, result.as_dict()

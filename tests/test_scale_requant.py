@@ -9,7 +9,9 @@ every step, the value before it, the range's ends and random values where it is 
 
 from __future__ import annotations
 
+from dataclasses import replace
 from fractions import Fraction
+from itertools import pairwise
 
 import numpy as np
 import pytest
@@ -22,9 +24,10 @@ from test_threshold_derivation import MODES, SCALES, SETTINGS, chains
 
 from bitloom.formats import Int, Minifloat
 from bitloom.hw.pe.sim import simulate
-from bitloom.hw.thresholds import acc_shape, requantize
+from bitloom.hw.thresholds import acc_shape, requant_stages, requantize
 from bitloom.ir import Affine, Chain, Clamp, Quantizer, ScaleRequant, derive_thresholds, fit_scale
 from bitloom.ir.quantizer import CLIP_THEN_ROUND, ROUND_THEN_SHIFT
+from bitloom.ir.scale_requant import csd_digits
 
 #: outputs a scale requantizer writes: integers up to 16 bits, and minifloats with zero
 SCALE_FMTS = st.one_of(st.builds(Int, st.integers(2, 8), st.booleans()),
@@ -71,12 +74,16 @@ def test_a_fit_equals_its_thresholds_on_the_whole_range(data):
     check_everywhere(req, th, acc_fmt, np.random.default_rng(0))
 
 
-def onnxruntime_like(channels: int, out_fmt, acc_fmt: Int, relu: bool, seed: int = 0):
+def onnxruntime_like(channels: int, out_fmt, acc_fmt: Int, relu: bool, seed: int = 0,
+                     per_tensor: bool = False):
     """A layer's requantization as onnxruntime writes it: float32 weight and input scales
-    per channel, a float32 bias, a float32 output scale and a zero point."""
+    per channel (or one per tensor, quantize_static's default), a float32 bias, a float32
+    output scale and a zero point."""
     rng = np.random.default_rng(seed)
     a = [Fraction(float(np.float32(s)) * float(np.float32(3e-3))) * rng.choice([1, -1])
          for s in rng.uniform(0.05, 1, channels)]
+    if per_tensor:
+        a = [abs(a[0])] * channels
     b = [Fraction(float(np.float32(v))) for v in rng.uniform(-0.5, 0.5, channels)]
     chain = Chain(channels).then(Affine(a, b))
     if relu:
@@ -151,8 +158,8 @@ class Requantizing(wiring.Component):
             a = Signal(acc_shape(self.acc_fmt), name=f"a{p}")
             m.d.comb += a.eq(self.acc.word_select(p, self.acc_fmt.bits))
             accs.append(a)
-        m.d.comb += self.code.eq(requantize(m, "rq", accs, self.req, self.acc_fmt,
-                                            self.group, 1))
+        codes, _ = requantize(m, "rq", accs, self.req, self.acc_fmt, self.group, 1, 1)
+        m.d.comb += self.code.eq(codes)
         return m
 
 
@@ -167,7 +174,7 @@ def hardware_codes(req, acc_fmt: Int, lanes: int, accs: np.ndarray) -> np.ndarra
                             for p, v in enumerate(row)))
             groups.append(g)
     raw = simulate(lambda: Requantizing(req, acc_fmt, lanes), {"acc": rows, "group": groups},
-                   ["code"], latency=1)["code"]
+                   ["code"], latency=1 + requant_stages(req))["code"]
     codes = np.array([[(word >> (p * out_bits)) & ((1 << out_bits) - 1) for p in range(lanes)]
                       for word in raw])
     per_group = codes.reshape(channels // lanes, cases, lanes)
@@ -235,3 +242,36 @@ def test_the_hardware_on_a_wide_accumulator_at_steps_ends_and_random(out_fmt):
     accs = np.clip(points, acc_fmt.min_int, acc_fmt.max_int).T
     assert np.array_equal(hardware_codes(req, acc_fmt, 4, accs), expected_codes(th, accs))
 
+
+
+@given(st.integers(-(1 << 40), 1 << 40))
+def test_canonical_signed_digits_are_the_value_with_no_two_adjacent(value):
+    digits = csd_digits(value)
+    assert sum(d << i for i, d in digits) == value
+    positions = [i for i, _ in digits]
+    assert all(b - a >= 2 for a, b in pairwise(positions))
+
+
+@pytest.mark.parametrize("out_fmt,per_tensor", [(Int(4, True), False), (Int(8, False), True),
+                                                pytest.param(Minifloat(4, 3), False,
+                                                             marks=SLOW)],
+                         ids=["int4-per-channel", "uint8-per-tensor", "e4m3-per-channel"])
+def test_the_fabric_multiplier_equals_the_thresholds_on_every_accumulator_value(out_fmt,
+                                                                               per_tensor):
+    """The multiplier built from adders (no DSP): per-channel (one partial product per
+    multiplier bit) and a constant (canonical signed digits), exhaustive over 10 bits."""
+    acc_fmt = Int(10, True)
+    rng = np.random.default_rng(11)
+    a = [Fraction(float(np.float32(v))) for v in rng.uniform(0.01, 0.2, 4) * [1, -1, 1, -1]]
+    if per_tensor:
+        a = [a[0]] * 4
+    b = [Fraction(float(np.float32(v))) for v in rng.uniform(-1, 1, 4)]
+    chain = Chain(4).then(Affine(a, b)).then(Clamp(Fraction(-3), None))
+    th = derive_thresholds(chain, Quantizer(out_fmt, 0.25 if per_tensor else 0.125, 0, "round",
+                                            ROUND_THEN_SHIFT), acc_fmt)
+    req = fit_scale(th, acc_fmt)
+    assert isinstance(req, ScaleRequant), req
+    assert ("multiplier" in req.varying()) != per_tensor
+    accs = np.repeat(np.arange(acc_fmt.min_int, acc_fmt.max_int + 1)[:, None], 4, axis=1)
+    fabric = replace(req, lut_multiplier=True)
+    assert np.array_equal(hardware_codes(fabric, acc_fmt, 2, accs), expected_codes(th, accs))

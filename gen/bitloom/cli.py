@@ -257,9 +257,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="ceiling on the estimated share of every resource; default: 70%% of "
                         "LUTs, 50%% of FFs, 80%% of DSPs and block RAM (AMD UG949's guidance)")
     p.add_argument("--requantizer", action="append", metavar="[LAYER=]KIND",
-                   help="requantizer: thresholds or scale (multiply-shift, proven exact), "
-                        "for every layer or (LAYER=KIND, repeatable) one layer; default: the "
-                        "cheaper by the cost model")
+                   help="requantizer: thresholds, scale (multiply-shift proven exact, the "
+                        "multiplier in DSPs) or scale-lut (the multiplier in LUTs), for every "
+                        "layer or (LAYER=KIND, repeatable) one layer; default: the cheapest by "
+                        "the cost model, within the DSP budget")
     add_input_declaration(p)
     p.set_defaults(func=cmd_compile)
 

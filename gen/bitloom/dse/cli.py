@@ -26,6 +26,7 @@ from bitloom.dse.dse import DEFAULT_FORMATS, format_pairs, sweep, synthesize_poi
 from bitloom.emit.pareto import pareto_svg
 from bitloom.errors import BitloomError
 from bitloom.frontend.loader import read_model
+from bitloom.plan.requantizers import parse_requantizers
 from bitloom.quantize.calibrate import METHODS, check_calib, input_batch, run_float
 from bitloom.quantize.cli import load_npz
 
@@ -60,6 +61,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "(default 0.5)")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
                         help="worker processes (default: one per core)")
+    parser.add_argument("--requantizer", action="append", metavar="[LAYER=]KIND",
+                        help="as compile's --requantizer (thresholds, scale, scale-lut); "
+                             "default: chosen per layer by cost")
     parser.add_argument("--synth", type=int, default=0, metavar="K",
                         help="synthesize the K most accurate points of the LUT front with Yosys")
 
@@ -103,6 +107,7 @@ def command(args: argparse.Namespace) -> int:
         raise BitloomError(f"{args.eval}: needs labels `y` to measure accuracy.")
     if args.jobs < 1 or args.synth < 0 or not 0 < args.budget <= 1:
         raise BitloomError("--jobs must be >= 1, --synth >= 0 and --budget in (0, 1].")
+    parse_requantizers(args.requantizer or ())  # a bad value is refused before any work
     pairs = format_pairs(args.formats, args.weights, args.acts, args.cross)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -120,7 +125,8 @@ def command(args: argparse.Namespace) -> int:
 
         rows, failures = sweep(args.model, calib, x, y, board.name, pairs, out,
                                targets=args.targets, method=args.method, budget=args.budget,
-                               jobs=args.jobs, on_done=done)
+                               jobs=args.jobs, on_done=done,
+                               requantizers=args.requantizer or ())
     seconds = time.monotonic() - start
     if not rows:
         raise BitloomError("no format pair could be quantized and compiled: "

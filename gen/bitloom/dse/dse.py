@@ -60,6 +60,7 @@ class Task:
     method: str
     budget: float
     models_dir: str
+    requantizers: tuple[str, ...] = ()
 
 
 def family(weights: str, acts: str) -> str:
@@ -81,11 +82,12 @@ def evaluate(task: Task) -> list[dict]:
     # A target the slowest layer cannot meet leaves the others faster than they need be:
     # re-planning at the cycles actually reached gives the cheapest plan of that speed.
     # Every point is the design `bitloom compile` would build at that speed.
-    reached = {plan_design(net, board, target_cycles=t).cycles_per_frame
+    reached = {plan_design(net, board, target_cycles=t,
+                           requantizers=task.requantizers).cycles_per_frame
                for t in task.targets or candidate_targets(net)}
     best: dict[int, dict] = {}
     for target in sorted(reached):
-        plan = plan_design(net, board, target_cycles=target)
+        plan = plan_design(net, board, target_cycles=target, requantizers=task.requantizers)
         est = estimate_plan(plan)
         cycles = plan.cycles_per_frame
         util = max(est.get(k, 0) / board.resources[k] for k in RESOURCES
@@ -157,14 +159,14 @@ def sweep(model: str, calib: np.ndarray, x: np.ndarray, y: np.ndarray, board: st
           pairs: Sequence[tuple[str, str]], out_dir: Path, *, targets: Sequence[int] | None = None,
           method: str = "mse", budget: float = 0.5, jobs: int = 1,
           on_done: Callable[[tuple[str, str], str | None], None] | None = None,
-          ) -> tuple[list[dict], list[str]]:
+          requantizers: Sequence[str] = ()) -> tuple[list[dict], list[str]]:
     """Evaluate every pair in ``jobs`` processes; returns the rows (fronts marked) and one
     message per pair that could not be quantized or compiled. ``on_done`` is called as each
     pair finishes (with its error, if any), for a progress bar."""
     models_dir = out_dir / "models"
     models_dir.mkdir(parents=True, exist_ok=True)
     tasks = [Task(model, w, a, calib, x, y, board, tuple(targets) if targets else None,
-                  method, budget, str(models_dir)) for w, a in pairs]
+                  method, budget, str(models_dir), tuple(requantizers)) for w, a in pairs]
     rows: list[dict] = []
     failures: list[str] = []
     with ProcessPoolExecutor(max_workers=max(1, jobs)) as pool:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -25,7 +25,7 @@ import numpy as np
 
 from bitloom.errors import BitloomError
 from bitloom.formats import Fixed, Format, Int, Minifloat, integer_width
-from bitloom.ir import Network, Thresholds, Window
+from bitloom.ir import Network, ScaleRequant, Thresholds, Window
 from bitloom.ir.stimulus import stimulus
 from bitloom.plan.registry import kind_of
 
@@ -186,11 +186,15 @@ def add_window(k: Kernel, prefix: str, w: Window, channels: int, fmt: Format, sr
 
 
 def add_requant(k: Kernel, prefix: str, layer, out_fmt: Format) -> str:
-    """The requantizer struct of an accumulating layer (thresholds, or the raw accumulator)."""
+    """The requantizer struct of an accumulating layer (thresholds, a scale unit, or the raw
+    accumulator)."""
     k.params.append({"kind": "acc", "name": prefix, "type": acc_type(layer.acc_fmt)})
-    req: Thresholds | None = layer.requant
+    req: Thresholds | ScaleRequant | None = layer.requant
     if req is None:
         return f"bitloom::accumulator_out<{fmt_type(out_fmt)} >"
+    if isinstance(req, ScaleRequant):
+        k.params.append(scale_param(prefix, req, layer.acc_fmt, out_fmt))
+        return f"{prefix}_requant"
     channels = layer.out_shape[-1]
     table = np.broadcast_to(np.asarray(req.table, dtype=object), (channels, req.table.shape[1]))
     increasing = np.broadcast_to(np.asarray(req.increasing, dtype=bool), (channels,))
@@ -205,6 +209,35 @@ def add_requant(k: Kernel, prefix: str, layer, out_fmt: Format) -> str:
     return f"{prefix}_requant"
 
 
+def scale_param(prefix: str, req: ScaleRequant, acc_fmt: Int, out_fmt: Format) -> dict:
+    """The constants and call of a scale requantizer (hls/bitloom_layers.h ``scale_to_*``):
+    ``y`` as wide as the hardware's (:mod:`bitloom.hw.scale`), and the clip bounds shifted."""
+    y_bits = max(acc_fmt.bits + req.multiplier_bits + 1 + max(req.offset_bits - 1, 0),
+                 req.lo_bits_shifted + 1, req.hi_bits_shifted + 1)
+    lim = np.concatenate([req.lo, req.hi])
+    param = {
+        "kind": "scale", "name": prefix, "code": f"{fmt_type(out_fmt)}::code_t",
+        "channels": req.channels, "shift": req.shift, "y_bits": y_bits,
+        "ties": str(req.ties_to_even).lower(), "m_bits": req.multiplier_bits,
+        "b_bits": req.offset_bits, "levels": 0,
+        "m_word": rom_type(req.multiplier), "b_word": rom_type(req.offset),
+        "lim_word": rom_type(lim)}
+    for name, values, word in (("multiplier", req.multiplier, "m_word"),
+                               ("offset", req.offset, "b_word"), ("lo", req.lo, "lim_word"),
+                               ("hi", req.hi, "lim_word")):
+        param[name] = c_array(values, lambda v, w=param[word]: int_literal(v, w))
+    if req.rounds_to_levels:
+        mids, levels = req.midpoints(), out_fmt.grid_levels()
+        level_codes = code_literals(out_fmt, levels)
+        mid_word = rom_type(mids)
+        param.update({
+            "levels": len(levels), "log2_levels": max(len(levels) - 1, 1).bit_length(),
+            "mid_word": mid_word, "mids": c_array(mids, lambda v: int_literal(v, mid_word)),
+            "level_word": rom_type(level_codes), "level_codes": c_array(level_codes),
+            "even": c_array(req.even_levels(), lambda v: "true" if v else "false")})
+    return param
+
+
 def weights_param(prefix: str, fmt: Format, weights: np.ndarray, member: bool) -> dict:
     """A weight table (codes of ``fmt``); ``member``: as the static ``table`` of a struct
     named after the layer (what a window_reduce step reads), else a plain array."""
@@ -216,11 +249,15 @@ def weights_param(prefix: str, fmt: Format, weights: np.ndarray, member: bool) -
 def build_kernel(net: Network, plan: Plan | None = None) -> Kernel:
     """Streams and calls of the whole DAG, in the network's topological order; matrix-vector
     units fold like ``plan`` (a :class:`bitloom.plan.Plan`) where its PE and SIMD divide the
-    matrix (the largest divisors below them otherwise), else at most 4 x 8."""
+    matrix (the largest divisors below them otherwise), else at most 4 x 8; each layer
+    requantizes as the plan chose (thresholds without a plan)."""
     if not net.layers:
         raise BitloomError("the model has no layers to build in HLS.")
     folds = {} if plan is None else {i: (lp.fold.pe, lp.fold.simd)
                                       for i, lp in enumerate(plan.layers)}
+    if plan is not None:  # the plan's requantizers (a scale unit equals the thresholds)
+        net = replace(net, layers=[replace(lp.layer, requant=lp.scale) if lp.scale else ly
+                                   for ly, lp in zip(net.layers, plan.layers, strict=True)])
     k = Kernel(net, folds)
     k.names.update({"in", "out", TOP})
     last = len(net.layers) - 1

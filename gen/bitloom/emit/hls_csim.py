@@ -88,16 +88,18 @@ def parse_values(text: str, frames: int) -> np.ndarray:
     return np.array(rows, dtype=object if wide else np.int64)
 
 
-def hls_values(net: Network, values: np.ndarray, work_dir: Path | None = None) -> np.ndarray:
+def hls_values(net: Network, values: np.ndarray, work_dir: Path | None = None,
+               plan=None) -> np.ndarray:
     """Integer values of the last layer for quantized input ``values``, from the C-simulated
-    kernel, shaped like the last entry of :meth:`Network.trace_values`."""
+    kernel (folded and requantized as ``plan`` says, when given), shaped like the last entry
+    of :meth:`Network.trace_values`."""
     from bitloom.emit.hls import write_codes, write_sources
 
     values = np.asarray(values, dtype=np.int64)
     with tempfile.TemporaryDirectory(prefix="bitloom-hls-") as tmp:
         base = Path(work_dir or tmp)
         hls_dir = base / "hls"
-        binary = build(write_sources(net, hls_dir), hls_dir)
+        binary = build(write_sources(net, hls_dir, plan), hls_dir)
         write_codes(base / "inputs.txt", net.input.fmt, values)
         outputs = base / "outputs.txt"
         done = subprocess.run([str(binary), str(base / "inputs.txt"), str(outputs)],

@@ -27,8 +27,9 @@ def report_dict(plan, board) -> dict:
             "requant": "none" if requant is False else (
                 requantizer_name(lp.requant) if requant is not None else "none (host)"),
             "requantizer": None if scale is None else {
-                "kind": "scale", "shift": scale.shift, "multiplier_bits": scale.multiplier_bits,
-                "offset_bits": scale.offset_bits, "per_channel": scale.varying()},
+                "kind": requantizer_name(scale), "shift": scale.shift,
+                "multiplier_bits": scale.multiplier_bits, "offset_bits": scale.offset_bits,
+                "per_channel": scale.varying()},
             "pe": lp.fold.pe,
             "simd": lp.fold.simd,
             "macs_per_frame": ly.macs,

@@ -148,9 +148,10 @@ class MatrixVectorUnit(wiring.Component):
             m.d.sync += b_valid.eq(a_valid & a_last)
 
         # -- requantization into the output register ---------------------------------------
-        result = requantize(m, "thresholds", accs, layer.requant, acc_fmt, a_nf, en)
+        result, r_valid = requantize(m, "thresholds", accs, layer.requant, acc_fmt, a_nf, en,
+                                     b_valid)
         with m.If(en):
-            m.d.sync += self.o.valid.eq(b_valid)
-            with m.If(b_valid):
+            m.d.sync += self.o.valid.eq(r_valid)
+            with m.If(r_valid):
                 m.d.sync += self.o.payload.eq(result)
         return m

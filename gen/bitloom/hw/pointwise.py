@@ -76,10 +76,11 @@ class PointwiseUnit(wiring.Component):
             terms = [element_value(h.word_select(s, fmt.bits), fmt) * k
                      for h, (_, fmt, k) in zip(held, self.inputs, strict=True)]
             values.append(sum(terms[1:], terms[0]))
-        result = requantize(m, "thresholds", values, self.requant, self.acc_fmt, cb, en)
+        result, r_valid = requantize(m, "thresholds", values, self.requant, self.acc_fmt, cb,
+                                     en, a_valid)
         with m.If(en):
-            m.d.sync += self.o.valid.eq(a_valid)
-            with m.If(a_valid):
+            m.d.sync += self.o.valid.eq(r_valid)
+            with m.If(r_valid):
                 m.d.sync += self.o.payload.eq(result)
         return m
 

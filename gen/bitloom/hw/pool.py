@@ -187,13 +187,14 @@ class TapReducer(wiring.Component):
 
         # -- requantize (or pass the maximum's code) into the output register ---------------
         if self.maximum:
-            result: Value = b_rd.data
+            result, r_valid = b_rd.data, b_valid
         else:
             values = [self._acc_value(b_rd.data.word_select(s, acc_bits)) for s in range(simd)]
-            result = requantize(m, "thresholds", values, self.requant, self.acc_fmt, a_cb, en)
+            result, r_valid = requantize(m, "thresholds", values, self.requant, self.acc_fmt,
+                                         a_cb, en, b_valid)
         with m.If(en):
-            m.d.sync += self.o.valid.eq(b_valid)
-            with m.If(b_valid):
+            m.d.sync += self.o.valid.eq(r_valid)
+            with m.If(r_valid):
                 m.d.sync += self.o.payload.eq(result)
         return m
 

@@ -6,6 +6,16 @@ Why a per-channel ROM: the constants of ``lanes`` consecutive channels form one 
 one stage before the accumulators arrive, exactly as the threshold tables are
 (:mod:`bitloom.hw.thresholds`), so the two requantizers are interchangeable in every unit.
 A constant the same in every channel is a constant in the logic, not a ROM field.
+
+Why a register after ``acc * M + B``: a 20 x 31-bit multiply and its add fill a cycle of
+their own (the DSP48's M/P registers take it), so the shift, clip or minifloat rounding
+after it never shares that cycle. That is one cycle of latency
+(:data:`~bitloom.ir.scale_requant.SCALE_STAGES`); the units delay their valid bit to match.
+
+Why a fabric multiplier (``lut_multiplier``): Yosys gives every ``$mul`` to DSPs, so a
+multiplier meant for LUTs is written as carry-chain adders: the canonical signed digits of
+a constant multiplier (a power of two is a wire), or one partial product per bit of a
+per-channel one.
 """
 
 from __future__ import annotations
@@ -16,8 +26,10 @@ from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.hdl import Value
 from amaranth.lib import memory
 
+from bitloom.hw.pe.dot import adder_tree
 from bitloom.hw.pe.requant import MinifloatRequantizer, dropped
-from bitloom.ir.scale_requant import ScaleRequant
+from bitloom.hw.pe.stages import Stages
+from bitloom.ir.scale_requant import ScaleRequant, csd_digits
 
 
 def scale_words(req: ScaleRequant, lanes: int, varying: Sequence[str]) -> list[int]:
@@ -35,15 +47,29 @@ def scale_words(req: ScaleRequant, lanes: int, varying: Sequence[str]) -> list[i
     return words
 
 
+def fabric_product(m: Module, acc: Value, multiplier: Value | int, bits: int) -> Value:
+    """``acc * multiplier`` from adders only (see the module docstring); ``multiplier`` is
+    an int or a signed ``bits``-bit value."""
+    if isinstance(multiplier, int):
+        terms = [acc << i if digit > 0 else -(acc << i) for i, digit in csd_digits(multiplier)]
+    else:
+        terms = [Mux(multiplier[i], acc << i, 0) for i in range(bits - 1)]
+        terms.append(Mux(multiplier[bits - 1], -(acc << (bits - 1)), 0))
+    if not terms:
+        return Const(0)
+    return adder_tree(terms, Stages(m)) if len(terms) > 1 else terms[0]
+
+
 def scale_requantize(m: Module, name: str, accs: Sequence[Value], req: ScaleRequant,
-                     group: Value, en: Value) -> Value:
+                     group: Value, en: Value, valid: Value) -> tuple[Value, Value]:
     """Output codes (element 0 lowest) of the accumulator signals ``accs`` of one channel
-    group; ``group`` is the group index one stage before ``accs`` (see
+    group, and their valid bit: ``valid`` one register later (every register advances
+    with ``en``); ``group`` is the group index one stage before ``accs`` (see
     :func:`bitloom.hw.thresholds.requantize`)."""
     lanes = len(accs)
     varying = req.varying()
     widths = {f: req.field_bits(f) for f in req.FIELDS}
-    data = None
+    data = later = None
     if varying:
         lane_bits = sum(widths[f] for f in varying)
         m.submodules[name] = rom = memory.Memory(
@@ -52,22 +78,36 @@ def scale_requantize(m: Module, name: str, accs: Sequence[Value], req: ScaleRequ
         rd = rom.read_port()
         m.d.comb += [rd.addr.eq(group), rd.en.eq(en)]
         data = rd.data
+        # the clip bounds, a stage later with the product (the other fields go unused)
+        later = Signal(len(data), name=f"{name}_consts")
+        with m.If(en):
+            m.d.sync += later.eq(data)
+    out_valid = Signal(name=f"{name}_valid")
+    with m.If(en):
+        m.d.sync += out_valid.eq(valid)
 
-    def field(f: str, p: int) -> Value:
-        values = getattr(req, f)
+    def field(f: str, p: int, word: Value | None) -> Value | int:
+        """Lane ``p``'s ``f`` from a ROM word, or the int every channel shares."""
         if f not in varying:
-            return Const(int(values[0]), signed(widths[f]))
+            return int(getattr(req, f)[0])
         at = p * sum(widths[v] for v in varying) + \
             sum(widths[v] for v in varying[:varying.index(f)])
-        return data[at:at + widths[f]].as_signed()
+        return word[at:at + widths[f]].as_signed()
+
+    def value(f: str, p: int, word: Value | None) -> Value:
+        v = field(f, p, word)
+        return Const(v, signed(widths[f])) if isinstance(v, int) else v
 
     fmt, shift = req.out_fmt, req.shift
     codes = []
     for p, acc in enumerate(accs):
         y = Signal(signed(len(acc) + widths["multiplier"] + 1 + max(widths["offset"] - 1, 0)),
                    name=f"{name}_y{p}")
-        m.d.comb += y.eq(acc * field("multiplier", p) + field("offset", p))
-        lo, hi = field("lo", p), field("hi", p)
+        product = fabric_product(m, acc, field("multiplier", p, data), widths["multiplier"]) \
+            if req.lut_multiplier else acc * value("multiplier", p, data)
+        with m.If(en):
+            m.d.sync += y.eq(product + value("offset", p, data))
+        lo, hi = value("lo", p, later), value("hi", p, later)
         if not req.rounds_to_levels:
             q = y >> shift
             if req.ties_to_even:  # to the nearest integer, a tie to the even one
@@ -87,5 +127,5 @@ def scale_requantize(m: Module, name: str, accs: Sequence[Value], req: ScaleRequ
         magnitude = unit.code[:fmt.exp_bits + fmt.man_bits]
         # zero is +0, as the format's own level list has it (a small negative y rounds to -0)
         codes.append(Mux(magnitude == 0, 0, unit.code))
-    return Cat(*codes)
+    return Cat(*codes), out_valid
 

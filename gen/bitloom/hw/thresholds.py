@@ -25,6 +25,7 @@ from bitloom.formats.bits import pack
 from bitloom.hw.pe import adder_tree
 from bitloom.hw.scale import scale_requantize
 from bitloom.ir import ScaleRequant, Thresholds
+from bitloom.ir.scale_requant import SCALE_STAGES
 
 #: what a unit requantizes with: a threshold table, a scale requantizer, or nothing
 Requantizer = Thresholds | ScaleRequant | None
@@ -68,14 +69,21 @@ def out_bits(req: Requantizer, acc_fmt: Int) -> int:
     return acc_fmt.bits if req is None else req.out_fmt.bits
 
 
+def requant_stages(req: Requantizer) -> int:
+    """Pipeline registers :func:`requantize` adds for ``req`` (its latency)."""
+    return SCALE_STAGES if isinstance(req, ScaleRequant) else 0
+
+
 def requantize(m: Module, name: str, values: Sequence[Value], req: Requantizer,
-               acc_fmt: Int, group: Value, en: Value) -> Value:
-    """Output codes (element 0 lowest) for the accumulators ``values`` of one channel group.
+               acc_fmt: Int, group: Value, en: Value, valid: Value) -> tuple[Value, Value]:
+    """Output codes (element 0 lowest) for the accumulators ``values`` of one channel group,
+    and the valid bit that goes with them: ``valid`` (the accumulators') delayed by
+    :func:`requant_stages`.
 
     ``group`` is the group index one stage *before* ``values`` (the ROM read is registered
-    and advances with ``en``). ``values`` are exact integers within ``acc_fmt``. A
-    :class:`~bitloom.ir.ScaleRequant` computes the same codes by multiply and shift
-    (:mod:`bitloom.hw.scale`).
+    and advances with ``en``, as do all the pipeline's registers). ``values`` are exact
+    integers within ``acc_fmt``. A :class:`~bitloom.ir.ScaleRequant` computes the same codes
+    by multiply and shift (:mod:`bitloom.hw.scale`).
     """
     lanes = len(values)
     accs = []
@@ -84,11 +92,11 @@ def requantize(m: Module, name: str, values: Sequence[Value], req: Requantizer,
         m.d.comb += acc.eq(v)
         accs.append(acc)
     if req is None:
-        return Cat(*[acc.as_unsigned() for acc in accs])
+        return Cat(*[acc.as_unsigned() for acc in accs]), valid
     if req.channels % lanes:
         raise ValueError(f"{name}: {lanes} lanes must divide {req.channels} channels")
     if isinstance(req, ScaleRequant):
-        return scale_requantize(m, name, accs, req, group, en)
+        return scale_requantize(m, name, accs, req, group, en, valid)
     tbits = threshold_bits(acc_fmt)
     levels = req.table.shape[1]
     # one ROM for all lanes, or (wide minifloat tables) as few as keep a word within limits
@@ -124,4 +132,4 @@ def requantize(m: Module, name: str, values: Sequence[Value], req: Requantizer,
             level = Signal(index.shape(), name=f"{name}_level{p}")
             m.d.comb += level.eq(index)
             codes.append(level_table[level])
-    return Cat(*codes)
+    return Cat(*codes), valid

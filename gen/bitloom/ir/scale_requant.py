@@ -39,6 +39,9 @@ from bitloom.ir.requant import Thresholds
 MAX_MULTIPLIER_BITS = 48
 #: most fraction bits :func:`fit_scale` tries
 MAX_SHIFT = 48
+#: pipeline registers a scale requantizer's hardware adds after ``acc * M + B``
+#: (:mod:`bitloom.hw.scale`; the plan's latency estimate counts them)
+SCALE_STAGES = 1
 
 
 @dataclass
@@ -52,6 +55,9 @@ class ScaleRequant:
     lo: np.ndarray  # [channels], grid integers: the least value the channel reaches
     hi: np.ndarray  # [channels], the greatest
     ties_to_even: bool = False
+    #: how the hardware multiplies (not what it computes): fabric adders instead of DSPs,
+    #: for a board whose DSPs are spent or a multiplier that is a few shifts
+    lut_multiplier: bool = False
 
     #: the per-channel constants, in the order the hardware's ROM word holds them
     FIELDS = ("multiplier", "offset", "lo", "hi")
@@ -128,6 +134,20 @@ class ScaleRequant:
     @property
     def hi_bits_shifted(self) -> int:
         return _signed_bits(self.hi) + self.shift
+
+
+def csd_digits(value: int) -> list[tuple[int, int]]:
+    """``(position, +-1)`` of ``value``'s canonical signed digits: the fewest nonzero
+    digits, so the fewest adders of a constant multiplication."""
+    digits, position = [], 0
+    while value:
+        if value & 1:
+            digit = 2 - (value & 3)  # +1 ending ...01, -1 ending ...11 (then a carry)
+            digits.append((position, digit))
+            value -= digit
+        value >>= 1
+        position += 1
+    return digits
 
 
 def consecutive_levels(fmt: Format) -> bool:
@@ -274,11 +294,30 @@ def _fit_at(t: np.ndarray, inside: np.ndarray, c: np.ndarray,
     width, lower = gap(lo)
     if np.any(width < 0):
         return None
+    shared = _shared_slope(lo + least, least, hi + least, gap)
+    if shared is not None:
+        lo = (shared - least).astype(dtype)
+        width, lower = gap(lo)
     lo = np.array([int(v) for v in lo], dtype=object) + m_lo
     middle = lower + width // 2  # clear of both sides: no tie where the steps have none
     ms[rows] = [int(v) for v in lo]
     bs[rows] = [int(b) - int(m) * int(r) for b, m, r in zip(middle, lo, ref, strict=True)]
     return ms, bs
+
+
+def _shared_slope(best: np.ndarray, least: np.ndarray, most: np.ndarray, gap) -> int | None:
+    """One slope every channel can take, when there is one among the channels' own best
+    (most common first) and their median: a shared multiplier is a constant in the logic
+    (no ROM field, a few adders instead of a multiplier in LUTs). ``gap`` is
+    :func:`_fit_at`'s, of a delta above ``least``."""
+    values, counts = np.unique(best, return_counts=True)
+    candidates = [int(v) for v in values[np.argsort(-counts, kind="stable")][:4]]
+    candidates.append(int(np.sort(best)[len(best) // 2]))
+    for slope in dict.fromkeys(candidates):
+        if np.all(least <= slope) and np.all(slope <= most) and \
+                np.all(gap((slope - least).astype(least.dtype))[0] >= 0):
+            return slope
+    return None
 
 
 def _agrees(req: ScaleRequant, th: Thresholds, acc_fmt: Int) -> bool:

@@ -22,7 +22,8 @@ bits of LUT RAM, control blocks), and its LUTs (FFs) are a weighted sum of those
 - **scale requantizers** (:class:`~bitloom.ir.ScaleRequant`): the multiplier in DSP48s, as
   ``mul2dsp`` tiles it (25 x 18 signed, so 24 x 17 bits a tile), and the bits of the
   adders, clip compares and (minifloat outputs) normalizing shifter after it (``scale``);
-  the per-channel constants are a ROM like a threshold table's.
+  or, a fabric multiplier, one adder per partial product; the per-channel constants are a
+  ROM like a threshold table's.
 - **memories**: weight and threshold ROMs as logic (:func:`rom_sites` LUT6s per bit), or
   block RAM when Yosys's own cost rule prefers it (:func:`memory_cost`), or as the plan's
   memory style says (:mod:`bitloom.plan.memory`); input buffers, line buffers and FIFOs as
@@ -45,6 +46,7 @@ from pathlib import Path
 
 from bitloom.formats import Format, Int, Minifloat, accumulator_grid, integer_width
 from bitloom.ir import ScaleRequant
+from bitloom.ir.scale_requant import csd_digits
 from bitloom.plan.memory import bram36_tiles
 from bitloom.plan.products import dsp_packing, is_bipolar, sliceable, table_layout
 from bitloom.plan.registry import kind_of
@@ -79,12 +81,13 @@ COEFFICIENTS: dict[str, dict[str, float]] = {
             "rom_shallow": 0.6285, "ram": 0.782, "control": 44.2522, "window": 191.4126,
             "fifo": 30.3598, "scale": 0.67},
     "FF": {"mac": 0.0342, "acc": 0.0, "compare": 1.2089, "table": 0.8521, "beat": 2.1592,
-           "control": 34.9727, "window": 39.7032, "fifo": 20.6329},
+           "control": 34.9727, "window": 39.7032, "fifo": 20.6329, "scale": 1.0},
 }
 
 #: the count behind each FF weight (each LUT weight multiplies the count of its own name)
 FF_COUNTS = {"mac": "ff_mac", "acc": "ff_acc", "compare": "ff_compare", "table": "ff_table",
-             "beat": "beat", "control": "control", "window": "window", "fifo": "fifo"}
+             "beat": "beat", "control": "control", "window": "window", "fifo": "fifo",
+             "scale": "ff_scale"}
 
 
 def format_key(fmt: Format) -> tuple:
@@ -350,14 +353,22 @@ DSP_TILE_BITS = (24, 17)
 
 def scale_counts(req, acc_bits: int, lanes: int) -> dict[str, float]:
     """Multiplier tiles, adder/compare/shifter bits and constant ROM of ``lanes`` scale
-    requantizers (:mod:`bitloom.hw.scale`)."""
+    requantizers (:mod:`bitloom.hw.scale`); a fabric multiplier counts one adder per partial
+    product (a per-channel multiplier's bits, a constant's signed digits) and registers its
+    product, which a DSP48's P register holds otherwise."""
     m_bits = req.multiplier_bits
-    shift_only = "multiplier" not in req.varying() and \
-        int(req.multiplier[0]) & (int(req.multiplier[0]) - 1) == 0  # a power of two (or 0)
-    tiles = 0 if shift_only else math.ceil((acc_bits - 1) / DSP_TILE_BITS[0]) * \
-        math.ceil((m_bits - 1) / DSP_TILE_BITS[1])
+    constant = "multiplier" not in req.varying()
+    shift_only = constant and int(req.multiplier[0]) & (int(req.multiplier[0]) - 1) == 0
     y_bits = acc_bits + m_bits + 1
-    per_lane = y_bits * max(tiles, 1) + 2 * (y_bits if req.rounds_to_levels else y_bits - req.shift)
+    if req.lut_multiplier:
+        tiles = 0
+        terms = len(csd_digits(int(req.multiplier[0]))) if constant else m_bits
+        product = y_bits * max(terms, 1)  # terms - 1 adders, and the offset's
+    else:
+        tiles = 0 if shift_only else math.ceil((acc_bits - 1) / DSP_TILE_BITS[0]) * \
+            math.ceil((m_bits - 1) / DSP_TILE_BITS[1])
+        product = y_bits * max(tiles, 1)
+    per_lane = product + 2 * (y_bits if req.rounds_to_levels else y_bits - req.shift)
     if req.rounds_to_levels:  # leading-one detection and the shift it drives
         per_lane += y_bits * max(y_bits - 1, 1).bit_length()
     varying = sum(req.field_bits(f) for f in req.varying())
@@ -366,7 +377,8 @@ def scale_counts(req, acc_bits: int, lanes: int) -> dict[str, float]:
     return {"DSP": lanes * tiles, "scale": lanes * per_lane,
             "table": table.get("rom", 0.0) + table.get("rom_shallow", 0.0),
             "BRAM36": table.get("BRAM36", 0.0),
-            "ff_table": lanes * varying if groups >= REGISTERED_TABLE_MIN_DEPTH else 0}
+            "ff_table": lanes * varying if groups >= REGISTERED_TABLE_MIN_DEPTH else 0,
+            "ff_scale": lanes * y_bits if tiles != 1 else 0}
 
 
 def requant_counts(req, acc_bits: int, lanes: int) -> dict[str, float]:

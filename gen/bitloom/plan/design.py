@@ -92,7 +92,7 @@ class BoardFit:
         logic leaves, then streamed; each layer's requantizer chosen first, a DSP and a
         BRAM36 priced at the LUTs the board has per DSP and per BRAM36."""
         plan = with_dsps(plan, self.board.family)
-        plan = with_requantizers(plan, self.requantizers, self.board)
+        plan = with_requantizers(plan, self.requantizers, self.board, self.budget("DSP"))
         streamed = with_memories(plan, 0, self.per_layer, self.default)
         base = estimate_plan(streamed)
         forced = sum(lp.memory.bram36 for lp in streamed.layers if lp.memory is not None)

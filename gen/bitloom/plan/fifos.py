@@ -38,7 +38,8 @@ from bitloom.ir import Network
 from bitloom.plan.fold import Folding
 from bitloom.plan.registry import kind_of
 
-#: pipeline cycles per edge: a unit's registers (2-4), width converter (1), FIFO (1-2)
+#: pipeline cycles per edge: a unit's registers (2-4, one more with a scale requantizer),
+#: width converter (1), FIFO (1-2)
 HOP_CYCLES = 6
 #: beats of slack on every join input beyond the schedule's difference
 MARGIN = 2

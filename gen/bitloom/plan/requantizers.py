@@ -1,23 +1,28 @@
 """Each layer's requantizer: its exact threshold table, or a scale unit proven equal to it.
 
 Why per layer and by cost: thresholds cost a comparator per output level (cheap for a few
-bits, 255 per lane for 8 and 65,535 for 16), a scale unit a multiplier (DSP48s) whose width
-the exactness proof decides (:func:`bitloom.ir.fit_scale`), and a few adders. The planner
-prices both with the cost model and takes the cheaper, a DSP (a BRAM36) counting as the
-LUTs the board has per DSP (per BRAM36), unless ``--requantizer [LAYER=]thresholds|scale``
-says otherwise. Outputs wider than :data:`MAX_THRESHOLD_BITS` have no threshold hardware.
+bits, 255 per lane for 8 and 65,535 for 16), a scale unit a multiplier whose width the
+exactness proof decides (:func:`bitloom.ir.fit_scale`), and a few adders. The multiplier is
+DSP48s (``scale``) or fabric adders (``scale-lut``: cheap when it is a constant of few
+signed digits, and what is left when the DSPs are spent). The planner prices all three with
+the cost model and takes the cheapest, a DSP (a BRAM36) counting as the LUTs the board has
+per DSP (per BRAM36); then, while the plan's DSPs exceed their budget, it moves the layers
+that give up a DSP for the fewest LUTs to their best DSP-free requantizer.
+``--requantizer [LAYER=]KIND`` fixes a layer's kind. Outputs wider than
+:data:`MAX_THRESHOLD_BITS` have no threshold hardware.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 from bitloom.errors import BitloomError
 from bitloom.ir import ScaleRequant, Thresholds, fit_scale
-from bitloom.plan.cost import estimate_counts, requant_counts
+from bitloom.plan.cost import estimate_counts, estimate_plan, requant_counts
 from bitloom.plan.memory import parse_overrides
 
-REQUANTIZERS = ("thresholds", "scale")
+REQUANTIZERS = ("thresholds", "scale", "scale-lut")
 #: widest output a threshold table is built in hardware for (2**8 - 1 comparators a lane)
 MAX_THRESHOLD_BITS = 8
 #: a DSP's and a BRAM36's worth in LUTs where no board says (the xc7z020's ratios)
@@ -42,7 +47,7 @@ def parse_requantizers(specs: Sequence[str]) -> tuple[str | None, dict[str, str]
 def requantizer_name(req) -> str:
     """What report.json and the tables call a layer's requantizer."""
     if isinstance(req, ScaleRequant):
-        return "scale"
+        return "scale-lut" if req.lut_multiplier else "scale"
     return "thresholds" if isinstance(req, Thresholds) else "none"
 
 
@@ -51,18 +56,19 @@ def _price(req, acc_bits: int, lanes: int, rates: tuple[float, float]) -> float:
     return est["LUT"] + rates[0] * est["DSP"] + rates[1] * est["BRAM36"]
 
 
-def choose(lp, default: str | None, per_layer: dict[str, str],
-           rates: tuple[float, float] = (DEFAULT_LUTS_PER_DSP, DEFAULT_LUTS_PER_BRAM)
-           ) -> ScaleRequant | None:
-    """The scale unit a planned layer uses instead of its thresholds, or None."""
+def _dsps(req, acc_bits: int, lanes: int) -> float:
+    return estimate_counts(requant_counts(req, acc_bits, lanes))["DSP"] if req else 0.0
+
+
+def options(lp, want: str | None) -> list[ScaleRequant | None]:
+    """The requantizers ``lp`` may take (None: its thresholds), given the kind asked for."""
     layer = lp.layer
     th = getattr(layer, "requant", None)
     if not isinstance(th, Thresholds):
-        return None
-    want = per_layer.get(layer.name, default)
+        return [None]
     wide = th.out_fmt.bits > MAX_THRESHOLD_BITS
     if want == "thresholds" and not wide:
-        return None
+        return [None]
     fit = scale_fit(th, layer.acc_fmt)
     if isinstance(fit, str):
         if wide:
@@ -71,20 +77,64 @@ def choose(lp, default: str | None, per_layer: dict[str, str],
                 f"({2 ** th.out_fmt.bits - 1} thresholds a channel are not built), and "
                 f"none is exact: {fit}. Quantize its output to {MAX_THRESHOLD_BITS} bits "
                 "or fewer.")
-        if want == "scale":
-            raise BitloomError(f"layer {layer.name}: --requantizer scale: no scale "
+        if want is not None:
+            raise BitloomError(f"layer {layer.name}: --requantizer {want}: no scale "
                                f"requantizer is exact here ({fit}); use thresholds.")
-        return None
-    if want == "scale" or wide:
-        return fit
-    acc_bits, lanes = layer.acc_fmt.bits, lp.fold.pe
-    cheaper = _price(fit, acc_bits, lanes, rates) < _price(th, acc_bits, lanes, rates)
-    return fit if cheaper else None
+        return [None]
+    fabric = replace(fit, lut_multiplier=True)
+    if want is not None:
+        return [fabric if want == "scale-lut" else fit]
+    return [fit, fabric] + ([] if wide else [None])
 
 
-def with_requantizers(plan, specs: Sequence[str] = (), board=None):
+def cheapest(lp, candidates: list, rates: tuple[float, float]):
+    """The candidate of least price (a layer's thresholds when it is None)."""
+    if len(candidates) == 1:
+        return candidates[0]
+    acc_bits, lanes = lp.layer.acc_fmt.bits, lp.fold.pe
+    return min(candidates, key=lambda req: _price(req or lp.layer.requant, acc_bits, lanes,
+                                                  rates))
+
+
+def choose(lp, default: str | None, per_layer: dict[str, str],
+           rates: tuple[float, float] = (DEFAULT_LUTS_PER_DSP, DEFAULT_LUTS_PER_BRAM)
+           ) -> ScaleRequant | None:
+    """The scale unit a planned layer uses instead of its thresholds, or None."""
+    return cheapest(lp, options(lp, per_layer.get(lp.layer.name, default)), rates)
+
+
+def within_dsps(plan, budget: float, free: set[str], rates: tuple[float, float]) -> None:
+    """While ``plan``'s DSPs exceed ``budget``, move the layer in ``free`` that gives up its
+    scale unit's DSPs for the fewest LUTs (per DSP) to its cheapest DSP-free requantizer."""
+    over = estimate_plan(plan).get("DSP", 0.0) - budget
+    no_dsp = (1e9, rates[1])  # a DSP priced out of reach
+    while over > 0:
+        moves = []
+        for lp in plan.layers:
+            acc_bits, lanes = lp.layer.acc_fmt.bits, lp.fold.pe
+            saved = _dsps(lp.scale, acc_bits, lanes)
+            if lp.layer.name not in free or saved <= 0:
+                continue
+            other = cheapest(lp, options(lp, None), no_dsp)
+            if _dsps(other, acc_bits, lanes) >= saved:
+                continue
+            current = lp.scale or lp.layer.requant
+            extra = _price(other or lp.layer.requant, acc_bits, lanes, (0.0, rates[1])) - \
+                _price(current, acc_bits, lanes, (0.0, rates[1]))
+            moves.append((extra / saved, lp.layer.name, lp, other,
+                          saved - _dsps(other, acc_bits, lanes)))
+        if not moves:
+            return
+        _, _, lp, other, saved = min(moves, key=lambda m: m[:2])
+        lp.scale = other
+        over -= saved
+
+
+def with_requantizers(plan, specs: Sequence[str] = (), board=None,
+                      dsp_budget: float | None = None):
     """``plan`` with each layer's requantizer chosen (see the module docstring), DSPs and
-    block RAM priced at ``board``'s ratios to its LUTs."""
+    block RAM priced at ``board``'s ratios to its LUTs, and the plan's DSPs brought within
+    ``dsp_budget`` where the layers left to the cost can give them up."""
     default, per_layer = parse_requantizers(specs)
     names = {lp.layer.name for lp in plan.layers}
     unknown = sorted(set(per_layer) - names)
@@ -96,12 +146,14 @@ def with_requantizers(plan, specs: Sequence[str] = (), board=None):
              res["LUT"] / res["BRAM36"] if res.get("BRAM36") else DEFAULT_LUTS_PER_BRAM)
     for lp in plan.layers:
         lp.scale = choose(lp, default, per_layer, rates)
+    if dsp_budget is not None and default is None:
+        within_dsps(plan, dsp_budget, names - set(per_layer), rates)
     return plan
 
 
 def restore_requantizers(plan, kinds: Sequence[str | None]):
     """``plan`` with the requantizers a report.json recorded (``scale`` where it says so)."""
     for lp, kind in zip(plan.layers, kinds, strict=True):
-        if kind == "scale":
-            lp.scale = choose(lp, "scale", {})
+        if kind in ("scale", "scale-lut"):
+            lp.scale = choose(lp, kind, {})
     return plan

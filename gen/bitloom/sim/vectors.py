@@ -13,19 +13,35 @@ from pathlib import Path
 
 import numpy as np
 
-from bitloom.formats import Format
+from bitloom.formats import Format, Int
 from bitloom.formats.bits import pack, unpack
 from bitloom.plan import Plan
 
 
+def wide_integers(fmt: Format) -> bool:
+    """Whether ``fmt``'s codes are two's complement integers too wide for int64 (a wide
+    accumulator leaving the last layer raw, e.g. a minifloat MLP's Kulisch sum): their beats
+    are built from Python integers."""
+    return isinstance(fmt, Int) and not fmt.bipolar and fmt.bits > 62
+
+
 def to_beats(values: np.ndarray, fmt: Format, per_beat: int) -> list[int]:
     """Grid integers ``(frames, ...)`` (channel-last) -> beats, frame after frame."""
-    codes = fmt.encode(fmt.from_grid(np.asarray(values).reshape(-1))).reshape(-1, per_beat)
+    flat = np.asarray(values).reshape(-1)
+    if wide_integers(fmt):
+        mask = (1 << fmt.bits) - 1
+        rows = np.array([int(v) & mask for v in flat], dtype=object).reshape(-1, per_beat)
+        return [sum(int(c) << (k * fmt.bits) for k, c in enumerate(row)) for row in rows]
+    codes = fmt.encode(fmt.from_grid(flat)).reshape(-1, per_beat)
     return [pack(row, fmt.bits) for row in codes]
 
 
 def from_beats(beats: list[int], fmt: Format, per_beat: int) -> np.ndarray:
     """Beats -> grid integers, flat, in stream order."""
+    if wide_integers(fmt):
+        mask, top = (1 << fmt.bits) - 1, 1 << (fmt.bits - 1)
+        codes = [(b >> (k * fmt.bits)) & mask for b in beats for k in range(per_beat)]
+        return np.array([c - (c & top) * 2 if fmt.signed else c for c in codes], dtype=object)
     codes = [c for b in beats for c in unpack(b, fmt.bits, per_beat)]
     return fmt.to_grid(fmt.decode(np.array(codes, dtype=np.int64)))
 
