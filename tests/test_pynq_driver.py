@@ -193,3 +193,34 @@ def test_driver_preprocesses_the_input_as_the_model_does(tmp_path):
     ort = pytest.importorskip("onnxruntime")
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     np.testing.assert_array_equal(design.net.run(x), session.run(None, {"x": x})[0])
+
+
+def test_driver_carries_16_bit_codes(tmp_path):
+    """An onnxruntime QUInt16 MLP (scale requantizers): the driver quantizes and packs 16-bit
+    input codes as bitloom does and dequantizes the output to golden, the golden model on
+    beats standing in for the board."""
+    from float_models import float_mlp, ort_quantize
+
+    from bitloom.sim.vectors import to_beats
+
+    calib = np.random.default_rng(0).normal(size=(64, 16)).astype(np.float32)
+    path = ort_quantize(float_mlp(0, (16, 32, 24, 8)), calib, tmp_path / "u16.onnx",
+                        per_channel=True, activation="QUInt16")
+    out = tmp_path / "d"
+    assert main(["compile", str(path), "--board", "pynq-z2", "--out", str(out)]) == 0
+    assert main(["build", str(out), "--scripts-only"]) == 0
+    design = load_design(out)
+    assert design.plan.in_fmt.bits == 16
+    assert {ly["requant"] for ly in design.report["layers"]} <= {"scale", "scale-lut"}
+    driver = import_driver(out / "build" / "overlay" / "bitloom_driver.py", "bitloom_driver_16")
+    x = np.random.default_rng(9).normal(size=(40, 16)).astype(np.float32)
+    beats = input_beats(driver, driver.to_frames(x), 8 * driver.IN_BEAT_BYTES)
+    assert beats == to_beats(design.net.input.apply(x), design.plan.in_fmt,
+                             design.plan.in_elems)
+
+    class GoldenTransport:
+        def transfer(self, frames: np.ndarray) -> np.ndarray:
+            return golden_frames(design, driver, frames)
+
+    np.testing.assert_array_equal(driver.Accelerator(transport=GoldenTransport()).run(x),
+                                  design.net.run(x))

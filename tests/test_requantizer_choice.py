@@ -131,3 +131,20 @@ def test_a_spent_dsp_budget_moves_requantizers_off_the_dsps(tmp_path):
     assert estimate_plan(spent).get("DSP", 0) < before
     pinned = with_requantizers(plan, ("mvu2=scale",), board, dsp_budget=0)
     assert kinds(pinned)[2] == "scale" and "scale" not in kinds(pinned)[:2]
+
+
+def test_the_dsp_budget_passes_over_layers_without_a_requantizer(tmp_path):
+    """A CNN with a max pool (no accumulator, no requantizer) through the DSP budget."""
+    from bitloom.plan.cost import requant_counts
+    from bitloom.plan.requantizers import with_requantizers
+
+    from qonnx_models import random_cnn
+
+    path = tmp_path / "cnn.onnx"
+    onnx.save(random_cnn(2, channels=8, w_bits=8, act_bits=8, residual=True), str(path))
+    net = bitloom.load(path)
+    plan = plan_design(net, load_board("pynq-z2"), requantizers=["scale"])
+    assert "scale" in kinds(plan) and any(lp.layer.kind == "MaxPool" for lp in plan.layers)
+    spent = with_requantizers(plan, (), load_board("pynq-z2"), dsp_budget=0)
+    assert all(requant_counts(lp.scale, lp.layer.acc_fmt.bits, lp.fold.pe)["DSP"] == 0
+               for lp in spent.layers if lp.scale is not None)

@@ -228,10 +228,15 @@ def case_rows(case: Case, out: Path) -> list[Row]:
     from bitloom.boards import load_board
     from bitloom.plan import plan_design
     from bitloom.plan.cost import layer_counts, layer_parts
+    from bitloom.plan.requantizers import REQUANTIZERS
 
     report = json.loads((out / "report.json").read_text())
+    # the requantizers the design was built with (a design from before the choice existed
+    # has thresholds wherever a layer requantizes)
+    built = [f"{ly['name']}={ly.get('requant', 'thresholds')}" for ly in report["layers"]
+             if ly.get("requant", "thresholds") in REQUANTIZERS]
     plan = plan_design(bitloom.load(str(out / "q.onnx")), load_board(BOARD),
-                       target_cycles=case.target)
+                       target_cycles=case.target, requantizers=built)
     rows = []
     for lp, ly in zip(plan.layers, report["layers"], strict=True):
         if not ly.get("weight_memory"):  # built before memory styles: Yosys chose

@@ -35,10 +35,12 @@ import numpy as np
 from bitloom.formats import Fixed, Format, Int, Minifloat
 from bitloom.ir.requant import Thresholds
 
-#: widest multiplier :func:`fit_scale` considers (two DSP48s, or a LUT multiplier)
-MAX_MULTIPLIER_BITS = 48
+#: widest multiplier :func:`fit_scale` considers: a minifloat layer's exact (Kulisch)
+#: accumulator needs a multiplier about as wide as itself (e4m3 convolutions 40-43 bits,
+#: e5m2 70-73); up to 15 DSP48s a lane, which the planner prices against 255 comparators
+MAX_MULTIPLIER_BITS = 80
 #: most fraction bits :func:`fit_scale` tries
-MAX_SHIFT = 48
+MAX_SHIFT = 128
 #: pipeline registers a scale requantizer's hardware adds after ``acc * M + B``
 #: (:mod:`bitloom.hw.scale`; the plan's latency estimate counts them)
 SCALE_STAGES = 1

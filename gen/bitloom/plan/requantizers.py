@@ -111,9 +111,11 @@ def within_dsps(plan, budget: float, free: set[str], rates: tuple[float, float])
     while over > 0:
         moves = []
         for lp in plan.layers:
+            if lp.scale is None or lp.layer.name not in free:
+                continue
             acc_bits, lanes = lp.layer.acc_fmt.bits, lp.fold.pe
             saved = _dsps(lp.scale, acc_bits, lanes)
-            if lp.layer.name not in free or saved <= 0:
+            if saved <= 0:
                 continue
             other = cheapest(lp, options(lp, None), no_dsp)
             if _dsps(other, acc_bits, lanes) >= saved:
