@@ -136,5 +136,10 @@ def test_a_larger_model_is_folded_to_fit(tmp_path):
     assert proc.returncode == 0, proc.stderr
     report = json.loads((out / "report.json").read_text())
     assert report["layers"][0]["pe"] * report["layers"][0]["simd"] < 256 * 256  # folded
+    # a log (not a terminal) shows each step, and the layer table whole, not cut to 80 columns
+    for text in ("planning 2 layers for pynq-z2", "elaborated layer 1/2 (mvu0)", "requant",
+                 "cycles"):
+        assert text in proc.stdout, proc.stdout
+    assert "…" not in proc.stdout
     for resource, ceiling in (("LUT", 0.7 * 53200), ("BRAM36", 0.8 * 140)):
         assert report["totals"]["estimated"][resource] <= ceiling

@@ -36,3 +36,22 @@ def test_mobilenet_without_a_declared_input_names_the_option():
     path = iz.cached_export("mobilenet_v1_4b")
     with pytest.raises(bitloom.BitloomError, match=r"Conv_0.*not quantized.*--input-format uint8"):
         bitloom.load(path)
+
+
+def test_proxylessnas_plans_on_the_ultra96_and_is_refused_by_name_on_the_pynq_z2():
+    """ProxylessNAS-mobile14 4b: its 75 layers' requantizers chosen by cost (most take a
+    scale unit, which leaves the block RAM its threshold tables would fill), it fits the
+    Ultra96-V2; on the PYNQ-Z2 its line buffers alone exceed the block RAM ceiling."""
+    from bitloom.boards import load_board
+    from bitloom.plan import plan_design
+    from bitloom.plan.cost import estimate_plan
+
+    path = iz.cached_export("proxylessnas_mobile14_4b")
+    net = bitloom.load(path, input_format="uint8", input_scale="1/255")
+    board = load_board("ultra96-v2")
+    plan = plan_design(net, board)
+    est = estimate_plan(plan)
+    assert all(est[k] <= 0.8 * board.resources[k] for k in ("DSP", "BRAM36"))
+    assert sum(lp.scale is not None for lp in plan.layers) > len(plan.layers) // 2
+    with pytest.raises(bitloom.BitloomError, match=r"does not fit pynq-z2.*BRAM36"):
+        plan_design(net, load_board("pynq-z2"))

@@ -9,12 +9,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
-from rich.console import Console
 from rich.table import Table
 
 import bitloom
@@ -22,6 +22,7 @@ from bitloom import dse, quantize
 from bitloom.arrays import load_arrays
 from bitloom.bench import DEFAULT_PAIRS, measure, write_results
 from bitloom.boards import load_board
+from bitloom.console import make_console
 from bitloom.emit.hls import emit_hls, run_vitis_hls
 from bitloom.errors import BitloomError
 from bitloom.ir.summary import layer_formats
@@ -29,8 +30,8 @@ from bitloom.plan import plan_design
 from bitloom.plan.cost import estimate_layer
 from bitloom.plan.requantizers import requantizer_name
 
-console = Console(stderr=False, highlight=False)
-errors = Console(stderr=True, highlight=False)
+console = make_console()
+errors = make_console(stderr=True)
 
 
 @contextmanager
@@ -117,12 +118,14 @@ def cmd_compile(args) -> int:
         console.print(f"wrote {hls_dir}")
         console.print(run_vitis_hls(hls_dir))
         return 0
-    with progress("Generating Verilog with Amaranth..."):
-        design = bitloom.compile(args.model, board, out=args.out, target_fps=args.target_fps,
-                                 weights_memory=args.weights_memory or (),
-                                 max_utilization=args.max_utilization,
-                                 requantizers=args.requantizer or (),
-                                 input_format=args.input_format, input_scale=args.input_scale)
+    start = time.monotonic()
+    with progress("Compiling: Amaranth elaborates each layer, then writes Verilog") as status:
+        design = bitloom.compile(
+            args.model, board, out=args.out, target_fps=args.target_fps,
+            weights_memory=args.weights_memory or (), max_utilization=args.max_utilization,
+            requantizers=args.requantizer or (), input_format=args.input_format,
+            input_scale=args.input_scale,
+            on_step=lambda text: status.update(f"{text} [{time.monotonic() - start:.0f} s]"))
     plan = design.plan
     console.print(layer_table(plan))
     memories = [f"{lp.layer.name} {lp.memory.style}"

@@ -5,7 +5,7 @@ them describes the design the others build."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -60,24 +60,36 @@ def compile(model: str | Path, board: str | Board = "pynq-z2", *, out: str | Pat
             target_fps: float | None = None, target_cycles: int | None = None,
             weights_memory: Sequence[str] = (), max_utilization: float | None = None,
             requantizers: Sequence[str] = (),
-            input_format: str | None = None, input_scale: str | float | None = None) -> Design:
+            input_format: str | None = None, input_scale: str | float | None = None,
+            on_step: Callable[[str], None] | None = None) -> Design:
     """Plan ``model`` for ``board`` (see :func:`bitloom.plan.plan_design`) and write its
     Verilog, testbench, weight files and reports into ``out``; ``input_format`` and
     ``input_scale`` declare how a float input arrives (see :func:`bitloom.load`), and the
     folder's copy of the model keeps that declaration; ``requantizers`` overrides the
-    requantizer choice (``KIND`` or ``LAYER=KIND``, KIND ``thresholds`` or ``scale``)."""
+    requantizer choice (``KIND`` or ``LAYER=KIND``, KIND ``thresholds``, ``scale`` or
+    ``scale-lut``). ``on_step`` is told what is being done, layer by layer while the
+    hardware is elaborated (a progress display)."""
+    step = on_step or (lambda text: None)
     board = board if isinstance(board, Board) else load_board(board)
     declared = declare(input_format, input_scale)
+    step(f"reading {Path(model).name}")
     net = load_model(model, declared)
+    step(f"planning {len(net.layers)} layers for {board.name}")
     plan = plan_design(net, board, target_fps=target_fps, target_cycles=target_cycles,
                        weights_memory=weights_memory, max_utilization=max_utilization,
                        requantizers=requantizers)
-    folder = emitted.emit_design(plan, board, Path(out), model)
+
+    def on_layer(k: int, n: int, name: str) -> None:
+        step(f"elaborated layer {k}/{n} ({name})" if k < n else
+             f"elaborated all {n} layers; writing Verilog")
+
+    folder = emitted.emit_design(plan, board, Path(out), model, on_layer)
     if declared is not None:
         copy = folder.path / "model.onnx"
         annotated = onnx.load(str(copy), load_external_data=False)
         declared.annotate(annotated)
         onnx.save(annotated, str(copy))
+    step("writing report.html")
     write_report_html(folder.path)
     return Design(**vars(folder))
 

@@ -22,6 +22,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from bitloom.boards import load_board
+from bitloom.console import make_console
 from bitloom.dse.dse import DEFAULT_FORMATS, format_pairs, sweep, synthesize_points, write_csv
 from bitloom.emit.pareto import pareto_svg
 from bitloom.errors import BitloomError
@@ -30,9 +31,7 @@ from bitloom.plan.requantizers import parse_requantizers
 from bitloom.quantize.calibrate import METHODS, check_calib, input_batch, run_float
 from bitloom.quantize.cli import load_npz
 
-console = Console(highlight=False)
-if not console.is_terminal:  # logs: wide enough for the table
-    console = Console(highlight=False, width=130)
+console = make_console()
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -73,13 +73,14 @@ BUFFER_BRAM_MIN_BITS = 16 * 1024
 REGISTERED_TABLE_MIN_DEPTH = 16
 
 #: LUT and FF weights of each component count, fitted by ``bitloom.dse.calibrate``; "scale"
-#: (not in its training designs yet) is the least-squares ratio of the four integer rows of
-#: ``bench/requantizers.py`` (docs/results/2026-12-07-requantizers.md)
+#: (not in its training designs yet) is the least-squares weight over the 14 Yosys rows of
+#: ``bench/requantizers.py``, multipliers in DSPs and in LUTs
+#: (docs/results/2026-12-07-requantizers-fabric.md)
 COEFFICIENTS: dict[str, dict[str, float]] = {
     "LUT": {"mac": 0.8018, "lookup": 1.8422, "tree": 0.0559, "acc": 0.0, "compare": 1.8116,
             "compare_bits": 0.7764, "const_compare": 0.0, "table": 1.1959, "rom": 2.8144,
             "rom_shallow": 0.6285, "ram": 0.782, "control": 44.2522, "window": 191.4126,
-            "fifo": 30.3598, "scale": 0.67},
+            "fifo": 30.3598, "scale": 0.71},
     "FF": {"mac": 0.0342, "acc": 0.0, "compare": 1.2089, "table": 0.8521, "beat": 2.1592,
            "control": 34.9727, "window": 39.7032, "fifo": 20.6329, "scale": 1.0},
 }
@@ -367,7 +368,7 @@ def scale_counts(req, acc_bits: int, lanes: int) -> dict[str, float]:
     else:
         tiles = 0 if shift_only else math.ceil((acc_bits - 1) / DSP_TILE_BITS[0]) * \
             math.ceil((m_bits - 1) / DSP_TILE_BITS[1])
-        product = y_bits * max(tiles, 1)
+        product = y_bits * max(tiles - 1, 0) if tiles else y_bits  # a DSP adds B itself
     per_lane = product + 2 * (y_bits if req.rounds_to_levels else y_bits - req.shift)
     if req.rounds_to_levels:  # leading-one detection and the shift it drives
         per_lane += y_bits * max(y_bits - 1, 1).bit_length()

@@ -11,18 +11,16 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from rich.console import Console
 from rich.table import Table
 
 from bitloom.arrays import load_arrays
+from bitloom.console import make_console
 from bitloom.errors import BitloomError
 from bitloom.frontend.loader import read_model
 from bitloom.quantize.calibrate import METHODS, check_calib, input_batch, run_float
 from bitloom.quantize.core import Quantized, quantize
 
-console = Console(highlight=False)
-if not console.is_terminal:  # logs: wide enough for the layer table instead of rich's 80
-    console = Console(highlight=False, width=120)
+console = make_console()
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
