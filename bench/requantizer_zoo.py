@@ -34,7 +34,8 @@ def row(name: str, label: str, plan, fit: BoardFit) -> str:
     kinds = Counter(requantizer_name(lp.requant) for lp in plan.layers)
     fps = plan.clock_mhz * 1e6 / frame_cycles(plan, fit.board)
     over = fit.describe_over(plan) or "fits"
-    return (f"| {name} | {label} | {kinds.get('thresholds', 0)} / {kinds.get('scale', 0)} | "
+    return (f"| {name} | {label} | {kinds.get('thresholds', 0)} / {kinds.get('scale', 0)} / "
+            f"{kinds.get('scale-lut', 0)} | "
             f"{est['LUT']:,} | {est['FF']:,} | {est['DSP']:,} | {est['BRAM36']:.1f} | "
             f"{fps:,.1f} | {over} |")
 
@@ -49,8 +50,8 @@ def main() -> None:
     lines = [f"Machine: {platform.node()} ({platform.processor() or platform.machine()}), "
              f"{time.strftime('%Y-%m-%d')}; board {board.name}; all figures are the cost "
              "model's estimates of the plans, not Yosys.", "",
-             "| model | requantizers | thresholds / scale layers | LUT | FF | DSP | BRAM36 "
-             "| frames/s | within the ceilings |", "|---|---|---|---|---|---|---|---|---|"]
+             "| model | requantizers | thresholds / scale / scale-lut layers | LUT | FF | DSP "
+             "| BRAM36 | frames/s | within the ceilings |", "|---|---|---|---|---|---|---|---|---|"]
     for name in args.models:
         start = time.time()
         path, _ = zm.quantized_zoo_model(name, cache, per_channel=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -67,8 +68,14 @@ def _module(result: SynthResult, resource: str) -> dict[str, float]:
 
 @pytest.mark.synth
 def test_synth_xc7(design: Path, tmp_path: Path) -> None:
-    result = synthesize([design], "mac_ram", tmp_path / "work", family="xc7")
+    log = io.StringIO()
+    result = synthesize([design], "mac_ram", tmp_path / "work", family="xc7",
+                        console=Console(file=log, force_terminal=False, width=200))
     print(f"xc7 synthesis took {result.seconds:.1f} s: {result.cells}")
+    # a log, not a terminal: a line per Yosys pass with the time, while it runs
+    lines = log.getvalue().splitlines()
+    assert lines[0] == "Yosys: synthesizing mac_ram for xc7", lines
+    assert sum(re.fullmatch(r"  \d+:\d\d \S.*", line) is not None for line in lines) >= 2, lines
     assert result.unmapped == {}
     assert set(result.resources) == set(RESULT_KEYS)
     # The DSP48E1 absorbs the whole MAC, accumulator register included.

@@ -224,23 +224,32 @@ def _run_yosys(work: Path, what: str, console: Console) -> tuple[int, float]:
             command, cwd=work, stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT
         )
         try:
+            step = _StepFollower(work / _LOG)
             if console.is_terminal:
-                step = _StepFollower(work / _LOG)
                 with console.status(f"Yosys: synthesizing {escape(what)}") as status:
                     while process.poll() is None:
-                        elapsed = int(time.monotonic() - start)
-                        status.update(
-                            f"Yosys: synthesizing {escape(what)} [dim]{escape(step.current())}"
-                            f"[/dim] {elapsed // 60}:{elapsed % 60:02d}"
-                        )
+                        status.update(f"Yosys: synthesizing {escape(what)} [dim]"
+                                      f"{escape(step.current())}[/dim] {_clock(start)}")
                         time.sleep(0.25)
-            else:
-                process.wait()
+            else:  # a log: one line per Yosys pass, so a long run is seen to progress
+                console.print(f"Yosys: synthesizing {what}", markup=False)
+                shown = None
+                while process.poll() is None:
+                    if step.current() != shown:
+                        shown = step.current()
+                        console.print(f"  {_clock(start)} {shown}", markup=False)
+                    time.sleep(1.0)
         except BaseException:  # Ctrl-C included: do not leave Yosys running
             process.kill()
             process.wait()
             raise
     return process.returncode, time.monotonic() - start
+
+
+def _clock(start: float) -> str:
+    """Minutes:seconds since ``start``."""
+    elapsed = int(time.monotonic() - start)
+    return f"{elapsed // 60}:{elapsed % 60:02d}"
 
 
 class _StepFollower:
