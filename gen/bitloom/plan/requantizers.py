@@ -29,12 +29,16 @@ MAX_THRESHOLD_BITS = 8
 DEFAULT_LUTS_PER_DSP, DEFAULT_LUTS_PER_BRAM = 242.0, 380.0
 
 _fits: dict[int, tuple[Thresholds, ScaleRequant | str]] = {}
+#: tables whose fit is kept: a network's layers, not every model a DSE worker has seen
+MAX_KEPT_FITS = 512
 
 
 def scale_fit(th: Thresholds, acc_fmt) -> ScaleRequant | str:
     """:func:`fit_scale` of a layer's table, once per table (plans are made many times)."""
     hit = _fits.get(id(th))
     if hit is None or hit[0] is not th:
+        if len(_fits) >= MAX_KEPT_FITS:
+            del _fits[next(iter(_fits))]  # the oldest
         hit = _fits[id(th)] = (th, fit_scale(th, acc_fmt))
     return hit[1]
 
