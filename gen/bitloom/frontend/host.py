@@ -1,5 +1,6 @@
 """Float ops at the graph output that the host computes: Softmax, LogSoftmax, ArgMax,
-ArgMin, TopK, and a QuantizeLinear/DequantizeLinear after them.
+ArgMin, TopK, onnxruntime's QLinearSoftmax, and a QuantizeLinear/DequantizeLinear after
+them.
 
 They follow the last layer, so the accelerator returns that layer's output and the host
 applies them in float32 as ONNX does (:class:`~bitloom.ir.HostOp`); only other host-side
@@ -15,10 +16,17 @@ import onnx
 
 from bitloom.formats import Int
 from bitloom.frontend.context import ImportContext
-from bitloom.frontend.qdq import node_params
+from bitloom.frontend.qdq import node_params, quant_params
 from bitloom.frontend.registry import ONNX, QDQ, handles
-from bitloom.frontend.values import Derived, HostResult, Stream, Value, attributes
-from bitloom.ir import HostOp
+from bitloom.frontend.values import (
+    Derived,
+    HostResult,
+    Stream,
+    Value,
+    attributes,
+    channel_last,
+)
+from bitloom.ir import Chain, HostOp
 
 
 @dataclass
@@ -135,3 +143,36 @@ def host_qdq(ctx: ImportContext, node: onnx.NodeProto, ins: list[Value | None]) 
                         zero_point=int(p.zero_point.reshape(-1)[0]), lo=p.fmt.min_int,
                         hi=p.fmt.max_int)
     return HostResult(x.base, [*x.ops, step])
+
+
+@handles(QDQ, "QLinearSoftmax", layout="aware", inputs=5)
+def qlinear_softmax(ctx: ImportContext, node: onnx.NodeProto,
+                    ins: list[Value | None]) -> HostResult:
+    """onnxruntime's QLinearSoftmax (com.microsoft) after the last layer, on the host:
+    ``Q(Softmax(DQ(x)))`` in float32 with its input and output scales and zero points.
+    onnxruntime computes it through a table of exponentials, so the two can differ by one
+    output step where the float sits at a rounding boundary."""
+    x = ins[0]
+    if not isinstance(x, Stream) or x.producer < 0 or x.order is not None or x.perm:
+        raise ctx.fail(node, "QLinearSoftmax is supported only at the graph output, on the "
+                       "last layer's quantized output.")
+    if len(ins) < 5 or ins[1] is None or ins[3] is None:
+        raise ctx.fail(node, "QLinearSoftmax needs X_scale and Y_scale inputs.")
+    s = ctx.const_input(node, ins[1], "X_scale").astype(np.float32).reshape(-1)
+    z = (ctx.const_input(node, ins[2], "X_zero_point").astype(np.int64).reshape(-1)
+         if ins[2] is not None else np.zeros(1, np.int64))
+    if s.size != 1 or z.size != 1:
+        raise ctx.fail(node, "QLinearSoftmax needs a per-tensor input scale and zero point.")
+    x = Stream(x.producer, x.fmt, s, int(z[0]), x.shape)
+    n = channel_last(x.shape)[-1] if x.shape else 1
+    reals = Derived(x.producer, Chain(n).then(x.reals(n)), x.shape)
+    p = quant_params(ctx, node, ins[3], ins[4])
+    if p.scale.size != 1 or p.zero_point.size != 1 or not isinstance(p.fmt, Int):
+        raise ctx.fail(node, "QLinearSoftmax needs a per-tensor integer output scale and "
+                       "zero point.")
+    attrs = attributes(node)
+    axis = int(attrs.get("axis", -1 if int(attrs.get("opset", 13)) >= 13 else 1))
+    quantize = HostQuantize("QuantizeLinear", scale=float(p.scale.reshape(-1)[0]),
+                            zero_point=int(p.zero_point.reshape(-1)[0]), lo=p.fmt.min_int,
+                            hi=p.fmt.max_int)
+    return HostResult(reals, [HostOp("Softmax", axis), quantize])
