@@ -140,3 +140,45 @@ def test_an_int32_bias_quantizer_is_folded_and_a_wide_stream_quantizer_refused()
     y = wide.quant(wide.quant("inp", 2.0 ** -3, 4, True), 2.0 ** -3, 17, True)
     with pytest.raises(BitloomError, match=r"bit width \[17.0\] is not one integer in \[1, 16\]"):
         bitloom.load(wide.model("inp", [1, 4], y, [1, 4]))
+
+
+def pooled_model(order: str):
+    """Conv, then a MaxPool and a per-channel op in ``order``, then a quantizer and a dense
+    head: ``pool-relu`` (ReLU after the pool, as many PyTorch models write it),
+    ``negative-pool`` (a per-channel scale with negative entries before the pool),
+    ``pool-negative`` (the same scale after the pool)."""
+    b = Builder()
+    rng = np.random.default_rng(0)
+    x = b.quant("inp", 2.0**-2, 4, True)
+    w = b.quant(b.const(rng.normal(size=(4, 2, 3, 3)).astype(np.float32) * 2), 0.5, 4, True,
+                narrow=True)
+    y = b.node("Conv", [x, w], kernel_shape=[3, 3], pads=[1, 1, 1, 1])
+    signs = b.const(np.array([1, -1, 1, -1], np.float32).reshape(1, 4, 1, 1))
+    for op in order.split("-"):
+        if op == "pool":
+            y = b.node("MaxPool", [y], kernel_shape=[2, 2], strides=[2, 2])
+        elif op == "relu":
+            y = b.node("Relu", [y])
+        else:
+            y = b.node("Mul", [y, signs])
+    y = b.node("Flatten", [b.quant(y, 0.5, 4, True)], axis=1)
+    w2 = b.quant(b.const(rng.normal(size=(64, 3)).astype(np.float32)), 0.5, 4, True,
+                 narrow=True)
+    return b.model("inp", [1, 2, 8, 8], b.node("MatMul", [y, w2]), [1, 3])
+
+
+@pytest.mark.parametrize("order", ["pool-relu", "negative-pool"])
+def test_a_max_pool_followed_by_float_ops_stays_a_max_pool(order):
+    """The pool is kept (it was dropped once when a float op followed it, leaving a golden
+    model and hardware that disagreed with the ONNX model), and a falling op before it is
+    fine: the pool takes the quantized codes' maximum, the quantizer being non-decreasing."""
+    model = pooled_model(order)
+    net = bitloom.load(model)
+    assert [ly.kind for ly in net.layers] == ["Conv", "MaxPool", "MatMul"]
+    x = np.random.default_rng(1).normal(size=(16, 2, 8, 8)).astype(np.float32)
+    np.testing.assert_array_equal(net.run(x), run_qonnx(model, x))
+
+
+def test_a_falling_op_after_a_max_pool_is_refused_by_name():
+    with pytest.raises(BitloomError, match="MaxPool before this quantizer does not commute"):
+        bitloom.load(pooled_model("pool-negative"))

@@ -90,7 +90,7 @@ def arith(ctx: ImportContext, node: onnx.NodeProto, ins: list[Value | None]) -> 
         if any(v == 0 for v in k):
             raise ctx.fail(node, "division by zero.")
         step = Affine([1 / v for v in k], zero)
-    return Derived(x.producer, x.chain.then(step), x.shape)
+    return x.then(step)
 
 
 def float32(c: Constant) -> np.ndarray:
@@ -176,7 +176,7 @@ def clamp(ctx: ImportContext, node: onnx.NodeProto, ins: list[Value | None]) -> 
     lo, hi = clip_bounds(ctx, node, ins)
     step = Clamp(None if lo is None else Fraction(float(lo)),
                  None if hi is None else Fraction(float(hi)))
-    return Derived(x.producer, x.chain.then(step), x.shape)
+    return x.then(step)
 
 
 def clip_bounds(ctx: ImportContext, node: onnx.NodeProto,
@@ -248,7 +248,6 @@ def batch_norm(ctx: ImportContext, node: onnx.NodeProto, ins: list[Value | None]
     a = gamma / np.sqrt(var + eps)
     if np.any(var + eps <= 0):
         raise ctx.fail(node, "its variance plus epsilon must be positive.")
-    return replace(x, chain=x.chain.then(Affine(
-        ctx.exact(node, a, n, "scale / sqrt(var + epsilon)"),
-        ctx.exact(node, beta - a * mean, n, "folded shift"))))
+    return x.then(Affine(ctx.exact(node, a, n, "scale / sqrt(var + epsilon)"),
+                         ctx.exact(node, beta - a * mean, n, "folded shift")))
 

@@ -222,8 +222,7 @@ def conv(ctx: ImportContext, node: onnx.NodeProto, ins: list[Value | None]) -> D
         bias = ctx.const_input(node, ins[2], "bias B").reshape(-1)
         if bias.size != m:
             raise ctx.fail(node, "bias B must have one value per output channel.")
-        out = replace(out, chain=out.chain.then(
-            Affine([Fraction(1)] * m, ctx.exact(node, bias, m, "bias B"))))
+        out = out.then(Affine([Fraction(1)] * m, ctx.exact(node, bias, m, "bias B")))
     return out
 
 

@@ -160,8 +160,8 @@ def qonnx_trunc(ctx: ImportContext, node: onnx.NodeProto, ins: list[Value | None
         raise ctx.fail(node, "the zero point does not survive the truncation exactly.")
     grid = Quantizer(Int(min(in_bits + 8, 62), True), scale, int(zp), "round",
                      ROUND_THEN_SHIFT)
-    chain = x.chain.then(Requantize(grid))  # the integer on the input grid
-    out = quantize(ctx, node, replace(x, chain=chain), Quantizer(fmt, step, 0, rounding, order))
+    on_grid = x.then(Requantize(grid))  # the integer on the input grid
+    out = quantize(ctx, node, on_grid, Quantizer(fmt, step, 0, rounding, order))
     zero = int(zp / step) if v2 else int(zp)
     return replace(out, scale=np.array([out_scale], dtype=np.float64), zero_point=zero)
 

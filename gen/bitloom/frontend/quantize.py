@@ -158,9 +158,10 @@ def _layer_thresholds(ctx: ImportContext, node: onnx.NodeProto, x: Derived, fmt:
         ctx.requant_sources[x.producer] = reads(x.chain)
     out = Stream(x.producer, fmt, scale, zero_point, x.shape)
     if x.max_pools:
-        if any(x.chain.direction(c) < 0 for c in range(x.chain.channels)):
-            raise ctx.fail(node, "a MaxPool before this quantizer does not commute "
-                           "with the decreasing float ops between them.")
+        if x.falls_after_pools():
+            raise ctx.fail(node, "a MaxPool before this quantizer does not commute with "
+                           "the decreasing float ops between them (a negative scale after "
+                           "the pool); quantize before the MaxPool.")
         for window in x.max_pools:
             in_shape = (*window.in_hw, x.chain.channels)
             window = replace(window, pad_value=fmt.grid().lo)

@@ -100,7 +100,8 @@ def max_pool(ctx: ImportContext, node: onnx.NodeProto, ins: list[Value | None]) 
     if isinstance(x, Derived):  # pooled after the quantizer that follows
         window = sliding_window(ctx, node, x.shape, kernel, 0)
         return replace(x, shape=(x.shape[0], *window.out_hw),
-                       max_pools=(*x.max_pools, window))
+                       max_pools=(*x.max_pools, window),
+                       after_pools=x.after_pools or Chain(x.chain.channels))
     if not isinstance(x, Stream):
         raise ctx.fail(node, "MaxPool of this tensor is not supported; quantize it first.")
     window = sliding_window(ctx, node, x.shape, kernel, x.fmt.grid().lo)

@@ -8,7 +8,7 @@ Concat waiting for the quantizer that follows it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import onnx
@@ -99,8 +99,11 @@ class Stream:
 class Derived:
     """A float tensor that is a per-channel monotone function of a layer's accumulator.
 
-    ``max_pools`` are MaxPools applied to it before its quantizer: max commutes with every
-    non-decreasing function, so they become MaxPool layers right after the quantizer.
+    ``max_pools`` are MaxPools applied to it before its quantizer. The quantizer is
+    non-decreasing, so max commutes with it and with every non-decreasing op between the
+    pools and it: the pools become MaxPool layers on the quantizer's codes. ``after_pools``
+    holds the ops applied after the first pool, which must be non-decreasing (ops before
+    it may fall: a pool takes the maximum of whatever they give).
     """
 
     producer: int
@@ -108,6 +111,17 @@ class Derived:
     shape: tuple[int, ...]
     max_pools: tuple[Window, ...] = ()
     perm: tuple[int, ...] | None = None  # as in Stream
+    after_pools: Chain | None = None
+
+    def then(self, op) -> Derived:
+        """This tensor with the per-channel ``op`` applied (its pools and layout kept)."""
+        return replace(self, chain=self.chain.then(op), after_pools=None
+                       if self.after_pools is None else self.after_pools.then(op))
+
+    def falls_after_pools(self) -> bool:
+        """Whether an op after a MaxPool decreases in some channel (no longer a max)."""
+        return self.after_pools is not None and any(
+            self.after_pools.direction(c) < 0 for c in range(self.after_pools.channels))
 
 
 @dataclass
