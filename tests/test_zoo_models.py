@@ -30,7 +30,7 @@ BEYOND_ONE_STEP = {"squeezenet": "golden is 2 output steps (2/255) from onnxrunt
 #: the refusals expected today, as phrases of their message (every other model must match)
 REFUSED = {
     "shufflenet": ("node 'n14' (AveragePool)", "count_include_pad=0"),
-    "inception_v1": ("unsupported op(s): n3 (LRN); n8 (LRN)",),
+    "inception_v1": ("node 'n3' (LRN)", "sum of squares over neighbouring channels"),
     "resnet50": ("node 'n172' (AveragePool)", "unquantized tensor"),
 }
 

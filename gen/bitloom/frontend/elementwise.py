@@ -251,3 +251,16 @@ def batch_norm(ctx: ImportContext, node: onnx.NodeProto, ins: list[Value | None]
     return x.then(Affine(ctx.exact(node, a, n, "scale / sqrt(var + epsilon)"),
                          ctx.exact(node, beta - a * mean, n, "folded shift")))
 
+
+
+@handles(ONNX, "LRN", listed=False)
+def local_response_normalization(ctx: ImportContext, node: onnx.NodeProto,
+                                 ins: list[Value | None]) -> Value:
+    """Refused by choice: ``x / (bias + alpha / size * sum of x**2 over size channels)**beta``
+    depends on several quantized inputs at once, so neither a threshold table nor a table
+    unit of one input computes it, and a table over ``(x, sum of squares)`` would need the
+    square sum quantized, which the model does not do."""
+    raise ctx.fail(node, "LRN (local response normalization) divides each value by a power "
+                   "of the sum of squares over neighbouring channels, a function of several "
+                   "quantized inputs that bitloom does not build; remove it from the model "
+                   "(or replace it with BatchNormalization) and retrain or recalibrate.")
