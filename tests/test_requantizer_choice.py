@@ -4,6 +4,7 @@ its report, and the hardware of both on Verilator against golden."""
 from __future__ import annotations
 
 import json
+import pickle
 
 import numpy as np
 import onnx
@@ -61,6 +62,7 @@ def test_without_an_exact_scale_the_plan_keeps_thresholds_and_refuses_to_force_o
         tmp_path, monkeypatch):
     from bitloom.plan import requantizers
 
+    monkeypatch.setenv("BITLOOM_CACHE", str(tmp_path / "cache"))  # no stored fits
     monkeypatch.setattr(requantizers, "fit_scale", lambda th, acc: "no line steps so")
     requantizers._fits.clear()
     net = bitloom.load(ort_mlp(tmp_path))
@@ -148,3 +150,27 @@ def test_the_dsp_budget_passes_over_layers_without_a_requantizer(tmp_path):
     spent = with_requantizers(plan, (), load_board("pynq-z2"), dsp_budget=0)
     assert all(requant_counts(lp.scale, lp.layer.acc_fmt.bits, lp.fold.pe)["DSP"] == 0
                for lp in spent.layers if lp.scale is not None)
+
+
+def test_a_stored_fit_is_reused_and_proven_again(tmp_path, monkeypatch):
+    """Fits are kept in the user's cache; a stored one is checked against the table before
+    use, so a wrong one (here: tampered with) is fitted again, not trusted."""
+    from dataclasses import replace
+
+    from bitloom.plan import requantizers
+
+    monkeypatch.setenv("BITLOOM_CACHE", str(tmp_path / "cache"))
+    layer = bitloom.load(ort_mlp(tmp_path)).layers[1]
+    first = requantizers.stored_fit(layer.requant, layer.acc_fmt)
+    (stored,) = (tmp_path / "cache" / "scale-fits").iterdir()
+
+    def refit(th, acc):
+        raise AssertionError("fitted again")
+
+    monkeypatch.setattr(requantizers, "fit_scale", refit)
+    again = requantizers.stored_fit(layer.requant, layer.acc_fmt)
+    assert again.shift == first.shift and list(again.multiplier) == list(first.multiplier)
+    wrong = replace(first, multiplier=first.multiplier + 1)
+    stored.write_bytes(pickle.dumps(wrong))
+    with pytest.raises(AssertionError, match="fitted again"):
+        requantizers.stored_fit(layer.requant, layer.acc_fmt)

@@ -208,7 +208,7 @@ def fit_scale(th: Thresholds, acc_fmt: Int,
         if req.multiplier_bits > max_multiplier_bits:
             return (f"the multiplier needs {req.multiplier_bits} bits (at most "
                     f"{max_multiplier_bits} considered)")
-        if _agrees(req, th, acc_fmt):
+        if agrees(req, th, acc_fmt):
             return req
         if not ties:
             raise AssertionError("scale requantizer fit disagrees with its thresholds")
@@ -322,7 +322,7 @@ def _shared_slope(best: np.ndarray, least: np.ndarray, most: np.ndarray, gap) ->
     return None
 
 
-def _agrees(req: ScaleRequant, th: Thresholds, acc_fmt: Int) -> bool:
+def agrees(req: ScaleRequant, th: Thresholds, acc_fmt: Int) -> bool:
     """The proof, independent of how the fit was found: the two agree at every step of the
     thresholds, the values beside it and the range's ends. Both functions are monotone in
     the same direction, so agreement there is agreement everywhere in the range."""

@@ -14,11 +14,19 @@ that give up a DSP for the fewest LUTs to their best DSP-free requantizer.
 
 from __future__ import annotations
 
+import hashlib
+import os
+import pickle
 from collections.abc import Sequence
 from dataclasses import replace
+from pathlib import Path
 
+import numpy as np
+
+from bitloom.cache import cache_root
 from bitloom.errors import BitloomError
-from bitloom.ir import ScaleRequant, Thresholds, fit_scale
+from bitloom.ir import ScaleRequant, Thresholds, fit_scale, scale_requant
+from bitloom.ir.scale_requant import agrees
 from bitloom.plan.cost import estimate_counts, estimate_plan, requant_counts
 from bitloom.plan.memory import parse_overrides
 
@@ -34,13 +42,48 @@ MAX_KEPT_FITS = 512
 
 
 def scale_fit(th: Thresholds, acc_fmt) -> ScaleRequant | str:
-    """:func:`fit_scale` of a layer's table, once per table (plans are made many times)."""
+    """:func:`fit_scale` of a layer's table, once per table (plans are made many times),
+    and once per machine (:func:`stored_fit`)."""
     hit = _fits.get(id(th))
     if hit is None or hit[0] is not th:
         if len(_fits) >= MAX_KEPT_FITS:
             del _fits[next(iter(_fits))]  # the oldest
-        hit = _fits[id(th)] = (th, fit_scale(th, acc_fmt))
+        hit = _fits[id(th)] = (th, stored_fit(th, acc_fmt))
     return hit[1]
+
+
+def stored_fit(th: Thresholds, acc_fmt) -> ScaleRequant | str:
+    """:func:`fit_scale`, kept in the user's cache under a digest of the table and of the
+    fitting code. Why: a 16-bit layer's fit takes tens of seconds and every command that
+    reopens a design (verify, build, synth) needs it again. A stored fit is proven again
+    (:func:`~bitloom.ir.scale_requant.agrees`, a fraction of the fit's time) before use."""
+    path = cache_root() / "scale-fits" / f"{fit_digest(th, acc_fmt)}.pickle"
+    try:
+        stored = pickle.loads(path.read_bytes())
+    except (OSError, pickle.UnpicklingError, EOFError, AttributeError):
+        stored = None
+    if isinstance(stored, str) or (isinstance(stored, ScaleRequant) and
+                                   agrees(stored, th, acc_fmt)):
+        return stored
+    fit = fit_scale(th, acc_fmt)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(f".{os.getpid()}.tmp")
+    partial.write_bytes(pickle.dumps(fit))
+    partial.replace(path)  # atomic: a parallel reader sees all of it or none
+    return fit
+
+
+def fit_digest(th: Thresholds, acc_fmt) -> str:
+    """What a fit depends on: the table, its directions and formats, and the fitting code."""
+    digest = hashlib.sha256(Path(scale_requant.__file__).read_bytes())
+    digest.update(repr((th.out_fmt, acc_fmt, th.table.shape)).encode())
+    table = th.table
+    if table.dtype == object:
+        digest.update(",".join(map(str, table.ravel().tolist())).encode())
+    else:
+        digest.update(np.ascontiguousarray(table, dtype=np.int64).tobytes())
+    digest.update(np.ascontiguousarray(th.increasing, dtype=bool).tobytes())
+    return digest.hexdigest()[:32]
 
 
 def parse_requantizers(specs: Sequence[str]) -> tuple[str | None, dict[str, str]]:
