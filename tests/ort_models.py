@@ -18,7 +18,7 @@ from float_models import ort_quantize
 from onnx import TensorProto, helper, numpy_helper
 
 INPUT_SHAPES = {"cnn": (1, 8, 8), "residual": (2, 8, 8), "concat": (1, 8, 8),
-                "depthwise": (4, 8, 8), "avgpool": (1, 8, 8)}
+                "depthwise": (4, 8, 8), "avgpool": (1, 8, 8), "concat_bn": (1, 8, 8)}
 
 
 class Graph:
@@ -103,6 +103,17 @@ def float_cnn(kind: str, seed: int = 0) -> onnx.ModelProto:
         y = g.node("Concat", [a, b], axis=1)
         y = g.node("MaxPool", [y], kernel_shape=[2, 2], strides=[2, 2])
         y = g.conv(y, 7, 6, 3, pad=1)
+        return g.model(shape, g.head(y, 6))
+    if kind == "concat_bn":  # DenseNet's pattern: BatchNorm and ReLU on a Concat
+        a = g.conv("input", 1, 4, 3, pad=1)
+        b = g.conv("input", 1, 3, 1)
+        y = g.node("Concat", [a, b], axis=1)
+        y = g.node("Relu", [g.node("BatchNormalization", [
+            y, g.const(g.rng.uniform(0.5, 1.5, 7), "gamma"),
+            g.const(g.rng.normal(scale=0.2, size=7), "beta"),
+            g.const(g.rng.normal(scale=0.3, size=7), "mean"),
+            g.const(g.rng.uniform(0.5, 2.0, 7), "var")], epsilon=1e-5)])
+        y = g.conv(y, 7, 6, 3, pad=1, bn=False)
         return g.model(shape, g.head(y, 6))
     if kind == "depthwise":
         y = g.conv("input", 4, 4, 3, pad=1, groups=4)

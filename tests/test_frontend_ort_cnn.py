@@ -32,3 +32,22 @@ def test_ort_qoperator_float_pool_is_refused(tmp_path, variant):
                        r"\(GlobalAveragePool\): GlobalAveragePool of an unquantized tensor "
                        r"cannot be computed exactly"):
         bitloom.load(path)
+
+
+@pytest.mark.verilator
+def test_batch_norm_after_a_concat_is_bit_exact_on_verilator(tmp_path):
+    """DenseNet's pattern as onnxruntime writes it (DequantizeLinear after a Concat, then
+    BatchNormalization, ReLU, QuantizeLinear): a thresholding layer of its own computes it,
+    64 frames with back-pressure, bit-exact against golden."""
+    from bitloom.boards import load_board
+    from bitloom.emit.design import emit_design
+    from bitloom.plan import make_plan
+    from bitloom.sim.verify import verify
+
+    path = om.quantized("concat_bn_qdq_pc", tmp_path / "concat_bn.onnx")
+    net = bitloom.load(path)
+    kinds = [ly.kind for ly in net.layers]
+    assert kinds[kinds.index("Concat") + 1] == "Requantize"
+    design = emit_design(make_plan(net, 256), load_board("pynq-z2"), tmp_path / "d", path)
+    result = verify(design, samples=64, pause=0.3)
+    assert result.bit_exact, result.mismatch

@@ -126,13 +126,7 @@ def requantize(ctx: ImportContext, node: onnx.NodeProto, x: Value, fmt: Format,
     if isinstance(x, Derived):
         return _layer_thresholds(ctx, node, x, fmt, table_for, scale, zero_point, reads)
     if isinstance(x, Stream):  # onto another scale or format: a thresholding layer
-        grid = x.fmt.grid()
-        shape = channel_last(x.shape)
-        index = ctx.add_layer(node, Thresholding(
-            f"requant{len(ctx.layers)}", (x.producer,), shape,
-            acc_fmt=Int.spanning(grid.lo, grid.hi), in_fmt=x.fmt))
-        chain = Chain(shape[-1]).then(x.reals(shape[-1]))
-        out = requantize(ctx, node, Derived(index, chain, x.shape), fmt, table_for,
+        out = requantize(ctx, node, thresholding_view(ctx, node, x), fmt, table_for,
                          scale, zero_point, reads)
         return replace(out, order=x.order)  # element-wise: the stream order stays
     raise ctx.fail(node, "this quantizer's input is not a tensor bitloom can quantize.")
@@ -172,15 +166,33 @@ def _layer_thresholds(ctx: ImportContext, node: onnx.NodeProto, x: Derived, fmt:
     return out
 
 
+def thresholding_view(ctx: ImportContext, node: onnx.NodeProto, x: Stream) -> Derived:
+    """The reals of the quantized stream ``x`` as the float output of a thresholding layer
+    of their own, whose thresholds the next quantizer sets (an identity accumulator: the
+    input values)."""
+    grid = x.fmt.grid()
+    shape = channel_last(x.shape)
+    index = ctx.add_layer(node, Thresholding(
+        f"requant{len(ctx.layers)}", (x.producer,), shape,
+        acc_fmt=Int.spanning(grid.lo, grid.hi), in_fmt=x.fmt))
+    return Derived(index, Chain(shape[-1]).then(x.reals(shape[-1])), x.shape)
+
+
 def reopen(ctx: ImportContext, node: onnx.NodeProto, x: Stream) -> Derived:
-    """Float math on a layer's quantized output: that quantizer joins the chain, and the
-    layer's thresholds will come from the next quantizer instead."""
+    """Float math on a quantized tensor. On a layer's fresh output, that quantizer joins the
+    chain and the layer's thresholds come from the next quantizer instead; on any other
+    (a Concat's output, one another layer reads too: onnxruntime's BatchNormalization after
+    a DenseNet Concat) a thresholding layer of its own computes the float ops and the next
+    quantizer."""
     if x.producer < 0:
         raise ctx.fail(node, f"{source_op(node)} on the quantized model input is not "
                        "supported; apply it before the input quantizer.")
     if x.producer not in ctx.requant_sources or x.producer in ctx.consumed:
-        raise ctx.fail(node, f"{source_op(node)} on a quantized tensor that is not the fresh "
-                       "output of a layer with an accumulator; put a quantizer after it.")
+        if x.order is not None or x.perm:
+            raise ctx.fail(node, f"{source_op(node)} on a flattened or transposed quantized "
+                           "tensor that is not a layer's fresh output; put it before the "
+                           "Flatten/Transpose.")
+        return thresholding_view(ctx, node, x)
     chain, quantizer = ctx.requant_sources.pop(x.producer)
     ctx.layers[x.producer].requant = None
     chain = chain.then(Requantize(quantizer)).then(x.reals(chain.channels))
