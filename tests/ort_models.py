@@ -18,7 +18,8 @@ from float_models import ort_quantize
 from onnx import TensorProto, helper, numpy_helper
 
 INPUT_SHAPES = {"cnn": (1, 8, 8), "residual": (2, 8, 8), "concat": (1, 8, 8),
-                "depthwise": (4, 8, 8), "avgpool": (1, 8, 8), "concat_bn": (1, 8, 8)}
+                "depthwise": (4, 8, 8), "avgpool": (1, 8, 8), "concat_bn": (1, 8, 8),
+                "mul": (1, 8, 8)}
 
 
 class Graph:
@@ -114,6 +115,12 @@ def float_cnn(kind: str, seed: int = 0) -> onnx.ModelProto:
             g.const(g.rng.normal(scale=0.3, size=7), "mean"),
             g.const(g.rng.uniform(0.5, 2.0, 7), "var")], epsilon=1e-5)])
         y = g.conv(y, 7, 6, 3, pad=1, bn=False)
+        return g.model(shape, g.head(y, 6))
+    if kind == "mul":  # a per-channel scale, some negative (QLinearMul in QOperator form)
+        y = g.conv("input", 1, 4, 3, pad=1, bn=False)
+        y = g.node("Mul", [y, g.const(np.array([1.25, -0.5, 0.75, -1.5]).reshape(1, 4, 1, 1),
+                                      "k")])
+        y = g.conv(y, 4, 6, 3, pad=1, bn=False)
         return g.model(shape, g.head(y, 6))
     if kind == "depthwise":
         y = g.conv("input", 4, 4, 3, pad=1, groups=4)

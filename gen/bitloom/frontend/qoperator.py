@@ -17,9 +17,11 @@ import numpy as np
 import onnx
 
 from bitloom.frontend.context import ImportContext
+from bitloom.frontend.elementwise import per_channel
 from bitloom.frontend.joins import add_streams, concat
 from bitloom.frontend.linear import convolution, dense
 from bitloom.frontend.qdq import int_weights, quant_params, quantize_codes
+from bitloom.frontend.quantize import reopen
 from bitloom.frontend.registry import QDQ, handles
 from bitloom.frontend.spatial import average_pool
 from bitloom.frontend.values import Constant, Derived, QuantConstant, Stream, Value, attributes
@@ -122,6 +124,32 @@ def qlinear_add(ctx: ImportContext, node: onnx.NodeProto, ins: list[Value | None
     a = _operand(ctx, node, ins[0], ins[1], ins[2])
     b = _operand(ctx, node, ins[3], ins[4], ins[5])
     return _requantized(ctx, node, add_streams(ctx, node, a, b), ins[6], ins[7])
+
+
+@handles(QDQ, "QLinearMul")
+def qlinear_mul(ctx: ImportContext, node: onnx.NodeProto, ins: list[Value | None]) -> Value:
+    """A quantized tensor times a quantized constant (a per-channel scale, as onnxruntime
+    writes a BatchNormalization it could not fold): the constant's float32 values join the
+    chain like a Mul after DequantizeLinear. Two streamed operands (squeeze-excitation) need
+    an element-wise multiplier, which bitloom does not build yet."""
+    ins = ins + [None] * (8 - len(ins))
+    a, b = ins[0:3], ins[3:6]
+    if isinstance(a[0], Constant) and isinstance(b[0], Stream):
+        a, b = b, a
+    if not (isinstance(a[0], Stream) and isinstance(b[0], Constant)):
+        raise ctx.fail(node, "QLinearMul of two streamed tensors (e.g. squeeze-excitation) "
+                       "is not supported yet; only a tensor times a constant.")
+    x = reopen(ctx, node, _operand(ctx, node, *a))
+    scale = ctx.const_input(node, b[1], "B scale").astype(np.float32)
+    zero = (ctx.const_input(node, b[2], "B zero point").astype(np.int64)
+            if b[2] is not None else np.zeros(1, np.int64))
+    if scale.size != 1 or zero.size != 1:
+        raise ctx.fail(node, "its constant needs a per-tensor scale and zero point.")
+    k = ((b[0].value.astype(np.int64) - zero.reshape(-1)[0]).astype(np.float32)
+         * scale.reshape(-1)[0]).astype(np.float32)  # DequantizeLinear's float32 values
+    n = x.chain.channels
+    step = Affine(per_channel(ctx, node, k, x), [Fraction(0)] * n)
+    return _requantized(ctx, node, x.then(step), ins[6], ins[7])
 
 
 @handles(QDQ, "QLinearAveragePool", "QLinearGlobalAveragePool")
