@@ -9,8 +9,10 @@ A constant the same in every channel is a constant in the logic, not a ROM field
 
 Why a register after ``acc * M + B``: a 20 x 31-bit multiply and its add fill a cycle of
 their own (the DSP48's M/P registers take it), so the shift, clip or minifloat rounding
-after it never shares that cycle. That is one cycle of latency
-(:data:`~bitloom.ir.scale_requant.SCALE_STAGES`); the units delay their valid bit to match.
+after it never shares that cycle. A minifloat output has one more after the clip: the
+normalisation (leading-one detection over the clipped width, a shift, the rounding) is a
+path of its own. The units delay their valid bit by
+:attr:`~bitloom.ir.ScaleRequant.stages`.
 
 Why a fabric multiplier (``lut_multiplier``): Yosys gives every ``$mul`` to DSPs, so a
 multiplier meant for LUTs is written as carry-chain adders: the canonical signed digits of
@@ -63,9 +65,9 @@ def fabric_product(m: Module, acc: Value, multiplier: Value | int, bits: int) ->
 def scale_requantize(m: Module, name: str, accs: Sequence[Value], req: ScaleRequant,
                      group: Value, en: Value, valid: Value) -> tuple[Value, Value]:
     """Output codes (element 0 lowest) of the accumulator signals ``accs`` of one channel
-    group, and their valid bit: ``valid`` one register later (every register advances
-    with ``en``); ``group`` is the group index one stage before ``accs`` (see
-    :func:`bitloom.hw.thresholds.requantize`)."""
+    group, and their valid bit: ``valid`` :attr:`~bitloom.ir.ScaleRequant.stages`
+    registers later (every register advances with ``en``); ``group`` is the group index
+    one stage before ``accs`` (see :func:`bitloom.hw.thresholds.requantize`)."""
     lanes = len(accs)
     varying = req.varying()
     widths = {f: req.field_bits(f) for f in req.FIELDS}
@@ -82,9 +84,12 @@ def scale_requantize(m: Module, name: str, accs: Sequence[Value], req: ScaleRequ
         later = Signal(len(data), name=f"{name}_consts")
         with m.If(en):
             m.d.sync += later.eq(data)
-    out_valid = Signal(name=f"{name}_valid")
-    with m.If(en):
-        m.d.sync += out_valid.eq(valid)
+    out_valid = valid
+    for k in range(req.stages):
+        delayed = Signal(name=f"{name}_valid{k}")
+        with m.If(en):
+            m.d.sync += delayed.eq(out_valid)
+        out_valid = delayed
 
     def field(f: str, p: int, word: Value | None) -> Value | int:
         """Lane ``p``'s ``f`` from a ROM word, or the int every channel shares."""
@@ -119,7 +124,8 @@ def scale_requantize(m: Module, name: str, accs: Sequence[Value], req: ScaleRequ
         # the clipped value spans only the levels' range: a narrow input to the rounding
         clipped = Signal(signed(max(widths["lo"], widths["hi"]) + shift),
                          name=f"{name}_clipped{p}")
-        m.d.comb += clipped.eq(Mux(y < bottom, bottom, Mux(y > top, top, y)))
+        with m.If(en):  # the second register: the normalisation starts a cycle of its own
+            m.d.sync += clipped.eq(Mux(y < bottom, bottom, Mux(y > top, top, y)))
         unit = MinifloatRequantizer(clipped.shape(), shift + fmt.grid().frac_bits, fmt,
                                     rounding="round" if req.ties_to_even else "half_ceil")
         m.submodules[f"{name}_round{p}"] = unit

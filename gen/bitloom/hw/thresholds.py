@@ -25,7 +25,6 @@ from bitloom.formats.bits import pack
 from bitloom.hw.pe import adder_tree
 from bitloom.hw.scale import scale_requantize
 from bitloom.ir import ScaleRequant, Thresholds
-from bitloom.ir.scale_requant import SCALE_STAGES
 
 #: what a unit requantizes with: a threshold table, a scale requantizer, or nothing
 Requantizer = Thresholds | ScaleRequant | None
@@ -71,7 +70,7 @@ def out_bits(req: Requantizer, acc_fmt: Int) -> int:
 
 def requant_stages(req: Requantizer) -> int:
     """Pipeline registers :func:`requantize` adds for ``req`` (its latency)."""
-    return SCALE_STAGES if isinstance(req, ScaleRequant) else 0
+    return req.stages if isinstance(req, ScaleRequant) else 0
 
 
 def requantize(m: Module, name: str, values: Sequence[Value], req: Requantizer,

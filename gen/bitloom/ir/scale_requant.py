@@ -41,9 +41,6 @@ from bitloom.ir.requant import Thresholds
 MAX_MULTIPLIER_BITS = 80
 #: most fraction bits :func:`fit_scale` tries
 MAX_SHIFT = 128
-#: pipeline registers a scale requantizer's hardware adds after ``acc * M + B``
-#: (:mod:`bitloom.hw.scale`; the plan's latency estimate counts them)
-SCALE_STAGES = 1
 
 
 @dataclass
@@ -81,6 +78,14 @@ class ScaleRequant:
         """Whether the output's levels are not consecutive integers (minifloat): the shift
         is then a rounding to the nearest level rather than a floor."""
         return not consecutive_levels(self.out_fmt)
+
+    @property
+    def stages(self) -> int:
+        """Pipeline registers the hardware adds (:mod:`bitloom.hw.scale`): one after
+        ``acc * M + B``, and for a minifloat output one more after the clip, before the
+        normalisation (leading-one detection, shift, rounding). The plan's latency counts
+        them."""
+        return 2 if self.rounds_to_levels else 1
 
     @property
     def multiplier_bits(self) -> int:

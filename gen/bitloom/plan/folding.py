@@ -19,7 +19,6 @@ from dataclasses import dataclass
 
 from bitloom.errors import BitloomError
 from bitloom.ir import AnyLayer, Network, ScaleRequant, Thresholds
-from bitloom.ir.scale_requant import SCALE_STAGES
 from bitloom.plan.fifos import fifo_depths, layer_cycles
 from bitloom.plan.fold import Folding
 from bitloom.plan.memory import WeightMemory, choose_memories
@@ -150,12 +149,12 @@ class Plan:
     def latency_cycles(self) -> int:
         """Estimate of first input beat to last output beat of one frame, idle pipeline,
         along the longest path: each layer's cycles plus its pipeline (3, and a scale
-        requantizer's register) and FIFO and converter (2). ``bitloom verify`` measures the
+        requantizer's registers) and FIFO and converter (2). ``bitloom verify`` measures the
         real figure."""
         done: list[int] = []
         for lp in self.layers:
             start = max((done[p] for p in lp.layer.inputs if p >= 0), default=0)
-            stages = SCALE_STAGES if lp.scale is not None else 0
+            stages = lp.scale.stages if lp.scale is not None else 0
             done.append(start + lp.cycles + 3 + stages + 2)
         return done[-1]
 
