@@ -152,29 +152,28 @@ def choose(lp, default: str | None, per_layer: dict[str, str],
 
 def within_dsps(plan, budget: float, free: set[str], rates: tuple[float, float]) -> None:
     """While ``plan``'s DSPs exceed ``budget``, move the layer in ``free`` that gives up its
-    scale unit's DSPs for the fewest LUTs (per DSP) to its cheapest DSP-free requantizer."""
+    scale unit's DSPs for the fewest LUTs (per DSP) to its cheapest DSP-free requantizer.
+    A layer's move does not change another's price, so the moves are ranked once."""
     over = estimate_plan(plan).get("DSP", 0.0) - budget
+    if over <= 0:
+        return
     no_dsp = (1e9, rates[1])  # a DSP priced out of reach
-    while over > 0:
-        moves = []
-        for lp in plan.layers:
-            if lp.scale is None or lp.layer.name not in free:
-                continue
-            acc_bits, lanes = lp.layer.acc_fmt.bits, lp.fold.pe
-            saved = _dsps(lp.scale, acc_bits, lanes)
-            if saved <= 0:
-                continue
-            other = cheapest(lp, options(lp, None), no_dsp)
-            if _dsps(other, acc_bits, lanes) >= saved:
-                continue
-            current = lp.scale or lp.layer.requant
-            extra = _price(other or lp.layer.requant, acc_bits, lanes, (0.0, rates[1])) - \
-                _price(current, acc_bits, lanes, (0.0, rates[1]))
-            moves.append((extra / saved, lp.layer.name, lp, other,
-                          saved - _dsps(other, acc_bits, lanes)))
-        if not moves:
+    moves = []
+    for lp in plan.layers:
+        if lp.scale is None or lp.layer.name not in free:
+            continue
+        acc_bits, lanes = lp.layer.acc_fmt.bits, lp.fold.pe
+        used = _dsps(lp.scale, acc_bits, lanes)
+        other = cheapest(lp, options(lp, None), no_dsp)
+        saved = used - _dsps(other, acc_bits, lanes)
+        if used <= 0 or saved <= 0:
+            continue
+        extra = _price(other or lp.layer.requant, acc_bits, lanes, (0.0, rates[1])) - \
+            _price(lp.scale, acc_bits, lanes, (0.0, rates[1]))
+        moves.append((extra / used, lp.layer.name, lp, other, saved))
+    for _, _, lp, other, saved in sorted(moves, key=lambda m: m[:2]):
+        if over <= 0:
             return
-        _, _, lp, other, saved = min(moves, key=lambda m: m[:2])
         lp.scale = other
         over -= saved
 
