@@ -12,7 +12,7 @@ import bitloom
 from bitloom.cli import main
 from bitloom.emit.design import emit_rtl
 from bitloom.plan import make_plan
-from bitloom.sim.runner import simulate
+from bitloom.sim.runner import BUILD_INTERMEDIATES, build, simulate
 from bitloom.sim.vectors import make_vectors
 
 from qonnx_models import random_mlp
@@ -82,6 +82,9 @@ def test_a_stall_is_reported_not_hung(tmp_path):
     result = simulate(sources, vectors, tmp_path / "sim")
     assert not result.passed
     assert "stalled" in result.mismatch and "produced" in result.mismatch, result.mismatch
+    cached = build([s.resolve() for s in sources])  # the cached build keeps what runs only
+    assert not [p for pattern in BUILD_INTERMEDIATES for p in cached.glob(pattern)]
+    assert (cached / "bitloom_top").exists()
 
 
 def test_onnxruntime_qdq_int8_model_in_hardware(tmp_path):

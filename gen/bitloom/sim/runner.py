@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bitloom.cache import cache_root, locked
+from bitloom.cache import cache_root, locked, prune
 from bitloom.errors import BitloomError
 from bitloom.sim.vectors import Vectors, first_mismatch
 
@@ -71,6 +71,8 @@ def build(sources: list[Path], status=None) -> Path:
     build_dir = cache_root() / "verilator" / key
     with locked(build_dir.with_suffix(".lock")):
         if (build_dir / "built").exists():
+            os.utime(build_dir / "built")  # recently used: pruned last
+            slim(build_dir)  # a build cached by an older version kept its intermediates
             return build_dir
         if status:
             status.update(f"Building the Verilator model (once per design, {key[:8]})...")
@@ -89,9 +91,23 @@ def build(sources: list[Path], status=None) -> Path:
             raise BitloomError(f"Verilator build failed ({exc}); log {log}:\n{tail}") from None
         finally:
             os.environ.pop("MAKEFLAGS", None)
-        (build_dir / "built").write_text(key)
         keep_runtime(build_dir, runtime)
+        slim(build_dir)
+        (build_dir / "built").write_text(key)
+    prune(build_dir.parent, "built")
     return build_dir
+
+
+#: what only the compile needs: precompiled headers (most of a build's size), objects, sources
+BUILD_INTERMEDIATES = ("*.gch", "*.o", "*.d", "*.a", "*.cpp", "*.h")
+
+
+def slim(build_dir: Path) -> None:
+    """Delete a finished build's intermediates: the simulation runs the linked executable
+    alone, and a large design's precompiled headers take hundreds of megabytes."""
+    for pattern in BUILD_INTERMEDIATES:
+        for path in build_dir.glob(pattern):
+            path.unlink(missing_ok=True)
 
 
 def reuse_runtime(runtime: Path, build_dir: Path) -> None:
