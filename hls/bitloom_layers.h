@@ -182,7 +182,7 @@ void window_reduce(hls::stream<typename Step::in_t>& in,
     }
     for (int c = 0; c < C; c++) {
       BITLOOM_HLS(PIPELINE II=1)
-      out.write(Step::finish(state[c], c));
+      out.write(Step::finish(state[c], c, px));
     }
   }
 }
@@ -198,7 +198,7 @@ struct depthwise_step {
     const Acc term = In::value(x) * Wt::value(w);
     acc = k == 0 ? term : Acc(acc + term);
   }
-  static out_t finish(const Acc& acc, int c) { return Req::apply(acc, c); }
+  static out_t finish(const Acc& acc, int c, int) { return Req::apply(acc, c); }
 };
 
 // Sum pooling (average pooling: the division is part of the requantization).
@@ -210,7 +210,25 @@ struct sum_step {
   static void take(Acc& acc, const in_t& x, int k, int) {
     acc = k == 0 ? Acc(In::value(x)) : Acc(acc + In::value(x));
   }
-  static out_t finish(const Acc& acc, int c) { return Req::apply(acc, c); }
+  static out_t finish(const Acc& acc, int c, int) { return Req::apply(acc, c); }
+};
+
+// Average pooling by the count of real pixels (count_include_pad=0): the window sum minus
+// the padding's share, times the output pixel's row and column weights (P::rows, P::cols,
+// P::OW, P::OFFSET), all positions then dividing alike in the requantization.
+template <class In, class Acc, class Req, class P>
+struct weighted_sum_step {
+  typedef typename In::code_t in_t;
+  typedef typename Req::code_t out_t;
+  typedef Acc state_t;
+  static void take(Acc& acc, const in_t& x, int k, int) {
+    acc = k == 0 ? Acc(In::value(x)) : Acc(acc + In::value(x));
+  }
+  static out_t finish(const Acc& acc, int c, int px) {
+    const Acc weighted = Acc(Acc(acc - Acc(P::OFFSET)) * Acc(P::rows[px / P::OW])) *
+                         Acc(P::cols[px % P::OW]);
+    return Req::apply(weighted, c);
+  }
 };
 
 // Max pooling on decoded values; the winning code leaves unchanged (same format).
@@ -222,7 +240,7 @@ struct max_step {
   static void take(in_t& best, const in_t& x, int k, int) {
     if (k == 0 || Fmt::value(x) > Fmt::value(best)) best = x;
   }
-  static out_t finish(const in_t& best, int) { return best; }
+  static out_t finish(const in_t& best, int, int) { return best; }
 };
 
 // Residual add: acc = ka * a + kb * b, with the integer multipliers that put both branches

@@ -19,7 +19,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 INPUT_SHAPES = {"cnn": (1, 8, 8), "residual": (2, 8, 8), "concat": (1, 8, 8),
                 "depthwise": (4, 8, 8), "avgpool": (1, 8, 8), "concat_bn": (1, 8, 8),
-                "mul": (1, 8, 8)}
+                "mul": (1, 8, 8), "avgpool_real": (1, 8, 8), "residual_pool": (2, 8, 8)}
 
 
 class Graph:
@@ -92,6 +92,23 @@ def float_cnn(kind: str, seed: int = 0) -> onnx.ModelProto:
         y = g.node("AveragePool", [y], kernel_shape=[2, 2], strides=[2, 2])
         y = g.conv(y, 4, 6, 3, pad=1)
         return g.model(shape, g.head(y, 6))
+    if kind == "avgpool_real":  # ShuffleNet's and Inception's: padded, real pixels counted
+        y = g.conv("input", 1, 4, 3, pad=1, bn=False)
+        y = g.node("AveragePool", [y], kernel_shape=[3, 3], strides=[1, 1], pads=[1] * 4,
+                   count_include_pad=0)
+        y = g.conv(y, 4, 6, 3, stride=2, pad=1, bn=False)
+        y = g.node("AveragePool", [y], kernel_shape=[3, 3], strides=[2, 2], pads=[1] * 4)
+        return g.model(shape, g.head(y, 6))  # count_include_pad=0 is ONNX's default
+    if kind == "residual_pool":  # ResNet-50's tail: Sum -> Relu -> AveragePool left in float
+        stem = g.conv("input", 2, 4, 3, pad=1)
+        y = g.conv(stem, 4, 4, 3, pad=1)
+        y = g.conv(y, 4, 4, 3, stride=1, pad=1, relu=False)
+        y = g.node("Relu", [g.node("Sum", [y, stem])])
+        y = g.node("Flatten", [g.node("AveragePool", [y], kernel_shape=[8, 8])], axis=1)
+        w = g.rng.normal(size=(5, 4)) / 2
+        return g.model(shape, g.node("Gemm", [y, g.const(w, "fc_w"),
+                                              g.const(g.rng.normal(size=5), "fc_b")],
+                                     transB=1))
     if kind == "residual":
         stem = g.conv("input", 2, 4, 3, pad=1)
         y = g.conv(stem, 4, 4, 3, pad=1)

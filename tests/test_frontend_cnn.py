@@ -182,3 +182,24 @@ def test_a_max_pool_followed_by_float_ops_stays_a_max_pool(order):
 def test_a_falling_op_after_a_max_pool_is_refused_by_name():
     with pytest.raises(BitloomError, match="MaxPool before this quantizer does not commute"):
         bitloom.load(pooled_model("pool-negative"))
+
+
+def test_a_reshape_after_a_host_side_op_runs_on_the_host():
+    """SqueezeNet's tail as the opset converter writes it: Softmax, then a Reshape back to
+    (N, C, 1, 1); the host reshapes after the Softmax."""
+    from onnx import helper, numpy_helper
+
+    model = random_cnn(seed=5, host_op="Softmax")
+    out = model.graph.output[0]
+    classes = out.type.tensor_type.shape.dim[1].dim_value
+    model.graph.initializer.append(numpy_helper.from_array(
+        np.array([1, classes, 1, 1], dtype=np.int64), "tail_shape"))
+    model.graph.node.append(helper.make_node("Reshape", [out.name, "tail_shape"], ["tail"]))
+    del model.graph.output[:]
+    model.graph.output.append(helper.make_tensor_value_info("tail", 1, [1, classes, 1, 1]))
+    x = np.random.default_rng(3).normal(size=(5, 2, 7, 7)).astype(np.float32)
+    net = bitloom.load(model)
+    assert [h.op_type for h in net.output.host_ops] == ["Softmax", "Reshape"]
+    got = net.run(x)
+    assert got.shape == (5, classes, 1, 1)
+    np.testing.assert_allclose(got, run_qonnx(model, x), rtol=1e-6, atol=1e-7)

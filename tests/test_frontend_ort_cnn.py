@@ -11,11 +11,14 @@ import bitloom
 from bitloom.errors import BitloomError
 
 #: QOperator models onnxruntime leaves with BatchNorm/ReLU/GlobalAveragePool in float between
-#: DequantizeLinear and QuantizeLinear: an average of unquantized floats has no exact
-#: integer form, so bitloom refuses naming the GlobalAveragePool node.
+#: DequantizeLinear and QuantizeLinear: the float values follow a rounding (the Conv's own
+#: output quantizer), so their average has no exact integer form, and bitloom refuses naming
+#: the GlobalAveragePool node and onnxruntime's remedy.
 FLOAT_POOL = [f"{kind}_qoperator_{pc}" for kind in ("cnn", "concat", "depthwise", "avgpool")
               for pc in ("pt", "pc")]
-MAPPED = [v for v in om.VARIANTS if v not in FLOAT_POOL]
+#: the same with the BatchNormalizations before a residual Sum (ResNet's QOperator form)
+FLOAT_SUM = [f"residual_pool_qoperator_{pc}" for pc in ("pt", "pc")]
+MAPPED = [v for v in om.VARIANTS if v not in FLOAT_POOL + FLOAT_SUM]
 
 
 @pytest.mark.parametrize("variant", MAPPED)
@@ -29,9 +32,39 @@ def test_ort_cnn_matches_onnxruntime(tmp_path, variant):
 def test_ort_qoperator_float_pool_is_refused(tmp_path, variant):
     path = om.quantized(variant, tmp_path / f"{variant}.onnx")
     with pytest.raises(BitloomError, match=r"node 'n_GlobalAveragePool_\d+' "
-                       r"\(GlobalAveragePool\): GlobalAveragePool of an unquantized tensor "
-                       r"cannot be computed exactly"):
+                       r"\(GlobalAveragePool\): GlobalAveragePool of an unquantized tensor.*"
+                       r"no exact integer form.*quant_pre_process"):
         bitloom.load(path)
+
+
+@pytest.mark.parametrize("variant", FLOAT_SUM)
+def test_ort_qoperator_float_sum_is_refused(tmp_path, variant):
+    path = om.quantized(variant, tmp_path / f"{variant}.onnx")
+    with pytest.raises(BitloomError, match=r"node 'n_Sum_\d+' \(Sum\): Add of two float "
+                       r"tensors that are not quantized.*quant_pre_process"):
+        bitloom.load(path)
+
+
+@pytest.mark.verilator
+def test_float_island_residual_add_and_pool_is_bit_exact_on_verilator(tmp_path):
+    """ResNet-50's tail as onnxruntime's QDQ form leaves it: Sum of two branches of unequal
+    scales, Relu and AveragePool in float between DequantizeLinear and QuantizeLinear. The
+    Add outputs its exact integers (a shift-free scale requantizer), the pool sums them;
+    64 frames with back-pressure, bit-exact against golden."""
+    from bitloom.boards import load_board
+    from bitloom.emit.design import emit_design
+    from bitloom.ir import AddStreams, ScaleRequant
+    from bitloom.plan import make_plan
+    from bitloom.sim.verify import verify
+
+    path = om.quantized("residual_pool_qdq_pt", tmp_path / "residual_pool.onnx")
+    net = bitloom.load(path)
+    add = next(ly for ly in net.layers if isinstance(ly, AddStreams))
+    assert isinstance(add.requant, ScaleRequant) and add.requant.shift == 0
+    assert 1 not in add.multipliers  # the branch scales are unequal
+    design = emit_design(make_plan(net, 512), load_board("pynq-z2"), tmp_path / "d", path)
+    result = verify(design, samples=64, pause=0.3)
+    assert result.bit_exact, result.mismatch
 
 
 @pytest.mark.verilator
@@ -49,5 +82,24 @@ def test_batch_norm_after_a_concat_is_bit_exact_on_verilator(tmp_path):
     kinds = [ly.kind for ly in net.layers]
     assert kinds[kinds.index("Concat") + 1] == "Requantize"
     design = emit_design(make_plan(net, 256), load_board("pynq-z2"), tmp_path / "d", path)
+    result = verify(design, samples=64, pause=0.3)
+    assert result.bit_exact, result.mismatch
+
+
+@pytest.mark.verilator
+def test_real_pixel_average_pool_is_bit_exact_on_verilator(tmp_path):
+    """ShuffleNet's and Inception's padded AveragePool with count_include_pad=0, as
+    onnxruntime writes it: each output pixel's sum is weighted by its position, 64 frames
+    with back-pressure, bit-exact against golden."""
+    from bitloom.boards import load_board
+    from bitloom.emit.design import emit_design
+    from bitloom.plan import make_plan
+    from bitloom.sim.verify import verify
+
+    path = om.quantized("avgpool_real_qdq_pt", tmp_path / "avgpool_real.onnx")
+    net = bitloom.load(path)
+    weighted = [ly for ly in net.layers if getattr(ly, "position_weighted", False)]
+    assert [ly.row_weights for ly in weighted] == [(3, 2, 2, 2, 2, 2, 2, 3), (3, 2)]
+    design = emit_design(make_plan(net, 512), load_board("pynq-z2"), tmp_path / "d", path)
     result = verify(design, samples=64, pause=0.3)
     assert result.bit_exact, result.mismatch

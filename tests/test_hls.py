@@ -248,3 +248,13 @@ def test_scale_requantizers_equal_golden(model, tmp_path):
     values = net.input.apply(batch(net, scale=2.0))
     np.testing.assert_array_equal(hls_values(net, values, plan=plan),
                                   net.trace_values(values)[-1])
+
+
+def test_real_pixel_average_pool(tmp_path):
+    """AveragePool with count_include_pad=0 (onnxruntime's QDQ form of ShuffleNet's): the
+    position-weighted sum step equals golden."""
+    import ort_models as om
+
+    net = bitloom.load(om.quantized("avgpool_real_qdq_pc", tmp_path / "m.onnx"))
+    assert any(getattr(ly, "position_weighted", False) for ly in net.layers)
+    assert_hls_equals_golden(net, om.input_batch("avgpool_real", FRAMES, seed=4))

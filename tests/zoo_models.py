@@ -110,12 +110,16 @@ def quantized_zoo_model(name: str, cache_dir: Path, fmt: str = "QDQ", batches: i
 
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    tag = f"{name}-{fmt}-{calibration}{batches}-{'pc' if per_channel else 'pt'}-{seed}"
+    tag = f"{name}-{fmt}-{calibration}{batches}-{'pc13' if per_channel else 'pt'}-{seed}"
     path = cache_dir / f"{tag}.onnx"
     if path.exists():
         return path, 0.0
     start = time.perf_counter()
     model = materialized(name, seed)
+    if per_channel:  # the zoo files are opset 9; per-channel Q/DQ (an axis) needs opset 13
+        from onnx import version_converter
+
+        model = version_converter.convert_version(model, 13)
     shape = input_shape(model)
     in_name = model.graph.input[0].name
     src = cache_dir / f"{tag}.{os.getpid()}.float.onnx"

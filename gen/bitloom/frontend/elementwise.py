@@ -71,6 +71,14 @@ def arith(ctx: ImportContext, node: onnx.NodeProto, ins: list[Value | None]) -> 
     if isinstance(x, Constant) and isinstance(c, Derived):
         x, c, swapped = c, x, True
     if not (isinstance(x, Derived) and isinstance(c, Constant)):
+        if op in ("Add", "Sub") and isinstance(x, Derived) and isinstance(c, Derived):
+            raise ctx.fail(node, f"{op} of two float tensors that are not quantized: each "
+                           "follows its own rounding (e.g. a BatchNormalization after a "
+                           "DequantizeLinear, as onnxruntime's QOperator form leaves "
+                           "ResNet's), and their exact sum would need per-channel "
+                           "multipliers of about 80 bits; quantize both branches (onnxruntime: "
+                           "run quant_pre_process before quantize_static, which folds "
+                           "BatchNormalization into the Conv).")
         if isinstance(x, Stream) or isinstance(c, Stream):
             raise ctx.fail(node, f"{op} of these tensors is not supported: an Add of two "
                            "branches needs both quantized; other ops need one constant.")

@@ -1,10 +1,10 @@
 """Float ops at the graph output that the host computes: Softmax, LogSoftmax, ArgMax,
-ArgMin, TopK, onnxruntime's QLinearSoftmax, and a QuantizeLinear/DequantizeLinear after
-them.
+ArgMin, TopK, onnxruntime's QLinearSoftmax, and a QuantizeLinear/DequantizeLinear, Reshape,
+Flatten or Transpose after them.
 
 They follow the last layer, so the accelerator returns that layer's output and the host
 applies them in float32 as ONNX does (:class:`~bitloom.ir.HostOp`); only other host-side
-ops (and a Transpose) may come after them.
+ops (and a Transpose or reshape) may come after them.
 """
 
 from __future__ import annotations
@@ -63,6 +63,8 @@ def host_shape(base: Stream | Derived, ops: list[HostOp]) -> list[int]:
             del shape[op.axis]
         elif op.op_type == "Transpose":
             shape = [shape[a] for a in op.perm]
+        elif op.op_type == "Reshape":
+            shape = [1, *op.shape]
     return shape
 
 

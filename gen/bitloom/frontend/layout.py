@@ -32,13 +32,17 @@ from bitloom.frontend.values import (
 from bitloom.ir import HostOp, Quantizer
 
 
-@handles(ONNX, "Reshape", "Flatten", "Squeeze", "Unsqueeze", layout="aware")
+@handles(ONNX, "Reshape", "Flatten", "Squeeze", "Unsqueeze", layout="aware", reads_host=True)
 def reshape(ctx: ImportContext, node: onnx.NodeProto, ins: list[Value | None]) -> Value:
-    """A new per-sample shape for the model input, a stream or a layer's float output."""
+    """A new per-sample shape for the model input, a stream, a layer's float output or
+    (on the host) the result of a host-side op."""
     x, op, attrs = ins[0], node.op_type, attributes(node)
-    if not isinstance(x, (FloatInput, Stream, Derived)):
+    if not isinstance(x, (FloatInput, Stream, Derived, HostResult)):
         raise ctx.fail(node, f"{op} of this tensor is not supported.")
-    old = x.flat_shape if isinstance(x, FloatInput) else x.shape
+    if isinstance(x, HostResult):
+        old = tuple(checked_host_shape(ctx, node, x.base, x.ops)[1:])
+    else:
+        old = x.flat_shape if isinstance(x, FloatInput) else x.shape
     if op == "Flatten":
         if attrs.get("axis", 1) != 1:
             raise ctx.fail(node, "only Flatten(axis=1) keeps the batch axis.")
@@ -74,7 +78,10 @@ def reshape(ctx: ImportContext, node: onnx.NodeProto, ins: list[Value | None]) -
             raise ctx.fail(node, f"cannot {op.lower()} axes {axes} of {old}.") from None
         if 0 in [a % full.ndim for a in axes] if op == "Squeeze" else 0 in axes:
             raise ctx.fail(node, f"{op} of the batch axis is not supported.")
-    return _reshaped(ctx, node, x, tuple(int(d) for d in new))
+    new = tuple(int(d) for d in new)
+    if isinstance(x, HostResult):
+        return HostResult(x.base, [*x.ops, HostOp("Reshape", shape=new)])
+    return _reshaped(ctx, node, x, new)
 
 
 def _reshaped(ctx: ImportContext, node: onnx.NodeProto, x: FloatInput | Stream | Derived,

@@ -119,26 +119,26 @@ def conv_integer(ctx: ImportContext, node: onnx.NodeProto, ins: list[Value | Non
 
 
 @handles(QDQ, "QLinearAdd")
-def qlinear_add(ctx: ImportContext, node: onnx.NodeProto, ins: list[Value | None]) -> Value:
-    ins = ins + [None] * (8 - len(ins))
-    a = _operand(ctx, node, ins[0], ins[1], ins[2])
-    b = _operand(ctx, node, ins[3], ins[4], ins[5])
-    return _requantized(ctx, node, add_streams(ctx, node, a, b), ins[6], ins[7])
-
-
 @handles(QDQ, "QLinearMul")
-def qlinear_mul(ctx: ImportContext, node: onnx.NodeProto, ins: list[Value | None]) -> Value:
-    """A quantized tensor times a quantized constant (a per-channel scale, as onnxruntime
-    writes a BatchNormalization it could not fold): the constant's float32 values join the
-    chain like a Mul after DequantizeLinear. Two streamed operands (squeeze-excitation) need
-    an element-wise multiplier, which bitloom does not build yet."""
+def qlinear_binary(ctx: ImportContext, node: onnx.NodeProto, ins: list[Value | None]) -> Value:
+    """An Add of two quantized streams (a residual), or a quantized tensor plus or times a
+    quantized constant (a per-channel shift or scale, as onnxruntime writes a
+    BatchNormalization it could not fold, or one the model spells as Mul and Add): the
+    constant's float32 values join the chain like an Add or Mul after DequantizeLinear. A
+    product of two streamed operands (squeeze-excitation) needs an element-wise multiplier,
+    which bitloom does not build yet."""
     ins = ins + [None] * (8 - len(ins))
+    op = node.op_type.removeprefix("QLinear")
     a, b = ins[0:3], ins[3:6]
     if isinstance(a[0], Constant) and isinstance(b[0], Stream):
         a, b = b, a
+    if op == "Add" and isinstance(b[0], Stream):
+        out = add_streams(ctx, node, _operand(ctx, node, *a), _operand(ctx, node, *b))
+        return _requantized(ctx, node, out, ins[6], ins[7])
     if not (isinstance(a[0], Stream) and isinstance(b[0], Constant)):
-        raise ctx.fail(node, "QLinearMul of two streamed tensors (e.g. squeeze-excitation) "
-                       "is not supported yet; only a tensor times a constant.")
+        raise ctx.fail(node, f"{node.op_type} of two streamed tensors (e.g. "
+                       "squeeze-excitation) is not supported yet; only a tensor "
+                       f"{'plus' if op == 'Add' else 'times'} a constant.")
     x = reopen(ctx, node, _operand(ctx, node, *a))
     scale = ctx.const_input(node, b[1], "B scale").astype(np.float32)
     zero = (ctx.const_input(node, b[2], "B zero point").astype(np.int64)
@@ -148,7 +148,9 @@ def qlinear_mul(ctx: ImportContext, node: onnx.NodeProto, ins: list[Value | None
     k = ((b[0].value.astype(np.int64) - zero.reshape(-1)[0]).astype(np.float32)
          * scale.reshape(-1)[0]).astype(np.float32)  # DequantizeLinear's float32 values
     n = x.chain.channels
-    step = Affine(per_channel(ctx, node, k, x), [Fraction(0)] * n)
+    values, zero_list, one_list = per_channel(ctx, node, k, x), [Fraction(0)] * n, \
+        [Fraction(1)] * n
+    step = Affine(one_list, values) if op == "Add" else Affine(values, zero_list)
     return _requantized(ctx, node, x.then(step), ins[6], ins[7])
 
 

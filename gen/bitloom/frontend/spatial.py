@@ -9,6 +9,7 @@ requantization; both keep one scale per channel.
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 from fractions import Fraction
 
@@ -16,6 +17,7 @@ import onnx
 
 from bitloom.formats import Int
 from bitloom.frontend.context import ImportContext
+from bitloom.frontend.islands import integer_stream
 from bitloom.frontend.joins import joined
 from bitloom.frontend.registry import ONNX, handles
 from bitloom.frontend.values import Derived, Stream, Value, attributes, channel_last
@@ -113,8 +115,11 @@ def max_pool(ctx: ImportContext, node: onnx.NodeProto, ins: list[Value | None]) 
 @handles(ONNX, "AveragePool", "GlobalAveragePool", "ReduceMean")
 def average_pool(ctx: ImportContext, node: onnx.NodeProto, ins: list[Value | None]) -> Derived:
     """AveragePool, GlobalAveragePool and ReduceMean over H, W: a sum pool whose
-    division by the window size joins the chain (and so the next requantization)."""
+    division by the window size joins the chain (and so the next requantization). A layer's
+    float output is pooled as its exact integers (:mod:`bitloom.frontend.islands`)."""
     x, op, attrs = joined(ctx, ins[0]), node.op_type.removeprefix("QLinear"), attributes(node)
+    if isinstance(x, Derived):  # a float island (ResNet-50's Sum -> Relu -> AveragePool)
+        x = integer_stream(ctx, node, x)
     if not isinstance(x, Stream):
         raise ctx.fail(node, f"{op} of an unquantized tensor cannot be computed exactly; "
                        "quantize the tensor before pooling.")
@@ -128,8 +133,7 @@ def average_pool(ctx: ImportContext, node: onnx.NodeProto, ins: list[Value | Non
         kernel = tuple(attrs.get("kernel_shape", ()))
         window = padded_window(ctx, node, x, kernel)
         if any(window.pads) and not attrs.get("count_include_pad", 0):
-            raise ctx.fail(node, "padded AveragePool with count_include_pad=0 divides by "
-                           "a varying count; export with count_include_pad=1 or no pads.")
+            return real_pixel_average(ctx, node, x, window)
     else:
         if op == "ReduceMean":
             axes = attrs.get("axes")
@@ -150,3 +154,27 @@ def average_pool(ctx: ImportContext, node: onnx.NodeProto, ins: list[Value | Non
     shape = (c, *window.out_hw) if keep else (c,)
     return Derived(index, chain, shape)
 
+
+
+def real_pixel_average(ctx: ImportContext, node: onnx.NodeProto, x: Stream,
+                       window: Window) -> Derived:
+    """A padded AveragePool with ``count_include_pad=0``: each window divides by its count
+    of real pixels, ``rows(oh) * cols(ow)``. The sum minus the padding's share is weighted
+    by ``(Lr / rows) * (Lc / cols)``, with ``Lr``, ``Lc`` the least common multiples of the
+    row and column counts, so every position divides by ``Lr * Lc`` in one requantization."""
+    c = x.shape[0]
+    rows, cols = window.real_counts()
+    lr, lc = math.lcm(*rows), math.lcm(*cols)
+    row_weights, col_weights = tuple(lr // r for r in rows), tuple(lc // k for k in cols)
+    offset = window.size * window.pad_value
+    grid = x.fmt.grid()
+    top = max(row_weights) * max(col_weights)
+    acc = Int.spanning(min(0, (grid.lo * window.size - offset) * top),
+                       max(0, (grid.hi * window.size - offset) * top))
+    index = ctx.add_layer(node, SumPool(
+        f"avgpool{len(ctx.layers)}", (x.producer,), channel_last(x.shape), acc_fmt=acc,
+        in_fmt=x.fmt, window=window, row_weights=row_weights, col_weights=col_weights,
+        offset=offset))
+    to_reals = Affine(x.reals(c).a, [Fraction(0)] * c)  # the offset took out the zero point
+    chain = Chain(c).then(Affine([Fraction(1, lr * lc)] * c, [Fraction(0)] * c)).then(to_reals)
+    return Derived(index, chain, (c, *window.out_hw))

@@ -28,7 +28,7 @@ the winning code itself.
 from __future__ import annotations
 
 import numpy as np
-from amaranth import Cat, Module, Mux, Signal, unsigned
+from amaranth import Array, Cat, Const, Module, Mux, Signal, unsigned
 from amaranth.hdl import Value
 from amaranth.lib import memory, stream, wiring
 from amaranth.lib.wiring import In, Out
@@ -82,12 +82,16 @@ class TapReducer(wiring.Component):
                  maximum: bool = False, weights: np.ndarray | None = None,
                  w_fmt: Format | None = None, acc_fmt: Int | None = None,
                  requant: Thresholds | None = None, name: str = "",
-                 style: str = "lutram") -> None:
+                 style: str = "lutram", sum_fmt: Int | None = None,
+                 position_weights: tuple[tuple[int, ...], tuple[int, ...]] = ((), ()),
+                 offset: int = 0) -> None:
         if channels % simd:
             raise ValueError(f"SIMD {simd} must divide the {channels} channels")
         self.window, self.channels, self.simd, self.in_fmt = window, channels, simd, in_fmt
         self.maximum, self.weights, self.w_fmt = maximum, weights, w_fmt
         self.acc_fmt, self.requant = acc_fmt, requant
+        self.sum_fmt = sum_fmt or acc_fmt  # the window sum, before any position weight
+        self.position_weights, self.offset = position_weights, offset
         self.name, self.style = name, style
         self.chunks = channels // simd
         self.glob = window.is_global
@@ -153,7 +157,7 @@ class TapReducer(wiring.Component):
             w_word = weight_source(m, self.name, self, self.weight_words, step, en, take)
 
         # -- accumulate: one word of simd lanes per group ----------------------------------
-        acc_bits = in_bits if self.maximum else self.acc_fmt.bits
+        acc_bits = in_bits if self.maximum else self.sum_fmt.bits
         m.submodules.accs = amem = memory.Memory(
             shape=unsigned(simd * acc_bits), depth=groups, init=[])
         a_rd = amem.read_port(domain="comb")
@@ -190,6 +194,9 @@ class TapReducer(wiring.Component):
             result, r_valid = b_rd.data, b_valid
         else:
             values = [self._acc_value(b_rd.data.word_select(s, acc_bits)) for s in range(simd)]
+            if self.position_weights[0]:
+                weight = self._position_weight(m, en & b_valid & (b_cb == cb_n - 1))
+                values = [(v - self.offset) * weight for v in values]
             result, r_valid = requantize(m, "thresholds", values, self.requant, self.acc_fmt,
                                          a_cb, en, b_valid)
         with m.If(en):
@@ -199,7 +206,23 @@ class TapReducer(wiring.Component):
         return m
 
     def _acc_value(self, word: Value) -> Value:
-        return word.as_signed() if self.acc_fmt.signed else word
+        return word.as_signed() if self.sum_fmt.signed else word
+
+    def _position_weight(self, m: Module, window_done: Value) -> Value:
+        """The weight of the output pixel whose windows leave now: row weight times column
+        weight, from counters that advance after a pixel's last channel chunk."""
+        rows, cols = self.position_weights
+        oh, ow = Signal(range(len(rows)), name="out_row"), Signal(range(len(cols)),
+                                                                 name="out_col")
+        with m.If(window_done):
+            m.d.sync += ow.eq(Mux(ow == len(cols) - 1, 0, ow + 1))
+            with m.If(ow == len(cols) - 1):
+                m.d.sync += oh.eq(Mux(oh == len(rows) - 1, 0, oh + 1))
+        row_weight = Array(Const(r, range(max(rows) + 1)) for r in rows)[oh]
+        col_weight = Array(Const(c, range(max(cols) + 1)) for c in cols)[ow]
+        weight = Signal(range(max(rows) * max(cols) + 1), name="position_weight")
+        m.d.comb += weight.eq(row_weight * col_weight)
+        return weight
 
 
 class DepthwiseUnit(TapReducer):
@@ -215,7 +238,10 @@ class DepthwiseUnit(TapReducer):
 
 class PoolUnit(TapReducer):
     """MaxPool (the largest value's code) or SumPool (the sum, then thresholds; average and
-    global average pooling, the division being part of the thresholds)."""
+    global average pooling, the division being part of the thresholds). A SumPool that
+    divides by the count of real pixels weights each output pixel's sum by its position
+    (:class:`~bitloom.ir.SumPool`): a row and a column weight from two small constant
+    tables, one multiplier per lane."""
 
     def __init__(self, layer: MaxPool | SumPool, simd: int) -> None:
         self.layer = layer
@@ -223,4 +249,7 @@ class PoolUnit(TapReducer):
             super().__init__(layer.window, layer.in_shape[-1], simd, layer.fmt, maximum=True)
         else:
             super().__init__(layer.window, layer.in_shape[-1], simd, layer.in_fmt,
-                             acc_fmt=layer.acc_fmt, requant=layer.requant)
+                             acc_fmt=layer.acc_fmt, requant=layer.requant,
+                             sum_fmt=layer.sum_fmt,
+                             position_weights=(layer.row_weights, layer.col_weights),
+                             offset=layer.offset)

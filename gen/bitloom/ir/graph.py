@@ -148,10 +148,11 @@ class OutputDequantizer:
 class HostOp:
     """A float op after the last quantized layer that the host computes (like ONNX would)."""
 
-    op_type: str  # Softmax, LogSoftmax, ArgMax, ArgMin, TopK, Transpose
+    op_type: str  # Softmax, LogSoftmax, ArgMax, ArgMin, TopK, Transpose, Reshape
     axis: int = -1
     keepdims: bool = True
     perm: tuple[int, ...] = ()  # Transpose: ONNX perm, batch axis included
+    shape: tuple[int, ...] = ()  # Reshape: the new per-sample shape
     k: int = 1  # TopK: how many, the largest (or smallest) first, ties to the lower index
     largest: bool = True
     output: int = 0  # TopK: 0 the values, 1 their indices
@@ -173,12 +174,16 @@ class HostOp:
             return index if self.output else np.take_along_axis(y, index, axis=self.axis)
         if self.op_type == "Transpose":
             return y.transpose(self.perm)
+        if self.op_type == "Reshape":
+            return y.reshape((y.shape[0], *self.shape))
         raise ValueError(self.op_type)
 
     def describe(self) -> str:
         """The op and its parameters, as ``bitloom inspect`` lists host-side ops."""
         if self.op_type == "Transpose":
             return f"Transpose(perm={list(self.perm)})"
+        if self.op_type == "Reshape":
+            return f"Reshape(per-sample shape {list(self.shape)})"
         if self.op_type == "TopK":
             which = "indices" if self.output else "values"
             return f"TopK(k={self.k}, axis={self.axis}, " \

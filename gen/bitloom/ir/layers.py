@@ -64,6 +64,18 @@ class Window:
         right_col = min(dw * (kw - 1) - left, w - 1)
         return max(bottom_row, 0) * w + max(right_col, 0) + 1
 
+    def real_counts(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """(rows, columns) of each output row and column's window that lie inside the map,
+        not in the padding: a window's count of real pixels is their product."""
+        def counts(size: int, out: int, k: int, s: int, d: int, begin: int) -> tuple[int, ...]:
+            return tuple(sum(0 <= o * s - begin + t * d < size for t in range(k))
+                         for o in range(out))
+
+        (h, w), (kh, kw), (sh, sw), (dh, dw) = self.in_hw, self.kernel, self.stride, \
+            self.dilation
+        (oh, ow), (top, left) = self.out_hw, self.pads[:2]
+        return counts(h, oh, kh, sh, dh, top), counts(w, ow, kw, sw, dw, left)
+
     def patches(self, x: np.ndarray) -> np.ndarray:
         """``(B, H, W, C)`` -> ``(B, OH, OW, KH*KW, C)``: every window, kernel rows first."""
         top, left, bottom, right = self.pads
@@ -282,10 +294,19 @@ class MaxPool(Layer):
 
 @dataclass
 class SumPool(Accumulating):
-    """Sum over each window (average pooling: the division joins the requantization)."""
+    """Sum over each window (average pooling: the division joins the requantization).
+
+    A padded average that divides by the count of real pixels (ONNX's
+    ``count_include_pad=0``) has per-position weights: ``acc = (sum - offset) *
+    row_weights[oh] * col_weights[ow]``, where ``offset`` is the padding's contribution to
+    the sum and the weights are ``lcm / count`` per row and column, so that every position
+    divides by the same ``lcm`` in the one requantization that follows."""
 
     in_fmt: Format = field(kw_only=True)
     window: Window = field(kw_only=True)
+    row_weights: tuple[int, ...] = field(default=(), kw_only=True)
+    col_weights: tuple[int, ...] = field(default=(), kw_only=True)
+    offset: int = field(default=0, kw_only=True)
 
     kind = "AveragePool"
 
@@ -293,8 +314,26 @@ class SumPool(Accumulating):
     def out_shape(self) -> tuple[int, ...]:
         return (*self.window.out_hw, self.in_shape[-1])
 
+    @property
+    def position_weighted(self) -> bool:
+        return bool(self.row_weights)
+
+    @property
+    def sum_fmt(self) -> Int:
+        """The window sum's format (before the position weights)."""
+        if not self.position_weighted:
+            return self.acc_fmt
+        grid = self.in_fmt.grid()
+        return Int.spanning(min(0, grid.lo * self.window.size),
+                            max(0, grid.hi * self.window.size))
+
     def golden(self, x: np.ndarray) -> np.ndarray:
-        return self.finish(self.window.patches(x).astype(np.int64).sum(axis=3))
+        acc = self.window.patches(x).astype(np.int64).sum(axis=3)
+        if self.position_weighted:
+            rows = np.asarray(self.row_weights, dtype=np.int64)[None, :, None, None]
+            cols = np.asarray(self.col_weights, dtype=np.int64)[None, None, :, None]
+            acc = (acc - self.offset) * rows * cols
+        return self.finish(acc)
 
 
 @dataclass

@@ -55,7 +55,12 @@ class SumPoolKind(TapReduceKind):
 
     def hls_step(self, k: Kernel, layer: SumPool, prefix: str, in_type: str) -> str:
         req = add_requant(k, prefix, layer, layer.out_fmt)
-        return f"bitloom::sum_step<{in_type}, {prefix}_acc_t, {req}>"
+        if not layer.position_weighted:
+            return f"bitloom::sum_step<{in_type}, {prefix}_acc_t, {req}>"
+        k.params.append({"kind": "position_weights", "name": prefix, "offset": layer.offset,
+                         "rows": list(layer.row_weights), "cols": list(layer.col_weights)})
+        return (f"bitloom::weighted_sum_step<{in_type}, {prefix}_acc_t, {req}, "
+                f"{prefix}_positions>")
 
 
 register(MaxPoolKind())
