@@ -19,7 +19,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 INPUT_SHAPES = {"cnn": (1, 8, 8), "residual": (2, 8, 8), "concat": (1, 8, 8),
                 "depthwise": (4, 8, 8), "avgpool": (1, 8, 8), "concat_bn": (1, 8, 8),
-                "mul": (1, 8, 8), "avgpool_real": (1, 8, 8), "residual_pool": (2, 8, 8)}
+                "mul": (1, 8, 8), "avgpool_real": (1, 8, 8), "residual_pool": (2, 8, 8),
+                "dense_reuse": (1, 8, 8)}
 
 
 class Graph:
@@ -109,6 +110,16 @@ def float_cnn(kind: str, seed: int = 0) -> onnx.ModelProto:
         return g.model(shape, g.node("Gemm", [y, g.const(w, "fc_w"),
                                               g.const(g.rng.normal(size=5), "fc_b")],
                                      transB=1))
+    if kind == "dense_reuse":  # DenseNet: a tensor read by a BatchNorm, then by a later Concat
+        a = g.conv("input", 1, 4, 3, pad=1, bn=False)
+        b = g.node("Relu", [g.node("BatchNormalization", [
+            a, g.const(g.rng.uniform(0.5, 1.5, 4), "gamma"),
+            g.const(g.rng.normal(scale=0.2, size=4), "beta"),
+            g.const(g.rng.normal(scale=0.3, size=4), "mean"),
+            g.const(g.rng.uniform(0.5, 2.0, 4), "var")], epsilon=1e-5)])
+        b = g.conv(b, 4, 3, 3, pad=1, bn=False)
+        y = g.conv(g.node("Concat", [a, b], axis=1), 7, 6, 1, bn=False)
+        return g.model(INPUT_SHAPES[kind], g.head(y, 6))
     if kind == "residual":
         stem = g.conv("input", 2, 4, 3, pad=1)
         y = g.conv(stem, 4, 4, 3, pad=1)

@@ -53,6 +53,7 @@ class ImportContext:
         # per layer with thresholds: the chain and quantizer they were derived from
         self.requant_sources: dict[int, tuple[Chain, Quantizer]] = {}
         self.graph_input: onnx.ValueInfoProto | None = None
+        self._readers: dict[str, list[onnx.NodeProto]] | None = None
 
     # -- errors ---------------------------------------------------------------------------
     def fail(self, node: onnx.NodeProto, message: str) -> BitloomError:
@@ -70,6 +71,19 @@ class ImportContext:
     def opset(self) -> int:
         return next((o.version for o in self.model.opset_import if o.domain in ONNX_DOMAINS),
                     1)
+
+    def readers(self, names: Collection[str]) -> list[onnx.NodeProto]:
+        """The nodes that read any of the tensors ``names``."""
+        if self._readers is None:
+            self._readers = {}
+            for n in self.model.graph.node:
+                for tensor in set(n.input):
+                    self._readers.setdefault(tensor, []).append(n)
+        found: dict[int, onnx.NodeProto] = {}
+        for tensor in names:
+            for n in self._readers.get(tensor, ()):
+                found[id(n)] = n
+        return list(found.values())
 
     def reaches_output(self, name: str, stops: Collection[str]) -> bool:
         """Whether tensor ``name`` reaches a graph output through nodes whose ops are not

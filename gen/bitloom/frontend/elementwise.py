@@ -61,7 +61,7 @@ def arith(ctx: ImportContext, node: onnx.NodeProto, ins: list[Value | None]) -> 
     if isinstance(c, Stream) and isinstance(x, Constant) and op in ("Add", "Mul"):
         x, c = c, x  # commutative: the stream first
     if isinstance(x, Stream) and isinstance(c, Constant) and c.value.size == 1 and \
-            not reopenable(ctx, x):
+            not reopenable(ctx, node, x):
         return rescaled(ctx, node, x, op, Fraction(float(c.value.reshape(-1)[0])))
     if isinstance(x, Stream) and isinstance(c, Constant):
         x = reopen(ctx, node, x)
@@ -151,7 +151,7 @@ def clip_codes(ctx: ImportContext, node: onnx.NodeProto, ins: list[Value | None]
         q = ctx.input_quant.quantizer
         ctx.input_quant.quantizer = Quantizer(fmt, q.scale, q.zero_point, q.rounding,
                                               q.order)
-    elif reopenable(ctx, x):
+    elif reopenable(ctx, node, x):
         chain, q = ctx.requant_sources[x.producer]
         q = Quantizer(fmt, q.scale, q.zero_point, q.rounding, q.order)
         ctx.layers[x.producer].requant = derive_thresholds(

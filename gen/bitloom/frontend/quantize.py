@@ -187,7 +187,7 @@ def reopen(ctx: ImportContext, node: onnx.NodeProto, x: Stream) -> Derived:
     if x.producer < 0:
         raise ctx.fail(node, f"{source_op(node)} on the quantized model input is not "
                        "supported; apply it before the input quantizer.")
-    if x.producer not in ctx.requant_sources or x.producer in ctx.consumed:
+    if not reopenable(ctx, node, x):
         if x.order is not None or x.perm:
             raise ctx.fail(node, f"{source_op(node)} on a flattened or transposed quantized "
                            "tensor that is not a layer's fresh output; put it before the "
@@ -199,9 +199,22 @@ def reopen(ctx: ImportContext, node: onnx.NodeProto, x: Stream) -> Derived:
     return Derived(x.producer, chain, x.shape)
 
 
-def reopenable(ctx: ImportContext, x: Stream) -> bool:
-    """Whether ``x`` is the fresh output of a layer's quantizer that float ops may reopen."""
-    return x.producer in ctx.requant_sources and x.producer not in ctx.consumed
+def reopenable(ctx: ImportContext, node: onnx.NodeProto, x: Stream) -> bool:
+    """Whether ``x`` is the fresh output of a layer's quantizer that float ops in ``node``
+    may reopen."""
+    return x.producer in ctx.requant_sources and x.producer not in ctx.consumed and \
+        not read_elsewhere(ctx, node, x)
+
+
+def read_elsewhere(ctx: ImportContext, node: onnx.NodeProto, x: Stream) -> bool:
+    """Whether a node other than ``node`` reads the quantized stream ``x`` (through any
+    tensor that carries it so far) and does not just pass it on: reopening the layer's
+    quantizer would change what that node reads (DenseNet: a DequantizeLinear read by a
+    BatchNormalization and by a later Concat)."""
+    names = {name for name, v in ctx.values.items()
+             if isinstance(v, Stream) and v.producer == x.producer}
+    return any(reader is not node and not all(o in names for o in reader.output if o)
+               for reader in ctx.readers(names))
 
 
 def rescaled(ctx: ImportContext, node: onnx.NodeProto, x: Stream, op: str,
