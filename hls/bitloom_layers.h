@@ -268,6 +268,18 @@ void requantize(hls::stream<typename In::code_t>& in, hls::stream<typename Req::
   }
 }
 
+// An element-wise function as a table (bitloom.ir.Lookup): entry value - LO of every input
+// value, holding the output (its value for integer formats, else its code).
+template <int ELEMS, int LO, int N, class In, class Out, class W>
+void lookup(hls::stream<typename In::code_t>& in, hls::stream<typename Out::code_t>& out,
+            const W table[N]) {
+  for (int i = 0; i < ELEMS; i++) {
+    BITLOOM_HLS(PIPELINE II=1)
+    const int index = int(In::value(in.read()).to_int()) - LO;
+    out.write(typename Out::code_t(table[index]));
+  }
+}
+
 // Channel concatenation of two streams in one format, pixel by pixel (more inputs chain).
 template <int PIXELS, int CA, int CB, class T>
 void concat(hls::stream<T>& a, hls::stream<T>& b, hls::stream<T>& out) {

@@ -20,7 +20,7 @@ from onnx import TensorProto, helper, numpy_helper
 INPUT_SHAPES = {"cnn": (1, 8, 8), "residual": (2, 8, 8), "concat": (1, 8, 8),
                 "depthwise": (4, 8, 8), "avgpool": (1, 8, 8), "concat_bn": (1, 8, 8),
                 "mul": (1, 8, 8), "avgpool_real": (1, 8, 8), "residual_pool": (2, 8, 8),
-                "dense_reuse": (1, 8, 8)}
+                "dense_reuse": (1, 8, 8), "sigmoid": (1, 8, 8)}
 
 
 class Graph:
@@ -119,6 +119,10 @@ def float_cnn(kind: str, seed: int = 0) -> onnx.ModelProto:
             g.const(g.rng.uniform(0.5, 2.0, 4), "var")], epsilon=1e-5)])
         b = g.conv(b, 4, 3, 3, pad=1, bn=False)
         y = g.conv(g.node("Concat", [a, b], axis=1), 7, 6, 1, bn=False)
+        return g.model(INPUT_SHAPES[kind], g.head(y, 6))
+    if kind == "sigmoid":  # a table unit (QLinearSigmoid in QOperator form)
+        y = g.node("Sigmoid", [g.conv("input", 1, 4, 3, pad=1, bn=False, relu=False)])
+        y = g.conv(y, 4, 6, 3, pad=1, bn=False)
         return g.model(INPUT_SHAPES[kind], g.head(y, 6))
     if kind == "residual":
         stem = g.conv("input", 2, 4, 3, pad=1)

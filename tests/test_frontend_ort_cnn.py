@@ -103,3 +103,27 @@ def test_real_pixel_average_pool_is_bit_exact_on_verilator(tmp_path):
     design = emit_design(make_plan(net, 512), load_board("pynq-z2"), tmp_path / "d", path)
     result = verify(design, samples=64, pause=0.3)
     assert result.bit_exact, result.mismatch
+
+
+@pytest.mark.verilator
+def test_sigmoid_table_unit_is_bit_exact_on_verilator(tmp_path):
+    """A Sigmoid between DequantizeLinear and QuantizeLinear (QLinearSigmoid in the
+    QOperator form) is a table unit: 64 frames with back-pressure, bit-exact against
+    golden, two lanes reading one table."""
+    from bitloom.boards import load_board
+    from bitloom.emit.design import emit_design
+    from bitloom.ir import Lookup
+    from bitloom.plan import make_plan
+    from bitloom.sim.verify import verify
+
+    qop = bitloom.load(om.quantized("sigmoid_qoperator_pt", tmp_path / "qop.onnx"))
+    assert any(isinstance(ly, Lookup) for ly in qop.layers)
+    path = om.quantized("sigmoid_qdq_pt", tmp_path / "sigmoid.onnx")
+    net = bitloom.load(path)
+    table = next(ly for ly in net.layers if isinstance(ly, Lookup))
+    assert table.function == "Sigmoid" and len(set(table.table.tolist())) > 20
+    plan = make_plan(net, 128)
+    assert next(lp for lp in plan.layers if lp.layer is table).fold.pe > 1
+    design = emit_design(plan, load_board("pynq-z2"), tmp_path / "d", path)
+    result = verify(design, samples=64, pause=0.3)
+    assert result.bit_exact, result.mismatch

@@ -258,3 +258,14 @@ def test_real_pixel_average_pool(tmp_path):
     net = bitloom.load(om.quantized("avgpool_real_qdq_pc", tmp_path / "m.onnx"))
     assert any(getattr(ly, "position_weighted", False) for ly in net.layers)
     assert_hls_equals_golden(net, om.input_batch("avgpool_real", FRAMES, seed=4))
+
+
+def test_sigmoid_table_unit(tmp_path):
+    """A Sigmoid table unit (onnxruntime's QDQ form) equals golden in the HLS kernel."""
+    import ort_models as om
+
+    from bitloom.ir import Lookup
+
+    net = bitloom.load(om.quantized("sigmoid_qdq_pc", tmp_path / "m.onnx"))
+    assert any(isinstance(ly, Lookup) for ly in net.layers)
+    assert_hls_equals_golden(net, om.input_batch("sigmoid", FRAMES, seed=4))

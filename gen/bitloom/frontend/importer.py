@@ -34,6 +34,7 @@ from bitloom.frontend import (  # noqa: F401
     qonnx,
     qoperator,
     spatial,
+    tables,
 )
 from bitloom.frontend.constants import FOLD
 from bitloom.frontend.context import ONNX_DOMAINS, ImportContext, source_op

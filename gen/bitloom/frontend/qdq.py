@@ -31,6 +31,7 @@ from bitloom.frontend.values import (
     PendingConcat,
     QuantConstant,
     Stream,
+    Tabulated,
     Value,
     attributes,
 )
@@ -240,7 +241,7 @@ def quantize_linear(ctx: ImportContext, node: onnx.NodeProto, ins: list[Value | 
                                     None), fmt=p.fmt)
     if blocked or p.scale.size != 1 or p.zero_point.size != 1:
         return _quantized_input(ctx, node, x, p, blocked)
-    if not isinstance(x, (FloatInput, Derived, Stream, PendingConcat)):
+    if not isinstance(x, (FloatInput, Derived, Stream, PendingConcat, Tabulated)):
         raise ctx.fail(node, "QuantizeLinear of this tensor is not supported.")
     return quantize_codes(ctx, node, x, p)
 

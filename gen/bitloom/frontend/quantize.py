@@ -20,11 +20,13 @@ import onnx
 from bitloom.formats import Format, Int
 from bitloom.frontend.context import ImportContext, source_op
 from bitloom.frontend.joins import concat_layer
+from bitloom.frontend.tables import table_layer
 from bitloom.frontend.values import (
     Derived,
     FloatInput,
     PendingConcat,
     Stream,
+    Tabulated,
     Value,
     channel_last,
     describe_scale,
@@ -64,7 +66,7 @@ def channel_scales(ctx: ImportContext, node: onnx.NodeProto, x: Value,
     if isinstance(x, FloatInput):
         raise ctx.fail(node, "a per-channel scale on the model input is not supported; "
                        "quantize the input per tensor.")
-    if not isinstance(x, (Stream, Derived, PendingConcat)):
+    if not isinstance(x, (Stream, Derived, PendingConcat, Tabulated)):
         raise ctx.fail(node, "this quantizer's input is not a tensor bitloom can quantize.")
     values = ctx.channel_values(node, scale, x.shape, "its scale").astype(np.float64)
     if isinstance(x, Stream) and x.order is not None:
@@ -88,6 +90,8 @@ def quantize(ctx: ImportContext, node: onnx.NodeProto, x: Value, quantizer: Quan
     if isinstance(x, Stream) and x.fmt == quantizer.fmt and \
             x.zero_point == quantizer.zero_point and np.array_equal(x.scale, scale):
         return x  # values already on this grid and in range: the quantizer is the identity
+    if isinstance(x, Tabulated):
+        return table_layer(ctx, node, x, quantizer, channel_scale)
     if isinstance(x, PendingConcat):
         shares = [None] * len(x.parts) if channel_scale is None else x.split(channel_scale)
         return concat_layer(ctx, node, [quantize(ctx, node, p, quantizer, share)

@@ -8,6 +8,7 @@ Concat waiting for the quantizer that follows it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -150,7 +151,23 @@ class PendingConcat:
         return np.split(values, np.cumsum([p.shape[0] for p in self.parts])[:-1])
 
 
-Value = Constant | QuantConstant | FloatInput | Stream | Derived | HostResult | PendingConcat
+@dataclass
+class Tabulated:
+    """A float element-wise function (Sigmoid, Tanh, ...) of a quantized stream, waiting for
+    the quantizer that follows it: the two together become a table over the stream's
+    values (:mod:`bitloom.frontend.tables`)."""
+
+    base: Stream
+    function: Callable[[np.ndarray], np.ndarray]  # float64 reals -> float64 reals
+    name: str  # the ops applied, for messages and reports
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.base.shape
+
+
+Value = (Constant | QuantConstant | FloatInput | Stream | Derived | HostResult | PendingConcat
+         | Tabulated)
 
 
 def describe_scale(scale: np.ndarray) -> str:

@@ -393,4 +393,30 @@ class Thresholding(Accumulating):
         return self.finish(x.astype(np.int64))
 
 
-AnyLayer = MatrixVector | DepthwiseConv | MaxPool | SumPool | AddStreams | Concat | Thresholding
+@dataclass
+class Lookup(Layer):
+    """An element-wise function of one quantized input as a table: ``table[x - lo]`` for
+    every value ``x`` of ``in_fmt`` (``lo`` its least), each entry the output quantizer
+    applied to the function evaluated in float64 (Sigmoid, Tanh, HardSwish, GELU, ...)."""
+
+    in_fmt: Format = field(kw_only=True)
+    fmt: Format = field(kw_only=True)
+    table: np.ndarray = field(kw_only=True)  # int64 output grid values, one per input value
+    function: str = field(default="", kw_only=True)
+
+    kind = "Lookup"
+
+    @property
+    def out_fmt(self) -> Format:
+        return self.fmt
+
+    @property
+    def out_shape(self) -> tuple[int, ...]:
+        return self.in_shape
+
+    def golden(self, x: np.ndarray) -> np.ndarray:
+        return self.table[np.asarray(x, dtype=np.int64) - self.in_fmt.grid().lo]
+
+
+AnyLayer = (MatrixVector | DepthwiseConv | MaxPool | SumPool | AddStreams | Concat |
+            Thresholding | Lookup)
