@@ -280,6 +280,23 @@ void lookup(hls::stream<typename In::code_t>& in, hls::stream<typename Out::code
   }
 }
 
+// ShuffleNet's channel shuffle (bitloom.ir.ChannelShuffle): output channel k of a pixel is
+// input channel (k % G) * (C / G) + k / G.
+template <int PIXELS, int C, int G, class T>
+void channel_shuffle(hls::stream<T>& in, hls::stream<T>& out) {
+  for (int px = 0; px < PIXELS; px++) {
+    T pixel[C];
+    for (int c = 0; c < C; c++) {
+      BITLOOM_HLS(PIPELINE II=1)
+      pixel[c] = in.read();
+    }
+    for (int k = 0; k < C; k++) {
+      BITLOOM_HLS(PIPELINE II=1)
+      out.write(pixel[(k % G) * (C / G) + k / G]);
+    }
+  }
+}
+
 // Channel concatenation of two streams in one format, pixel by pixel (more inputs chain).
 template <int PIXELS, int CA, int CB, class T>
 void concat(hls::stream<T>& a, hls::stream<T>& b, hls::stream<T>& out) {

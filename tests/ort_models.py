@@ -20,7 +20,7 @@ from onnx import TensorProto, helper, numpy_helper
 INPUT_SHAPES = {"cnn": (1, 8, 8), "residual": (2, 8, 8), "concat": (1, 8, 8),
                 "depthwise": (4, 8, 8), "avgpool": (1, 8, 8), "concat_bn": (1, 8, 8),
                 "mul": (1, 8, 8), "avgpool_real": (1, 8, 8), "residual_pool": (2, 8, 8),
-                "dense_reuse": (1, 8, 8), "sigmoid": (1, 8, 8)}
+                "dense_reuse": (1, 8, 8), "sigmoid": (1, 8, 8), "shuffle": (1, 8, 8)}
 
 
 class Graph:
@@ -123,6 +123,16 @@ def float_cnn(kind: str, seed: int = 0) -> onnx.ModelProto:
     if kind == "sigmoid":  # a table unit (QLinearSigmoid in QOperator form)
         y = g.node("Sigmoid", [g.conv("input", 1, 4, 3, pad=1, bn=False, relu=False)])
         y = g.conv(y, 4, 6, 3, pad=1, bn=False)
+        return g.model(INPUT_SHAPES[kind], g.head(y, 6))
+    if kind == "shuffle":  # ShuffleNet's channel shuffle: Reshape, Transpose, Reshape
+        y = g.conv("input", 1, 16, 3, pad=1, bn=False)
+        shapes = [g.const(np.array(v), "shape") for v in ([1, 4, 4, 8, 8], [1, 16, 8, 8])]
+        for t in g.inits[-2:]:
+            t.data_type, t.raw_data = onnx.TensorProto.INT64, np.array(
+                numpy_helper.to_array(t), dtype=np.int64).tobytes()
+        y = g.node("Reshape", [y, shapes[0]])
+        y = g.node("Reshape", [g.node("Transpose", [y], perm=[0, 2, 1, 3, 4]), shapes[1]])
+        y = g.conv(y, 16, 6, 3, pad=1, bn=False)
         return g.model(INPUT_SHAPES[kind], g.head(y, 6))
     if kind == "residual":
         stem = g.conv("input", 2, 4, 3, pad=1)

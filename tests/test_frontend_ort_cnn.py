@@ -127,3 +127,26 @@ def test_sigmoid_table_unit_is_bit_exact_on_verilator(tmp_path):
     design = emit_design(plan, load_board("pynq-z2"), tmp_path / "d", path)
     result = verify(design, samples=64, pause=0.3)
     assert result.bit_exact, result.mismatch
+
+
+@pytest.mark.verilator
+@pytest.mark.parametrize("lanes", [1, 4])
+def test_channel_shuffle_is_bit_exact_on_verilator(tmp_path, lanes):
+    """ShuffleNet's Reshape -> Transpose -> Reshape as onnxruntime's QDQ form writes it is a
+    ChannelShuffle unit (banked ping-pong buffer): 64 frames with back-pressure, one lane
+    and four, bit-exact against golden."""
+    from bitloom.boards import load_board
+    from bitloom.emit.design import emit_design
+    from bitloom.ir import ChannelShuffle
+    from bitloom.plan import make_plan
+    from bitloom.sim.verify import verify
+
+    path = om.quantized("shuffle_qdq_pt", tmp_path / "shuffle.onnx")
+    net = bitloom.load(path)
+    shuffle = next(ly for ly in net.layers if isinstance(ly, ChannelShuffle))
+    assert shuffle.groups == 4
+    plan = make_plan(net, 1024 // lanes)
+    assert next(lp for lp in plan.layers if lp.layer is shuffle).fold.pe == lanes
+    design = emit_design(plan, load_board("pynq-z2"), tmp_path / "d", path)
+    result = verify(design, samples=64, pause=0.3)
+    assert result.bit_exact, result.mismatch

@@ -269,3 +269,14 @@ def test_sigmoid_table_unit(tmp_path):
     net = bitloom.load(om.quantized("sigmoid_qdq_pc", tmp_path / "m.onnx"))
     assert any(isinstance(ly, Lookup) for ly in net.layers)
     assert_hls_equals_golden(net, om.input_batch("sigmoid", FRAMES, seed=4))
+
+
+def test_channel_shuffle(tmp_path):
+    """ShuffleNet's channel shuffle (onnxruntime's QDQ form) equals golden in HLS."""
+    import ort_models as om
+
+    from bitloom.ir import ChannelShuffle
+
+    net = bitloom.load(om.quantized("shuffle_qdq_pt", tmp_path / "m.onnx"))
+    assert any(isinstance(ly, ChannelShuffle) for ly in net.layers)
+    assert_hls_equals_golden(net, om.input_batch("shuffle", FRAMES, seed=4))

@@ -29,7 +29,7 @@ from bitloom.frontend.values import (
     full_perm,
     untransposed,
 )
-from bitloom.ir import HostOp, Quantizer
+from bitloom.ir import ChannelShuffle, HostOp, Quantizer
 
 
 @handles(ONNX, "Reshape", "Flatten", "Squeeze", "Unsqueeze", layout="aware", reads_host=True)
@@ -91,8 +91,16 @@ def _reshaped(ctx: ImportContext, node: onnx.NodeProto, x: FloatInput | Stream |
         _require_scalar_steps(ctx, node, x)
         return replace(x, flat_shape=new)
     if x.perm:
+        if len(x.perm) == 4:
+            return _channel_shuffle(ctx, node, x, new)
         return _flatten_transposed(ctx, node, x, new)
     old = x.shape
+    if len(old) == 3 and len(new) == 4 and new[0] * new[1] == old[0] and new[2:] == old[1:]:
+        if not isinstance(x, Stream) or x.scale.size != 1 or x.order is not None:
+            raise ctx.fail(node, f"splitting the channels of {old} into groups {new[:2]} "
+                           "(a channel shuffle) needs a quantized tensor with one scale; "
+                           "quantize before the shuffle.")
+        return replace(x, shape=new)  # a channel shuffle's first step
     if channel_last(old) == channel_last(new) or (len(old) == len(new) == 1):
         return replace(x, shape=new)
     spatial = int(np.prod(old[1:])) if len(old) == 3 else 1
@@ -109,6 +117,21 @@ def _reshaped(ctx: ImportContext, node: onnx.NodeProto, x: FloatInput | Stream |
         "a feature map before its quantizer"
     raise ctx.fail(node, f"reshaping {what} from {old} to {new} is not supported; "
                    "flatten after quantizing, or reshape only (C, H, W) -> (C*H*W,).")
+
+
+def _channel_shuffle(ctx: ImportContext, node: onnx.NodeProto, x: Stream,
+                     new: tuple[int, ...]) -> Stream:
+    """The last step of ShuffleNet's channel shuffle: channels split into ``(G, C/G)``,
+    the two axes swapped, and merged again, which is a ChannelShuffle layer."""
+    groups, per_group, h, w = untransposed(x.shape, x.perm)
+    if x.perm != (1, 0, 2, 3) or new != (groups * per_group, h, w):
+        raise ctx.fail(node, f"reshaping a transposed feature map (perm "
+                       f"{full_perm(x.perm)}) to {new} is not supported; only a channel "
+                       "shuffle (channels split in groups, the two swapped, merged back) is.")
+    index = ctx.add_layer(node, ChannelShuffle(
+        f"shuffle{len(ctx.layers)}", (x.producer,), (h, w, groups * per_group), fmt=x.fmt,
+        groups=groups))
+    return replace(x, producer=index, shape=new, perm=None)
 
 
 def _flatten_transposed(ctx: ImportContext, node: onnx.NodeProto, x: Stream | Derived,

@@ -5,6 +5,7 @@ from bitloom.ir.graph import HostOp, InputQuantizer, Network, OutputDequantizer
 from bitloom.ir.layers import (
     AddStreams,
     AnyLayer,
+    ChannelShuffle,
     Concat,
     DepthwiseConv,
     Lookup,
@@ -25,6 +26,7 @@ __all__ = [
     "Affine",
     "AnyLayer",
     "Chain",
+    "ChannelShuffle",
     "Clamp",
     "Concat",
     "DepthwiseConv",

@@ -418,5 +418,30 @@ class Lookup(Layer):
         return self.table[np.asarray(x, dtype=np.int64) - self.in_fmt.grid().lo]
 
 
+@dataclass
+class ChannelShuffle(Layer):
+    """ShuffleNet's channel shuffle (ONNX: Reshape to ``(G, C/G, H, W)``, Transpose of the
+    two channel axes, Reshape back): output channel ``k`` is input channel
+    ``(k % G) * (C / G) + k // G``."""
+
+    fmt: Format = field(kw_only=True)
+    groups: int = field(kw_only=True)
+
+    kind = "ChannelShuffle"
+
+    @property
+    def out_fmt(self) -> Format:
+        return self.fmt
+
+    @property
+    def out_shape(self) -> tuple[int, ...]:
+        return self.in_shape
+
+    def golden(self, x: np.ndarray) -> np.ndarray:
+        c = x.shape[-1]
+        grouped = x.reshape(*x.shape[:-1], self.groups, c // self.groups)
+        return grouped.swapaxes(-1, -2).reshape(x.shape)
+
+
 AnyLayer = (MatrixVector | DepthwiseConv | MaxPool | SumPool | AddStreams | Concat |
-            Thresholding | Lookup)
+            Thresholding | Lookup | ChannelShuffle)
