@@ -20,7 +20,8 @@ from onnx import TensorProto, helper, numpy_helper
 INPUT_SHAPES = {"cnn": (1, 8, 8), "residual": (2, 8, 8), "concat": (1, 8, 8),
                 "depthwise": (4, 8, 8), "avgpool": (1, 8, 8), "concat_bn": (1, 8, 8),
                 "mul": (1, 8, 8), "avgpool_real": (1, 8, 8), "residual_pool": (2, 8, 8),
-                "dense_reuse": (1, 8, 8), "sigmoid": (1, 8, 8), "shuffle": (1, 8, 8)}
+                "dense_reuse": (1, 8, 8), "sigmoid": (1, 8, 8), "shuffle": (1, 8, 8),
+                "pieces": (2, 8, 8)}
 
 
 class Graph:
@@ -60,6 +61,24 @@ class Graph:
                 self.const(self.rng.normal(scale=0.3, size=cout), "mean"),
                 self.const(self.rng.uniform(0.5, 2.0, cout), "var")], epsilon=1e-5)
         return self.node("Relu", [y]) if relu else y
+
+    def shuffle(self, x: str, groups: int, channels: int, size: int) -> str:
+        """ShuffleNet's channel shuffle: Reshape to groups, Transpose, Reshape back."""
+        shapes = []
+        for v in ([1, groups, channels // groups, size, size], [1, channels, size, size]):
+            shapes.append(self.name("shape"))
+            self.inits.append(numpy_helper.from_array(np.array(v, dtype=np.int64),
+                                                      shapes[-1]))
+        y = self.node("Transpose", [self.node("Reshape", [x, shapes[0]])],
+                      perm=[0, 2, 1, 3, 4])
+        return self.node("Reshape", [y, shapes[1]])
+
+    def batch_norm(self, x: str, channels: int) -> str:
+        return self.node("BatchNormalization", [
+            x, self.const(self.rng.uniform(0.5, 1.5, channels), "gamma"),
+            self.const(self.rng.normal(scale=0.2, size=channels), "beta"),
+            self.const(self.rng.normal(scale=0.3, size=channels), "mean"),
+            self.const(self.rng.uniform(0.5, 2.0, channels), "var")], epsilon=1e-5)
 
     def head(self, x: str, channels: int, classes: int = 5) -> str:
         y = self.node("Flatten", [self.node("GlobalAveragePool", [x])], axis=1)
@@ -124,14 +143,17 @@ def float_cnn(kind: str, seed: int = 0) -> onnx.ModelProto:
         y = g.node("Sigmoid", [g.conv("input", 1, 4, 3, pad=1, bn=False, relu=False)])
         y = g.conv(y, 4, 6, 3, pad=1, bn=False)
         return g.model(INPUT_SHAPES[kind], g.head(y, 6))
+    if kind == "pieces":  # every float-island and table piece of the zoo CNNs, in one model
+        stem = g.conv("input", 2, 8, 3, pad=1, bn=False)
+        y = g.node("Relu", [g.node("Sum", [g.conv(stem, 8, 8, 3, pad=1, bn=False,
+                                                 relu=False), stem])])
+        y = g.node("AveragePool", [y], kernel_shape=[3, 3], pads=[1] * 4)  # island, real px
+        y = g.node("Sigmoid", [g.conv(y, 8, 16, 1, bn=False, relu=False)])
+        y = g.shuffle(y, 4, 16, 8)
+        y = g.node("Relu", [g.batch_norm(g.node("Concat", [y, stem], axis=1), 24)])
+        return g.model(INPUT_SHAPES[kind], g.head(g.conv(y, 24, 6, 3, pad=1, bn=False), 6))
     if kind == "shuffle":  # ShuffleNet's channel shuffle: Reshape, Transpose, Reshape
-        y = g.conv("input", 1, 16, 3, pad=1, bn=False)
-        shapes = [g.const(np.array(v), "shape") for v in ([1, 4, 4, 8, 8], [1, 16, 8, 8])]
-        for t in g.inits[-2:]:
-            t.data_type, t.raw_data = onnx.TensorProto.INT64, np.array(
-                numpy_helper.to_array(t), dtype=np.int64).tobytes()
-        y = g.node("Reshape", [y, shapes[0]])
-        y = g.node("Reshape", [g.node("Transpose", [y], perm=[0, 2, 1, 3, 4]), shapes[1]])
+        y = g.shuffle(g.conv("input", 1, 16, 3, pad=1, bn=False), 4, 16, 8)
         y = g.conv(y, 16, 6, 3, pad=1, bn=False)
         return g.model(INPUT_SHAPES[kind], g.head(y, 6))
     if kind == "residual":

@@ -190,7 +190,7 @@ def emit_rtl(plan: Plan, rtl_dir: Path, on_layer: LayerProgress | None = None) -
     in_payload = plan.in_elems * plan.in_fmt.bits
     top_v = rtl_dir / f"{TOP}.v"
     top_v.write_text(render_template(
-        "axis_top.v.j2", top=TOP, core=CORE, version=__version__, source=plan.net.source,
+        "axis_top.v.j2", top=TOP, core=CORE, version=__version__, source=Path(plan.net.source).name,
         in_beats=plan.in_beats, in_elems=plan.in_elems, in_bits=plan.in_fmt.bits,
         in_payload=in_payload, in_width=bytes_wide(in_payload),
         out_beats=last.out_beats, out_elems=last.out_elems, out_bits=last.layer.out_fmt.bits,

@@ -46,7 +46,12 @@ class Window:
     def pads_with_a_value_of(self, fmt: Format) -> bool:
         """Nothing is padded, or the padding value is one of ``fmt``'s: what a stream of
         ``fmt`` codes (hardware, HLS) can carry (a bipolar format has no 0)."""
-        return not any(self.pads) or self.pad_value in fmt.grid_levels()
+        if not any(self.pads):
+            return True
+        if isinstance(fmt, Int):  # consecutive integers, however wide
+            grid = fmt.grid()
+            return grid.lo <= self.pad_value <= grid.hi
+        return self.pad_value in fmt.grid_levels()
 
     @property
     def is_global(self) -> bool:
