@@ -7,7 +7,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-fast lint clean
+.PHONY: demo test test-fast test-zoo lint clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,10 @@ test: lint
 # the quick loop: no Verilator, no Yosys, nothing marked slow
 test-fast: lint
 	$(BIN)/python -m pytest -n auto -q -m "not verilator and not synth and not slow" || [ $$? -eq 5 ]
+
+# all eighteen onnxruntime-quantized zoo files, the large ones too (about 10 minutes)
+test-zoo: lint
+	BITLOOM_ZOO=all $(BIN)/python -m pytest -n auto -q tests/test_zoo_models.py
 
 # style, and the layering of the stages (pyproject.toml [tool.importlinter])
 lint: $(STAMP)

@@ -221,3 +221,58 @@ def layerwise_frame(net, path: Path | str, x: np.ndarray) -> list[dict]:
                      "widest_margin": float(margin[differ].max(initial=0.0)),
                      "all_at_boundaries": bool((margin[differ] < 1e-4).all())})
     return rows
+
+
+def layer_by_layer(path: Path | str, x: np.ndarray) -> list[dict]:
+    """Every layer with an ONNX tensor of codes (``Layer.onnx_tensor``) against
+    onnxruntime's, twice: free-running (golden's own inputs) and teacher-forced (golden's
+    layer applied to onnxruntime's codes of its inputs, where they all have one). Rows of
+    ``{"layer", "free_max", "free_count", "forced_max", "forced_count", "size"}``, the
+    counts being the values that differ; ``forced_*`` is None without onnxruntime inputs.
+
+    What it tells: a layer whose teacher-forced output differs only by one code at a few
+    values computes what the model means; onnxruntime's float32 arithmetic puts those
+    values on the other side of a rounding boundary, and a deep network amplifies them."""
+    import onnxruntime as ort
+
+    import bitloom
+
+    net = bitloom.load(path)
+    model = onnx.load(str(path))
+    tensors = sorted({ly.onnx_tensor for ly in net.layers if ly.onnx_tensor})
+    for name in tensors:
+        model.graph.output.append(onnx.helper.make_empty_tensor_value_info(name))
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    options.log_severity_level = 3
+    sess = ort.InferenceSession(model.SerializeToString(), options,
+                                providers=["CPUExecutionProvider"])
+    names = [o.name for o in sess.get_outputs()]
+    runs = [sess.run(None, {model.graph.input[0].name: x[i:i + 1]}) for i in range(len(x))]
+    ref = {n: np.concatenate([r[k] for r in runs]) for k, n in enumerate(names)}
+    trace = net.trace(x)
+
+    def codes(index: int) -> np.ndarray | None:
+        if index < 0:
+            return trace[0]
+        name = net.layers[index].onnx_tensor
+        if not name:
+            return None
+        r = ref[name].astype(np.int64)
+        r = r.transpose(0, 2, 3, 1) if r.ndim == 4 else r
+        return r.reshape(trace[index + 1].shape)
+
+    rows = []
+    for i, layer in enumerate(net.layers):
+        want = codes(i)
+        if want is None:
+            continue
+        free = np.abs(trace[i + 1] - want)
+        ins = [codes(p) for p in layer.inputs]
+        row = {"layer": layer.name, "size": int(want.size), "free_max": int(free.max()),
+               "free_count": int((free > 0).sum()), "forced_max": None, "forced_count": None}
+        if all(v is not None for v in ins):
+            forced = np.abs(layer.golden(*ins) - want)
+            row.update(forced_max=int(forced.max()), forced_count=int((forced > 0).sum()))
+        rows.append(row)
+    return rows

@@ -71,8 +71,9 @@ def arith(ctx: ImportContext, node: onnx.NodeProto, ins: list[Value | None]) -> 
     if isinstance(x, Constant) and isinstance(c, Derived):
         x, c, swapped = c, x, True
     if not (isinstance(x, Derived) and isinstance(c, Constant)):
-        if op in ("Add", "Sub") and isinstance(x, Derived) and isinstance(c, Derived):
-            raise ctx.fail(node, f"{op} of two float tensors that are not quantized: each "
+        if op in ("Add", "Sub") and isinstance(x, Derived | Stream) and \
+                isinstance(c, Derived | Stream):
+            raise ctx.fail(node, f"{op} of float tensors that are not all quantized: each "
                            "follows its own rounding (e.g. a BatchNormalization after a "
                            "DequantizeLinear, as onnxruntime's QOperator form leaves "
                            "ResNet's), and their exact sum would need per-channel "

@@ -322,6 +322,11 @@ class ModelImporter:
         self._check_connected()
         for i, layer in enumerate(ctx.layers):
             layer.source_nodes = ctx.layer_nodes[i]
+        for name, value in ctx.values.items():  # the last in graph order: after any reopen
+            if isinstance(value, Stream) and value.codes and value.producer >= 0 and \
+                    value.order is None and not value.perm and \
+                    channel_last(value.shape) == ctx.layers[value.producer].out_shape:
+                ctx.layers[value.producer].onnx_tensor = name
         return Network(
             ctx.source, ctx.input_quant, ctx.layers,
             OutputDequantizer(output_name, out.shape, out.chain, host_ops),

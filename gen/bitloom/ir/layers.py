@@ -113,6 +113,9 @@ class Layer:
     inputs: tuple[int, ...]
     in_shape: tuple[int, ...]  # per-sample, channel-last, of the first input
     source_nodes: list[str] = field(default_factory=list, kw_only=True)
+    #: the ONNX tensor of integer codes that holds this layer's output (a QuantizeLinear's or
+    #: QLinear op's output), where the model has one: for layer-by-layer comparisons
+    onnx_tensor: str = field(default="", kw_only=True)
 
     kind = "layer"
 
