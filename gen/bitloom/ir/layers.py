@@ -48,7 +48,7 @@ class Window:
         ``fmt`` codes (hardware, HLS) can carry (a bipolar format has no 0)."""
         if not any(self.pads):
             return True
-        if isinstance(fmt, Int):  # consecutive integers, however wide
+        if isinstance(fmt, Int) and fmt.bits > 1:  # consecutive integers, however wide
             grid = fmt.grid()
             return grid.lo <= self.pad_value <= grid.hi
         return self.pad_value in fmt.grid_levels()
