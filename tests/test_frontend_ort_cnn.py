@@ -85,3 +85,15 @@ def test_float_islands_tables_and_shuffles_are_bit_exact_on_verilator(tmp_path):
     design = emit_design(plan, load_board("pynq-z2"), tmp_path / "d", path)
     result = verify(design, samples=64, pause=0.3)
     assert result.bit_exact, result.mismatch
+
+
+def test_inspect_describes_islands_tables_and_shuffles(tmp_path, capsys):
+    """bitloom inspect on the model of every new piece: exact integers, the table, the
+    shuffle, each described (it raised on the island's requantizer before)."""
+    from bitloom.cli import main
+
+    path = om.quantized("pieces_qdq_pt", tmp_path / "pieces.onnx")
+    assert main(["inspect", str(path)]) == 0
+    text = capsys.readouterr().out
+    assert "no shift: exact" in text and "table of 256 (Sigmoid)" in text
+    assert "ChannelShuffle" in text and "Lookup" in text

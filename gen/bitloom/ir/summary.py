@@ -18,6 +18,8 @@ def summary_text(net) -> str:
         acc = fmts.get("accumulator")
         req = "-" if acc is None else (
             requantizers(ly) if ly.requant is not None else "host dequantizes")
+        if getattr(ly, "function", ""):
+            req = f"table of {len(ly.table)} ({ly.function})"
         shapes = f"{'x'.join(map(str, ly.in_shape))} -> {'x'.join(map(str, ly.out_shape))}"
         lines.append(
             f"  {ly.name:10} {ly.kind:14} {shapes:>22} {fmts['input']:>7} "
@@ -37,6 +39,8 @@ def requantizers(ly) -> str:
     scale unit when one is exact (the plan picks between them by cost)."""
     from bitloom.ir.scale_requant import ScaleRequant, fit_scale
 
+    if isinstance(ly.requant, ScaleRequant):  # the exact integers of a float island
+        return f"scale ({ly.requant.multiplier_bits}-bit multiplier, no shift: exact)"
     fit = fit_scale(ly.requant, ly.acc_fmt)
     thresholds = "thresholds" if ly.requant.out_fmt.bits <= 8 else None
     if not isinstance(fit, ScaleRequant):
