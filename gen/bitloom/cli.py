@@ -75,9 +75,17 @@ def layer_table(plan, report: dict | None = None) -> Table:
         shapes = f"{'x'.join(map(str, ly.in_shape))} -> {'x'.join(map(str, ly.out_shape))}"
         table.add_row(ly.name, ly.kind, shapes, fmts["input"], fmts.get("weight", "-"),
                       fmts.get("accumulator", "-"), fmts["output"],
-                      requantizer_name(lp.requant), str(lp.fold.pe),
+                      requant_label(lp), str(lp.fold.pe),
                       str(lp.fold.simd), str(lp.cycles), str(estimate_layer(lp)["LUT"]))
     return table
+
+
+def requant_label(lp) -> str:
+    """The requant column: the requantizer, "table" for a table unit, "-" for a layer that
+    passes its input's codes on (MaxPool, Concat, ChannelShuffle)."""
+    if hasattr(lp.layer, "table"):
+        return "table"
+    return requantizer_name(lp.requant) if hasattr(lp.layer, "acc_fmt") else "-"
 
 
 # -- commands ------------------------------------------------------------------------------
