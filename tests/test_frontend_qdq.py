@@ -367,3 +367,56 @@ def test_table_units_equal_onnx_on_every_input_code(op, attrs):
     # rounding boundaries only: at most 5 of 256 codes (HardSigmoid, LeakyRelu: products
     # that float32 rounds onto the other side of a tie)
     assert (steps > 0.5).sum() <= 5, int((steps > 0.5).sum())
+
+
+@pytest.mark.parametrize(("kernel", "strides", "pads"), [
+    ((3, 3), (1, 1), (1, 1, 1, 1)), ((3, 3), (2, 2), (1, 1, 1, 1)),
+    ((2, 3), (1, 2), (0, 1, 1, 0)), ((5, 5), (1, 1), (2, 2, 2, 2)), ((3, 2), (3, 1), (2, 0, 1, 1))])
+def test_average_of_real_pixels_equals_onnxruntime(kernel, strides, pads):
+    """AveragePool with count_include_pad=0 between Q/DQ pairs, symmetric and asymmetric
+    padding, strides: golden's position weights against onnxruntime on random codes."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from bitloom.ir import SumPool
+
+    inits = [numpy_helper.from_array(np.array(v, dtype=t), n) for n, v, t in (
+        ("s", 0.05, np.float32), ("z", 7, np.uint8), ("s2", 0.04, np.float32),
+        ("z2", 3, np.uint8))]
+    nodes = [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"]),
+             helper.make_node("DequantizeLinear", ["q", "s", "z"], ["d"]),
+             helper.make_node("AveragePool", ["d"], ["p"], kernel_shape=list(kernel),
+                              strides=list(strides), pads=list(pads), count_include_pad=0),
+             helper.make_node("QuantizeLinear", ["p", "s2", "z2"], ["q2"]),
+             helper.make_node("DequantizeLinear", ["q2", "s2", "z2"], ["y"])]
+    graph = helper.make_graph(nodes, "t", [helper.make_tensor_value_info(
+        "x", TensorProto.FLOAT, [1, 3, 7, 6])], [helper.make_tensor_value_info(
+            "y", TensorProto.FLOAT, None)], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
+    x = np.random.default_rng(sum(pads)).uniform(-0.3, 12, size=(4, 3, 7, 6)).astype(
+        np.float32)
+    net = bitloom.load(model)
+    assert [type(ly) for ly in net.layers] == [SumPool]
+    want = np.concatenate([run_ort_model(model, x[i:i + 1]) for i in range(len(x))])
+    steps = np.abs(net.run(x) - want) / np.float32(0.04)
+    assert steps.max() <= 1 + 1e-4
+    # where they differ, the exact average is within float32 error (two ulps) of a rounding
+    # tie: onnxruntime's float32 lands on the tie and rounds it to even
+    pool = net.layers[0]
+    codes = net.input.apply(x)
+    sums = pool.window.patches(codes).astype(np.int64).sum(axis=3) - pool.offset
+    rows, cols = pool.window.real_counts()
+    counts = np.outer(rows, cols)[None, :, :, None]
+    exact = np.float32(0.05).astype(np.float64) * sums / counts / np.float32(0.04)
+    differ = steps.transpose(0, 2, 3, 1) > 0.5
+    near = np.abs(exact[differ] % 1 - 0.5) < 2.4e-7 * np.abs(exact[differ])
+    assert np.all(near), exact[differ]
+
+
+def run_ort_model(model, x):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    sess = ort.InferenceSession(model.SerializeToString(), options,
+                                providers=["CPUExecutionProvider"])
+    return sess.run(None, {"x": x})[0]
