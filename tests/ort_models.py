@@ -55,11 +55,7 @@ class Graph:
                       kernel_shape=[k, k], strides=[stride, stride], pads=[pad] * 4,
                       group=groups)
         if bn:
-            y = self.node("BatchNormalization", [
-                y, self.const(self.rng.uniform(0.5, 1.5, cout), "gamma"),
-                self.const(self.rng.normal(scale=0.2, size=cout), "beta"),
-                self.const(self.rng.normal(scale=0.3, size=cout), "mean"),
-                self.const(self.rng.uniform(0.5, 2.0, cout), "var")], epsilon=1e-5)
+            y = self.batch_norm(y, cout)
         return self.node("Relu", [y]) if relu else y
 
     def shuffle(self, x: str, groups: int, channels: int, size: int) -> str:
@@ -131,11 +127,7 @@ def float_cnn(kind: str, seed: int = 0) -> onnx.ModelProto:
                                      transB=1))
     if kind == "dense_reuse":  # DenseNet: a tensor read by a BatchNorm, then by a later Concat
         a = g.conv("input", 1, 4, 3, pad=1, bn=False)
-        b = g.node("Relu", [g.node("BatchNormalization", [
-            a, g.const(g.rng.uniform(0.5, 1.5, 4), "gamma"),
-            g.const(g.rng.normal(scale=0.2, size=4), "beta"),
-            g.const(g.rng.normal(scale=0.3, size=4), "mean"),
-            g.const(g.rng.uniform(0.5, 2.0, 4), "var")], epsilon=1e-5)])
+        b = g.node("Relu", [g.batch_norm(a, 4)])
         b = g.conv(b, 4, 3, 3, pad=1, bn=False)
         y = g.conv(g.node("Concat", [a, b], axis=1), 7, 6, 1, bn=False)
         return g.model(INPUT_SHAPES[kind], g.head(y, 6))
@@ -173,11 +165,7 @@ def float_cnn(kind: str, seed: int = 0) -> onnx.ModelProto:
         a = g.conv("input", 1, 4, 3, pad=1)
         b = g.conv("input", 1, 3, 1)
         y = g.node("Concat", [a, b], axis=1)
-        y = g.node("Relu", [g.node("BatchNormalization", [
-            y, g.const(g.rng.uniform(0.5, 1.5, 7), "gamma"),
-            g.const(g.rng.normal(scale=0.2, size=7), "beta"),
-            g.const(g.rng.normal(scale=0.3, size=7), "mean"),
-            g.const(g.rng.uniform(0.5, 2.0, 7), "var")], epsilon=1e-5)])
+        y = g.node("Relu", [g.batch_norm(y, 7)])
         y = g.conv(y, 7, 6, 3, pad=1, bn=False)
         return g.model(shape, g.head(y, 6))
     if kind == "mul":  # a per-channel scale, some negative (QLinearMul in QOperator form)
