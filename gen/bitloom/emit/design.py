@@ -195,7 +195,7 @@ def emit_rtl(plan: Plan, rtl_dir: Path, on_layer: LayerProgress | None = None) -
         in_payload=in_payload, in_width=bytes_wide(in_payload),
         out_beats=last.out_beats, out_elems=last.out_elems, out_bits=last.layer.out_fmt.bits,
         out_payload=last.out_beat_bits, out_width=bytes_wide(last.out_beat_bits),
-        beat_bits=max(1, (last.out_beats - 1).bit_length()),
+        beat_bits=max(1, (last.out_beats - 1).bit_length()), probes=len(plan.layers),
         weight_streams=[{"port": f"s_axis_w{n}", "core": f"w{n}", "layer": lp.layer.name,
                          "payload": lp.memory.width, "width": bytes_wide(lp.memory.width)}
                         for n, lp in streamed_layers(plan)],

@@ -20,7 +20,9 @@ from bitloom.errors import BitloomError
 from bitloom.sim.vectors import Vectors, first_mismatch
 
 TOP = "bitloom_top"
-VERILATOR_ARGS = ["-Wno-fatal", "-Wno-lint", "-Wno-style", "-Wno-MULTIDRIVEN", "-O2"]
+#: BITLOOM_PROBES compiles the top's per-layer beat recorders in (simulation only)
+VERILATOR_ARGS = ["-Wno-fatal", "-Wno-lint", "-Wno-style", "-Wno-MULTIDRIVEN", "-O2",
+                  "+define+BITLOOM_PROBES"]
 #: make variables for the C++ compile: the simulations are short, so the model is compiled
 #: for compile time (-O1 for the per-cycle code, -O0 for set-up code); PCH workaround: the
 #: wheel's verilated.mk leaves CFG_CXXFLAGS_PCH_I empty, which breaks models large enough
@@ -183,6 +185,8 @@ def simulate(sources: list[Path], vectors: Vectors, work_dir: Path, status=None)
     work_dir.mkdir(parents=True, exist_ok=True)
     vec_path, res_path = work_dir / "vectors.json", work_dir / "result.json"
     res_path.unlink(missing_ok=True)
+    for stale in work_dir.glob("probe*.hex"):
+        stale.unlink()
     weights = link_weights(Path(sources[0]).resolve().parent, work_dir)
     vectors.save(vec_path)
     if status:
@@ -203,7 +207,7 @@ def simulate(sources: list[Path], vectors: Vectors, work_dir: Path, status=None)
         raise BitloomError(f"the simulation did not complete; log {log}:\n{tail}")
     data = json.loads(res_path.read_text())
     outputs = [int(b, 16) for b in data["outputs"]]
-    probes = [[int(b, 16) for b in p] for p in data["probes"]]
+    probes = [read_probe(work_dir / f"probe{n}.hex") for n in range(len(vectors.probes))]
     per_frame = [len(p) // vectors.frames for p in vectors.probes]
     mismatch = first_mismatch(vectors.probes, probes, vectors.probe_names, per_frame)
     if data.get("stalled_after_cycles") is not None:
@@ -215,6 +219,13 @@ def simulate(sources: list[Path], vectors: Vectors, work_dir: Path, status=None)
     if mismatch is None and outputs != vectors.probes[-1]:
         mismatch = "the AXI output stream differs from the last layer's output"
     return SimResult(mismatch is None, outputs, probes, data["frame_done_cycle"], mismatch, log)
+
+
+def read_probe(path: Path) -> list[int]:
+    """The beats one layer produced, as the top recorded them (none if it never wrote)."""
+    if not path.is_file():
+        return []
+    return [int(line, 16) for line in path.read_text().split()]
 
 
 def run_rtl(net, x: np.ndarray, plan, in_pause: float = 0.3, out_pause: float = 0.3,
