@@ -97,3 +97,33 @@ def test_inspect_describes_islands_tables_and_shuffles(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "no shift: exact" in text and "table of 256 (Sigmoid)" in text
     assert "ChannelShuffle" in text and "Lookup" in text
+
+
+def test_batchnorm_after_a_quantizer_is_a_cheaper_layer_of_its_own(tmp_path, monkeypatch):
+    """onnxruntime's QDQ form keeps Conv -> Q -> DQ -> BatchNormalization -> Q: two
+    roundings in a row. Composed into the Conv, they need 255 thresholds a channel on the
+    wide accumulator (no single scale is exact); as a thresholding layer of its own after the
+    Conv's quantizer, each rounding is one small requantizer. The split design must be the
+    cheaper one (exactness against onnxruntime: test_ort_cnn_matches_onnxruntime)."""
+    from bitloom.boards import load_board
+    from bitloom.frontend import quantize
+    from bitloom.ir import MatrixVector, Thresholding
+    from bitloom.plan.cost import estimate_plan
+    from bitloom.plan.folding import make_plan
+    from bitloom.plan.requantizers import with_requantizers
+
+    path = om.quantized("cnn_qdq_pc", tmp_path / "cnn.onnx")
+    board = load_board("pynq-z2")
+
+    def cost(net) -> float:
+        est = estimate_plan(with_requantizers(make_plan(net, 4096), board=board))
+        return est["LUT"] + 380 * est.get("BRAM36", 0) + 242 * est.get("DSP", 0)
+
+    split = bitloom.load(path)
+    convs = [n for n, ly in enumerate(split.layers) if isinstance(ly, MatrixVector)]
+    after = [ly for ly in split.layers if ly.inputs and ly.inputs[0] in convs[:2]]
+    assert [type(ly) for ly in after] == [Thresholding, Thresholding]
+    monkeypatch.setattr(quantize, "MAX_COMPOSED_BITS", 16)
+    composed = bitloom.load(path)
+    assert len(composed.layers) == len(split.layers) - 2
+    assert cost(split) < cost(composed), (cost(split), cost(composed))

@@ -144,6 +144,8 @@ def _layer_thresholds(ctx: ImportContext, node: onnx.NodeProto, x: Derived, fmt:
     if x.producer < 0:
         raise ctx.fail(node, "a per-channel float view of the model input cannot be "
                        "quantized again; quantize the input per tensor.")
+    if reads is not None:
+        x = split_double_rounding(ctx, node, x, fmt, reads)
     layer = ctx.layers[x.producer]
     if layer.requant is not None:
         raise ctx.fail(node, "a layer output is quantized twice.")
@@ -168,6 +170,52 @@ def _layer_thresholds(ctx: ImportContext, node: onnx.NodeProto, x: Derived, fmt:
                 fmt=fmt, window=window))
             out = replace(out, producer=index)
     return out
+
+
+#: widest output whose double-rounding chain stays one threshold table in the layer (15
+#: thresholds a channel); wider ones get a thresholding layer of their own
+MAX_COMPOSED_BITS = 4
+
+
+def split_double_rounding(ctx: ImportContext, node: onnx.NodeProto, x: Derived, fmt: Format,
+                          reads: Callable[[Chain], tuple[Chain, Quantizer]]) -> Derived:
+    """``x`` itself, or, when its chain rounds twice (a layer's quantizer, then float ops such
+    as onnxruntime's BatchNormalization after a DequantizeLinear, then this quantizer) onto
+    an output wider than :data:`MAX_COMPOSED_BITS`, the float ops after the first rounding
+    as a thresholding layer of their own. Why: composed, the layer needs ``2**bits - 1``
+    thresholds a channel on its wide accumulator (ResNet-50: ~4,000 BRAM36), because a
+    double rounding is no single scale; split, each rounding is one small scale unit. A
+    chain that only moves the first grid by whole output steps (a ReLU) stays composed."""
+    last = max((r for r, op in enumerate(x.chain.ops) if isinstance(op, Requantize)),
+               default=None)
+    if last is None or fmt.bits <= MAX_COMPOSED_BITS or not isinstance(fmt, Int):
+        return x
+    inner = x.chain.ops[last].quantizer
+    if not isinstance(inner.fmt, Int) or inner.fmt.bits > MAX_REQUANT_BITS // 2:
+        return x
+    tail, out = reads(Chain(x.chain.channels, x.chain.ops[last + 1:]))
+    if all(float(steps).is_integer() for steps in output_steps_per_code(tail, out)):
+        return x
+    layer = ctx.layers[x.producer]
+    head = Chain(x.chain.channels, x.chain.ops[:last])
+    layer.requant = derive_thresholds(head, inner, layer.acc_fmt)
+    ctx.requant_sources[x.producer] = (head, inner)
+    grid = inner.fmt.grid()
+    shape = channel_last(x.shape)
+    index = ctx.add_layer(node, Thresholding(
+        f"requant{len(ctx.layers)}", (x.producer,), shape,
+        acc_fmt=Int.spanning(grid.lo, grid.hi), in_fmt=inner.fmt))
+    return replace(x, producer=index, chain=Chain(x.chain.channels, x.chain.ops[last + 1:]))
+
+
+def output_steps_per_code(tail: Chain, out: Quantizer) -> list[Fraction]:
+    """Per channel, how many of ``out``'s steps one step of the chain's input moves (the
+    product of its affine slopes over the output scale)."""
+    slopes = [Fraction(1)] * tail.channels
+    for op in tail.ops:
+        if isinstance(op, Affine):
+            slopes = [s * a for s, a in zip(slopes, op.a, strict=True)]
+    return [s / Fraction(float(out.scale)) for s in slopes]
 
 
 def thresholding_view(ctx: ImportContext, node: onnx.NodeProto, x: Stream) -> Derived:
