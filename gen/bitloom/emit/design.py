@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
 
@@ -250,6 +250,7 @@ def load_design(path: str | Path) -> Design:
         dsps = [ly.get("dsp") for ly in report["layers"]]
         requants = [ly.get("requant") for ly in report["layers"]]
         depths = [tuple(ly["fifo_depths"]) for ly in report["layers"]]
+        ultra = [tuple(ly.get("ultraram", ())) for ly in report["layers"]]
         clock = float(report["clock_mhz"])
         in_elems = int(report["io"]["input"]["elements_per_beat"])
     except (KeyError, ValueError, TypeError) as exc:
@@ -257,4 +258,6 @@ def load_design(path: str | Path) -> Design:
     net = load_model(path / "model.onnx")
     plan = restore_requantizers(
         make_plan_with(net, folds, depths, clock, in_elems, styles, dsps), requants)
+    plan = replace(plan, layers=[replace(lp, ultra=parts)
+                                 for lp, parts in zip(plan.layers, ultra, strict=True)])
     return Design(path, net, plan, report)

@@ -37,6 +37,7 @@ def report_dict(plan, board) -> dict:
             "fifo_depths": list(lp.fifo_depths),
             "weight_memory": None if lp.memory is None else lp.memory.as_dict(),
             "dsp": lp.dsp,
+            "ultraram": list(lp.ultra),
             "estimated": estimate_layer(lp),
         })
     est_total: dict[str, float] = {}

@@ -28,11 +28,12 @@ class ConvolutionUnit(wiring.Component):
     """
 
     def __init__(self, layer: MatrixVector, fold: Folding, style: str = "lutram",
-                 dsp: str | None = None) -> None:
+                 dsp: str | None = None, ultra: bool = False) -> None:
         if layer.window is None:
             raise ValueError(f"{layer.name}: a ConvolutionUnit needs a windowed layer")
         self.layer, self.fold, self.style = layer, fold, style
-        self.im2col = SlidingWindow(layer.window, layer.in_shape[-1], fold.simd, layer.in_fmt)
+        self.im2col = SlidingWindow(layer.window, layer.in_shape[-1], fold.simd, layer.in_fmt,
+                                    ultra=ultra)
         self.mvu = MatrixVectorUnit(layer, fold, style, dsp)
         members = {
             "i": In(stream.Signature(unsigned(fold.simd * layer.in_fmt.bits))),

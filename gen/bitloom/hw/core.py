@@ -132,7 +132,7 @@ class Core(wiring.Component):
                     # converter first, FIFO second: the FIFO then holds whole input beats,
                     # so a layer can take a burst at one beat per cycle from a slow producer
                     k, fp = next(fifos)
-                    buf = StreamFifo(fp.bits, fp.depth)
+                    buf = StreamFifo(fp.bits, fp.depth, ultra="link" in lp.ultra)
                     m.submodules[fp.name] = buf
                     wiring.connect(m, upstream, buf.i)
                     m.d.comb += self.fifo_full[k].eq(~buf.i.ready)

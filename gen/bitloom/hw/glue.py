@@ -75,6 +75,21 @@ class WidthConverter(wiring.Component):
             m.d.sync += [held.eq(self.i.payload), full.eq(1)]
 
 
+#: Verilog attributes of a RAM placed in UltraRAM (Vivado and Yosys's ``synth_xilinx -uram``
+#: both read ``ram_style``; UltraRAM is never chosen without it)
+ULTRA_ATTRS = {"ram_style": "ultra"}
+
+
+class UltraFifo(fifo.SyncFIFOBuffered):
+    """Amaranth's buffered FIFO with its storage in UltraRAM."""
+
+    def elaborate(self, platform) -> Module:
+        m = super().elaborate(platform)
+        if self.depth > 1:  # one beat is a register, no memory
+            m.submodules.storage.attrs.update(ULTRA_ATTRS)
+        return m
+
+
 class StreamFifo(wiring.Component):
     """A synchronous FIFO with stream interfaces (``depth`` >= 1 beats).
 
@@ -83,8 +98,8 @@ class StreamFifo(wiring.Component):
     beat every other cycle, so a FIFO that must keep up at one beat per cycle has 3 or more.
     """
 
-    def __init__(self, width: int, depth: int) -> None:
-        self.width, self.depth = width, depth
+    def __init__(self, width: int, depth: int, ultra: bool = False) -> None:
+        self.width, self.depth, self.ultra = width, depth, ultra
         super().__init__({
             "i": In(stream.Signature(unsigned(width))),
             "o": Out(stream.Signature(unsigned(width))),
@@ -92,7 +107,8 @@ class StreamFifo(wiring.Component):
 
     def elaborate(self, platform) -> Module:
         m = Module()
-        m.submodules.fifo = buf = fifo.SyncFIFOBuffered(width=self.width, depth=self.depth)
+        kind = UltraFifo if self.ultra else fifo.SyncFIFOBuffered
+        m.submodules.fifo = buf = kind(width=self.width, depth=self.depth)
         wiring.connect(m, wiring.flipped(self.i), buf.w_stream)
         wiring.connect(m, buf.r_stream, wiring.flipped(self.o))
         return m

@@ -84,7 +84,7 @@ class TapReducer(wiring.Component):
                  requant: Thresholds | None = None, name: str = "",
                  style: str = "lutram", sum_fmt: Int | None = None,
                  position_weights: tuple[tuple[int, ...], tuple[int, ...]] = ((), ()),
-                 offset: int = 0) -> None:
+                 offset: int = 0, ultra: bool = False) -> None:
         if channels % simd:
             raise ValueError(f"SIMD {simd} must divide the {channels} channels")
         self.window, self.channels, self.simd, self.in_fmt = window, channels, simd, in_fmt
@@ -92,7 +92,7 @@ class TapReducer(wiring.Component):
         self.acc_fmt, self.requant = acc_fmt, requant
         self.sum_fmt = sum_fmt or acc_fmt  # the window sum, before any position weight
         self.position_weights, self.offset = position_weights, offset
-        self.name, self.style = name, style
+        self.name, self.style, self.ultra = name, style, ultra
         self.chunks = channels // simd
         self.glob = window.is_global
         self.steps, self.weight_bits, _ = tap_weight_geometry(
@@ -128,7 +128,8 @@ class TapReducer(wiring.Component):
             groups = cb_n
         else:
             m.submodules.window = gen = SlidingWindow(self.window, self.channels, simd,
-                                                      self.in_fmt, order="depthwise")
+                                                      self.in_fmt, order="depthwise",
+                                                      ultra=self.ultra)
             wiring.connect(m, wiring.flipped(self.i), gen.i)
             src = gen.o
             groups = 1
@@ -229,11 +230,12 @@ class DepthwiseUnit(TapReducer):
     """DepthwiseConv: per channel, the window's taps times that channel's kernel, summed,
     then thresholds (or the raw accumulator)."""
 
-    def __init__(self, layer: DepthwiseConv, simd: int, style: str = "lutram") -> None:
+    def __init__(self, layer: DepthwiseConv, simd: int, style: str = "lutram",
+                 ultra: bool = False) -> None:
         self.layer = layer
         super().__init__(layer.window, layer.channels, simd, layer.in_fmt,
                          weights=layer.weights, w_fmt=layer.w_fmt, acc_fmt=layer.acc_fmt,
-                         requant=layer.requant, name=layer.name, style=style)
+                         requant=layer.requant, name=layer.name, style=style, ultra=ultra)
 
 
 class PoolUnit(TapReducer):
@@ -243,13 +245,14 @@ class PoolUnit(TapReducer):
     (:class:`~bitloom.ir.SumPool`): a row and a column weight from two small constant
     tables, one multiplier per lane."""
 
-    def __init__(self, layer: MaxPool | SumPool, simd: int) -> None:
+    def __init__(self, layer: MaxPool | SumPool, simd: int, ultra: bool = False) -> None:
         self.layer = layer
         if isinstance(layer, MaxPool):
-            super().__init__(layer.window, layer.in_shape[-1], simd, layer.fmt, maximum=True)
+            super().__init__(layer.window, layer.in_shape[-1], simd, layer.fmt, maximum=True,
+                             ultra=ultra)
         else:
             super().__init__(layer.window, layer.in_shape[-1], simd, layer.in_fmt,
                              acc_fmt=layer.acc_fmt, requant=layer.requant,
                              sum_fmt=layer.sum_fmt,
                              position_weights=(layer.row_weights, layer.col_weights),
-                             offset=layer.offset)
+                             offset=layer.offset, ultra=ultra)

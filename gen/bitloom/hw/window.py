@@ -47,6 +47,7 @@ from amaranth.lib.wiring import In, Out
 
 from bitloom.formats import Format
 from bitloom.formats.bits import pack
+from bitloom.hw.glue import ULTRA_ATTRS
 from bitloom.ir import Window
 
 ORDERS = ("conv", "depthwise")
@@ -85,13 +86,14 @@ class SlidingWindow(wiring.Component):
     """Streams the windows of ``(H, W, C)`` maps, ``simd`` channels per beat (see module)."""
 
     def __init__(self, window: Window, channels: int, simd: int, fmt: Format,
-                 order: str = "conv") -> None:
+                 order: str = "conv", ultra: bool = False) -> None:
         if channels % simd:
             raise ValueError(f"SIMD {simd} must divide the {channels} channels of a window")
         if order not in ORDERS:
             raise ValueError(f"unknown window order {order!r}; known: {', '.join(ORDERS)}")
         self.window, self.channels, self.simd, self.fmt, self.order = \
             window, channels, simd, fmt, order
+        self.ultra = ultra  # the line buffer in UltraRAM
         self.chunks = channels // simd
         rows = window.dilation[0] * (window.kernel[0] - 1) + 1
         self.depth_pixels = (rows + window.stride[0] - 1) * window.in_hw[1]
@@ -118,7 +120,8 @@ class SlidingWindow(wiring.Component):
         span = 4 * (h + sum(win.pads) + dh * kh + sh) * (w + sum(win.pads) + dw * kw + sw)
 
         m.submodules.lines = mem = memory.Memory(
-            shape=unsigned(len(self.i.payload)), depth=depth * cb_n, init=[])
+            shape=unsigned(len(self.i.payload)), depth=depth * cb_n, init=[],
+            attrs=ULTRA_ATTRS if self.ultra else {})
         rd, wr = mem.read_port(), mem.write_port()
 
         en = Signal()  # the read stage advances when the output register can move

@@ -60,6 +60,12 @@ class Window:
         return self.kernel == self.in_hw and not any(self.pads)
 
     @property
+    def is_pointwise(self) -> bool:
+        """Each output pixel is the input pixel at the same place (a 1x1 kernel at stride 1,
+        no padding): the map's own stream already is the im2col stream."""
+        return self.kernel == (1, 1) and self.stride == (1, 1) and not any(self.pads)
+
+    @property
     def lag_pixels(self) -> int:
         """Input pixels taken before the first window can leave (the first window's last
         pixel in the map, plus one): what a parallel branch must buffer meanwhile."""

@@ -28,7 +28,7 @@ class DepthwiseKind(TapReduceKind):
         return counts
 
     def make_unit(self, lp: LayerPlan):
-        return DepthwiseUnit(lp.layer, lp.fold.pe, lp.style), ["i"]
+        return DepthwiseUnit(lp.layer, lp.fold.pe, lp.style, ultra="window" in lp.ultra), ["i"]
 
     def weight_words(self, lp: LayerPlan) -> list[int]:
         layer = lp.layer

@@ -54,18 +54,21 @@ class MatrixVectorKind(LayerKind):
         return 1 + layer.in_features // fold.simd / period
 
     def input_fifo_depth(self, net: Network, folds: list[Folding], index: int) -> int:
-        """A dense unit with several neuron folds takes its input during the first fold
-        only: the FIFO holds what the producer makes during the others (at most ``SF``)."""
+        """A unit without window generator and with several neuron folds takes each input
+        vector during the first fold only: the FIFO holds what the producer makes during
+        the others (at most ``SF``)."""
         layer, fold = net.layers[index], folds[index]
-        if layer.window is not None:
+        if self.window_buffer(layer) is not None:
             return DECOUPLE  # the sliding window buffers rows itself
         sf, nf = layer.in_features // fold.simd, layer.out_features // fold.pe
         if nf == 1:
             return DECOUPLE
         producer = layer.inputs[0]
-        # the producer's fastest rate: its frame of SF beats in its own cycles per frame
-        produce = sf if producer < 0 else layer_cycles(net.layers[producer], folds[producer])
-        made = math.ceil((nf - 1) * sf * sf / produce)
+        # the producer's fastest rate: its frame of SF beats a vector in its cycles per frame
+        beats = layer.pixels * sf
+        produce = beats if producer < 0 else layer_cycles(net.layers[producer],
+                                                          folds[producer])
+        made = math.ceil((nf - 1) * sf * beats / produce)
         return max(DECOUPLE, min(sf, made) + MARGIN)
 
     def weight_geometry(self, layer: MatrixVector, fold: Folding) -> tuple[int, int, int]:
@@ -96,11 +99,17 @@ class MatrixVectorKind(LayerKind):
         return counts
 
     def window_buffer(self, layer: MatrixVector) -> Window | None:
-        return layer.window
+        """The convolution's window generator; none for a 1x1 convolution at stride 1, which
+        reads its input stream as it comes (ResNet-50's 1x1 convolutions held a row of their
+        map each, 3.5 BRAM36 at 56x56x256)."""
+        window = layer.window
+        return None if window is None or window.is_pointwise else window
 
     def make_unit(self, lp: LayerPlan):
-        unit_type = ConvolutionUnit if lp.layer.window else MatrixVectorUnit
-        return unit_type(lp.layer, lp.fold, lp.style, lp.dsp), ["i"]
+        if self.window_buffer(lp.layer) is None:
+            return MatrixVectorUnit(lp.layer, lp.fold, lp.style, lp.dsp), ["i"]
+        return ConvolutionUnit(lp.layer, lp.fold, lp.style, lp.dsp,
+                               ultra="window" in lp.ultra), ["i"]
 
     def weight_words(self, lp: LayerPlan) -> list[int]:
         layer = lp.layer

@@ -26,7 +26,7 @@ class TapReduceKind(LayerKind):
         return 1.0  # a global window: the whole input first
 
     def make_unit(self, lp: LayerPlan):
-        return PoolUnit(lp.layer, lp.fold.pe), ["i"]
+        return PoolUnit(lp.layer, lp.fold.pe, ultra="window" in lp.ultra), ["i"]
 
     def hls_step(self, k: Kernel, layer, prefix: str, in_type: str) -> str:
         """The C++ step type that reduces one window (``bitloom_layers.h``)."""

@@ -59,6 +59,8 @@ DSP_MIN_PRODUCT_BITS = 9
 #: per 64 bits, a RAMB18 129 and a RAMB36 257, and Yosys takes the cheaper
 ROM_BITS_PER_COST = 64
 BRAM18_COST, BRAM36_COST = 129, 257
+#: an UltraRAM tile's one aspect ratio (URAM288)
+URAM_DEPTH, URAM_WIDTH = 4096, 72
 #: deepest ROM that Yosys merges into the LUTs it feeds (table products, compares) rather
 #: than building a mux tree of its own; 8 had the lowest leave-one-design-out error over the
 #: calibration's training designs among 4, 8, 16, 32 and 64
@@ -243,11 +245,13 @@ def dsp_count(lp) -> int:
     return math.ceil(fold.pe / ways) * fold.simd
 
 
-def memory_cost(depth: int, width: int, kind: str = "rom") -> dict[str, float]:
+def memory_cost(depth: int, width: int, kind: str = "rom",
+                ultra: bool = False) -> dict[str, float]:
     """Counts of one ``depth x width`` memory of ``kind`` "rom" (constants), "buffer"
     (single-port RAM) or "fifo" (simple dual-port RAM): ``BRAM36`` when Yosys would take
-    block RAM (by its own cost rule for ROMs, by the measured sizes for RAMs), else LUT6
-    sites, ``width x ceil(depth / 64)``, counted as ``rom`` or ``ram``."""
+    block RAM (by its own cost rule for ROMs, by the measured sizes for RAMs), or ``URAM``
+    tiles instead for a RAM placed in UltraRAM (``ultra``), else LUT6 sites,
+    ``width x ceil(depth / 64)``, counted as ``rom`` or ``ram``."""
     if depth <= 0 or width <= 0 or (depth == 1 and kind == "rom"):
         return {}  # a single word of constants is wiring
     if depth == 1:
@@ -260,11 +264,20 @@ def memory_cost(depth: int, width: int, kind: str = "rom") -> dict[str, float]:
         bram = depth > FIFO_BRAM_MIN_DEPTH and bits > FIFO_BRAM_MIN_BITS
     else:
         bram = bits > BUFFER_BRAM_MIN_BITS
+    if bram and ultra and kind != "rom":
+        return {"URAM": uram_tiles(depth, width)}
     if bram:
         return {"BRAM36": tiles}
     if kind == "rom":
         return rom_counts(depth, width)
     return {"ram": width * math.ceil(depth / 64)}
+
+
+def uram_tiles(depth: int, width: int) -> int:
+    """UltraRAM tiles (URAM288: 4096 words of 72 bits, one aspect ratio) of a ``depth`` x
+    ``width`` RAM, as Vivado builds it: words side by side, tiles cascaded in depth. (Yosys
+    may pack several narrow words into one URAM word and need fewer.)"""
+    return math.ceil(width / URAM_WIDTH) * math.ceil(depth / URAM_DEPTH)
 
 
 def rom_counts(depth: int, width: int) -> dict[str, float]:
@@ -389,11 +402,12 @@ def requant_counts(req, acc_bits: int, lanes: int) -> dict[str, float]:
     return threshold_counts(req, acc_bits, lanes)
 
 
-def window_memory(window, channels: int, lanes: int, bits: int) -> dict[str, float]:
+def window_memory(window, channels: int, lanes: int, bits: int,
+                  ultra: bool = False) -> dict[str, float]:
     """The sliding-window line buffer: the kernel's rows (plus stride) of the map."""
     w = window.in_hw[1]
     rows = window.dilation[0] * (window.kernel[0] - 1) + window.stride[0]
-    return memory_cost(rows * w * channels // lanes, lanes * bits, "fifo")
+    return memory_cost(rows * w * channels // lanes, lanes * bits, "fifo", ultra)
 
 
 def add(total: dict[str, float], counts: Mapping[str, float]) -> None:
@@ -440,12 +454,12 @@ def layer_parts(lp) -> dict[str, dict[str, float]]:
     if window is not None:
         parts["window"] = {"window": 1.0, "beat": lp.in_beat_bits,
                            **window_memory(window, ly.in_shape[-1], lp.fold.simd,
-                                           lp.in_fmt.bits)}
+                                           lp.in_fmt.bits, "window" in lp.ultra)}
     link: dict[str, float] = {}
     for d in lp.fifo_depths:
         if d:
             add(link, {"fifo": 1.0, "beat": lp.in_beat_bits,
-                       **memory_cost(d, lp.in_beat_bits, "fifo")})
+                       **memory_cost(d, lp.in_beat_bits, "fifo", "link" in lp.ultra)})
     if link:
         parts["link"] = link
     return parts
@@ -462,11 +476,15 @@ def layer_counts(lp) -> dict[str, float]:
 def estimate_counts(counts: Mapping[str, float],
                     coefficients: Mapping[str, Mapping[str, float]] = COEFFICIENTS
                     ) -> dict[str, float]:
-    """LUT/FF/DSP/BRAM36 from component counts and the fitted weights."""
+    """LUT/FF/DSP/BRAM36 (and URAM, where used) from component counts and the fitted
+    weights."""
     lut = sum(w * counts.get(k, 0.0) for k, w in coefficients["LUT"].items())
     ff = sum(w * counts.get(FF_COUNTS[k], 0.0) for k, w in coefficients["FF"].items())
-    return {"LUT": round(lut), "FF": round(ff), "DSP": round(counts.get("DSP", 0)),
-            "BRAM36": counts.get("BRAM36", 0.0)}
+    est = {"LUT": round(lut), "FF": round(ff), "DSP": round(counts.get("DSP", 0)),
+           "BRAM36": counts.get("BRAM36", 0.0)}
+    if counts.get("URAM"):
+        est["URAM"] = counts["URAM"]
+    return est
 
 
 def estimate_layer(lp) -> dict[str, float]:

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import replace
 
 from bitloom.errors import BitloomError
 from bitloom.ir import Network
-from bitloom.plan.cost import estimate_counts, estimate_plan, rom_counts
-from bitloom.plan.folding import Plan, candidate_targets, make_plan, with_dsps
+from bitloom.plan.cost import estimate_counts, estimate_plan, layer_parts, rom_counts
+from bitloom.plan.folding import LayerPlan, Plan, candidate_targets, make_plan, with_dsps
 from bitloom.plan.memory import STREAMED, parse_overrides, with_memories
 from bitloom.plan.requantizers import parse_requantizers, with_requantizers
 
@@ -24,7 +25,10 @@ from bitloom.plan.requantizers import parse_requantizers, with_requantizers
 #: methodology (UG949) advises staying under about 70% of LUTs and 50% of flip-flops, 80% of
 #: block RAM and DSPs, for a design that still places, routes and meets timing without
 #: congestion; the estimates themselves are within ~15% of Yosys (docs/dse.md).
-DEFAULT_MAX_UTILIZATION = {"LUT": 0.70, "FF": 0.50, "DSP": 0.80, "BRAM36": 0.80}
+DEFAULT_MAX_UTILIZATION = {"LUT": 0.70, "FF": 0.50, "DSP": 0.80, "BRAM36": 0.80,
+                           "URAM": 0.80}
+#: the resources a plan is checked against
+RESOURCES = ("LUT", "FF", "DSP", "BRAM36", "URAM")
 
 
 def utilization_caps(max_utilization: float | None) -> dict[str, float]:
@@ -71,6 +75,30 @@ def streams_weights(plan: Plan) -> bool:
     return any(lp.memory is not None and lp.memory.style == STREAMED for lp in plan.layers)
 
 
+def with_ultraram(plan: Plan, bram36_to_free: float, uram_budget: float) -> Plan:
+    """``plan`` with line buffers and FIFOs moved from block RAM to UltraRAM, those that
+    free the most BRAM36 per URAM tile first, until ``bram36_to_free`` tiles are freed or
+    the URAM budget is spent. Why only these: UltraRAM holds no initial contents, so
+    weights and constant tables stay in block RAM (or stream); a RAM needs none."""
+    moves = []
+    for i, lp in enumerate(plan.layers):
+        for part, counts in layer_parts(lp).items():
+            bram = counts.get("BRAM36", 0.0)
+            if part in ("window", "link") and bram:
+                tiles = layer_parts(replace(lp, ultra=(part,)))[part].get("URAM", 0)
+                if tiles:
+                    moves.append((bram / tiles, i, part, bram, tiles))
+    layers: list[LayerPlan] = list(plan.layers)
+    freed = used = 0.0
+    for _, i, part, bram, tiles in sorted(moves, key=lambda m: (-m[0], m[1], m[2])):
+        if freed >= bram36_to_free:
+            break
+        if used + tiles <= uram_budget:
+            layers[i] = replace(layers[i], ultra=(*layers[i].ultra, part))
+            freed, used = freed + bram, used + tiles
+    return replace(plan, layers=layers)
+
+
 class BoardFit:
     """Plans of one network for one board, each with its weight memories chosen within the
     ceilings and checked against them."""
@@ -93,6 +121,10 @@ class BoardFit:
         BRAM36 priced at the LUTs the board has per DSP and per BRAM36."""
         plan = with_dsps(plan, self.board.family)
         plan = with_requantizers(plan, self.requantizers, self.board, self.budget("DSP"))
+        if self.budget("URAM") >= 1:  # what block RAM everything would take, over budget
+            wanted = estimate_plan(with_memories(plan, None, self.per_layer, self.default))
+            plan = with_ultraram(plan, wanted["BRAM36"] - self.budget("BRAM36"),
+                                 self.budget("URAM"))
         streamed = with_memories(plan, 0, self.per_layer, self.default)
         base = estimate_plan(streamed)
         forced = sum(lp.memory.bram36 for lp in streamed.layers if lp.memory is not None)
@@ -111,7 +143,7 @@ class BoardFit:
     def over(self, plan: Plan) -> list[str]:
         """The resources whose estimate is above their ceiling."""
         est = estimate_plan(plan)
-        return [k for k in ("LUT", "FF", "DSP", "BRAM36") if est.get(k, 0) > self.budget(k)]
+        return [k for k in RESOURCES if est.get(k, 0) > self.budget(k)]
 
     def describe_over(self, plan: Plan) -> str:
         return ", ".join(f"{k} above {self.caps[k]:.0%}" for k in self.over(plan))

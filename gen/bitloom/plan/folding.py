@@ -41,6 +41,8 @@ class LayerPlan:
     memory: WeightMemory | None = None  # the weights' memory (None: a layer without weights)
     dsp: str | None = None  # the DSP family its integer products are packed into (None: LUTs)
     scale: ScaleRequant | None = None  # requantizes by multiply-shift, not its thresholds
+    #: the parts whose RAMs are UltraRAM: "window" (line buffer), "link" (input FIFOs)
+    ultra: tuple[str, ...] = ()
 
     @property
     def requant(self) -> Thresholds | ScaleRequant | None:
