@@ -21,7 +21,7 @@ INPUT_SHAPES = {"cnn": (1, 8, 8), "residual": (2, 8, 8), "concat": (1, 8, 8),
                 "depthwise": (4, 8, 8), "avgpool": (1, 8, 8), "concat_bn": (1, 8, 8),
                 "mul": (1, 8, 8), "avgpool_real": (1, 8, 8), "residual_pool": (2, 8, 8),
                 "dense_reuse": (1, 8, 8), "sigmoid": (1, 8, 8), "shuffle": (1, 8, 8),
-                "pieces": (2, 8, 8), "wide": (3, 32, 32)}
+                "pieces": (2, 8, 8), "wide": (3, 32, 32), "shuffle_bn": (1, 8, 8)}
 
 
 class Graph:
@@ -150,6 +150,10 @@ def float_cnn(kind: str, seed: int = 0) -> onnx.ModelProto:
                    relu=False)
         y = g.node("Relu", [g.node("Add", [y, stem])])
         return g.model(INPUT_SHAPES[kind], g.head(y, 32))
+    if kind == "shuffle_bn":  # ShuffleNet's QOperator form: BatchNorm, Relu, shuffle in float
+        y = g.shuffle(g.conv("input", 1, 16, 3, pad=1), 4, 16, 8)
+        y = g.conv(y, 16, 6, 3, pad=1, bn=False)
+        return g.model(INPUT_SHAPES[kind], g.head(y, 6))
     if kind == "shuffle":  # ShuffleNet's channel shuffle: Reshape, Transpose, Reshape
         y = g.shuffle(g.conv("input", 1, 16, 3, pad=1, bn=False), 4, 16, 8)
         y = g.conv(y, 16, 6, 3, pad=1, bn=False)

@@ -16,12 +16,14 @@ import onnx
 
 from bitloom.frontend.context import ImportContext
 from bitloom.frontend.host import checked_host_shape
+from bitloom.frontend.quantize import add_shuffle
 from bitloom.frontend.registry import ONNX, handles
 from bitloom.frontend.values import (
     Derived,
     FloatInput,
     HostResult,
     QuantConstant,
+    ShuffledDerived,
     Stream,
     Value,
     attributes,
@@ -29,7 +31,7 @@ from bitloom.frontend.values import (
     full_perm,
     untransposed,
 )
-from bitloom.ir import ChannelShuffle, HostOp, Quantizer
+from bitloom.ir import HostOp, Quantizer
 
 
 @handles(ONNX, "Reshape", "Flatten", "Squeeze", "Unsqueeze", layout="aware", reads_host=True)
@@ -96,9 +98,11 @@ def _reshaped(ctx: ImportContext, node: onnx.NodeProto, x: FloatInput | Stream |
         return _flatten_transposed(ctx, node, x, new)
     old = x.shape
     if len(old) == 3 and len(new) == 4 and new[0] * new[1] == old[0] and new[2:] == old[1:]:
-        if not isinstance(x, Stream) or x.scale.size != 1 or x.order is not None:
+        one_scale = (isinstance(x, Stream) and x.scale.size == 1 and x.order is None) or \
+            (isinstance(x, Derived) and not x.max_pools and not x.perm)
+        if not one_scale:
             raise ctx.fail(node, f"splitting the channels of {old} into groups {new[:2]} "
-                           "(a channel shuffle) needs a quantized tensor with one scale; "
+                           "(a channel shuffle) needs a feature map with one scale; "
                            "quantize before the shuffle.")
         return replace(x, shape=new)  # a channel shuffle's first step
     if channel_last(old) == channel_last(new) or (len(old) == len(new) == 1):
@@ -119,19 +123,21 @@ def _reshaped(ctx: ImportContext, node: onnx.NodeProto, x: FloatInput | Stream |
                    "flatten after quantizing, or reshape only (C, H, W) -> (C*H*W,).")
 
 
-def _channel_shuffle(ctx: ImportContext, node: onnx.NodeProto, x: Stream,
-                     new: tuple[int, ...]) -> Stream:
+def _channel_shuffle(ctx: ImportContext, node: onnx.NodeProto, x: Stream | Derived,
+                     new: tuple[int, ...]) -> Stream | ShuffledDerived:
     """The last step of ShuffleNet's channel shuffle: channels split into ``(G, C/G)``,
-    the two axes swapped, and merged again, which is a ChannelShuffle layer."""
+    the two axes swapped, and merged again, which is a ChannelShuffle layer (after the
+    quantizer, for a layer's float output)."""
     groups, per_group, h, w = untransposed(x.shape, x.perm)
     if x.perm != (1, 0, 2, 3) or new != (groups * per_group, h, w):
         raise ctx.fail(node, f"reshaping a transposed feature map (perm "
                        f"{full_perm(x.perm)}) to {new} is not supported; only a channel "
                        "shuffle (channels split in groups, the two swapped, merged back) is.")
-    index = ctx.add_layer(node, ChannelShuffle(
-        f"shuffle{len(ctx.layers)}", (x.producer,), (h, w, groups * per_group), fmt=x.fmt,
-        groups=groups))
+    if isinstance(x, Derived):
+        return ShuffledDerived(replace(x, shape=new, perm=None), groups)
+    index = add_shuffle(ctx, node, x, groups)
     return replace(x, producer=index, shape=new, perm=None)
+
 
 
 def _flatten_transposed(ctx: ImportContext, node: onnx.NodeProto, x: Stream | Derived,

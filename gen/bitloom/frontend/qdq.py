@@ -30,6 +30,7 @@ from bitloom.frontend.values import (
     HostResult,
     PendingConcat,
     QuantConstant,
+    ShuffledDerived,
     Stream,
     Tabulated,
     Value,
@@ -241,7 +242,8 @@ def quantize_linear(ctx: ImportContext, node: onnx.NodeProto, ins: list[Value | 
                                     None), fmt=p.fmt)
     if blocked or p.scale.size != 1 or p.zero_point.size != 1:
         return _quantized_input(ctx, node, x, p, blocked)
-    if not isinstance(x, (FloatInput, Derived, Stream, PendingConcat, Tabulated)):
+    if not isinstance(x, (FloatInput, Derived, Stream, PendingConcat, Tabulated,
+                          ShuffledDerived)):
         raise ctx.fail(node, "QuantizeLinear of this tensor is not supported.")
     return quantize_codes(ctx, node, x, p)
 

@@ -25,6 +25,7 @@ from bitloom.frontend.values import (
     Derived,
     FloatInput,
     PendingConcat,
+    ShuffledDerived,
     Stream,
     Tabulated,
     Value,
@@ -34,6 +35,7 @@ from bitloom.frontend.values import (
 from bitloom.ir import (
     Affine,
     Chain,
+    ChannelShuffle,
     InputQuantizer,
     MaxPool,
     Quantizer,
@@ -92,6 +94,12 @@ def quantize(ctx: ImportContext, node: onnx.NodeProto, x: Value, quantizer: Quan
         return x  # values already on this grid and in range: the quantizer is the identity
     if isinstance(x, Tabulated):
         return table_layer(ctx, node, x, quantizer, channel_scale)
+    if isinstance(x, ShuffledDerived):
+        if channel_scale is not None:
+            raise ctx.fail(node, "a quantizer with one scale per channel after a channel "
+                           "shuffle of float values is not supported; quantize per tensor.")
+        out = quantize(ctx, node, x.base, quantizer)
+        return replace(out, producer=add_shuffle(ctx, node, out, x.groups))
     if isinstance(x, PendingConcat):
         shares = [None] * len(x.parts) if channel_scale is None else x.split(channel_scale)
         return concat_layer(ctx, node, [quantize(ctx, node, p, quantizer, share)
@@ -216,6 +224,15 @@ def output_steps_per_code(tail: Chain, out: Quantizer) -> list[Fraction]:
         if isinstance(op, Affine):
             slopes = [s * a for s, a in zip(slopes, op.a, strict=True)]
     return [s / Fraction(float(out.scale)) for s in slopes]
+
+
+def add_shuffle(ctx: ImportContext, node: onnx.NodeProto, x: Stream, groups: int) -> int:
+    """A ChannelShuffle layer on the quantized feature map ``x``; its index."""
+    h, w = x.shape[-2:]
+    channels = int(np.prod(x.shape)) // (h * w)
+    return ctx.add_layer(node, ChannelShuffle(
+        f"shuffle{len(ctx.layers)}", (x.producer,), (h, w, channels), fmt=x.fmt,
+        groups=groups))
 
 
 def thresholding_view(ctx: ImportContext, node: onnx.NodeProto, x: Stream) -> Derived:

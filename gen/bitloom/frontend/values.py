@@ -166,8 +166,24 @@ class Tabulated:
         return self.base.shape
 
 
+@dataclass
+class ShuffledDerived:
+    """A layer's float output whose channels a channel shuffle reordered before its
+    quantizer (onnxruntime's QOperator ShuffleNet: DequantizeLinear, BatchNormalization,
+    Relu, the shuffle, QuantizeLinear). A quantizer with one scale commutes with a channel
+    permutation, so it becomes the layer's requantization followed by a ChannelShuffle
+    layer; nothing else may read it."""
+
+    base: Derived  # before the shuffle
+    groups: int
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.base.shape
+
+
 Value = (Constant | QuantConstant | FloatInput | Stream | Derived | HostResult | PendingConcat
-         | Tabulated)
+         | Tabulated | ShuffledDerived)
 
 
 def describe_scale(scale: np.ndarray) -> str:
