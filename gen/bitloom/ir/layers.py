@@ -160,6 +160,22 @@ class Layer:
 
 
 @dataclass
+class Formatted(Layer):
+    """A layer that writes values of one format it is given (``fmt``): MaxPool, Concat,
+    a table unit, a channel shuffle. Its map keeps its shape unless it says otherwise."""
+
+    fmt: Format = field(kw_only=True)
+
+    @property
+    def out_fmt(self) -> Format:
+        return self.fmt
+
+    @property
+    def out_shape(self) -> tuple[int, ...]:
+        return self.in_shape
+
+
+@dataclass
 class Accumulating(Layer):
     """A layer that sums into an exact accumulator, then (usually) requantizes."""
 
@@ -286,17 +302,12 @@ class DepthwiseConv(Accumulating):
 
 
 @dataclass
-class MaxPool(Layer):
+class MaxPool(Formatted):
     """Maximum over each window; values keep the input's format (max commutes with it)."""
 
-    fmt: Format = field(kw_only=True)
     window: Window = field(kw_only=True)
 
     kind = "MaxPool"
-
-    @property
-    def out_fmt(self) -> Format:
-        return self.fmt
 
     @property
     def out_shape(self) -> tuple[int, ...]:
@@ -370,17 +381,12 @@ class AddStreams(Accumulating):
 
 
 @dataclass
-class Concat(Layer):
+class Concat(Formatted):
     """Channel concatenation of streams in one format (same scale and zero point)."""
 
-    fmt: Format = field(kw_only=True)
     channels: tuple[int, ...] = field(kw_only=True)
 
     kind = "Concat"
-
-    @property
-    def out_fmt(self) -> Format:
-        return self.fmt
 
     @property
     def out_shape(self) -> tuple[int, ...]:
@@ -408,48 +414,30 @@ class Thresholding(Accumulating):
 
 
 @dataclass
-class Lookup(Layer):
+class Lookup(Formatted):
     """An element-wise function of one quantized input as a table: ``table[x - lo]`` for
     every value ``x`` of ``in_fmt`` (``lo`` its least), each entry the output quantizer
     applied to the function evaluated in float64 (Sigmoid, Tanh, HardSwish, GELU, ...)."""
 
     in_fmt: Format = field(kw_only=True)
-    fmt: Format = field(kw_only=True)
     table: np.ndarray = field(kw_only=True)  # int64 output grid values, one per input value
     function: str = field(default="", kw_only=True)
 
     kind = "Lookup"
-
-    @property
-    def out_fmt(self) -> Format:
-        return self.fmt
-
-    @property
-    def out_shape(self) -> tuple[int, ...]:
-        return self.in_shape
 
     def golden(self, x: np.ndarray) -> np.ndarray:
         return self.table[np.asarray(x, dtype=np.int64) - self.in_fmt.grid().lo]
 
 
 @dataclass
-class ChannelShuffle(Layer):
+class ChannelShuffle(Formatted):
     """ShuffleNet's channel shuffle (ONNX: Reshape to ``(G, C/G, H, W)``, Transpose of the
     two channel axes, Reshape back): output channel ``k`` is input channel
     ``(k % G) * (C / G) + k // G``."""
 
-    fmt: Format = field(kw_only=True)
     groups: int = field(kw_only=True)
 
     kind = "ChannelShuffle"
-
-    @property
-    def out_fmt(self) -> Format:
-        return self.fmt
-
-    @property
-    def out_shape(self) -> tuple[int, ...]:
-        return self.in_shape
 
     def golden(self, x: np.ndarray) -> np.ndarray:
         c = x.shape[-1]
