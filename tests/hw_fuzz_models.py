@@ -26,6 +26,9 @@ from pathlib import Path
 import numpy as np
 
 BLOCK_KINDS = ("conv", "depthwise", "maxpool", "requant", "residual", "concat")
+#: onnxruntime models only: a 3x3 average over real pixels (count_include_pad=0), a conv
+#: whose float output goes through a Sigmoid (a table unit), ShuffleNet's channel shuffle
+ORT_KINDS = ("avgpool", "sigmoid", "shuffle")
 RESIDUALS = ("shared", "nested", "separate")
 #: 8-bit activations (255 thresholds a channel: the largest units) one draw in six
 INT_ACTS = ("uint2", "uint3", "uint4", "uint4", "uint5", "uint6", "uint8", "int2", "int3",
@@ -103,12 +106,17 @@ def random_spec(seed: int) -> Spec:
     for _ in range(rng.randint(2, 4)):
         kinds = [k for k in BLOCK_KINDS if not (k == "maxpool" and (hw % 2 or hw < 4))
                  and not (k == "requant" and source == "ort")]
+        if source == "ort":  # after a first block: on the float input they stay on the host
+            kinds += [k for k in ORT_KINDS if blocks and (k != "shuffle" or channels % 2 == 0)]
         kind = rng.choice(kinds)
         act = _act(rng, form, source == "brevitas")
         weight = _weight(rng, form, act)
         if kind == "maxpool":
             blocks.append(Block("maxpool"))
             hw //= 2
+            continue
+        if kind in ("avgpool", "shuffle"):
+            blocks.append(Block(kind))
             continue
         if kind == "requant":
             second = _act(rng, form, True) if rng.random() < 0.5 else ""
@@ -118,8 +126,8 @@ def random_spec(seed: int) -> Spec:
             blocks.append(Block("depthwise", act=act, weight=weight, bn=rng.random() < 0.7))
             continue
         out = rng.choice((2, 3, 4, 6))
-        if kind == "conv":
-            blocks.append(Block("conv", out, act, weight, rng.choice(("k1", "k3")),
+        if kind in ("conv", "sigmoid"):
+            blocks.append(Block(kind, out, act, weight, rng.choice(("k1", "k3")),
                                 rng.random() < 0.7))
         elif kind == "residual":
             out = channels if rng.random() < 0.5 else out
@@ -326,15 +334,23 @@ def float_onnx(spec: Spec):
     from ort_models import Graph
 
     g = Graph(spec.seed)
-    x, channels = "input", spec.in_shape[0]
+    x, channels, hw = "input", spec.in_shape[0], spec.in_shape[1]
     for b in spec.blocks:
-        if b.kind == "conv":
+        if b.kind in ("conv", "sigmoid"):
             k = 1 if b.variant == "k1" else 3
-            x = g.conv(x, channels, b.channels, k, pad=k // 2, bn=b.bn)
+            x = g.conv(x, channels, b.channels, k, pad=k // 2, bn=b.bn,
+                       relu=b.kind == "conv")
+            if b.kind == "sigmoid":
+                x = g.node("Sigmoid", [x])
+        elif b.kind == "avgpool":
+            x = g.node("AveragePool", [x], kernel_shape=[3, 3], pads=[1] * 4)
+        elif b.kind == "shuffle":
+            x = g.shuffle(x, 2, channels, hw)
         elif b.kind == "depthwise":
             x = g.conv(x, channels, channels, 3, pad=1, groups=channels, bn=b.bn)
         elif b.kind == "maxpool":
             x = g.node("MaxPool", [x], kernel_shape=[2, 2], strides=[2, 2])
+            hw //= 2
         elif b.kind == "residual":
             c = b.channels
             if c != channels:
@@ -345,7 +361,7 @@ def float_onnx(spec: Spec):
             left = b.channels // 2
             x = g.node("Concat", [g.conv(x, channels, left, 3, pad=1),
                                   g.conv(x, channels, b.channels - left, 1)], axis=1)
-        if b.kind not in ("maxpool", "requant", "depthwise"):
+        if b.kind not in ("maxpool", "requant", "depthwise", "avgpool", "shuffle"):
             channels = b.channels
     return g.model(spec.in_shape, g.head(x, channels, spec.classes), spec.classes)
 
@@ -406,10 +422,14 @@ def shrink(spec: Spec, fails, budget: int = 40) -> Spec:
 
 def _valid(spec: Spec) -> bool:
     """Channel counts and map sizes still chain after a block was cut."""
-    hw = spec.in_shape[1]
+    channels, hw = spec.in_shape[0], spec.in_shape[1]
     for b in spec.blocks:
         if b.kind == "maxpool":
             if hw % 2 or hw < 2:
                 return False
             hw //= 2
+        if b.kind == "shuffle" and channels % 2:
+            return False
+        if b.channels:
+            channels = b.channels
     return bool(spec.blocks)
