@@ -127,3 +127,32 @@ def test_batchnorm_after_a_quantizer_is_a_cheaper_layer_of_its_own(tmp_path, mon
     composed = bitloom.load(path)
     assert len(composed.layers) == len(split.layers) - 2
     assert cost(split) < cost(composed), (cost(split), cost(composed))
+
+
+def test_per_channel_quantizer_after_a_float_channel_shuffle_is_refused(tmp_path):
+    """The shuffle of a float output becomes a ChannelShuffle layer after the quantizer only
+    when one scale serves every channel: a per-channel QuantizeLinear there is refused by
+    name (as per-channel activation quantizers are in QDQ models generally)."""
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    path = om.quantized("shuffle_bn_qoperator_pt", tmp_path / "shuffle.onnx")
+    model = onnx.load(path)
+    graph = model.graph
+    shuffled = next(n for n in graph.node if n.op_type == "Reshape" and any(
+        n.output[0] in m.input for m in graph.node if m.op_type == "QuantizeLinear"))
+    q = next(m for m in graph.node if m.op_type == "QuantizeLinear"
+             and m.input[0] == shuffled.output[0])
+    inits = {i.name: i for i in graph.initializer}
+    scale = float(numpy_helper.to_array(inits[q.input[1]]))
+    zero = numpy_helper.to_array(inits[q.input[2]])
+    for name, value in ((q.input[1], np.linspace(scale, 2 * scale, 16, dtype=np.float32)),
+                        (q.input[2], np.full(16, zero, dtype=zero.dtype))):
+        inits[name].CopyFrom(numpy_helper.from_array(value, name))
+    q.attribute.append(onnx.helper.make_attribute("axis", 1))
+    bad = tmp_path / "per_channel.onnx"
+    onnx.save(model, bad)
+    with pytest.raises(BitloomError, match=rf"node '{q.name}' \(QuantizeLinear\): per-axis "
+                       r"\(axis 1, 16 scales\) quantization of an activation"):
+        bitloom.load(bad)

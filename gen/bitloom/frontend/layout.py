@@ -139,7 +139,6 @@ def _channel_shuffle(ctx: ImportContext, node: onnx.NodeProto, x: Stream | Deriv
     return replace(x, producer=index, shape=new, perm=None)
 
 
-
 def _flatten_transposed(ctx: ImportContext, node: onnx.NodeProto, x: Stream | Derived,
                         new: tuple[int, ...]) -> Value:
     """A transposed feature map flattened to a vector: the weights that read it are

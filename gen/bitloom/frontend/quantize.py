@@ -201,8 +201,8 @@ def split_double_rounding(ctx: ImportContext, node: onnx.NodeProto, x: Derived, 
     inner = x.chain.ops[last].quantizer
     if not isinstance(inner.fmt, Int) or inner.fmt.bits > MAX_REQUANT_BITS // 2:
         return x
-    tail, out = reads(Chain(x.chain.channels, x.chain.ops[last + 1:]))
-    if all(float(steps).is_integer() for steps in output_steps_per_code(tail, out)):
+    after = Chain(x.chain.channels, x.chain.ops[last + 1:])
+    if all(float(steps).is_integer() for steps in output_steps_per_code(*reads(after))):
         return x
     layer = ctx.layers[x.producer]
     head = Chain(x.chain.channels, x.chain.ops[:last])
@@ -213,7 +213,7 @@ def split_double_rounding(ctx: ImportContext, node: onnx.NodeProto, x: Derived, 
     index = ctx.add_layer(node, Thresholding(
         f"requant{len(ctx.layers)}", (x.producer,), shape,
         acc_fmt=Int.spanning(grid.lo, grid.hi), in_fmt=inner.fmt))
-    return replace(x, producer=index, chain=Chain(x.chain.channels, x.chain.ops[last + 1:]))
+    return replace(x, producer=index, chain=after)
 
 
 def output_steps_per_code(tail: Chain, out: Quantizer) -> list[Fraction]:
