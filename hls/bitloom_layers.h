@@ -243,15 +243,20 @@ struct max_step {
   static out_t finish(const in_t& best, int, int) { return best; }
 };
 
-// Residual add: acc = ka * a + kb * b, with the integer multipliers that put both branches
-// on one exact grid; C channels, ELEMS elements per frame.
-template <int C, int ELEMS, class A, class B, class Acc, class Req>
+// Residual add: acc = ka[k] * a + kb[k] * b + bias[k], then max(acc, 0) where RELU. The
+// integer multipliers put both branches on one exact grid: one for every channel (KC = 1,
+// k = 0) or one per channel (KC = C, k = c: a float island's join); C channels, ELEMS
+// elements per frame.
+template <int C, int ELEMS, int KC, bool RELU, class A, class B, class Acc, class Req, class W>
 void add_streams(hls::stream<typename A::code_t>& a, hls::stream<typename B::code_t>& b,
-                 hls::stream<typename Req::code_t>& out, const Acc ka, const Acc kb) {
+                 hls::stream<typename Req::code_t>& out, const W ka[KC], const W kb[KC],
+                 const W bias[KC]) {
   int c = 0;
   for (int i = 0; i < ELEMS; i++) {
     BITLOOM_HLS(PIPELINE II=1)
-    const Acc acc = ka * A::value(a.read()) + kb * B::value(b.read());
+    const int k = KC == 1 ? 0 : c;
+    Acc acc = Acc(ka[k]) * A::value(a.read()) + Acc(kb[k]) * B::value(b.read()) + Acc(bias[k]);
+    if (RELU && acc < 0) acc = 0;
     out.write(Req::apply(acc, c));
     c = c == C - 1 ? 0 : c + 1;
   }

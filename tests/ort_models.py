@@ -21,7 +21,8 @@ INPUT_SHAPES = {"cnn": (1, 8, 8), "residual": (2, 8, 8), "concat": (1, 8, 8),
                 "depthwise": (4, 8, 8), "avgpool": (1, 8, 8), "concat_bn": (1, 8, 8),
                 "mul": (1, 8, 8), "avgpool_real": (1, 8, 8), "residual_pool": (2, 8, 8),
                 "dense_reuse": (1, 8, 8), "sigmoid": (1, 8, 8), "shuffle": (1, 8, 8),
-                "pieces": (2, 8, 8), "wide": (3, 32, 32), "shuffle_bn": (1, 8, 8)}
+                "pieces": (2, 8, 8), "wide": (3, 32, 32), "shuffle_bn": (1, 8, 8),
+                "residual_chain": (2, 8, 8)}
 
 
 class Graph:
@@ -125,6 +126,12 @@ def float_cnn(kind: str, seed: int = 0) -> onnx.ModelProto:
         return g.model(shape, g.node("Gemm", [y, g.const(w, "fc_w"),
                                               g.const(g.rng.normal(size=5), "fc_b")],
                                      transB=1))
+    if kind == "residual_chain":  # ResNet's stage: the float skip runs through two Sums
+        y = g.conv("input", 2, 8, 3, pad=1)
+        for _ in range(2):
+            branch = g.conv(g.conv(y, 8, 8, 3, pad=1), 8, 8, 3, pad=1, relu=False)
+            y = g.node("Relu", [g.node("Sum", [branch, y])])
+        return g.model(shape, g.head(y, 8))
     if kind == "dense_reuse":  # DenseNet: a tensor read by a BatchNorm, then by a later Concat
         a = g.conv("input", 1, 4, 3, pad=1, bn=False)
         b = g.node("Relu", [g.batch_norm(a, 4)])

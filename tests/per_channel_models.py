@@ -184,16 +184,17 @@ GRAPHS = {
     "flattened_po2": lambda b, rng: _flattened(b, rng, PO2_SCALES),
     "dense_po2": lambda b, rng: _dense(b, rng, PO2_SCALES),
     "added_alike": lambda b, rng: _added(b, rng, same=True),
+    "added": lambda b, rng: _added(b, rng, same=False),  # per-channel multipliers
     # refused
     "dense": lambda b, rng: _dense(b, rng, SCALES),
     "flattened": lambda b, rng: _flattened(b, rng, SCALES),
-    "added": lambda b, rng: _added(b, rng, same=False),
     "at_output": _at_output,
     "on_input": _on_input,
     "along_width": _along_width,
 }
 ACCEPTED = ("depthwise", "minifloat", "pools", "reopened", "concat", "concat_requantized",
-            "transposed", "requantized_stream", "flattened_po2", "dense_po2", "added_alike")
+            "transposed", "requantized_stream", "flattened_po2", "dense_po2", "added_alike",
+            "added")
 
 
 # -- Brevitas ---------------------------------------------------------------------------------

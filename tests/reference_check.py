@@ -105,9 +105,10 @@ def check_against_reference(path: Path | str, form: str, x: np.ndarray) -> dict:
     slack = 1e-5 * float(np.abs(reference).max()) + 1e-7  # float32 summation order
     assert diff <= step + slack, (
         f"max |golden - {ref_name}| = {diff:.6g} > one output step {step:.6g}")
-    np.testing.assert_array_equal(golden.reshape(len(x), -1).argmax(1),
-                                  reference.reshape(len(x), -1).argmax(1),
-                                  err_msg=f"argmax differs from {ref_name}")
+    # the same argmax; where outputs tie (equal up to float32 summation order), either one
+    flat = reference.reshape(len(x), -1)
+    picked = flat[np.arange(len(x)), golden.reshape(len(x), -1).argmax(1)]
+    assert np.all(picked >= flat.max(1) - slack), f"argmax differs from {ref_name}"
     return {"reference": ref_name, "max_diff": diff, "step": step}
 
 

@@ -3,6 +3,7 @@ per-channel; BatchNorm kept or folded by ``quant_pre_process``) against onnxrunt
 
 from __future__ import annotations
 
+import numpy as np
 import ort_models as om
 import pytest
 from reference_check import check_against_reference
@@ -16,9 +17,7 @@ from bitloom.errors import BitloomError
 #: the GlobalAveragePool node and onnxruntime's remedy.
 FLOAT_POOL = [f"{kind}_qoperator_{pc}" for kind in ("cnn", "concat", "depthwise", "avgpool")
               for pc in ("pt", "pc")]
-#: the same with the BatchNormalizations before a residual Sum (ResNet's QOperator form)
-FLOAT_SUM = [f"residual_pool_qoperator_{pc}" for pc in ("pt", "pc")]
-MAPPED = [v for v in om.VARIANTS if v not in FLOAT_POOL + FLOAT_SUM]
+MAPPED = [v for v in om.VARIANTS if v not in FLOAT_POOL]
 
 
 @pytest.mark.parametrize("variant", MAPPED)
@@ -37,12 +36,27 @@ def test_ort_qoperator_float_pool_is_refused(tmp_path, variant):
         bitloom.load(path)
 
 
-@pytest.mark.parametrize("variant", FLOAT_SUM)
-def test_ort_qoperator_float_sum_is_refused(tmp_path, variant):
-    path = om.quantized(variant, tmp_path / f"{variant}.onnx")
-    with pytest.raises(BitloomError, match=r"node 'n_Sum_\d+' \(Sum\): Add of float "
-                       r"tensors that are not all quantized.*quant_pre_process"):
-        bitloom.load(path)
+def test_float_joins_carry_the_skip_in_fixed_point(tmp_path):
+    """ResNet's QOperator form: each branch's BatchNormalization stays after its
+    DequantizeLinear and the skip runs on in float through the next Sum. The joins
+    multiply per channel, the first ReLU'd sum travels on as a wide accumulator (a
+    thresholding layer quantizes it for the next block), and the second join reads it
+    exactly (a power-of-two multiplier)."""
+    from bitloom.ir import AddStreams, ScaleRequant, Thresholding
+    from bitloom.ir.scale_requant import fit_scale
+
+    net = bitloom.load(om.quantized("residual_chain_qoperator_pc", tmp_path / "chain.onnx"))
+    first, second = (ly for ly in net.layers if isinstance(ly, AddStreams))
+    assert first.per_channel and first.relu and first.requant is None
+    assert 30 < first.acc_fmt.bits <= 48
+    readers = [ly for ly in net.layers if net.layers.index(first) in ly.inputs]
+    assert second in readers and any(isinstance(ly, Thresholding) for ly in readers)
+    wide = second.multipliers[second.inputs.index(net.layers.index(first))]
+    assert all(k & (k - 1) == 0 for k in np.atleast_1d(wide))  # powers of two: exact
+    quantizer = next(ly for ly in readers if isinstance(ly, Thresholding))
+    # the half-unit offset keeps ties off the grid: a multiply-and-shift exists (ties to even
+    # at evenly spaced points would leave only 255 wide thresholds a channel)
+    assert isinstance(fit_scale(quantizer.requant, quantizer.acc_fmt), ScaleRequant)
 
 
 @pytest.mark.verilator
@@ -83,6 +97,27 @@ def test_float_islands_tables_and_shuffles_are_bit_exact_on_verilator(tmp_path):
     lanes = {type(lp.layer): lp.fold.pe for lp in plan.layers}
     assert lanes[ChannelShuffle] == 4 and lanes[Lookup] > 1 and lanes[AddStreams] > 1
     design = emit_design(plan, load_board("pynq-z2"), tmp_path / "d", path)
+    result = verify(design, samples=64, pause=0.3)
+    assert result.bit_exact, result.mismatch
+
+
+@pytest.mark.verilator
+def test_float_joins_are_bit_exact_on_verilator(tmp_path):
+    """The chain of float joins (per-channel multipliers and bias from a ROM, a ReLU, the
+    wide accumulator read by the next join and by a thresholding layer), 64 frames with
+    back-pressure, bit-exact against golden, every thresholding layer a scale unit (the
+    wide accumulator's multiply and shift; thresholds on it: test_hw_cnn)."""
+    from bitloom.boards import load_board
+    from bitloom.emit.design import emit_design
+    from bitloom.plan import make_plan
+    from bitloom.plan.requantizers import with_requantizers
+    from bitloom.sim.verify import verify
+
+    path = om.quantized("residual_chain_qoperator_pc", tmp_path / "chain.onnx")
+    net = bitloom.load(path)
+    forced = [f"{ly.name}=scale" for ly in net.layers if type(ly).__name__ == "Thresholding"]
+    plan = with_requantizers(make_plan(net, 64), forced)
+    design = emit_design(plan, load_board("pynq-z2"), tmp_path / "design", path)
     result = verify(design, samples=64, pause=0.3)
     assert result.bit_exact, result.mismatch
 

@@ -250,6 +250,32 @@ def test_threshold_and_add_units_are_bit_exact():
         np.testing.assert_array_equal(got, expected, err_msg=f"{layer.kind} {a_name} {b_name}")
 
 
+@pytest.mark.parametrize("simd", [1, 2, 4])
+def test_add_unit_with_per_channel_terms_and_relu_is_bit_exact(simd):
+    """A float island's join: multipliers and a bias that differ per channel (a ROM read
+    with the beat), a ReLU, and either the wide accumulator out or thresholds."""
+    rng = np.random.default_rng(70 + simd)
+    shape = (2, 3, 8)
+    fa, fb = Int(8, signed=False), Int(12, signed=True)
+    ka = tuple(int(v) for v in rng.integers(-2**20, 2**20, 8))
+    kb = 1 << 5
+    bias = tuple(int(v) for v in rng.integers(-2**26, 2**26, 8))
+    bound = 255 * 2**20 + 2**11 * 2**5 + 2**26
+    a, b = random_codes(rng, fa, (3, *shape)), random_codes(rng, fb, (3, *shape))
+    for requant in (False, True):
+        layer = AddStreams("add", (-1, -1), shape, in_fmts=(fa, fb), multipliers=(ka, kb),
+                           bias=bias, relu=True, acc_fmt=Int.spanning(-bound, bound))
+        if requant:
+            layer.requant = random_thresholds(rng, layer.golden(a, b), Int(4, signed=False))
+        expected = layer.golden(a, b).reshape(-1)
+        assert (expected == 0).any() and (expected > 0).any()
+        out = simulate(AddUnit(layer, simd), {"a": to_beats(a, fa, simd),
+                                              "b": to_beats(b, fb, simd)},
+                       {"o": expected.size // simd}, seed=simd)
+        got = from_beats(beats(out["o"]), layer.out_fmt, simd)
+        np.testing.assert_array_equal(got, expected)
+
+
 @pytest.mark.parametrize("split", [False, True])
 @pytest.mark.parametrize("in_name", ["uint4", "int4", "uint1"])
 def test_threshold_unit_meets_tables_that_reach_past_the_accumulator(monkeypatch, in_name,

@@ -73,7 +73,6 @@ REFUSALS = {
     "dense": ("(Conv)", "per-channel input scale", "sums inputs of 4 different scales",
               "scaling_per_output_channel=False"),
     "flattened": ("(MatMul)", "per-channel input scale", "sums inputs of 4 different scales"),
-    "added": ("(Add)", "per-channel input scale", "differ in ratio"),
     "at_output": ("(Quant)", "per channel", "graph output"),
     "on_input": ("(Quant)", "per-channel scale on the model input"),
     "along_width": ("(Quant)", "its scale of shape (1, 1, 1, 6) is not per-channel (4)"),

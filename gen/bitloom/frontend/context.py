@@ -52,6 +52,8 @@ class ImportContext:
         self.warned: set[str] = set()
         # per layer with thresholds: the chain and quantizer they were derived from
         self.requant_sources: dict[int, tuple[Chain, Quantizer]] = {}
+        # joins of float branches (frontend.float_joins): their accumulator travels on
+        self.float_joins: set[int] = set()
         self.graph_input: onnx.ValueInfoProto | None = None
         self._readers: dict[str, list[onnx.NodeProto]] | None = None
 

@@ -18,6 +18,7 @@ import onnx
 
 from bitloom.formats import Int
 from bitloom.frontend.context import ImportContext
+from bitloom.frontend.float_joins import float_join, is_float_join
 from bitloom.frontend.joins import add_streams
 from bitloom.frontend.quantize import reopen, reopenable, rescaled
 from bitloom.frontend.registry import ONNX, handles
@@ -71,15 +72,8 @@ def arith(ctx: ImportContext, node: onnx.NodeProto, ins: list[Value | None]) -> 
     if isinstance(x, Constant) and isinstance(c, Derived):
         x, c, swapped = c, x, True
     if not (isinstance(x, Derived) and isinstance(c, Constant)):
-        if op in ("Add", "Sub") and isinstance(x, Derived | Stream) and \
-                isinstance(c, Derived | Stream):
-            raise ctx.fail(node, f"{op} of float tensors that are not all quantized: each "
-                           "follows its own rounding (e.g. a BatchNormalization after a "
-                           "DequantizeLinear, as onnxruntime's QOperator form leaves "
-                           "ResNet's), and their exact sum would need per-channel "
-                           "multipliers of about 80 bits; quantize both branches (onnxruntime: "
-                           "run quant_pre_process before quantize_static, which folds "
-                           "BatchNormalization into the Conv).")
+        if op == "Add" and isinstance(x, Derived | Stream) and isinstance(c, Derived | Stream):
+            return float_join(ctx, node, x, c)
         if isinstance(x, Stream) or isinstance(c, Stream):
             raise ctx.fail(node, f"{op} of these tensors is not supported: an Add of two "
                            "branches needs both quantized; other ops need one constant.")
@@ -183,9 +177,24 @@ def clamp(ctx: ImportContext, node: onnx.NodeProto, ins: list[Value | None]) -> 
         raise ctx.fail(node, f"{node.op_type} must follow a layer (MatMul, Conv, pool, "
                        "Add) or a quantizer here.")
     lo, hi = clip_bounds(ctx, node, ins)
+    if lo == 0 and hi is None and relu_joins(ctx, node, x):
+        return x
     step = Clamp(None if lo is None else Fraction(float(lo)),
                  None if hi is None else Fraction(float(hi)))
     return x.then(step)
+
+
+def relu_joins(ctx: ImportContext, node: onnx.NodeProto, x: Derived) -> bool:
+    """A ReLU that is the only reader of a float join's sum becomes the join's own: it
+    clamps the accumulator at 0 (:mod:`~.float_joins`), so that what reads the ReLU,
+    another join in particular, reads the accumulator."""
+    layer = ctx.layers[x.producer] if x.producer >= 0 else None
+    if layer is None or not is_float_join(ctx, x.producer) or layer.relu or \
+            layer.requant is not None or len(x.chain.ops) != 1 or \
+            ctx.readers({node.input[0]}) != [node]:
+        return False
+    layer.relu = True
+    return True
 
 
 def clip_bounds(ctx: ImportContext, node: onnx.NodeProto,

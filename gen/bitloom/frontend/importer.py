@@ -357,7 +357,7 @@ class ModelImporter:
                     "reach the graph output; remove the dead branch."
                 )
             if i in ctx.consumed and getattr(layer, "acc_fmt", None) is not None and \
-                    layer.requant is None:
+                    layer.requant is None and i not in ctx.float_joins:
                 raise BitloomError(
                     f"{ctx.source}: layer {i} ({', '.join(ctx.layer_nodes[i])}) feeds "
                     "another layer without a Quant in between; quantize its output."

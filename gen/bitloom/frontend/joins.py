@@ -18,6 +18,7 @@ import onnx
 
 from bitloom.formats import Int
 from bitloom.frontend.context import ImportContext
+from bitloom.frontend.float_joins import collapsed, float_join
 from bitloom.frontend.registry import ONNX, handles
 from bitloom.frontend.values import (
     Derived,
@@ -26,7 +27,6 @@ from bitloom.frontend.values import (
     Value,
     attributes,
     channel_last,
-    describe_scale,
 )
 from bitloom.ir import AddStreams, Affine, Chain, Concat
 
@@ -36,8 +36,9 @@ MAX_ADD_MULTIPLIER = 2**32
 
 def add_streams(ctx: ImportContext, node: onnx.NodeProto, a: Stream, b: Stream) -> Derived:
     """``sa*(a - za) + sb*(b - zb)`` as ``u * (ka*a + kb*b) + const`` with integers
-    ``ka``, ``kb``: exact for any two scales whose ratio is a modest rational, the same
-    in every channel (per-channel scales give a per-channel ``u``)."""
+    ``ka``, ``kb`` (per channel where per-channel scales differ in ratio): exact for any two
+    scales whose ratio is a modest rational; others join in fixed point
+    (:mod:`~.float_joins`)."""
     if a.shape != b.shape or a.order is not None or b.order is not None:
         raise ctx.fail(node, f"Add of tensors of shapes {a.shape} and {b.shape}: only "
                        "equal shapes (no broadcasting) are supported.")
@@ -45,24 +46,18 @@ def add_streams(ctx: ImportContext, node: onnx.NodeProto, a: Stream, b: Stream) 
     ra, rb = a.reals(c), b.reals(c)  # per channel: value steps and offsets
     units = [Fraction(gcd(ua.numerator, ub.numerator), lcm(ua.denominator, ub.denominator))
              for ua, ub in zip(ra.a, rb.a, strict=True)]
-    ratios = {(int(ua / u), int(ub / u)) for ua, ub, u in zip(ra.a, rb.a, units, strict=True)}
-    ka, kb = ratios.pop()
-    if ratios:
-        raise ctx.fail(node, f"per-channel input scale: the branch scales "
-                       f"{describe_scale(a.scale)} and {describe_scale(b.scale)} differ in "
-                       "ratio from channel to channel, and the Add multiplies each branch by "
-                       "one integer; quantize both branches with one shared quantizer (per "
-                       "tensor, or per channel with the same scales).")
-    if max(abs(ka), abs(kb)) > MAX_ADD_MULTIPLIER:
-        raise ctx.fail(node, f"the branch scales {describe_scale(a.scale)} and "
-                       f"{describe_scale(b.scale)} have no small integer ratio; quantize both "
-                       "branches with one shared quantizer (or power-of-two scales).")
+    ka = tuple(int(ua / u) for ua, u in zip(ra.a, units, strict=True))
+    kb = tuple(int(ub / u) for ub, u in zip(rb.a, units, strict=True))
+    if max(map(abs, ka + kb)) > MAX_ADD_MULTIPLIER:  # no small ratio: in fixed point
+        return float_join(ctx, node, a, b)
     ga, gb = a.fmt.grid(), b.fmt.grid()
-    lo = min(ka * ga.lo, ka * ga.hi) + min(kb * gb.lo, kb * gb.hi)
-    hi = max(ka * ga.lo, ka * ga.hi) + max(kb * gb.lo, kb * gb.hi)
+    ends = [(sorted((x * ga.lo, x * ga.hi)), sorted((y * gb.lo, y * gb.hi)))
+            for x, y in zip(ka, kb, strict=True)]
+    lo, hi = min(x[0] + y[0] for x, y in ends), max(x[1] + y[1] for x, y in ends)
     index = ctx.add_layer(node, AddStreams(
         f"add{len(ctx.layers)}", (a.producer, b.producer), channel_last(a.shape),
-        acc_fmt=Int.spanning(lo, hi), in_fmts=(a.fmt, b.fmt), multipliers=(ka, kb)))
+        acc_fmt=Int.spanning(lo, hi), in_fmts=(a.fmt, b.fmt),
+        multipliers=(collapsed(ka), collapsed(kb))))
     offsets = [oa + ob for oa, ob in zip(ra.b, rb.b, strict=True)]
     return Derived(index, Chain(c).then(Affine(units, offsets)), a.shape)
 

@@ -154,6 +154,8 @@ def _layer_thresholds(ctx: ImportContext, node: onnx.NodeProto, x: Derived, fmt:
                        "quantized again; quantize the input per tensor.")
     if reads is not None:
         x = split_double_rounding(ctx, node, x, fmt, reads)
+    if x.producer in ctx.float_joins and ctx.readers({node.input[0]}) != [node]:
+        x = shared_join(ctx, node, x)
     layer = ctx.layers[x.producer]
     if layer.requant is not None:
         raise ctx.fail(node, "a layer output is quantized twice.")
@@ -214,6 +216,17 @@ def split_double_rounding(ctx: ImportContext, node: onnx.NodeProto, x: Derived, 
         f"requant{len(ctx.layers)}", (x.producer,), shape,
         acc_fmt=Int.spanning(grid.lo, grid.hi), in_fmt=inner.fmt))
     return replace(x, producer=index, chain=after)
+
+
+def shared_join(ctx: ImportContext, node: onnx.NodeProto, x: Derived) -> Derived:
+    """``x``, the sum of a float join (:mod:`~.float_joins`) that something besides this
+    quantizer reads (the next join, as a float), as the float output of a thresholding layer
+    of its own on the join's accumulator: the join keeps its accumulator as its output."""
+    acc_fmt = ctx.layers[x.producer].acc_fmt
+    index = ctx.add_layer(node, Thresholding(
+        f"requant{len(ctx.layers)}", (x.producer,), channel_last(x.shape),
+        acc_fmt=acc_fmt, in_fmt=acc_fmt))
+    return replace(x, producer=index)
 
 
 def output_steps_per_code(tail: Chain, out: Quantizer) -> list[Fraction]:

@@ -363,11 +363,16 @@ class SumPool(Accumulating):
 
 @dataclass
 class AddStreams(Accumulating):
-    """``acc = multipliers[0] * a + multipliers[1] * b``: two branches brought onto one
-    exact grid (integer multipliers from the ratio of their scales)."""
+    """``acc = ka * a + kb * b (+ bias)``, then ``max(acc, 0)`` with ``relu``: two branches
+    brought onto one integer grid. The multipliers are one integer for every channel (the
+    ratio of two scales), or one per channel with a per-channel ``bias``: a float island of
+    onnxruntime's QOperator form, where each branch went through its own per-channel affine
+    map (a BatchNormalization after a DequantizeLinear) before the Add."""
 
     in_fmts: tuple[Format, Format] = field(kw_only=True)
-    multipliers: tuple[int, int] = field(kw_only=True)
+    multipliers: tuple[int | tuple[int, ...], int | tuple[int, ...]] = field(kw_only=True)
+    bias: tuple[int, ...] | None = field(default=None, kw_only=True)
+    relu: bool = field(default=False, kw_only=True)
 
     kind = "Add"
 
@@ -375,9 +380,24 @@ class AddStreams(Accumulating):
     def out_shape(self) -> tuple[int, ...]:
         return self.in_shape
 
+    def channel_terms(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per channel: the two multipliers and the bias (int64)."""
+        c = self.in_shape[-1]
+        ka, kb = (np.broadcast_to(np.asarray(k, dtype=np.int64), (c,))
+                  for k in self.multipliers)
+        bias = np.zeros(c, dtype=np.int64) if self.bias is None else np.asarray(
+            self.bias, dtype=np.int64)
+        return ka, kb, bias
+
+    @property
+    def per_channel(self) -> bool:
+        """Whether the multipliers or a bias vary by channel (a ROM of terms per lane)."""
+        return self.bias is not None or any(not isinstance(k, int) for k in self.multipliers)
+
     def golden(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        ka, kb = self.multipliers
-        return self.finish(a.astype(np.int64) * ka + b.astype(np.int64) * kb)
+        ka, kb, bias = self.channel_terms()
+        acc = a.astype(np.int64) * ka + b.astype(np.int64) * kb + bias
+        return self.finish(np.maximum(acc, 0) if self.relu else acc)
 
 
 @dataclass

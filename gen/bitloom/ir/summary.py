@@ -13,11 +13,12 @@ def summary_text(net) -> str:
     header = f"  {'layer':10} {'op':14} {'in -> out':>22} {'in':>7} {'weight':>7} " \
              f"{'acc':>7} {'out':>7} {'MACs':>8}  requant"
     lines.append(header)
-    for ly in net.layers:
+    read = {i for ly in net.layers for i in ly.inputs}
+    for index, ly in enumerate(net.layers):
         fmts = layer_formats(ly)
         acc = fmts.get("accumulator")
-        req = "-" if acc is None else (
-            requantizers(ly) if ly.requant is not None else "host dequantizes")
+        req = "-" if acc is None else requantizers(ly) if ly.requant is not None else (
+            "none: the accumulator travels on" if index in read else "host dequantizes")
         if getattr(ly, "function", ""):
             req = f"table of {len(ly.table)} ({ly.function})"
         shapes = f"{'x'.join(map(str, ly.in_shape))} -> {'x'.join(map(str, ly.out_shape))}"
