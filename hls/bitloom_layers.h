@@ -262,6 +262,25 @@ void add_streams(hls::stream<typename A::code_t>& a, hls::stream<typename B::cod
   }
 }
 
+// A feature map times one value per channel and frame (bitloom.ir.ChannelScale:
+// squeeze-excitation): acc = (x - ZX) * (s[c] - ZS); the frame's C values of s first.
+template <int C, int ELEMS, class X, class S, class Acc, class Req>
+void channel_scale(hls::stream<typename X::code_t>& x, hls::stream<typename S::code_t>& s,
+                   hls::stream<typename Req::code_t>& out, const int zx, const int zs) {
+  Acc scale[C];
+  for (int c = 0; c < C; c++) {
+    BITLOOM_HLS(PIPELINE II=1)
+    scale[c] = Acc(S::value(s.read())) - Acc(zs);
+  }
+  int c = 0;
+  for (int i = 0; i < ELEMS; i++) {
+    BITLOOM_HLS(PIPELINE II=1)
+    const Acc acc = (Acc(X::value(x.read())) - Acc(zx)) * scale[c];
+    out.write(Req::apply(acc, c));
+    c = c == C - 1 ? 0 : c + 1;
+  }
+}
+
 // A stream requantized on its own (bitloom.ir.Thresholding): its values are the accumulator.
 template <int C, int ELEMS, class In, class Acc, class Req>
 void requantize(hls::stream<typename In::code_t>& in, hls::stream<typename Req::code_t>& out) {

@@ -22,7 +22,7 @@ INPUT_SHAPES = {"cnn": (1, 8, 8), "residual": (2, 8, 8), "concat": (1, 8, 8),
                 "mul": (1, 8, 8), "avgpool_real": (1, 8, 8), "residual_pool": (2, 8, 8),
                 "dense_reuse": (1, 8, 8), "sigmoid": (1, 8, 8), "shuffle": (1, 8, 8),
                 "pieces": (2, 8, 8), "wide": (3, 32, 32), "shuffle_bn": (1, 8, 8),
-                "residual_chain": (2, 8, 8)}
+                "residual_chain": (2, 8, 8), "se": (1, 8, 8)}
 
 
 class Graph:
@@ -132,6 +132,12 @@ def float_cnn(kind: str, seed: int = 0) -> onnx.ModelProto:
             branch = g.conv(g.conv(y, 8, 8, 3, pad=1), 8, 8, 3, pad=1, relu=False)
             y = g.node("Relu", [g.node("Sum", [branch, y])])
         return g.model(shape, g.head(y, 8))
+    if kind == "se":  # squeeze-excitation: the map times a Sigmoid of its channel means
+        y = g.conv("input", 1, 8, 3, pad=1, bn=False)
+        s = g.conv(g.node("GlobalAveragePool", [y]), 8, 4, 1, bn=False)
+        s = g.node("Sigmoid", [g.conv(s, 4, 8, 1, bn=False, relu=False)])
+        y = g.conv(g.node("Mul", [y, s]), 8, 6, 3, pad=1, bn=False)
+        return g.model(shape, g.head(y, 6))
     if kind == "dense_reuse":  # DenseNet: a tensor read by a BatchNorm, then by a later Concat
         a = g.conv("input", 1, 4, 3, pad=1, bn=False)
         b = g.node("Relu", [g.batch_norm(a, 4)])

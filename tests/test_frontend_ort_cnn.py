@@ -122,6 +122,29 @@ def test_float_joins_are_bit_exact_on_verilator(tmp_path):
     assert result.bit_exact, result.mismatch
 
 
+@pytest.mark.verilator
+def test_squeeze_excitation_is_bit_exact_on_verilator(tmp_path):
+    """A map times a Sigmoid of its own channel means (onnxruntime's QDQ form of a
+    squeeze-excitation block): the ChannelScale unit loads the vector, then scales the map
+    that waited a frame in its FIFO; 64 frames with back-pressure, bit-exact, and the
+    measured cycles per frame as planned."""
+    from bitloom.boards import load_board
+    from bitloom.emit.design import emit_design
+    from bitloom.ir import ChannelScale
+    from bitloom.plan import make_plan
+    from bitloom.plan.requantizers import with_requantizers
+    from bitloom.sim.verify import verify
+
+    path = om.quantized("se_qdq_pc", tmp_path / "se.onnx")
+    net = bitloom.load(path)
+    assert sum(isinstance(ly, ChannelScale) for ly in net.layers) == 1
+    plan = with_requantizers(make_plan(net, 256))
+    design = emit_design(plan, load_board("pynq-z2"), tmp_path / "design", path)
+    result = verify(design, samples=64, pause=0.3)
+    assert result.bit_exact, result.mismatch
+    assert result.measured_cycles_per_frame <= 1.05 * result.expected_cycles_per_frame
+
+
 def test_inspect_describes_islands_tables_and_shuffles(tmp_path, capsys):
     """bitloom inspect on the model of every new piece: exact integers, the table, the
     shuffle, each described (it raised on the island's requantizer before)."""

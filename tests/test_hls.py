@@ -280,3 +280,15 @@ def test_channel_shuffle(tmp_path):
     net = bitloom.load(om.quantized("shuffle_qdq_pt", tmp_path / "m.onnx"))
     assert any(isinstance(ly, ChannelShuffle) for ly in net.layers)
     assert_hls_equals_golden(net, om.input_batch("shuffle", FRAMES, seed=4))
+
+
+@pytest.mark.parametrize("variant", ["se_qdq_pc", "residual_chain_qoperator_pc"])
+def test_squeeze_excitation_and_float_joins(tmp_path, variant):
+    """A map times a vector computed from it (ChannelScale), and float joins (per-channel
+    multipliers and bias, a ReLU, the wide accumulator read by the next join), equal golden
+    in HLS."""
+    import ort_models as om
+
+    net = bitloom.load(om.quantized(variant, tmp_path / "m.onnx"))
+    kind = om.VARIANTS[variant][0]
+    assert_hls_equals_golden(net, om.input_batch(kind, FRAMES, seed=4))

@@ -276,6 +276,32 @@ def test_add_unit_with_per_channel_terms_and_relu_is_bit_exact(simd):
         np.testing.assert_array_equal(got, expected)
 
 
+@pytest.mark.parametrize("simd", [1, 2, 4])
+def test_channel_scale_unit_is_bit_exact(simd):
+    """A map times one value per channel and frame (the vector first, then the map), with
+    zero points, several frames, raw and requantized."""
+    from bitloom.hw.channel_scale import ChannelScaleUnit
+    from bitloom.ir import ChannelScale
+
+    rng = np.random.default_rng(90 + simd)
+    shape, frames = (3, 2, 8), 3
+    fx, fs = Int(5, signed=True), Int(8, signed=False)
+    x, v = random_codes(rng, fx, (frames, *shape)), random_codes(rng, fs, (frames, 8))
+    zx, zs = -3, 128
+    ends = [(a - zx) * (b - zs) for a in (-16, 15) for b in (0, 255)]
+    for requant in (False, True):
+        layer = ChannelScale("scale", (-1, -1), shape, in_fmts=(fx, fs), zero_points=(zx, zs),
+                             acc_fmt=Int.spanning(min(ends), max(ends)))
+        if requant:
+            layer.requant = random_thresholds(rng, layer.golden(x, v), Int(4, signed=False))
+        expected = layer.golden(x, v).reshape(-1)
+        out = simulate(ChannelScaleUnit(layer, simd), {"x": to_beats(x, fx, simd),
+                                                       "s": to_beats(v, fs, simd)},
+                       {"o": expected.size // simd}, seed=simd)
+        got = from_beats(beats(out["o"]), layer.out_fmt, simd)
+        np.testing.assert_array_equal(got, expected)
+
+
 @pytest.mark.parametrize("split", [False, True])
 @pytest.mark.parametrize("in_name", ["uint4", "int4", "uint1"])
 def test_threshold_unit_meets_tables_that_reach_past_the_accumulator(monkeypatch, in_name,

@@ -19,7 +19,7 @@ import onnx
 from bitloom.formats import Int
 from bitloom.frontend.context import ImportContext
 from bitloom.frontend.float_joins import float_join, is_float_join
-from bitloom.frontend.joins import add_streams
+from bitloom.frontend.joins import add_streams, scale_channels
 from bitloom.frontend.quantize import reopen, reopenable, rescaled
 from bitloom.frontend.registry import ONNX, handles
 from bitloom.frontend.values import (
@@ -59,6 +59,8 @@ def arith(ctx: ImportContext, node: onnx.NodeProto, ins: list[Value | None]) -> 
         return preprocessed(ctx, node, c, FloatStep(op, float32(x), True, node.name))
     if op == "Add" and isinstance(x, Stream) and isinstance(c, Stream):
         return add_streams(ctx, node, x, c)
+    if op == "Mul" and isinstance(x, Stream) and isinstance(c, Stream):
+        return scale_channels(ctx, node, x, c)
     if isinstance(c, Stream) and isinstance(x, Constant) and op in ("Add", "Mul"):
         x, c = c, x  # commutative: the stream first
     if isinstance(x, Stream) and isinstance(c, Constant) and c.value.size == 1 and \

@@ -1,4 +1,5 @@
-"""Joining branches: a residual ``Add`` of two quantized streams and channel ``Concat``.
+"""Joining branches: a residual ``Add`` of two quantized streams, channel ``Concat``, and a
+feature map times a vector computed from it (squeeze-excitation's ``Mul``).
 
 Both need their inputs on integer grids: an Add brings its two branches onto one grid with
 small integer multipliers, a Concat of branches quantized alike is a layer of its own, and
@@ -28,7 +29,8 @@ from bitloom.frontend.values import (
     attributes,
     channel_last,
 )
-from bitloom.ir import AddStreams, Affine, Chain, Concat
+from bitloom.ir import AddStreams, Affine, Chain, ChannelScale, Concat
+from bitloom.ir.elementwise import as_fractions
 
 #: a residual Add whose branch scales need integer multipliers above this is refused
 MAX_ADD_MULTIPLIER = 2**32
@@ -60,6 +62,32 @@ def add_streams(ctx: ImportContext, node: onnx.NodeProto, a: Stream, b: Stream) 
         multipliers=(collapsed(ka), collapsed(kb))))
     offsets = [oa + ob for oa, ob in zip(ra.b, rb.b, strict=True)]
     return Derived(index, Chain(c).then(Affine(units, offsets)), a.shape)
+
+
+def scale_channels(ctx: ImportContext, node: onnx.NodeProto, a: Stream, b: Stream) -> Derived:
+    """``Mul`` of a quantized feature map ``(C, H, W)`` and a quantized ``(C, 1, 1)`` vector
+    computed from it (squeeze-excitation), in either order: one ChannelScale layer,
+    ``(x - zx) * (s - zs)`` exactly, whose chain carries the product of the two scales."""
+    x, v = (a, b) if len(a.shape) == 3 and a.shape[1:] != (1, 1) else (b, a)
+    if len(x.shape) != 3 or tuple(v.shape) not in ((x.shape[0], 1, 1), (x.shape[0],)) or \
+            x.order is not None or x.perm or v.perm:
+        raise ctx.fail(node, f"Mul of two streamed tensors of shapes {a.shape} and {b.shape}: "
+                       "only a (C, H, W) feature map times a (C, 1, 1) vector "
+                       "(squeeze-excitation) is supported.")
+    if any(f.grid().frac_bits for f in (x.fmt, v.fmt)):
+        raise ctx.fail(node, "Mul of two streamed fixed-point tensors is not supported; "
+                       "quantize both operands to integers.")
+    c = x.channels
+    sx, sv = (as_fractions(t.scale, c) for t in (x, v))
+    gx, gv = x.fmt.grid(), v.fmt.grid()
+    ends = [(p - x.zero_point) * (q - v.zero_point) for p in (gx.lo, gx.hi)
+            for q in (gv.lo, gv.hi)]
+    index = ctx.add_layer(node, ChannelScale(
+        f"scale{len(ctx.layers)}", (x.producer, v.producer), channel_last(x.shape),
+        acc_fmt=Int.spanning(min(ends), max(ends)), in_fmts=(x.fmt, v.fmt),
+        zero_points=(x.zero_point, v.zero_point)))
+    return Derived(index, Chain(c).then(Affine([p * q for p, q in zip(sx, sv, strict=True)],
+                                               [Fraction(0)] * c)), x.shape)
 
 
 @handles(ONNX, "Concat")

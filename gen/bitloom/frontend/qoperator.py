@@ -18,7 +18,7 @@ import onnx
 
 from bitloom.frontend.context import ImportContext
 from bitloom.frontend.elementwise import per_channel
-from bitloom.frontend.joins import add_streams, concat
+from bitloom.frontend.joins import add_streams, concat, scale_channels
 from bitloom.frontend.linear import convolution, dense
 from bitloom.frontend.qdq import int_weights, quant_params, quantize_codes
 from bitloom.frontend.quantize import reopen
@@ -126,19 +126,20 @@ def qlinear_binary(ctx: ImportContext, node: onnx.NodeProto, ins: list[Value | N
     BatchNormalization it could not fold, or one the model spells as Mul and Add): the
     constant's float32 values join the chain like an Add or Mul after DequantizeLinear. A
     product of two streamed operands (squeeze-excitation) needs an element-wise multiplier,
-    which bitloom does not build yet."""
+    which is a ChannelScale layer (:func:`~.joins.scale_channels`)."""
     ins = ins + [None] * (8 - len(ins))
     op = node.op_type.removeprefix("QLinear")
     a, b = ins[0:3], ins[3:6]
     if isinstance(a[0], Constant) and isinstance(b[0], Stream):
         a, b = b, a
-    if op == "Add" and isinstance(b[0], Stream):
-        out = add_streams(ctx, node, _operand(ctx, node, *a), _operand(ctx, node, *b))
+    if isinstance(b[0], Stream):
+        join = add_streams if op == "Add" else scale_channels
+        out = join(ctx, node, _operand(ctx, node, *a), _operand(ctx, node, *b))
         return _requantized(ctx, node, out, ins[6], ins[7])
     if not (isinstance(a[0], Stream) and isinstance(b[0], Constant)):
-        raise ctx.fail(node, f"{node.op_type} of two streamed tensors (e.g. "
-                       "squeeze-excitation) is not supported yet; only a tensor "
-                       f"{'plus' if op == 'Add' else 'times'} a constant.")
+        raise ctx.fail(node, f"{node.op_type} of these operands is not supported; only two "
+                       f"quantized tensors or a tensor {'plus' if op == 'Add' else 'times'} "
+                       "a constant.")
     x = reopen(ctx, node, _operand(ctx, node, *a))
     scale = ctx.const_input(node, b[1], "B scale").astype(np.float32)
     zero = (ctx.const_input(node, b[2], "B zero point").astype(np.int64)

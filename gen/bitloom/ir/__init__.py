@@ -5,6 +5,7 @@ from bitloom.ir.graph import HostOp, InputQuantizer, Network, OutputDequantizer
 from bitloom.ir.layers import (
     AddStreams,
     AnyLayer,
+    ChannelScale,
     ChannelShuffle,
     Concat,
     DepthwiseConv,
@@ -26,6 +27,7 @@ __all__ = [
     "Affine",
     "AnyLayer",
     "Chain",
+    "ChannelScale",
     "ChannelShuffle",
     "Clamp",
     "Concat",

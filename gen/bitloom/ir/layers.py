@@ -401,6 +401,27 @@ class AddStreams(Accumulating):
 
 
 @dataclass
+class ChannelScale(Accumulating):
+    """``acc = (x - zx) * (s[c] - zs)``: a feature map ``x`` (the first input, ``(H, W, C)``)
+    times one value per channel and frame ``s`` (the second, ``C`` values): a
+    squeeze-excitation block's map scaled by the attention vector computed from it."""
+
+    in_fmts: tuple[Format, Format] = field(kw_only=True)
+    zero_points: tuple[int, int] = field(default=(0, 0), kw_only=True)
+
+    kind = "ChannelScale"
+
+    @property
+    def out_shape(self) -> tuple[int, ...]:
+        return self.in_shape
+
+    def golden(self, x: np.ndarray, s: np.ndarray) -> np.ndarray:
+        zx, zs = self.zero_points
+        scale = s.reshape(len(s), *[1] * (x.ndim - 2), -1).astype(np.int64) - zs
+        return self.finish((x.astype(np.int64) - zx) * scale)
+
+
+@dataclass
 class Concat(Formatted):
     """Channel concatenation of streams in one format (same scale and zero point)."""
 
@@ -466,4 +487,4 @@ class ChannelShuffle(Formatted):
 
 
 AnyLayer = (MatrixVector | DepthwiseConv | MaxPool | SumPool | AddStreams | Concat |
-            Thresholding | Lookup | ChannelShuffle)
+            Thresholding | Lookup | ChannelShuffle | ChannelScale)

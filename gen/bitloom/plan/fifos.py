@@ -14,11 +14,13 @@ model input's element ``k/n``. A layer adds to the latest of its inputs' delays
   the earlier inputs');
 - on every edge, :data:`HOP_CYCLES` of pipeline registers, width converter and FIFO.
 
-Where branches join (Add, Concat) an input whose delay is smaller than another's receives
-elements that the join cannot take until the later input catches up: its FIFO holds the
-difference of delays times the beats per frame, plus one output pixel of the join (a
-concatenation makes each input wait while the others' chunks of a pixel go out) and
-:data:`MARGIN` beats. Too little is a deadlock: the fan-out feeding both branches stops.
+Where branches join (Add, Concat, ChannelScale) an input whose delay is smaller than
+another's receives elements that the join cannot take until the later input catches up: its
+FIFO holds the difference of delays times the beats per frame, plus one output pixel of the
+join (a concatenation makes each input wait while the others' chunks of a pixel go out) and
+:data:`MARGIN` beats; a join that takes one input whole before the others' first beat
+(ChannelScale's vector) needs one frame more on each input. Too little is a deadlock: the
+fan-out feeding both branches stops.
 No frame bound caps this: on a small map each windowed layer waits for most of the map,
 so a branch of two such layers leads by more than two frames, and a skip FIFO of one frame
 then limits the frames in flight (a residual pair on a 2x2 map ran 24% slow).
@@ -78,10 +80,13 @@ def join_depths(net: Network, folds: list[Folding], index: int,
     delays = stream_delays(net, folds)
     latest = max(delays[p] for p in layer.inputs)
     pixel_beats = layer.out_shape[-1] // fold.pe  # one output pixel of the join
+    whole = kind_of(layer).loads_whole
     depths = []
     for p, shape in zip(layer.inputs, shapes, strict=True):
         frame = math.prod(shape) // fold.simd
         lead = math.ceil((latest - delays[p]) * frame - 1e-9)
+        if whole is not None:  # all wait for that input's last beat: a frame more
+            lead += frame
         depths.append(max(DECOUPLE, lead + pixel_beats + MARGIN))
     return tuple(depths)
 

@@ -35,6 +35,9 @@ class LayerKind:
     layer_type: ClassVar[type]
     #: a join of several streams (Add, Concat): its input FIFOs follow the schedule
     joins: ClassVar[bool] = False
+    #: the input a join takes whole, each frame, before the others' first beat (None: the
+    #: inputs advance together)
+    loads_whole: ClassVar[int | None] = None
 
     # -- planning ----------------------------------------------------------------------------
     def fold_options(self, layer: AnyLayer) -> list[Folding]:
