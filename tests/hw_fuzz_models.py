@@ -8,7 +8,9 @@ concatenations) and a classifier head, each with its own activation and weight f
 
 - with Brevitas, calibrated and exported as QONNX or QCDQ (``source="brevitas"``), or
 - as a float ONNX graph quantized by onnxruntime's ``quantize_static`` to QDQ
-  (``source="ort"``; formats are onnxruntime's uint8/int8, requantize blocks are skipped).
+  (``source="ort"``) to QDQ or QOperator (which keeps BatchNormalization after each
+  DequantizeLinear: residual adds become float joins); formats are onnxruntime's
+  uint8/int8, requantize blocks are skipped.
 
 :func:`shrink` makes a failing spec smaller while it still fails, so a failure can become a
 regression test of a few layers.
@@ -27,8 +29,9 @@ import numpy as np
 
 BLOCK_KINDS = ("conv", "depthwise", "maxpool", "requant", "residual", "concat")
 #: onnxruntime models only: a 3x3 average over real pixels (count_include_pad=0), a conv
-#: whose float output goes through a Sigmoid (a table unit), ShuffleNet's channel shuffle
-ORT_KINDS = ("avgpool", "sigmoid", "shuffle")
+#: whose float output goes through a Sigmoid (a table unit), ShuffleNet's channel shuffle,
+#: a squeeze-excitation block (the map times a Sigmoid of its channel means)
+ORT_KINDS = ("avgpool", "sigmoid", "shuffle", "se")
 RESIDUALS = ("shared", "nested", "separate")
 #: 8-bit activations (255 thresholds a channel: the largest units) one draw in six
 INT_ACTS = ("uint2", "uint3", "uint4", "uint4", "uint5", "uint6", "uint8", "int2", "int3",
@@ -51,7 +54,7 @@ class Block:
 class Spec:
     seed: int
     source: str  # "brevitas" or "ort"
-    form: str  # "qonnx", "qcdq" (brevitas) or "qdq" (ort)
+    form: str  # "qonnx", "qcdq" (brevitas) or "qdq", "qoperator" (ort)
     in_shape: tuple[int, int, int]  # C, H, W
     in_act: str
     blocks: tuple[Block, ...]
@@ -98,7 +101,8 @@ def random_spec(seed: int) -> Spec:
     """A seeded random model: 2-4 blocks on a small map."""
     rng = random.Random(seed)
     source = "ort" if rng.random() < 0.2 else "brevitas"
-    form = "qdq" if source == "ort" else rng.choice(("qonnx", "qcdq"))
+    form = rng.choice(("qdq", "qoperator")) if source == "ort" else \
+        rng.choice(("qonnx", "qcdq"))
     size = rng.choice((4, 6, 8))
     in_shape = (rng.choice((1, 2, 3)), size, size)
     blocks: list[Block] = []
@@ -115,7 +119,7 @@ def random_spec(seed: int) -> Spec:
             blocks.append(Block("maxpool"))
             hw //= 2
             continue
-        if kind in ("avgpool", "shuffle"):
+        if kind in ("avgpool", "shuffle", "se"):
             blocks.append(Block(kind))
             continue
         if kind == "requant":
@@ -346,6 +350,11 @@ def float_onnx(spec: Spec):
             x = g.node("AveragePool", [x], kernel_shape=[3, 3], pads=[1] * 4)
         elif b.kind == "shuffle":
             x = g.shuffle(x, 2, channels, hw)
+        elif b.kind == "se":
+            s = g.conv(g.node("GlobalAveragePool", [x]), channels, max(channels // 2, 1), 1,
+                       bn=False)
+            s = g.conv(s, max(channels // 2, 1), channels, 1, bn=False, relu=False)
+            x = g.node("Mul", [x, g.node("Sigmoid", [s])])
         elif b.kind == "depthwise":
             x = g.conv(x, channels, channels, 3, pad=1, groups=channels, bn=b.bn)
         elif b.kind == "maxpool":
@@ -361,7 +370,7 @@ def float_onnx(spec: Spec):
             left = b.channels // 2
             x = g.node("Concat", [g.conv(x, channels, left, 3, pad=1),
                                   g.conv(x, channels, b.channels - left, 1)], axis=1)
-        if b.kind not in ("maxpool", "requant", "depthwise", "avgpool", "shuffle"):
+        if b.kind not in ("maxpool", "requant", "depthwise", "avgpool", "shuffle", "se"):
             channels = b.channels
     return g.model(spec.in_shape, g.head(x, channels, spec.classes), spec.classes)
 
@@ -370,7 +379,8 @@ def export_ort(spec: Spec, path: Path) -> Path:
     from float_models import ort_quantize
 
     return ort_quantize(float_onnx(spec), input_batch(spec, 32, seed=100 + spec.seed), path,
-                        fmt="QDQ", per_channel=spec.per_channel, reduce_range=True)
+                        fmt="QOperator" if spec.form == "qoperator" else "QDQ",
+                        per_channel=spec.per_channel, reduce_range=True)
 
 
 def export(spec: Spec, path: Path | str) -> Path:
