@@ -155,3 +155,17 @@ def test_float_preprocessing_that_the_host_cannot_reorder_is_refused():
              "does not broadcast to the model input's shape [1, 12]")
     assert [s.op_type for s in bitloom.load(_preprocessed(np.float32(2), True)).input.steps] \
         == ["Mul"]
+
+
+def test_add_of_unrounded_float_branches_is_refused():
+    """Two layers' float outputs added before any quantizer: neither went through a rounding
+    that a float join could carry in fixed point; refused by name, not guessed."""
+    m = _qdq_mlp()
+    nodes = list(m.graph.node)
+    add = next(n for n in nodes if n.name == "add")
+    nodes.insert(nodes.index(add), helper.make_node("MatMul", ["xd", "wd"], ["mm2"],
+                                                    name="mm2"))
+    add.input[1] = "mm2"
+    del m.graph.node[:]
+    m.graph.node.extend(nodes)
+    _refused(m, "node 'add' (Add)", "unrounded output", "quantize it")
