@@ -130,6 +130,8 @@ def main() -> int:
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--results", type=Path, default=WORK / "results.jsonl")
     parser.add_argument("--shrink", action="store_true")
+    parser.add_argument("--source", choices=("brevitas", "ort"),
+                        help="only the seeds whose model comes from this exporter")
     parser.add_argument("--out", type=Path,
                         default=ROOT / "docs" / "results" / f"{datetime.date.today()}-hw-fuzz.md")
     args = parser.parse_args()
@@ -141,7 +143,10 @@ def main() -> int:
     elif results.exists():
         results.unlink()
     done = {r["seed"] for r in rows}
-    seeds = [s for s in range(args.start, args.start + args.count) if s not in done]
+    from hw_fuzz_models import random_spec
+
+    seeds = [s for s in range(args.start, args.start + args.count) if s not in done
+             and (args.source is None or random_spec(s).source == args.source)]
     start = time.monotonic()
     log = str(WORK / "worker.log")
     with ProcessPoolExecutor(args.jobs, initializer=_quiet_worker, initargs=(log,)) as pool, \
