@@ -246,3 +246,30 @@ def test_utilization_on_board_without_uram() -> None:
     assert "∞" in text and "0.5" in text
     with pytest.raises(BitloomError, match=r"URAM 2 of 0\."):
         check_fits(used, load_board("zybo-z7-20"))
+
+
+@pytest.mark.synth
+def test_layer_units_in_parallel_count_as_the_whole_design(tmp_path: Path) -> None:
+    """Each layer unit in its own Yosys run, then the top with them as black boxes: the
+    summed counts match one run over the whole design (kept hierarchy: nothing crosses a
+    unit's boundary), every layer's unit is attributed, and the progress names each run."""
+    import onnx
+
+    import bitloom
+    from bitloom.flows import layer_units
+
+    from qonnx_models import random_mlp
+
+    onnx.save(random_mlp(11, sizes=(16, 12, 8, 6)), str(tmp_path / "m.onnx"))
+    design = bitloom.compile(tmp_path / "m.onnx", "pynq-z2", out=tmp_path / "d")
+    units = layer_units(design)
+    assert len(units) == len(design.report["layers"])
+    whole = design.synth(jobs=1)["resources"]
+    out = io.StringIO()
+    parallel = design.synth(Console(file=out, width=200), jobs=2)["resources"]
+    for key in ("LUT", "FF", "CARRY", "BRAM36", "DSP"):
+        assert abs(parallel[key] - whole[key]) <= 0.01 * max(whole[key], 1), (key, whole,
+                                                                               parallel)
+    text = out.getvalue()
+    assert all(f"/{len(units) + 1} {unit}" in text for unit in units), text
+    assert all(ly["measured"]["LUT"] > 0 for ly in design.report["layers"])

@@ -172,7 +172,9 @@ def cmd_verify(args) -> int:
 
 def cmd_synth(args) -> int:
     design = bitloom.open_design(args.dir)
-    measured = design.synth(errors if args.json else console)
+    if args.jobs is not None and args.jobs < 1:
+        raise BitloomError(f"--jobs {args.jobs}: give at least 1.")
+    measured = design.synth(errors if args.json else console, jobs=args.jobs)
     if args.json:
         print(json.dumps(measured, indent=2))
     return 0
@@ -284,6 +286,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("synth", help="Yosys synthesis and utilization")
     p.add_argument("dir")
     p.add_argument("--json", action="store_true", help="print the measured resources as JSON")
+    p.add_argument("--jobs", type=int, default=None,
+                   help="Yosys processes at once, a layer unit each, then the top level "
+                        "(default: every core; 1: one Yosys run over the whole design)")
     p.set_defaults(func=cmd_synth)
 
     p = sub.add_parser("build", help="bitstream, PYNQ overlay and driver, FuseSoC core")

