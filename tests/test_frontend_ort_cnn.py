@@ -11,13 +11,7 @@ from reference_check import check_against_reference
 import bitloom
 from bitloom.errors import BitloomError
 
-#: QOperator models onnxruntime leaves with BatchNorm/ReLU/GlobalAveragePool in float between
-#: DequantizeLinear and QuantizeLinear: the float values follow a rounding (the Conv's own
-#: output quantizer), so their average has no exact integer form, and bitloom refuses naming
-#: the GlobalAveragePool node and onnxruntime's remedy.
-FLOAT_POOL = [f"{kind}_qoperator_{pc}" for kind in ("cnn", "concat", "depthwise", "avgpool")
-              for pc in ("pt", "pc")]
-MAPPED = [v for v in om.VARIANTS if v not in FLOAT_POOL]
+MAPPED = list(om.VARIANTS)
 
 
 @pytest.mark.parametrize("variant", MAPPED)
@@ -25,15 +19,6 @@ def test_ort_cnn_matches_onnxruntime(tmp_path, variant):
     path = om.quantized(variant, tmp_path / f"{variant}.onnx")
     kind = om.VARIANTS[variant][0]
     check_against_reference(path, "qdq", om.input_batch(kind, 16, seed=3))
-
-
-@pytest.mark.parametrize("variant", FLOAT_POOL)
-def test_ort_qoperator_float_pool_is_refused(tmp_path, variant):
-    path = om.quantized(variant, tmp_path / f"{variant}.onnx")
-    with pytest.raises(BitloomError, match=r"node 'n_GlobalAveragePool_\d+' "
-                       r"\(GlobalAveragePool\): GlobalAveragePool of an unquantized tensor.*"
-                       r"no exact integer form.*quant_pre_process"):
-        bitloom.load(path)
 
 
 def test_float_joins_carry_the_skip_in_fixed_point(tmp_path):
@@ -102,18 +87,20 @@ def test_float_islands_tables_and_shuffles_are_bit_exact_on_verilator(tmp_path):
 
 
 @pytest.mark.verilator
-def test_float_joins_are_bit_exact_on_verilator(tmp_path):
+@pytest.mark.parametrize("variant", ["residual_chain_qoperator_pc", "cnn_qoperator_pc"])
+def test_float_joins_are_bit_exact_on_verilator(tmp_path, variant):
     """The chain of float joins (per-channel multipliers and bias from a ROM, a ReLU, the
-    wide accumulator read by the next join and by a thresholding layer), 64 frames with
-    back-pressure, bit-exact against golden, every thresholding layer a scale unit (the
-    wide accumulator's multiply and shift; thresholds on it: test_hw_cnn)."""
+    wide accumulator read by the next join and by a thresholding layer), and a pool of a
+    float output after its quantizer (BatchNormalization, ReLU, GlobalAveragePool in
+    fixed point), 64 frames with back-pressure, bit-exact against golden, every
+    thresholding layer a scale unit (thresholds on a wide accumulator: test_hw_cnn)."""
     from bitloom.boards import load_board
     from bitloom.emit.design import emit_design
     from bitloom.plan import make_plan
     from bitloom.plan.requantizers import with_requantizers
     from bitloom.sim.verify import verify
 
-    path = om.quantized("residual_chain_qoperator_pc", tmp_path / "chain.onnx")
+    path = om.quantized(variant, tmp_path / "m.onnx")
     net = bitloom.load(path)
     forced = [f"{ly.name}=scale" for ly in net.layers if type(ly).__name__ == "Thresholding"]
     plan = with_requantizers(make_plan(net, 64), forced)

@@ -130,26 +130,49 @@ def term(ctx: ImportContext, node: onnx.NodeProto, v: Stream | Derived) -> Term:
             return Term(v.producer, layer.acc_fmt, ops[0].a, ops[0].b, wide=True)
         raise ctx.fail(node, "this Add reads an earlier Add of float branches through ops "
                        "other than a ReLU that reads nothing else; quantize it.")
+    fmt, tail = rounded_tail(ctx, node, v)
+    if all(lo is None and hi is None for _, _, lo, hi in tail):
+        return Term(v.producer, fmt, [t[0] for t in tail], [t[1] for t in tail])
+    return clamped_term(ctx, node, v, fmt, tail)
+
+
+def rounded_tail(ctx: ImportContext, node: onnx.NodeProto,
+                 v: Derived) -> tuple[Format, list[tuple]]:
+    """A layer's float output after its own quantizer (reopened by float ops such as a
+    BatchNormalization after its DequantizeLinear): that quantizer set again as the
+    layer's, its format, and per channel ``(A, B, LO, HI)``, the ops after it as
+    ``clamp(A*x + B, LO, HI)`` of its codes ``x``."""
+    if v.producer < 0 or v.max_pools or v.perm:
+        raise ctx.fail(node, "this float tensor is not a per-channel affine map of a "
+                       "quantized tensor (a pool or transpose before it); quantize it.")
+    layer, ops = ctx.layers[v.producer], v.chain.ops
     last = max((r for r, op in enumerate(ops) if isinstance(op, Requantize)), default=None)
     if last is None:
-        raise ctx.fail(node, "this Add's float branch is a layer's unrounded output; "
-                       "quantize it.")
+        raise ctx.fail(node, "this float tensor is a layer's unrounded output; quantize it.")
     head, inner = Chain(v.chain.channels, ops[:last]), ops[last].quantizer
-    if layer.requant is None:  # reopened for this Add: the layer's quantizer again
+    if layer.requant is None:  # reopened by the float ops: the layer's quantizer again
         layer.requant = derive_thresholds(head, inner, layer.acc_fmt)
         ctx.requant_sources[v.producer] = (head, inner)
     elif ctx.requant_sources.get(v.producer) != (head, inner):
-        raise ctx.fail(node, "this Add's float branch follows a quantizer other than its "
+        raise ctx.fail(node, "this float tensor follows a quantizer other than its "
                        "layer's; quantize it.")
     try:
         tail = [clamped_affine(Chain(v.chain.channels, ops[last + 1:]), c)
                 for c in range(v.chain.channels)]
     except NotAnIsland as exc:
-        raise ctx.fail(node, f"this Add's float branch rounds twice ({exc}); quantize "
+        raise ctx.fail(node, f"this float tensor rounds twice ({exc}); quantize "
                        "it.") from None
-    if all(lo is None and hi is None for _, _, lo, hi in tail):
-        return Term(v.producer, inner.fmt, [t[0] for t in tail], [t[1] for t in tail])
-    return clamped_term(ctx, node, v, inner.fmt, tail)
+    return inner.fmt, tail
+
+
+def fixed_point_stream(ctx: ImportContext, node: onnx.NodeProto, v: Derived) -> Stream:
+    """A layer's float output after its own quantizer, in fixed point for an op that needs
+    integers (a pool): onnxruntime's QOperator ``DequantizeLinear -> BatchNormalization ->
+    Relu -> GlobalAveragePool``. Each channel on the grid of a float join's term
+    (:func:`clamped_term`), so the pool sums it exactly."""
+    fmt, tail = rounded_tail(ctx, node, v)
+    t = clamped_term(ctx, node, v, fmt, tail)
+    return Stream(t.producer, t.fmt, np.array([float(u) for u in t.a]), 0, v.shape)
 
 
 def clamped_term(ctx: ImportContext, node: onnx.NodeProto, v: Derived, fmt: Format,

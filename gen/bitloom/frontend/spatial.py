@@ -17,11 +17,13 @@ import onnx
 
 from bitloom.formats import Int
 from bitloom.frontend.context import ImportContext
+from bitloom.frontend.float_joins import fixed_point_stream
 from bitloom.frontend.islands import integer_stream
 from bitloom.frontend.joins import joined
 from bitloom.frontend.registry import ONNX, handles
 from bitloom.frontend.values import Derived, Stream, Value, attributes, channel_last
 from bitloom.ir import Affine, Chain, MaxPool, SumPool, Window
+from bitloom.ir.elementwise import Requantize
 
 
 def sliding_window(ctx: ImportContext, node: onnx.NodeProto, x_shape: tuple[int, ...],
@@ -116,10 +118,13 @@ def max_pool(ctx: ImportContext, node: onnx.NodeProto, ins: list[Value | None]) 
 def average_pool(ctx: ImportContext, node: onnx.NodeProto, ins: list[Value | None]) -> Derived:
     """AveragePool, GlobalAveragePool and ReduceMean over H, W: a sum pool whose
     division by the window size joins the chain (and so the next requantization). A layer's
-    float output is pooled as its exact integers (:mod:`bitloom.frontend.islands`)."""
+    float output is pooled as its exact integers (:mod:`bitloom.frontend.islands`); one after
+    its own quantizer and float ops (onnxruntime's QOperator BatchNormalization and ReLU
+    before a GlobalAveragePool) in fixed point (:func:`~.float_joins.fixed_point_stream`)."""
     x, op, attrs = joined(ctx, ins[0]), node.op_type.removeprefix("QLinear"), attributes(node)
     if isinstance(x, Derived):  # a float island (ResNet-50's Sum -> Relu -> AveragePool)
-        x = integer_stream(ctx, node, x)
+        rounded = any(isinstance(op, Requantize) for op in x.chain.ops)
+        x = fixed_point_stream(ctx, node, x) if rounded else integer_stream(ctx, node, x)
     if not isinstance(x, Stream):
         raise ctx.fail(node, f"{op} of an unquantized tensor cannot be computed exactly; "
                        "quantize the tensor before pooling.")

@@ -46,6 +46,10 @@ def from_beats(beats: list[int], fmt: Format, per_beat: int) -> np.ndarray:
     return fmt.to_grid(fmt.decode(np.array(codes, dtype=np.int64)))
 
 
+#: most cycles a run goes on after its output is complete (see ``Vectors.drain_cycles``)
+DRAIN_LIMIT = 20_000
+
+
 @dataclass
 class Vectors:
     """Everything the testbench needs, and nothing it would have to compute."""
@@ -61,6 +65,10 @@ class Vectors:
     out_pause: float
     seed: int
     timeout_cycles: int  # generous bound; a run still going then is reported as a stall
+    #: cycles the run goes on once the output is complete and every input beat was taken:
+    #: a layer may still be producing the end of the last frame that nothing after it reads
+    #: (a stride-2 convolution without padding skips the last row and column of its input)
+    drain_cycles: int = 0
 
     def save(self, path: Path) -> None:
         """The testbench's file. Of the expectations it holds only the output: the top
@@ -99,6 +107,7 @@ def make_vectors(plan: Plan, trace: list[np.ndarray], in_pause: float, out_pause
         seed=seed,
         timeout_cycles=int(20 * (int(trace[0].shape[0]) + 4) * plan.cycles_per_frame
                            / (1 - max(in_pause, out_pause, 0.0) + 1e-9)) + 20_000,
+        drain_cycles=min(plan.cycles_per_frame, DRAIN_LIMIT),
     )
 
 
