@@ -17,7 +17,7 @@ from amaranth.lib import memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from bitloom.hw.pe import element_value
-from bitloom.hw.thresholds import out_bits, requantize
+from bitloom.hw.thresholds import drive_output, out_bits, requantize
 from bitloom.ir import ChannelScale
 
 
@@ -79,9 +79,6 @@ class ChannelScaleUnit(wiring.Component):
                   for lane in range(simd)]
         result, r_valid = requantize(m, "thresholds", values, layer.requant, layer.acc_fmt,
                                      cb, en, a_valid)
-        with m.If(en):
-            m.d.sync += self.o.valid.eq(r_valid)
-            with m.If(r_valid):
-                m.d.sync += self.o.payload.eq(result)
+        drive_output(m, self.o, en, result, r_valid)
         return m
 

@@ -27,7 +27,7 @@ from amaranth.lib.wiring import In, Out
 from bitloom.formats import Format
 from bitloom.hw.pe import dot_products
 from bitloom.hw.pe.stages import Stages
-from bitloom.hw.thresholds import acc_shape, requantize
+from bitloom.hw.thresholds import acc_shape, drive_output, requantize
 from bitloom.hw.weights import pack_rows, unpack_rows, weight_codes, weight_source
 from bitloom.ir import MatrixVector
 from bitloom.plan.fold import Folding
@@ -150,8 +150,5 @@ class MatrixVectorUnit(wiring.Component):
         # -- requantization into the output register ---------------------------------------
         result, r_valid = requantize(m, "thresholds", accs, layer.requant, acc_fmt, a_nf, en,
                                      b_valid)
-        with m.If(en):
-            m.d.sync += self.o.valid.eq(r_valid)
-            with m.If(r_valid):
-                m.d.sync += self.o.payload.eq(result)
+        drive_output(m, self.o, en, result, r_valid)
         return m

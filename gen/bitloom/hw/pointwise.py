@@ -28,7 +28,7 @@ from amaranth.lib.wiring import In, Out
 
 from bitloom.formats import Format, Int
 from bitloom.hw.pe import element_value
-from bitloom.hw.thresholds import out_bits, requantize
+from bitloom.hw.thresholds import drive_output, out_bits, requantize
 from bitloom.ir import AddStreams, Thresholding, Thresholds
 
 
@@ -87,10 +87,7 @@ class PointwiseUnit(wiring.Component):
             values.append(Mux(value < 0, 0, value) if self.relu else value)
         result, r_valid = requantize(m, "thresholds", values, self.requant, self.acc_fmt, cb,
                                      en, a_valid)
-        with m.If(en):
-            m.d.sync += self.o.valid.eq(r_valid)
-            with m.If(r_valid):
-                m.d.sync += self.o.payload.eq(result)
+        drive_output(m, self.o, en, result, r_valid)
         return m
 
     def _channel_terms(self, m: Module, cb: Signal, en: Signal) -> list[list]:

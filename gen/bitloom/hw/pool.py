@@ -36,7 +36,7 @@ from amaranth.lib.wiring import In, Out
 from bitloom.formats import Format, Int
 from bitloom.hw.pe import dot_product, element_value
 from bitloom.hw.pe.stages import Stages
-from bitloom.hw.thresholds import out_bits, requantize
+from bitloom.hw.thresholds import drive_output, out_bits, requantize
 from bitloom.hw.weights import pack_rows, unpack_rows, weight_codes, weight_source
 from bitloom.hw.window import SlidingWindow, nested_counters
 from bitloom.ir import DepthwiseConv, MaxPool, SumPool, Thresholds, Window
@@ -200,10 +200,7 @@ class TapReducer(wiring.Component):
                 values = [(v - self.offset) * weight for v in values]
             result, r_valid = requantize(m, "thresholds", values, self.requant, self.acc_fmt,
                                          a_cb, en, b_valid)
-        with m.If(en):
-            m.d.sync += self.o.valid.eq(r_valid)
-            with m.If(r_valid):
-                m.d.sync += self.o.payload.eq(result)
+        drive_output(m, self.o, en, result, r_valid)
         return m
 
     def _acc_value(self, word: Value) -> Value:

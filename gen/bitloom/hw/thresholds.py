@@ -73,6 +73,15 @@ def requant_stages(req: Requantizer) -> int:
     return req.stages if isinstance(req, ScaleRequant) else 0
 
 
+def drive_output(m: Module, o, en: Value, result: Value, valid: Value) -> None:
+    """A unit's output register: the requantized beat, held while the consumer stalls
+    (``en`` low)."""
+    with m.If(en):
+        m.d.sync += o.valid.eq(valid)
+        with m.If(valid):
+            m.d.sync += o.payload.eq(result)
+
+
 def requantize(m: Module, name: str, values: Sequence[Value], req: Requantizer,
                acc_fmt: Int, group: Value, en: Value, valid: Value) -> tuple[Value, Value]:
     """Output codes (element 0 lowest) for the accumulators ``values`` of one channel group,
