@@ -260,7 +260,7 @@ def test_layer_units_in_parallel_count_as_the_whole_design(tmp_path: Path) -> No
 
     from qonnx_models import random_mlp
 
-    onnx.save(random_mlp(11, sizes=(16, 12, 8, 6)), str(tmp_path / "m.onnx"))
+    onnx.save(random_mlp(11, sizes=(16, 8, 6)), str(tmp_path / "m.onnx"))
     design = bitloom.compile(tmp_path / "m.onnx", "pynq-z2", out=tmp_path / "d")
     units = layer_units(design)
     assert len(units) == len(design.report["layers"])
