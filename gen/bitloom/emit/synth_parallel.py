@@ -52,6 +52,7 @@ class _Job:
         self.start = 0.0
         self.seconds = 0.0
         self.step = _StepFollower(work / _LOG)
+        self._stat: dict | None = None
 
     def launch(self) -> None:
         self.start = time.monotonic()
@@ -68,12 +69,16 @@ class _Job:
         return True
 
     def stat(self) -> dict:
+        """Yosys's ``stat -json`` of the finished run (read once), or its failure named."""
+        if self._stat is not None:
+            return self._stat
         if self.process.returncode != 0 or not (self.work / _STAT).is_file():
             raise BitloomError(
                 f"Yosys failed to synthesize {self.name} (exit status "
                 f"{self.process.returncode}). The full log is {self.work / _LOG}; it ends "
                 f"with:\n{_tail(self.work)}")
-        return json.loads((self.work / _STAT).read_text(encoding="utf-8"))
+        self._stat = json.loads((self.work / _STAT).read_text(encoding="utf-8"))
+        return self._stat
 
 
 def _top_script(sources: Sequence[str | os.PathLike[str]], top: str, work: Path, family: str,

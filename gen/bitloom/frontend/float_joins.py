@@ -119,13 +119,9 @@ def term(ctx: ImportContext, node: onnx.NodeProto, v: Stream | Derived) -> Term:
                            "branch is not supported.")
         reals = v.reals(v.channels)
         return Term(v.producer, v.fmt, reals.a, reals.b)
-    if v.producer < 0 or v.max_pools or v.perm:
-        raise ctx.fail(node, "this Add's float branch is not a per-channel affine map of a "
-                       "quantized tensor (a pool or transpose before it); quantize it.")
-    layer = ctx.layers[v.producer]
-    ops = v.chain.ops
     if is_float_join(ctx, v.producer):
-        if len(ops) == 1 and isinstance(ops[0], Affine) and \
+        ops, layer = v.chain.ops, ctx.layers[v.producer]
+        if len(ops) == 1 and isinstance(ops[0], Affine) and not (v.max_pools or v.perm) and \
                 all(b == a / 2 for a, b in zip(ops[0].a, ops[0].b, strict=True)):
             return Term(v.producer, layer.acc_fmt, ops[0].a, ops[0].b, wide=True)
         raise ctx.fail(node, "this Add reads an earlier Add of float branches through ops "
