@@ -30,7 +30,8 @@ from functools import cache
 from amaranth import Cat, Const, Mux, Shape, signed
 from amaranth.hdl import Value
 
-from bitloom.formats import Format, Int
+from bitloom.formats import Format, Int, accumulator_grid
+from bitloom.formats.base import Grid
 from bitloom.formats.bits import pack
 from bitloom.formats.minifloat import Minifloat
 from bitloom.hw.pe import dsp as packing_
@@ -48,19 +49,23 @@ from bitloom.plan.products import (
 
 @dataclass
 class Decoded:
-    """An element as ``(-1)**negative * significand << shift`` (its grid integer).
+    """An element as ``(-1)**negative * significand << shift >> bias`` (its grid integer).
 
     Integers are their own significand (signed, ``shift`` 0, ``negative`` constant 0);
     minifloats split into an unsigned significand with the hidden bit, the exponent as a
     shift, and the sign bit, so a product is a small significand multiply and one shift.
+    ``bias`` lets the shift be the exponent field itself (subnormals read as exponent 1)
+    rather than ``exponent - 1``, which would cost a decrement per lane.
     """
 
     significand: Value
     shift: Value | int
     negative: Value | int
+    bias: int = 0
 
     def value(self) -> Value:
         magnitude = self.significand << self.shift
+        magnitude = magnitude[self.bias:] if self.bias else magnitude
         return magnitude if isinstance(self.negative, int) and not self.negative else \
             Mux(self.negative, -magnitude, magnitude)
 
@@ -73,10 +78,9 @@ def decode(code: Value, fmt: Format) -> Decoded:
             raise ValueError(f"{fmt.name}: formats without zero are scales, not operands")
         mant = code[:fmt.man_bits]
         exp = code[fmt.man_bits:fmt.man_bits + fmt.exp_bits]
-        subnormal = exp == 0
-        significand = Mux(subnormal, mant, Cat(mant, Const(1, 1)))
-        shift = Mux(subnormal, 0, (exp - 1)[:len(exp)])
-        return Decoded(significand, shift, code[-1] if fmt.signed else 0)
+        normal = exp != 0
+        shift = Cat(exp[0] | ~normal, exp[1:])  # max(exp, 1): a subnormal's binade is 1's
+        return Decoded(Cat(mant, normal), shift, code[-1] if fmt.signed else 0, 1)
     if not isinstance(fmt, Int):
         raise ValueError(f"{fmt.name}: no hardware datapath for this format yet")
     if fmt.bipolar:
@@ -89,15 +93,25 @@ def element_value(code: Value, fmt: Format) -> Value:
     return decode(code, fmt).value()
 
 
-def product(w: Decoded, a: Decoded, stages: Stages) -> Value:
-    """Exact ``w * a``: significands multiplied, exponents added, signs combined."""
-    magnitude = (w.significand * a.significand) << (w.shift + a.shift) \
-        if not (isinstance(w.shift, int) and isinstance(a.shift, int)) else \
-        w.significand * a.significand
+def product(w: Decoded, a: Decoded, stages: Stages, shape: Shape) -> Value:
+    """Exact ``w * a`` in ``shape``: significands multiplied, signed, then shifted.
+
+    The sign is applied to the narrow significand product before the shift (a 9-bit
+    negation for float8 rather than one across the whole shifted width), and the shifted
+    value is cut to ``shape``, the product's exact range: Amaranth sizes a shift for every
+    amount its bits could encode, which the exponents' sum never reaches.
+    """
+    magnitude = w.significand * a.significand
     negative = w.negative ^ a.negative if not (
         isinstance(w.negative, int) and isinstance(a.negative, int)) else 0
-    return magnitude if isinstance(negative, int) and not negative else \
+    signed_ = magnitude if isinstance(negative, int) and not negative else \
         negated_where(negative, magnitude, stages, "magnitude")
+    if isinstance(w.shift, int) and isinstance(a.shift, int):
+        return signed_
+    shifted = signed_ << (w.shift + a.shift)
+    bias = w.bias + a.bias
+    cut = shifted[bias:bias + shape.width]
+    return cut.as_signed() if shape.signed else cut.as_unsigned()
 
 
 def negated_where(negative: Value, value: Value, stages: Stages, name: str) -> Value:
@@ -105,6 +119,11 @@ def negated_where(negative: Value, value: Value, stages: Stages, name: str) -> V
     :meth:`Stages.share`), not once for each arm of the mux."""
     value = stages.share(value, name)
     return Mux(negative, -value, value)
+
+
+def grid_shape(grid: Grid) -> Shape:
+    """The narrowest shape holding every integer of ``grid``."""
+    return Shape.cast(range(min(grid.lo, 0), max(grid.hi, 0) + 1))
 
 
 def tree_depth(terms: int) -> int:
@@ -177,7 +196,8 @@ def lut_dot_product(w_codes: list[Value], a_codes: list[Value], w_fmt: Format,
     parts = table_parts(w_codes, a_codes, w_fmt, a_fmt)
     if parts is not None:
         return table_dot_product(parts, stages)
-    return adder_tree(stages.at(0, [product(decode(w, w_fmt), decode(a, a_fmt), stages)
+    shape = grid_shape(accumulator_grid(w_fmt, a_fmt, 1))
+    return adder_tree(stages.at(0, [product(decode(w, w_fmt), decode(a, a_fmt), stages, shape)
                                     for w, a in zip(w_codes, a_codes, strict=True)]), stages)
 
 
