@@ -5,8 +5,8 @@ registered activation lanes shared by the PEs, the exact dot products
 (:class:`~bitloom.hw.pe.DotProductUnit`) and one accumulator register per PE sized for 64
 beats. LUT, FF, CARRY and DSP are divided by the MACs per cycle (PE x SIMD); the FFs include
 the input registers, which a real layer shares with its memories. LUT rows use one PE; DSP
-rows as many PEs as one multiplier packs products (two int8, four int4 on DSP48E2), since
-packing needs PEs that share an activation.
+rows as many PEs as one multiplier packs products (two int8, four int4, five int3, nine int2
+on DSP48E2), since packing needs PEs that share an activation.
 
 The pipeline depth is the number of clock cycles from the lane registers' inputs to the
 accumulator: the lane registers, the unit's own ``pipeline`` registers, the accumulator.
@@ -27,7 +27,7 @@ from amaranth.lib.wiring import In, Out
 
 from bitloom.formats import Format, Int, accumulator_grid, parse_format
 from bitloom.hw.pe import DotProductUnit
-from bitloom.plan.products import dsp_packing, packable
+from bitloom.plan.products import MULTIPLIERS, dsp_packing, packable
 
 ACCUMULATED_BEATS = 64
 #: registers inside the unit by default: after the products (the DSP's MREG)
@@ -37,7 +37,8 @@ DEFAULT_PIPELINE = 1
 DEFAULT_PAIRS = [
     ("bipolar", "bipolar", False), ("bipolar", "uint4", False), ("int2", "int2", False),
     ("int4", "uint4", False), ("int4", "int4", False), ("int8", "int8", False),
-    ("int8", "int8", True), ("int4", "int4", True),
+    ("int8", "int8", True), ("int4", "int4", True), ("int3", "int3", True),
+    ("int2", "int2", True),
     ("float4_e2m1fn", "float4_e2m1fn", False), ("float6_e3m2fn", "float6_e3m2fn", False),
     ("float8_e4m3fn", "float8_e4m3fn", False),
 ]
@@ -103,7 +104,9 @@ def measure(weight: str, activation: str, family: str, simd: int, dsp: bool, wor
 
     w_fmt, a_fmt = parse_format(weight), parse_format(activation)
     packed = dsp and packable(w_fmt, a_fmt)
-    pes = dsp_packing(w_fmt, a_fmt, family, 4, simd).ways if packed else 1
+    # as many PEs as the A port can hold fields (the plan takes the most that fit)
+    pes = dsp_packing(w_fmt, a_fmt, family, MULTIPLIERS[family][0], simd).ways if packed \
+        else 1
     unit = DotProductBench(w_fmt, a_fmt, simd, pes, family if packed else None, pipeline)
     work.mkdir(parents=True, exist_ok=True)
     source = work / "pe.v"

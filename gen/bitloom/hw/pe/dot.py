@@ -37,6 +37,7 @@ from bitloom.formats.minifloat import Minifloat
 from bitloom.hw.pe import dsp as packing_
 from bitloom.hw.pe.stages import Stages
 from bitloom.plan.products import (
+    LUT_INPUTS,
     dsp_packing,
     field_span,
     is_bipolar,
@@ -182,9 +183,8 @@ def lut_dot_product(w_codes: list[Value], a_codes: list[Value], w_fmt: Format,
                     a_fmt: Format, stages: Stages) -> Value:
     """The fabric strategies: XNOR-popcount, sign-select, or products and one adder tree."""
     if is_bipolar(w_fmt) and is_bipolar(a_fmt):
-        agree = stages.at(0, [(~(w ^ a)).as_unsigned() for w, a in zip(w_codes, a_codes,
-                                                                     strict=True)])
-        return (adder_tree(agree, stages) << 1) - len(agree)
+        counts = stages.at(0, agreements(w_codes, a_codes))
+        return (adder_tree(ternary_row(counts, stages, 1), stages, 2) << 1) - len(a_codes)
     if is_bipolar(w_fmt) or is_bipolar(a_fmt):
         # sum(+-v) = 2 * sum(v where +1) - sum(v): two plain adder trees, no negations
         signs, other, fmt = (w_codes, a_codes, a_fmt) if is_bipolar(w_fmt) else \
@@ -199,6 +199,42 @@ def lut_dot_product(w_codes: list[Value], a_codes: list[Value], w_fmt: Format,
     shape = grid_shape(accumulator_grid(w_fmt, a_fmt, 1))
     return adder_tree(stages.at(0, [product(decode(w, w_fmt), decode(a, a_fmt), stages, shape)
                                     for w, a in zip(w_codes, a_codes, strict=True)]), stages)
+
+
+#: lanes whose XNOR bits one table counts: three (weight, activation) pairs fill a LUT6
+COUNTED_LANES = LUT_INPUTS // 2
+
+
+def agreements(w_codes: list[Value], a_codes: list[Value]) -> list[Value]:
+    """How many lanes agree, per group of :data:`COUNTED_LANES`: each count bit is one LUT6
+    of three lanes' codes, so the XNORs and the first row of the popcount are one level
+    (a register after it holds 11 bits for 16 lanes, not 16)."""
+    counts = []
+    for first in range(0, len(a_codes), COUNTED_LANES):
+        pairs = list(zip(w_codes[first:first + COUNTED_LANES],
+                         a_codes[first:first + COUNTED_LANES], strict=True))
+        rom = table_rom(tuple(sum(((i >> 2 * k) ^ (i >> 2 * k + 1) ^ 1) & 1  # XNOR of pair k
+                                  for k in range(len(pairs)))
+                              for i in range(4 ** len(pairs))))
+        counts.append(rom[Cat(*(bit for pair in pairs for bit in pair))])
+    return counts
+
+
+def ternary_row(terms: list[Value], stages: Stages, level: int) -> list[Value]:
+    """``a + (b + c)`` per three terms, where ``b + c`` (at most 5 bits in) is a table inside
+    the carry chain's LUTs: the adder bit's LUT6 takes ``a``'s bit and the five bits, so
+    three terms cost one carry chain instead of two."""
+    sums = []
+    for first in range(0, len(terms), 3):
+        group = terms[first:first + 3]
+        if len(group) < 3 or len(group[1]) + len(group[2]) > LUT_INPUTS - 1:
+            sums += group
+            continue
+        a, b, c = group
+        rom = table_rom(tuple((i & ((1 << len(b)) - 1)) + (i >> len(b))
+                              for i in range(1 << (len(b) + len(c)))))
+        sums.append(a + rom[Cat(b, c)])
+    return stages.at(level, sums, keep=True)
 
 
 @dataclass
