@@ -35,6 +35,7 @@ from bitloom.formats.base import Grid
 from bitloom.formats.bits import pack
 from bitloom.formats.minifloat import Minifloat
 from bitloom.hw.pe import dsp as packing_
+from bitloom.hw.pe.compress import Row, counter_sum
 from bitloom.hw.pe.stages import Stages
 from bitloom.plan.products import (
     LUT_INPUTS,
@@ -312,11 +313,16 @@ def table_dot_product(parts: list[Part], stages: Stages) -> Value:
         values += looked
         offset += (lo * lanes) << part.shift
     values = stages.at(0, values)
+    if not any(part.negative for part in parts):  # unsigned rows: counters in the chains
+        rows = [Row(v, part.shift) for j, part in enumerate(parts)
+                for v in values[j * lanes:(j + 1) * lanes]]
+        low = sum((min(part.table) * lanes) << part.shift for part in parts)
+        high = sum((max(part.table) * lanes) << part.shift for part in parts)
+        return counter_sum(rows, offset, grid_shape(Grid(low, high, 0)), stages, 1)
     rows = tree_depth(lanes)
     sums = [adder_tree(values[j * lanes:(j + 1) * lanes], stages, 1, rows)
             for j in range(len(parts))]
-    total = sum((s << part.shift for s, part in zip(sums, parts, strict=True)), Const(0, 1))
-    return total + offset if offset else total
+    return sum((s << part.shift for s, part in zip(sums, parts, strict=True)), Const(0, 1))
 
 
 def packed_dot_products(w_rows: list[list[Value]], a_codes: list[Value], w_fmt: Format,
