@@ -224,6 +224,7 @@ def _least_shift(t: np.ndarray, inside: np.ndarray, bound: np.ndarray,
                  strict: bool) -> tuple[int, np.ndarray, np.ndarray] | None:
     """``(S, m, b)`` of :func:`_fit_at` for the least shift ``S`` that has them: fitting at
     ``S + 1`` what fits at ``S`` is doubling ``(m, b)``, so gallop up, then bisect."""
+    t, inside, bound = _hull_steps(t, inside, bound)
     fits: dict[int, tuple | None] = {}
 
     def fit(shift: int):
@@ -243,6 +244,53 @@ def _least_shift(t: np.ndarray, inside: np.ndarray, bound: np.ndarray,
     return (lo_shift, *fit(lo_shift))
 
 
+def _hull_steps(t: np.ndarray, inside: np.ndarray, bound: np.ndarray
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per channel, only the steps :func:`_fit_at` can be bound by, packed to the left:
+    ``(t, inside, bound)`` with ``bound`` per channel and step.
+
+    Why: a 16-bit output has 65,535 steps a channel and the fit evaluates every one some
+    thousand times. Its bounds on ``b`` are ``max_k(c_k - m t_k)`` and
+    ``min_k(c_k - 1 - m (t_k - 1))``, which only the upper and lower convex hulls of the
+    points ``(t_k, c_k)`` reach; a power-of-two ``c`` scale (the shift) keeps the hulls. A
+    rounded straight line has a few dozen hull points."""
+    kept = []
+    for row in range(t.shape[0]):
+        cols = np.nonzero(inside[row])[0]
+        x, y = t[row, cols], bound[cols]
+        wide = max((int(np.max(np.abs(v), initial=0)).bit_length() for v in (x, y)),
+                   default=0)
+        if 2 * wide + 3 < 63:
+            x, y = x.astype(np.int64), y.astype(np.int64)
+        hull = np.union1d(_chain(x, y, upper=True), _chain(x, y, upper=False))
+        kept.append(cols[hull])
+    width = max((len(k) for k in kept), default=0) or 1
+    steps = np.zeros((t.shape[0], width), dtype=t.dtype)
+    mask = np.zeros((t.shape[0], width), dtype=bool)
+    bounds = np.zeros((t.shape[0], width), dtype=object)
+    for row, cols in enumerate(kept):
+        steps[row, :len(cols)], mask[row, :len(cols)] = t[row, cols], True
+        bounds[row, :len(cols)] = bound[cols]
+    return steps, mask, bounds
+
+
+def _chain(x: np.ndarray, y: np.ndarray, upper: bool) -> np.ndarray:
+    """Indices of the points ``(x, y)`` (``x`` ascending) that may be vertices of their
+    upper (or lower) convex hull: a point on the far side of the chord between its
+    neighbours is dropped, never two neighbours in one pass, until none is."""
+    idx = np.arange(len(x))
+    while len(idx) >= 3:
+        a, b, c = idx[:-2], idx[1:-1], idx[2:]
+        cross = (x[b] - x[a]) * (y[c] - y[a]) - (y[b] - y[a]) * (x[c] - x[a])
+        drop = ((cross >= 0) if upper else (cross <= 0)) & \
+            (x[a] <= x[b]) & (x[b] <= x[c]) & (x[a] < x[c])
+        drop[1:] &= ~drop[:-1]
+        if not drop.any():
+            break
+        idx = idx[np.concatenate([[True], ~drop, [True]])]
+    return idx
+
+
 def _fit_at(t: np.ndarray, inside: np.ndarray, c: np.ndarray,
             strict: bool = True) -> tuple[np.ndarray, np.ndarray] | None:
     """Per channel, integers ``m >= 0`` and ``b`` with ``m * t_k + b >= c_k`` and
@@ -253,8 +301,10 @@ def _fit_at(t: np.ndarray, inside: np.ndarray, c: np.ndarray,
     For a given ``m`` the feasible ``b`` lie between ``max_k(c_k - m t_k)`` and
     ``min_k(c_k - 1 - m (t_k - 1))``; the gap between them is concave in ``m``, so a binary
     search on its slope finds the ``m`` that maximizes it, between the slopes the first and
-    last steps allow. ``t`` is taken from each channel's first step."""
+    last steps allow. ``t`` is taken from each channel's first step. ``c`` is per step, or
+    per channel and step."""
     channels = t.shape[0]
+    c = np.broadcast_to(c, t.shape)
     ms, bs = np.zeros(channels, dtype=object), np.zeros(channels, dtype=object)
     rows = np.nonzero(inside.any(axis=1))[0]
     if len(rows) == 0:
@@ -263,7 +313,7 @@ def _fit_at(t: np.ndarray, inside: np.ndarray, c: np.ndarray,
     first = np.argmax(mask, axis=1)
     last = mask.shape[1] - 1 - np.argmax(mask[:, ::-1], axis=1)
     ref = t[rows, first]
-    rise = c[last] - c[first]  # per channel, Python ints
+    rise = c[rows, last] - c[rows, first]  # per channel, Python ints
     run = t[rows, last] - ref
     d = 1 if strict else 0
     pairs = list(zip(rise, run, strict=True))
@@ -274,7 +324,7 @@ def _fit_at(t: np.ndarray, inside: np.ndarray, c: np.ndarray,
     # in residuals of the least slope the search runs in int64 (Python ints if ever wider):
     # c_k - m t_k = base_k - (m - m_lo) t_k, with base = c - m_lo * t
     tt = np.where(mask, t[rows] - ref[:, None], 0).astype(object)
-    base = np.where(mask, c[None, :] - m_lo[:, None] * tt, 0)
+    base = np.where(mask, c[rows] - m_lo[:, None] * tt, 0)
     widest = max(int(np.max(base)).bit_length(), int(np.min(base)).bit_length(),
                  max(int(h - m) * (int(n) + 1) for h, m, n in zip(m_hi, m_lo, run,
                                                                   strict=True)).bit_length())
