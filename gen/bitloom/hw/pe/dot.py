@@ -125,7 +125,10 @@ def negated_where(negative: Value, value: Value, stages: Stages, name: str) -> V
 
 def grid_shape(grid: Grid) -> Shape:
     """The narrowest shape holding every integer of ``grid``."""
-    return Shape.cast(range(min(grid.lo, 0), max(grid.hi, 0) + 1))
+    lo, hi = min(grid.lo, 0), max(grid.hi, 0)  # not a range: e5m2 grids pass 2**63
+    if lo < 0:
+        return Shape(max((-lo - 1).bit_length(), hi.bit_length()) + 1, signed=True)
+    return Shape(hi.bit_length())
 
 
 def tree_depth(terms: int) -> int:
