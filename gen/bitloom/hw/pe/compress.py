@@ -71,6 +71,20 @@ def added(acc: Row, row: Row) -> tuple[Row, int]:
     return Row(Cat(padded[:k], (high - complement)[:width]), acc.shift), 1 << row.shift
 
 
+def as_rows(values: list[Value], shift: int = 0) -> tuple[list[Row], int]:
+    """Unsigned rows and a constant whose sum is ``sum(values) << shift``: a signed value's
+    top bit weighs ``-2**(n-1)``, so it is inverted (free inside a counter's LUT) and
+    ``-2**(n-1)`` joins the constant."""
+    rows, constant = [], 0
+    for v in values:
+        if v.shape().signed:
+            rows.append(Row(Cat(v[:-1], ~v[-1]), shift))
+            constant -= 1 << (len(v) - 1 + shift)
+        else:
+            rows.append(Row(v, shift))
+    return rows, constant
+
+
 def counter_sum(rows: list[Row], constant: int, shape: Shape, stages: Stages,
                 level: int) -> Value:
     """``constant + sum(row.value << row.shift)``, exactly, in ``shape`` (which holds it).
@@ -79,10 +93,18 @@ def counter_sum(rows: list[Row], constant: int, shape: Shape, stages: Stages,
     is counted with the last round's rows: a constant bit is no LUT input, and the last
     carry chains already span the sum's width, where a separate adder would cost a LUT per
     bit. A dry run without a module finds the excess, which depends only on the rows'
-    widths.
+    widths. Without a module (no kept sums, nothing for the counters to feed) the sum is
+    written plainly; its expression would otherwise copy every row into each counter that
+    reads it.
     """
     width = shape.width
-    _, excess = reduced(rows, Row(Const(0, width), 0), Stages(), level)
+    zero = Row(Const(0, width), 0)
+    if stages.m is None:  # no kept sums: Yosys would merge any adders; a plain sum is exact
+        reduced(rows, zero, stages, level)  # records the levels the counters take
+        total = sum((r.value << r.shift for r in rows), Const(constant % (1 << width), width))
+        cut = total[:width]
+        return cut.as_signed() if shape.signed else cut
+    _, excess = reduced(rows, zero, Stages(), level)
     folded = Row(Const((constant - excess) % (1 << width), width), 0)
     total, _ = reduced(rows, folded, stages, level)
     cut = (total.value << total.shift)[:width]

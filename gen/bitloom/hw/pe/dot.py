@@ -35,7 +35,7 @@ from bitloom.formats.base import Grid
 from bitloom.formats.bits import pack
 from bitloom.formats.minifloat import Minifloat
 from bitloom.hw.pe import dsp as packing_
-from bitloom.hw.pe.compress import Row, counter_sum
+from bitloom.hw.pe.compress import Row, as_rows, counter_sum
 from bitloom.hw.pe.stages import Stages
 from bitloom.plan.products import (
     LUT_INPUTS,
@@ -201,8 +201,11 @@ def lut_dot_product(w_codes: list[Value], a_codes: list[Value], w_fmt: Format,
     if parts is not None:
         return table_dot_product(parts, stages)
     shape = grid_shape(accumulator_grid(w_fmt, a_fmt, 1))
-    return adder_tree(stages.at(0, [product(decode(w, w_fmt), decode(a, a_fmt), stages, shape)
-                                    for w, a in zip(w_codes, a_codes, strict=True)]), stages)
+    products = stages.at(0, [product(decode(w, w_fmt), decode(a, a_fmt), stages, shape)
+                             for w, a in zip(w_codes, a_codes, strict=True)])
+    rows, constant = as_rows(products)
+    return counter_sum(rows, constant, grid_shape(accumulator_grid(w_fmt, a_fmt, len(rows))),
+                       stages, 1)
 
 
 #: lanes whose XNOR bits one table counts: three (weight, activation) pairs fill a LUT6
