@@ -413,6 +413,11 @@ def test_build_runs_vivado_when_it_is_on_path(pynq_design, tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "Bitstream(s):" in proc.stdout and "bitloom.bit" in proc.stdout
     assert (pynq_design.path / "build" / "overlay" / "bitloom.bit").is_file()
+    # the post-route summary lands in report.json (the stub's WNS is 0.25 ns at 100 MHz)
+    timing = json.loads((pynq_design.path / "report.json").read_text())["vivado_timing"]
+    assert timing["wns_ns"] == 0.25 and timing["tns_ns"] is None
+    assert timing["fmax_mhz"] == pytest.approx(1000 / (10 - 0.25), abs=0.05)
+    assert "WNS 0.25 ns" in proc.stdout
 
 
 def test_build_for_ultrascale_says_there_is_no_open_flow(tmp_path):

@@ -273,3 +273,11 @@ def test_layer_units_in_parallel_count_as_the_whole_design(tmp_path: Path) -> No
     text = out.getvalue()
     assert all(f"/{len(units) + 1} {unit}" in text for unit in units), text
     assert all(ly["measured"]["LUT"] > 0 for ly in design.report["layers"])
+    # the timing estimate: per layer from its unit's netlist, the design's the least
+    timing = design.report["timing"]
+    assert timing["estimate"] and "not a placed-and-routed result" in timing["basis"]
+    layers = {ly["name"]: ly["timing"] for ly in design.report["layers"]}
+    assert set(layers) <= set(timing["parts"]) and timing["limiting_layer"] in timing["parts"]
+    assert timing["fmax_mhz"] == min(p["fmax_mhz"] for p in timing["parts"].values())
+    assert all(t["through"].get("LUT", 0) > 0 and " -> " in t["path"] for t in layers.values())
+    assert "Estimated Fmax" in text and timing["limiting_layer"] in text

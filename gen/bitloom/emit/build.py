@@ -8,6 +8,7 @@ which tool is missing, the command to run, and whether any bitstream was built.
 
 from __future__ import annotations
 
+import json
 import shlex
 import shutil
 import subprocess
@@ -69,6 +70,19 @@ def _shell(command: list[str], cwd: Path) -> str:
     return f"cd {shlex.quote(str(cwd))} && {shlex.join(command)}"
 
 
+def vivado_timing(path: Path) -> dict | None:
+    """The post-route summary the Vivado script wrote (WNS/TNS/WHS/THS in ns), with the
+    clock it would meet: ``1000 / (period - WNS)`` MHz. None without one."""
+    try:
+        summary = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    wns, clock = summary.get("wns_ns"), float(summary["clock_mhz"])
+    summary["fmax_mhz"] = None if wns is None else round(1000 / (1000 / clock - wns), 1)
+    summary["source"] = "Vivado post-route (report_timing_summary)"
+    return summary
+
+
 def build_design(design: Design, console: Console, run: bool = True, status=None) -> BuildResult:
     """Write every flow's scripts into ``DIR/build`` and run the flows whose tools exist."""
     if "io" not in design.report:
@@ -111,6 +125,14 @@ def build_design(design: Design, console: Console, run: bool = True, status=None
             raise BitloomError(f"Vivado finished without writing {bitstream}; see "
                                f"{vivado.folder / 'vivado.log'}.")
         result.bitstreams.append(bitstream)
+        timing = vivado_timing(overlay / f"{OVERLAY_NAME}_timing.json")
+        if timing is not None:
+            design.report["vivado_timing"] = timing
+            design.save_report()
+            result.notes.append(
+                f"Vivado timing after routing: WNS {timing['wns_ns']} ns at "
+                f"{timing['clock_mhz']:g} MHz, about {timing['fmax_mhz']:.1f} MHz achievable "
+                f"(report.json vivado_timing; {overlay / 'timing_summary.rpt'}).")
 
     if openxc7 is None:
         result.notes.append(f"openXC7: {reason}")

