@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from bitloom.emit.timing import ROUTE_PS, longest_paths, speed_grade
+from bitloom.boards import load_board
+from bitloom.emit.timing import ROUTE_PS, longest_paths
 
 
 def cell(kind: str, **ports: tuple[str, list]) -> dict:
@@ -34,12 +35,13 @@ def test_a_register_to_register_path_adds_cell_delays_and_routing():
         "l2": cell("LUT2", I0=("input", ["0"]), I1=("input", [3]), O=("output", [4])),
         "b": ff(4, 5),
     }, {"acc": {"bits": [5]}, "x": {"bits": [2]}})
-    path = longest_paths(netlist, "top", "xc7", "-1", lambda name: "all")["all"]
+    path = longest_paths(netlist, "top", 1.0, lambda name: "all")["all"]
     assert path.ps == pytest.approx(303 + ROUTE_PS + 642 + ROUTE_PS + 127)
     assert path.kinds() == {"FF": 2, "LUT": 2}
     assert path.start == "x" and path.end == "acc"
     assert path.fmax_mhz == pytest.approx(1e6 / path.ps)
-    faster = longest_paths(netlist, "top", "xcup", "-2", lambda name: "all")["all"]
+    zcu104 = load_board("zcu104")  # an UltraScale+ in speed grade -2
+    faster = longest_paths(netlist, "top", zcu104.speed_factor, lambda name: "all")["all"]
     assert faster.ps == pytest.approx(path.ps * 0.55)
 
 
@@ -56,7 +58,7 @@ def test_a_carry_chain_rides_its_dedicated_wire():
                    CO=("output", [60, 61, 62, 63])),
         "b": ff(53, 5),
     })
-    path = longest_paths(netlist, "top", "xc7", "-1", lambda name: "all")["all"]
+    path = longest_paths(netlist, "top", 1.0, lambda name: "all")["all"]
     # S[0] -> CO[3] 508 ps, CI -> O[3] 313 ps; the carry sum into a flip-flop: no routing
     assert path.ps == pytest.approx(303 + ROUTE_PS + 508 + 313)
     assert path.kinds()["CARRY"] == 2
@@ -70,15 +72,14 @@ def test_endpoints_are_grouped_and_ports_count_as_registers():
         "y": ff(9, 11),
     })
     netlist["modules"]["top"]["ports"]["i"] = {"direction": "input", "bits": [7]}
-    paths = longest_paths(netlist, "top", "xc7", "-1",
+    paths = longest_paths(netlist, "top", 1.0,
                           lambda name: {"x": "first", "y": "second"}.get(name))
     assert paths["first"].ps == pytest.approx(303 + ROUTE_PS + 127)
     assert paths["second"].ps == pytest.approx(303 + ROUTE_PS)  # flip-flop to flip-flop
 
 
-@pytest.mark.parametrize("part, grade", [("xc7z020clg400-1", "-1"),
-                                         ("xczu7ev-ffvc1156-2-e", "-2"),
-                                         ("xck26-sfvc784-2LV-c", "-2"),
-                                         ("xczu3eg-sbva484-1-i", "-1")])
-def test_speed_grades_of_the_boards_parts(part, grade):
-    assert speed_grade(part) == grade
+@pytest.mark.parametrize("board, factor", [("pynq-z2", 1.0), ("zybo-z7-20", 1.0),
+                                           ("ultra96-v2", 0.62), ("kv260", 0.55),
+                                           ("zcu104", 0.55)])
+def test_every_board_has_a_speed_factor(board, factor):
+    assert load_board(board).speed_factor == factor

@@ -9,7 +9,7 @@ PS and AXI ports from here, so adding a board is adding a file.
 from __future__ import annotations
 
 import importlib.util
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from importlib.resources.abc import Traversable
 from pathlib import Path
@@ -50,6 +50,13 @@ class AxiPorts:
     data_width: int  # widest data bus those slaves accept, in bits
 
 
+#: logic delays by family and speed grade against Artix-7 -1, where Yosys's Xilinx cell
+#: delays were measured: Zynq-7000 -1 is that fabric; UltraScale+ is taken as 0.62 of it at
+#: -1 and 0.55 at -2 (estimates, not characterized; docs/hardware.md)
+SPEED_FACTORS = {("xc7", "-1"): 1.0, ("xc7", "-2"): 0.88, ("xc7", "-3"): 0.78,
+                 ("xcup", "-1"): 0.62, ("xcup", "-2"): 0.55, ("xcup", "-3"): 0.5}
+
+
 @dataclass(frozen=True)
 class Board:
     """One board as the compiler sees it; capacities are Vivado's "Available" counts."""
@@ -75,6 +82,22 @@ class Board:
         tdata = 8 * -(-word_bits // 8)
         dma = next(bits for bits in DMA_STREAM_BITS if bits >= min(tdata, self.axi.data_width))
         return dma, -(-tdata // dma) * dma
+
+    def at_clock(self, clock_mhz: float) -> Board:
+        """This board with its fabric clocked at ``clock_mhz``, one of the clocks its PS
+        can give the fabric (``pl_clocks_mhz``)."""
+        if not any(abs(clock_mhz - c) < 1e-3 for c in self.pl_clocks_mhz):
+            raise BitloomError(
+                f"--clock {clock_mhz:g}: {self.name}'s processing system gives the fabric "
+                f"{', '.join(f'{c:g}' for c in self.pl_clocks_mhz)} MHz; choose one of them.")
+        return replace(self, default_clock_mhz=float(clock_mhz))
+
+    @property
+    def speed_factor(self) -> float:
+        """Every logic delay of this part relative to an Artix-7 in speed grade -1 (the
+        timing estimate's reference, :mod:`bitloom.emit.timing`): an estimate."""
+        grade = self.speed_grade[:2]
+        return SPEED_FACTORS.get((self.family, grade), SPEED_FACTORS[(self.family, "-1")])
 
     def ddr_bits_per_cycle(self, clock_mhz: float) -> float:
         """DDR bits per fabric cycle that streamed weights may count on: a share

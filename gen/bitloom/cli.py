@@ -119,7 +119,7 @@ def cmd_compile(args) -> int:
         plan = plan_design(net, board, target_fps=args.target_fps,
                            weights_memory=args.weights_memory or (),
                            max_utilization=args.max_utilization,
-                           requantizers=args.requantizer or ())
+                           requantizers=args.requantizer or (), clock_mhz=args.clock)
         with progress("Generating HLS C++..."):
             hls_dir = emit_hls(net, Path(args.out), plan=plan, part=board.part,
                                clock_ns=1000.0 / plan.clock_mhz)
@@ -131,7 +131,8 @@ def cmd_compile(args) -> int:
         design = bitloom.compile(
             args.model, board, out=args.out, target_fps=args.target_fps,
             weights_memory=args.weights_memory or (), max_utilization=args.max_utilization,
-            requantizers=args.requantizer or (), input_format=args.input_format,
+            requantizers=args.requantizer or (), clock_mhz=args.clock,
+            input_format=args.input_format,
             input_scale=args.input_scale,
             on_step=lambda text: status.update(f"{text} [{time.monotonic() - start:.0f} s]"))
     plan = design.plan
@@ -262,6 +263,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--board", required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--target-fps", type=float, default=None)
+    p.add_argument("--clock", type=float, default=None, metavar="MHZ",
+                   help="fabric clock, one of the board's PL clocks (default: the board's); "
+                        "the layers' datapaths get register stages for it, and frames/s are "
+                        "given at it")
     p.add_argument("--backend", choices=("amaranth", "hls"), default="amaranth")
     p.add_argument("--weights-memory", action="append", metavar="[LAYER=]STYLE",
                    help="weight memory style: lutram, bram or streamed, for every layer or "

@@ -16,7 +16,7 @@ from bitloom.emit.synth import (
     utilization_table,
 )
 from bitloom.emit.synth_parallel import synthesize_parallel
-from bitloom.emit.timing import TimedPath, cell_scope, longest_paths, read_netlist, speed_grade
+from bitloom.emit.timing import TimedPath, cell_scope, longest_paths, read_netlist
 
 SHOWN = ("LUT", "FF", "CARRY", "DSP", "BRAM36", "URAM")
 
@@ -93,7 +93,6 @@ def estimate_timing(design: Design, board, units: list[str]) -> dict:
     (:mod:`bitloom.emit.timing`): one per layer unit after a parallel run, else the whole."""
     synth = design.path / "synth"
     names = [ly["name"] for ly in design.report["layers"]]
-    grade = speed_grade(board.part)
     worst: dict[str, TimedPath] = {}
 
     def keep(found: dict[str, TimedPath]) -> None:
@@ -111,10 +110,10 @@ def estimate_timing(design: Design, board, units: list[str]) -> dict:
     for unit in units:
         netlist = read_netlist(synth / "units" / unit / NETLIST)
         layer = unit.removeprefix(f"{CORE}.")
-        keep(longest_paths(netlist, next(iter(netlist["modules"])), board.family, grade,
+        keep(longest_paths(netlist, next(iter(netlist["modules"])), board.speed_factor,
                            lambda _cell, layer=layer: layer))
     top = read_netlist(synth / NETLIST)
-    keep(longest_paths(top, next(iter(top["modules"])), board.family, grade, owner))
+    keep(longest_paths(top, next(iter(top["modules"])), board.speed_factor, owner))
     limiting = max(worst, key=lambda k: worst[k].ps)
     fmax = worst[limiting].fmax_mhz
     clock = float(design.report["clock_mhz"])
@@ -123,7 +122,8 @@ def estimate_timing(design: Design, board, units: list[str]) -> dict:
             ly["timing"] = worst[ly["name"]].as_json()
     return {
         "estimate": True, "basis": TIMING_BASIS, "family": board.family,
-        "speed_grade": grade, "fmax_mhz": round(fmax, 1), "clock_mhz": clock,
+        "speed_grade": board.speed_grade, "speed_factor": board.speed_factor,
+        "fmax_mhz": round(fmax, 1), "clock_mhz": clock,
         "meets_clock": fmax >= clock, "limiting_layer": limiting,
         "limiting_path": worst[limiting].as_json(),
         "parts": {k: v.as_json() for k, v in sorted(worst.items())},

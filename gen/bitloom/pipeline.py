@@ -60,7 +60,7 @@ class Design(emitted.Design):
 def compile(model: str | Path, board: str | Board = "pynq-z2", *, out: str | Path,
             target_fps: float | None = None, target_cycles: int | None = None,
             weights_memory: Sequence[str] = (), max_utilization: float | None = None,
-            requantizers: Sequence[str] = (),
+            requantizers: Sequence[str] = (), clock_mhz: float | None = None,
             input_format: str | None = None, input_scale: str | float | None = None,
             on_step: Callable[[str], None] | None = None) -> Design:
     """Plan ``model`` for ``board`` (see :func:`bitloom.plan.plan_design`) and write its
@@ -68,8 +68,9 @@ def compile(model: str | Path, board: str | Board = "pynq-z2", *, out: str | Pat
     ``input_scale`` declare how a float input arrives (see :func:`bitloom.load`), and the
     folder's copy of the model keeps that declaration; ``requantizers`` overrides the
     requantizer choice (``KIND`` or ``LAYER=KIND``, KIND ``thresholds``, ``scale`` or
-    ``scale-lut``). ``on_step`` is told what is being done, layer by layer while the
-    hardware is elaborated (a progress display)."""
+    ``scale-lut``); ``clock_mhz`` clocks the fabric at one of the board's PL clocks, the
+    datapaths registered for it (:mod:`bitloom.plan.clock`). ``on_step`` is told what is
+    being done, layer by layer while the hardware is elaborated (a progress display)."""
     step = on_step or (lambda text: None)
     board = board if isinstance(board, Board) else load_board(board)
     declared = declare(input_format, input_scale)
@@ -78,7 +79,8 @@ def compile(model: str | Path, board: str | Board = "pynq-z2", *, out: str | Pat
     step(f"planning {len(net.layers)} layers for {board.name}")
     plan = plan_design(net, board, target_fps=target_fps, target_cycles=target_cycles,
                        weights_memory=weights_memory, max_utilization=max_utilization,
-                       requantizers=requantizers)
+                       requantizers=requantizers, clock_mhz=clock_mhz)
+    board = board if clock_mhz is None else board.at_clock(clock_mhz)
 
     def on_layer(k: int, n: int, name: str) -> None:
         step(f"elaborated layer {k}/{n} ({name})" if k < n else

@@ -251,6 +251,7 @@ def load_design(path: str | Path) -> Design:
         requants = [ly.get("requant") for ly in report["layers"]]
         depths = [tuple(ly["fifo_depths"]) for ly in report["layers"]]
         ultra = [tuple(ly.get("ultraram", ())) for ly in report["layers"]]
+        pipelines = [int(ly.get("pipeline", 0)) for ly in report["layers"]]
         clock = float(report["clock_mhz"])
         in_elems = int(report["io"]["input"]["elements_per_beat"])
     except (KeyError, ValueError, TypeError) as exc:
@@ -258,6 +259,6 @@ def load_design(path: str | Path) -> Design:
     net = load_model(path / "model.onnx")
     plan = restore_requantizers(
         make_plan_with(net, folds, depths, clock, in_elems, styles, dsps), requants)
-    plan = replace(plan, layers=[replace(lp, ultra=parts)
-                                 for lp, parts in zip(plan.layers, ultra, strict=True)])
+    plan = replace(plan, layers=[replace(lp, ultra=parts, pipeline=depth) for lp, parts, depth
+                                 in zip(plan.layers, ultra, pipelines, strict=True)])
     return Design(path, net, plan, report)

@@ -38,6 +38,7 @@ def report_dict(plan, board) -> dict:
             "weight_memory": None if lp.memory is None else lp.memory.as_dict(),
             "dsp": lp.dsp,
             "ultraram": list(lp.ultra),
+            "pipeline": lp.pipeline,
             "estimated": estimate_layer(lp),
         })
     est_total: dict[str, float] = {}

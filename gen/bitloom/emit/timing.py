@@ -18,8 +18,8 @@ placement and routing are not. The walk here times every net bit of a ``write_js
   logic into its own flip-flop ride dedicated wires and get none. This is an allowance,
   not a measurement: no placed-and-routed design calibrated it.
 - **Other families and speed grades** scale every delay by one factor
-  (:data:`SPEED_FACTORS`): Zynq-7000 -1 is the Artix-7 -1 the delays were measured on;
-  UltraScale+ (Zynq MPSoC) is taken as 0.62 of it at -1, 0.55 at -2. These factors are
+  (:data:`bitloom.boards.SPEED_FACTORS`): Zynq-7000 -1 is the Artix-7 -1 the delays were
+  measured on; UltraScale+ (Zynq MPSoC) is taken as 0.62 of it at -1, 0.55 at -2. These factors are
   estimates, not characterized.
 
 Why not Yosys's ``sta``: it reports one path for the whole design, begins paths at primary
@@ -43,9 +43,6 @@ from typing import Any
 
 #: routing allowance of a net to one load, and per doubling of its fanout (ps, xc7 -1)
 ROUTE_PS, FANOUT_PS = 250.0, 150.0
-#: every delay scaled by family and speed grade (module docstring: estimates)
-SPEED_FACTORS = {("xc7", "-1"): 1.0, ("xc7", "-2"): 0.88, ("xc7", "-3"): 0.78,
-                 ("xcup", "-1"): 0.62, ("xcup", "-2"): 0.55, ("xcup", "-3"): 0.5}
 
 _LUT_PIN_PS = (642, 631, 472, 407, 238, 127)  # I0..I5 -> O
 _FF_CLK_Q, _FF_SETUP = 303.0, {"D": 0.0, "CE": 109.0, "R": 404.0, "S": 404.0,
@@ -355,11 +352,11 @@ def _route_ps(g: _Graph, bit: int, sink_kind: str, sink_port: str) -> float:
     return (ROUTE_PS + FANOUT_PS * math.log2(fanout)) * g.scale
 
 
-def longest_paths(netlist: dict[str, Any], top: str, family: str, grade: str,
+def longest_paths(netlist: dict[str, Any], top: str, scale: float,
                   group: Callable[[str], str | None]) -> dict[str, TimedPath]:
     """The longest path ending in each group of endpoint cells (``group`` maps a cell name
-    to its group, None to leave it out) of the flattened module ``top``."""
-    scale = SPEED_FACTORS.get((family, grade), SPEED_FACTORS[(family, "-1")])
+    to its group, None to leave it out) of the flattened module ``top``, every delay
+    times ``scale`` (:attr:`bitloom.boards.Board.speed_factor`)."""
     module = netlist["modules"][top]
     g = _Graph(scale)
     sink_of: dict[tuple[int, int], tuple[str, str]] = {}
@@ -439,13 +436,6 @@ def _trace(g: _Graph, came_from: dict, bit: int, end_cell: int
 
 def read_netlist(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text(encoding="utf-8"))
-
-
-def speed_grade(part: str) -> str:
-    """``-1``/``-2``/``-3`` of an AMD part name (``xc7z020clg400-1``,
-    ``xczu7ev-ffvc1156-2-e``, ``xck26-sfvc784-2LV-c``); -1 when it names none."""
-    match = re.search(r"-([123])(?:[A-Z]*)(?:-[a-z])?$", part)
-    return f"-{match.group(1)}" if match else "-1"
 
 
 def cell_scope(name: str) -> list[str]:

@@ -28,13 +28,13 @@ class ConvolutionUnit(wiring.Component):
     """
 
     def __init__(self, layer: MatrixVector, fold: Folding, style: str = "lutram",
-                 dsp: str | None = None, ultra: bool = False) -> None:
+                 dsp: str | None = None, ultra: bool = False, pipeline: int = 0) -> None:
         if layer.window is None:
             raise ValueError(f"{layer.name}: a ConvolutionUnit needs a windowed layer")
         self.layer, self.fold, self.style = layer, fold, style
         self.im2col = SlidingWindow(layer.window, layer.in_shape[-1], fold.simd, layer.in_fmt,
                                     ultra=ultra)
-        self.mvu = MatrixVectorUnit(layer, fold, style, dsp)
+        self.mvu = MatrixVectorUnit(layer, fold, style, dsp, pipeline)
         members = {
             "i": In(stream.Signature(unsigned(fold.simd * layer.in_fmt.bits))),
             "o": Out(stream.Signature(unsigned(fold.pe * layer.out_fmt.bits))),

@@ -8,9 +8,10 @@ stream and keeps it in a small buffer for the others. One step per cycle, so a f
 
 Pipeline (every register advances together when the output register can move):
 
-    issue: counters, weight/buffer addresses -> dot: SIMD products per PE, adder tree,
-    accumulate -> requant: threshold compares (or the raw accumulator), shared with every
-    unit in :mod:`~bitloom.hw.thresholds` -> output register
+    issue: counters, weight/buffer addresses -> dot: SIMD products per PE, adder tree
+    (``pipeline`` registers among its levels, for a faster clock), accumulate -> requant:
+    threshold compares (or the raw accumulator), shared with every unit in
+    :mod:`~bitloom.hw.thresholds` -> output register
 
 Weights: one word (``PE * SIMD`` codes) per step, from a ROM (``lutram``/``bram``, see
 :mod:`bitloom.hw.weights`) or from the ``w`` stream (``streamed``: the words in step order,
@@ -26,7 +27,7 @@ from amaranth.lib.wiring import In, Out
 
 from bitloom.formats import Format
 from bitloom.hw.pe import dot_products
-from bitloom.hw.pe.stages import Stages
+from bitloom.hw.pe.stages import Stages, spread
 from bitloom.hw.thresholds import acc_shape, drive_output, requantize
 from bitloom.hw.weights import pack_rows, unpack_rows, weight_codes, weight_source
 from bitloom.ir import MatrixVector
@@ -59,11 +60,12 @@ class MatrixVectorUnit(wiring.Component):
     """Streams ``K``-vectors in and ``N``-vectors out, computing one MatrixVector layer."""
 
     def __init__(self, layer: MatrixVector, fold: Folding, style: str = "lutram",
-                 dsp: str | None = None) -> None:
+                 dsp: str | None = None, pipeline: int = 0) -> None:
         k, n = layer.weights.shape
         if k % fold.simd or n % fold.pe:
             raise ValueError(f"{layer.name}: SIMD {fold.simd} must divide {k}, PE {fold.pe} {n}")
         self.layer, self.fold, self.style, self.dsp = layer, fold, style, dsp
+        self.pipeline = pipeline
         self.sf_count, self.nf_count = k // fold.simd, n // fold.pe
         self.steps, self.weight_bits, _ = matrix_weight_geometry(layer, fold)
         members = {
@@ -138,17 +140,42 @@ class MatrixVectorUnit(wiring.Component):
         b_valid = Signal()
         w_rows = [[w_word.word_select(p * fold.simd + s, w_fmt.bits) for s in range(fold.simd)]
                   for p in range(fold.pe)]
-        # Stages(m) adds no register (the pipeline stalls as one) but keeps the adder tree's
-        # sums, so Yosys builds one carry-chain adder per sum (docs/pe.md)
-        dots = dot_products(w_rows, xs, w_fmt, in_fmt, dsp=self.dsp, stages=Stages(m))
+        # Stages keeps the adder tree's sums, so Yosys builds one carry-chain adder per sum
+        # (docs/pe.md), and registers ``pipeline`` of its levels for a faster clock, spread
+        # evenly; they advance with the rest of the pipeline, the step's flags beside them
+        levels = dot_levels(w_fmt, in_fmt, fold, self.dsp) if self.pipeline else 0
+        stages = Stages(m, spread(self.pipeline, levels), en=en)
+        dots = dot_products(w_rows, xs, w_fmt, in_fmt, dsp=self.dsp, stages=stages)
+        d_valid, d_first, d_last, d_nf = (delayed(m, s, self.pipeline, en)
+                                          for s in (a_valid, a_first, a_last, a_nf))
         for acc, dot in zip(accs, dots, strict=True):
-            with m.If(en & a_valid):
-                m.d.sync += acc.eq(Mux(a_first, 0, acc) + dot)
+            with m.If(en & d_valid):
+                m.d.sync += acc.eq(Mux(d_first, 0, acc) + dot)
         with m.If(en):
-            m.d.sync += b_valid.eq(a_valid & a_last)
+            m.d.sync += b_valid.eq(d_valid & d_last)
 
         # -- requantization into the output register ---------------------------------------
-        result, r_valid = requantize(m, "thresholds", accs, layer.requant, acc_fmt, a_nf, en,
+        result, r_valid = requantize(m, "thresholds", accs, layer.requant, acc_fmt, d_nf, en,
                                      b_valid)
         drive_output(m, self.o, en, result, r_valid)
         return m
+
+
+def dot_levels(w_fmt: Format, a_fmt: Format, fold: Folding, dsp: str | None) -> int:
+    """Levels of :func:`dot_products` at ``fold`` (a dry run, no module): where pipeline
+    registers may go."""
+    counting = Stages()
+    rows = [[Signal(w_fmt.bits) for _ in range(fold.simd)] for _ in range(fold.pe)]
+    dot_products(rows, [Signal(a_fmt.bits) for _ in range(fold.simd)], w_fmt, a_fmt,
+                 dsp=dsp, stages=counting)
+    return counting.deepest + 1
+
+
+def delayed(m: Module, signal: Signal, depth: int, en: Signal) -> Signal:
+    """``signal`` ``depth`` enabled cycles later (a shift register advancing with ``en``)."""
+    for k in range(depth):
+        later = Signal.like(signal, name=f"{signal.name}_d{k + 1}")
+        with m.If(en):
+            m.d.sync += later.eq(signal)
+        signal = later
+    return signal

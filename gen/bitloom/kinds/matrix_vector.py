@@ -18,7 +18,7 @@ from bitloom.emit.hls import (
 )
 from bitloom.errors import BitloomError
 from bitloom.hw.conv import ConvolutionUnit
-from bitloom.hw.mvu import MatrixVectorUnit, unpack_weight_words, weight_words
+from bitloom.hw.mvu import MatrixVectorUnit, dot_levels, unpack_weight_words, weight_words
 from bitloom.ir import MatrixVector, Network, Window
 from bitloom.plan.cost import (
     accumulator_bits,
@@ -98,6 +98,11 @@ class MatrixVectorKind(LayerKind):
         add(counts, requant_counts(lp.requant, acc_bits, fold.pe))
         return counts
 
+    def datapath_levels(self, lp: LayerPlan) -> int:
+        """The dot product's levels (products, adder rows: a dry run of the unit's own
+        builder) and the accumulation after them."""
+        return dot_levels(lp.layer.w_fmt, lp.layer.in_fmt, lp.fold, lp.dsp) + 1
+
     def window_buffer(self, layer: MatrixVector) -> Window | None:
         """The convolution's window generator; none for a 1x1 convolution at stride 1, which
         reads its input stream as it comes (ResNet-50's 1x1 convolutions held a row of their
@@ -107,9 +112,9 @@ class MatrixVectorKind(LayerKind):
 
     def make_unit(self, lp: LayerPlan):
         if self.window_buffer(lp.layer) is None:
-            return MatrixVectorUnit(lp.layer, lp.fold, lp.style, lp.dsp), ["i"]
+            return MatrixVectorUnit(lp.layer, lp.fold, lp.style, lp.dsp, lp.pipeline), ["i"]
         return ConvolutionUnit(lp.layer, lp.fold, lp.style, lp.dsp,
-                               ultra="window" in lp.ultra), ["i"]
+                               ultra="window" in lp.ultra, pipeline=lp.pipeline), ["i"]
 
     def weight_words(self, lp: LayerPlan) -> list[int]:
         layer = lp.layer

@@ -16,6 +16,7 @@ from dataclasses import replace
 
 from bitloom.errors import BitloomError
 from bitloom.ir import Network
+from bitloom.plan.clock import with_clock
 from bitloom.plan.cost import estimate_counts, estimate_plan, layer_parts, rom_counts
 from bitloom.plan.folding import LayerPlan, Plan, candidate_targets, make_plan, with_dsps
 from bitloom.plan.memory import STREAMED, parse_overrides, with_memories
@@ -181,13 +182,21 @@ class BoardFit:
 def plan_design(net: Network, board, *, target_fps: float | None = None,
                 target_cycles: int | None = None, weights_memory: Sequence[str] = (),
                 max_utilization: float | None = None,
-                requantizers: Sequence[str] = ()) -> Plan:
+                requantizers: Sequence[str] = (), clock_mhz: float | None = None) -> Plan:
     """The plan of ``net`` on ``board``: the fastest within the utilization ceilings, or the
     cheapest reaching ``target_fps``, or the cheapest of at most ``target_cycles`` per frame
     (a design-space point, not checked against the board); integer products packed into the
     board's DSPs; weight memories chosen within the ceilings, or as ``weights_memory``
     (``STYLE`` and/or ``LAYER=STYLE``) says; requantizers by cost, or as ``requantizers``
-    (``KIND`` and/or ``LAYER=KIND``, :mod:`bitloom.plan.requantizers`) says."""
+    (``KIND`` and/or ``LAYER=KIND``, :mod:`bitloom.plan.requantizers`) says. A
+    ``clock_mhz`` (one of the board's PL clocks) replaces the board's default clock, and
+    each layer's datapath gets the registers :mod:`bitloom.plan.clock` gives it for it."""
+    if clock_mhz is not None:
+        board = board.at_clock(clock_mhz)
+        plan = plan_design(net, board, target_fps=target_fps, target_cycles=target_cycles,
+                           weights_memory=weights_memory, max_utilization=max_utilization,
+                           requantizers=requantizers)
+        return with_clock(plan, clock_mhz, board.speed_factor)
     net.require_layers()
     fit = BoardFit(net, board, max_utilization, weights_memory, requantizers)
     if target_cycles is not None:

@@ -43,6 +43,9 @@ class LayerPlan:
     scale: ScaleRequant | None = None  # requantizes by multiply-shift, not its thresholds
     #: the parts whose RAMs are UltraRAM: "window" (line buffer), "link" (input FIFOs)
     ultra: tuple[str, ...] = ()
+    #: register stages in the datapath beyond the unit's own, for a faster clock
+    #: (:func:`bitloom.plan.clock.with_clock`)
+    pipeline: int = 0
 
     @property
     def requant(self) -> Thresholds | ScaleRequant | None:
@@ -150,13 +153,13 @@ class Plan:
     @property
     def latency_cycles(self) -> int:
         """Estimate of first input beat to last output beat of one frame, idle pipeline,
-        along the longest path: each layer's cycles plus its pipeline (3, and a scale
-        requantizer's registers) and FIFO and converter (2). ``bitloom verify`` measures the
-        real figure."""
+        along the longest path: each layer's cycles plus its pipeline (3, a scale
+        requantizer's registers and any added for the clock) and FIFO and converter (2).
+        ``bitloom verify`` measures the real figure."""
         done: list[int] = []
         for lp in self.layers:
             start = max((done[p] for p in lp.layer.inputs if p >= 0), default=0)
-            stages = lp.scale.stages if lp.scale is not None else 0
+            stages = (lp.scale.stages if lp.scale is not None else 0) + lp.pipeline
             done.append(start + lp.cycles + 3 + stages + 2)
         return done[-1]
 

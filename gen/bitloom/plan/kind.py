@@ -80,6 +80,11 @@ class LayerKind:
         (see :func:`bitloom.plan.cost.layer_parts`): here accumulators and thresholds."""
         return lane_counts(lp)
 
+    def datapath_levels(self, lp: LayerPlan) -> int:
+        """Levels of its longest one-cycle path that registers may be placed among
+        (:mod:`bitloom.plan.clock`); 0: nothing to pipeline."""
+        return 0
+
     def window_buffer(self, layer: AnyLayer) -> Window | None:
         """The window whose line buffer the layer's hardware holds (None: none)."""
         return layer.window if windowed(layer) else None

@@ -10,15 +10,17 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from amaranth import Const, Module, Signal
+from amaranth import Const, Module, Mux, Signal
 from amaranth.hdl import Value
 
 
 class Stages:
-    """Registers after the given levels (in ``m.d.sync``); records how deep the datapath is."""
+    """Registers after the given levels (in ``m.d.sync``, advancing while ``en`` is high,
+    as a unit's whole pipeline stalls together); records how deep the datapath is."""
 
-    def __init__(self, m: Module | None = None, levels: Iterable[int] = ()) -> None:
-        self.m = m
+    def __init__(self, m: Module | None = None, levels: Iterable[int] = (),
+                 en: Value | None = None) -> None:
+        self.m, self.en = m, en
         self.levels = frozenset(levels)
         if self.levels and m is None:
             raise ValueError("pipeline registers need a module")
@@ -55,7 +57,7 @@ class Stages:
 
     def register(self, level: int, value: Value) -> Signal:
         reg = Signal(value.shape(), name=f"stage{level}")
-        self.m.d.sync += reg.eq(value)
+        self.m.d.sync += reg.eq(value if self.en is None else Mux(self.en, value, reg))
         return reg
 
     def wire(self, level: int, value: Value) -> Signal:
