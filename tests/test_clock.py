@@ -8,7 +8,7 @@ import pytest
 
 import bitloom
 from bitloom.cli import main
-from bitloom.plan.clock import LEVEL_PS, stages_for
+from bitloom.plan.clock import LEVEL_PS, register_levels, stages_for
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
@@ -18,6 +18,12 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
     (8, LEVEL_PS, 7), (8, LEVEL_PS / 2, 7), (1, LEVEL_PS / 2, 0)])
 def test_the_fewest_registers_that_fit_the_period(levels, period, depth):
     assert stages_for(levels, period) == depth
+
+
+@pytest.mark.parametrize("depth, levels, placed", [
+    (0, 8, []), (1, 8, [3]), (3, 8, [1, 3, 5]), (7, 8, [0, 1, 2, 3, 4, 5, 6]), (2, 5, [1, 3])])
+def test_registers_cut_the_chain_evenly_the_accumulation_last(depth, levels, placed):
+    assert register_levels(depth, levels) == placed
 
 
 def test_a_faster_clock_registers_more_and_reports_frames_at_it(tmp_path):

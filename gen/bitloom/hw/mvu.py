@@ -27,10 +27,11 @@ from amaranth.lib.wiring import In, Out
 
 from bitloom.formats import Format
 from bitloom.hw.pe import dot_products
-from bitloom.hw.pe.stages import Stages, spread
+from bitloom.hw.pe.stages import Stages
 from bitloom.hw.thresholds import acc_shape, drive_output, requantize
 from bitloom.hw.weights import pack_rows, unpack_rows, weight_codes, weight_source
 from bitloom.ir import MatrixVector
+from bitloom.plan.clock import register_levels
 from bitloom.plan.fold import Folding
 from bitloom.plan.memory import STREAMED, matrix_weight_geometry
 
@@ -141,10 +142,11 @@ class MatrixVectorUnit(wiring.Component):
         w_rows = [[w_word.word_select(p * fold.simd + s, w_fmt.bits) for s in range(fold.simd)]
                   for p in range(fold.pe)]
         # Stages keeps the adder tree's sums, so Yosys builds one carry-chain adder per sum
-        # (docs/pe.md), and registers ``pipeline`` of its levels for a faster clock, spread
-        # evenly; they advance with the rest of the pipeline, the step's flags beside them
-        levels = dot_levels(w_fmt, in_fmt, fold, self.dsp) if self.pipeline else 0
-        stages = Stages(m, spread(self.pipeline, levels), en=en)
+        # (docs/pe.md), and registers ``pipeline`` of its levels for a faster clock, the
+        # accumulation counted as the last level; they advance with the rest of the
+        # pipeline, the step's flags beside them
+        levels = dot_levels(w_fmt, in_fmt, fold, self.dsp) + 1 if self.pipeline else 1
+        stages = Stages(m, register_levels(self.pipeline, levels), en=en)
         dots = dot_products(w_rows, xs, w_fmt, in_fmt, dsp=self.dsp, stages=stages)
         d_valid, d_first, d_last, d_nf = (delayed(m, s, self.pipeline, en)
                                           for s in (a_valid, a_first, a_last, a_nf))

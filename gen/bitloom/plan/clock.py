@@ -29,6 +29,15 @@ def stages_for(levels: int, period_ps: float) -> int:
     return max(levels - 1, 0)
 
 
+def register_levels(depth: int, levels: int) -> list[int]:
+    """The levels (of ``levels``, the last one not registrable: the accumulation) after
+    which ``depth`` registers cut the chain into segments of equal length, as
+    :func:`stages_for` counted them."""
+    if not 0 <= depth < levels:
+        raise ValueError(f"{depth} registers among {levels} levels")
+    return sorted({math.ceil((i + 1) * levels / (depth + 1)) - 1 for i in range(depth)})
+
+
 def with_clock(plan: Plan, clock_mhz: float, speed_factor: float) -> Plan:
     """``plan`` at ``clock_mhz`` on a part whose delays are ``speed_factor`` of Artix-7 -1,
     each layer's datapath registered for it."""

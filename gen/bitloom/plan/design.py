@@ -189,14 +189,18 @@ def plan_design(net: Network, board, *, target_fps: float | None = None,
     board's DSPs; weight memories chosen within the ceilings, or as ``weights_memory``
     (``STYLE`` and/or ``LAYER=STYLE``) says; requantizers by cost, or as ``requantizers``
     (``KIND`` and/or ``LAYER=KIND``, :mod:`bitloom.plan.requantizers`) says. A
-    ``clock_mhz`` (one of the board's PL clocks) replaces the board's default clock, and
-    each layer's datapath gets the registers :mod:`bitloom.plan.clock` gives it for it."""
-    if clock_mhz is not None:
-        board = board.at_clock(clock_mhz)
-        plan = plan_design(net, board, target_fps=target_fps, target_cycles=target_cycles,
-                           weights_memory=weights_memory, max_utilization=max_utilization,
-                           requantizers=requantizers)
-        return with_clock(plan, clock_mhz, board.speed_factor)
+    ``clock_mhz`` (one of the board's PL clocks) replaces the board's default clock; each
+    layer's datapath gets the registers :mod:`bitloom.plan.clock` gives it for the clock."""
+    board = board if clock_mhz is None else board.at_clock(clock_mhz)
+    plan = _plan_at_clock(net, board, target_fps, target_cycles, weights_memory,
+                          max_utilization, requantizers)
+    return with_clock(plan, board.default_clock_mhz, board.speed_factor)
+
+
+def _plan_at_clock(net: Network, board, target_fps: float | None, target_cycles: int | None,
+                   weights_memory: Sequence[str], max_utilization: float | None,
+                   requantizers: Sequence[str]) -> Plan:
+    """:func:`plan_design` before the clock's registers."""
     net.require_layers()
     fit = BoardFit(net, board, max_utilization, weights_memory, requantizers)
     if target_cycles is not None:
