@@ -71,17 +71,17 @@ def added(acc: Row, row: Row) -> tuple[Row, int]:
     return Row(Cat(padded[:k], (high - complement)[:width]), acc.shift), 1 << row.shift
 
 
-def as_rows(values: list[Value], shift: int = 0) -> tuple[list[Row], int]:
-    """Unsigned rows and a constant whose sum is ``sum(values) << shift``: a signed value's
-    top bit weighs ``-2**(n-1)``, so it is inverted (free inside a counter's LUT) and
+def as_rows(values: list[Value]) -> tuple[list[Row], int]:
+    """Unsigned rows and a constant whose sum is ``sum(values)``: a signed value's top bit
+    weighs ``-2**(n-1)``, so it is inverted (free inside a counter's LUT) and
     ``-2**(n-1)`` joins the constant."""
     rows, constant = [], 0
     for v in values:
         if v.shape().signed:
-            rows.append(Row(Cat(v[:-1], ~v[-1]), shift))
-            constant -= 1 << (len(v) - 1 + shift)
+            rows.append(Row(Cat(v[:-1], ~v[-1]), 0))
+            constant -= 1 << (len(v) - 1)
         else:
-            rows.append(Row(v, shift))
+            rows.append(Row(v, 0))
     return rows, constant
 
 
