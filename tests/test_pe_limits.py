@@ -41,13 +41,16 @@ def run(w_fmt: Format, a_fmt: Format, weights: np.ndarray, acts: np.ndarray,
     raw = simulate(lambda: DotProductUnit(w_fmt, a_fmt, simd, pes, dsp, pipeline),
                    {"w": w_words, "a": a_words}, ["dot"], copies, pipeline)["dot"]
     shape = sum_shape(w_fmt, a_fmt, simd)
-    v = np.array([unpack(word, shape.width, pes) for word in raw], dtype=np.int64)
-    return np.where(v >= 1 << (shape.width - 1), v - (1 << shape.width), v) \
-        if shape.signed else v
+    top = 1 << (shape.width - 1) if shape.signed else 1 << shape.width
+    return np.array([[x - 2 * top if x >= top else x for x in unpack(word, shape.width, pes)]
+                     for word in raw], dtype=object)  # e5m2 sums pass 64 bits
 
 
 def expected(weights: np.ndarray, acts: np.ndarray) -> np.ndarray:
-    return np.einsum("cpl,cl->cp", weights.astype(np.int64), acts.astype(np.int64))
+    """Exact sums in Python integers."""
+    w = np.vectorize(int, otypes=[object])(weights)
+    a = np.vectorize(int, otypes=[object])(acts)
+    return (w * a[:, None, :]).sum(axis=2)
 
 
 @pytest.mark.parametrize(("w_fmt", "a_fmt"), list(itertools.product(SMALL, SMALL)),
