@@ -164,9 +164,12 @@ class MatrixVectorUnit(wiring.Component):
 
 
 def dot_levels(w_fmt: Format, a_fmt: Format, fold: Folding, dsp: str | None) -> int:
-    """Levels of :func:`dot_products` at ``fold`` (a dry run, no module): where pipeline
-    registers may go."""
-    counting = Stages()
+    """Levels of :func:`dot_products` at ``fold`` (a dry run into a module that is thrown
+    away: without one the builder writes wide sums as one nested expression, which
+    Amaranth cannot walk at hundreds of lanes): where pipeline registers may go."""
+    scratch = Module()
+    scratch._MustUse__silence = True  # built to be counted, never elaborated
+    counting = Stages(scratch)
     rows = [[Signal(w_fmt.bits) for _ in range(fold.simd)] for _ in range(fold.pe)]
     dot_products(rows, [Signal(a_fmt.bits) for _ in range(fold.simd)], w_fmt, a_fmt,
                  dsp=dsp, stages=counting)
