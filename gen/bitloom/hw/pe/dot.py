@@ -203,6 +203,9 @@ def lut_dot_product(w_codes: list[Value], a_codes: list[Value], w_fmt: Format,
     shape = grid_shape(accumulator_grid(w_fmt, a_fmt, 1))
     products = stages.at(0, [product(decode(w, w_fmt), decode(a, a_fmt), stages, shape)
                              for w, a in zip(w_codes, a_codes, strict=True)])
+    # each product on a wire: the rows read it bit by bit, and Amaranth would copy the
+    # whole product expression into every bit (a minifloat MLP's Verilog 288 KB -> 24 MB)
+    products = [stages.share(p, f"product{i}") for i, p in enumerate(products)]
     rows, constant = as_rows(products)
     return counter_sum(rows, constant, grid_shape(accumulator_grid(w_fmt, a_fmt, len(rows))),
                        stages, 1)
